@@ -1,0 +1,15 @@
+import { defineConfig } from 'vitest/config';
+
+// Clusters and storage servers are real processes: generous timeouts, and at most two
+// test files at a time on the 2-core CI machines.
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts', 'test/**/*.test.tsx'],
+    globalSetup: ['test/global-setup.ts'],
+    testTimeout: 120_000,
+    hookTimeout: 180_000,
+    pool: 'forks',
+    maxWorkers: 2,
+    reporters: ['default'],
+  },
+});
