@@ -1,0 +1,154 @@
+// Flags to typed params, with messages that name the flag and the fix.
+import type { ParamSpec, Params, ParamValue, Procedure } from './types.js';
+
+export type RawFlags = Record<string, string | boolean | string[]>;
+
+export function flagName(paramName: string): string {
+  return '--' + paramName.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+}
+
+export function paramNameFromFlag(flag: string): string {
+  return flag.replace(/^--/, '').replace(/-([a-z0-9])/g, (_m, c: string) => c.toUpperCase());
+}
+
+/**
+ * Parse `--name value`, `--name=value`, `--flag`, `--no-flag` and `-x value` forms.
+ * `booleanFlags` lists flags that never take a value; repeated flags accumulate into a list.
+ */
+export function parseArgv(
+  argv: string[],
+  booleanFlags: Set<string>,
+  aliases: Record<string, string> = {},
+): { flags: RawFlags; positionals: string[] } {
+  const flags: RawFlags = {};
+  const positionals: string[] = [];
+  const put = (name: string, value: string | boolean) => {
+    const prev = flags[name];
+    if (prev === undefined || typeof value === 'boolean') flags[name] = value;
+    else if (Array.isArray(prev)) prev.push(String(value));
+    else flags[name] = [String(prev), String(value)];
+  };
+  for (let i = 0; i < argv.length; i++) {
+    let arg = argv[i];
+    if (arg === '--') {
+      positionals.push(...argv.slice(i + 1));
+      break;
+    }
+    if (/^-[A-Za-z]$/.test(arg)) {
+      const long = aliases[arg];
+      if (!long) throw new FlagError(`unknown option ${arg}`);
+      arg = long;
+    }
+    if (!arg.startsWith('--')) {
+      positionals.push(arg);
+      continue;
+    }
+    const eq = arg.indexOf('=');
+    const name = eq > 0 ? arg.slice(2, eq) : arg.slice(2);
+    if (eq > 0) {
+      put(name, arg.slice(eq + 1));
+    } else if (booleanFlags.has(name)) {
+      put(name, true);
+    } else if (name.startsWith('no-') && booleanFlags.has(name.slice(3))) {
+      put(name.slice(3), false);
+    } else {
+      const next = argv[i + 1];
+      if (next === undefined || (next.startsWith('--') && next.length > 2)) {
+        throw new FlagError(`--${name} needs a value`);
+      }
+      put(name, next);
+      i++;
+    }
+  }
+  return { flags, positionals };
+}
+
+export class FlagError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'FlagError';
+  }
+}
+
+export function procedureBooleanFlags(procedure: Procedure): string[] {
+  return procedure.params.filter((p) => p.type === 'boolean').map((p) => flagName(p.name).slice(2));
+}
+
+/**
+ * Typed params from flags, then environment variables, then profile defaults, then the
+ * spec's default. Returns every problem at once so an operator fixes them in one go.
+ */
+export function resolveParams(
+  procedure: Procedure,
+  flags: RawFlags,
+  env: NodeJS.ProcessEnv,
+  defaults: Params = {},
+): { params: Params; errors: string[] } {
+  const errors: string[] = [];
+  const params: Params = {};
+  const known = new Set(procedure.params.map((p) => flagName(p.name).slice(2)));
+  for (const key of Object.keys(flags)) {
+    if (!known.has(key)) {
+      const valid = [...known].map((k) => '--' + k).join(', ') || '(none)';
+      errors.push(`unknown option --${key} for procedure ${procedure.id}; its options are: ${valid}`);
+    }
+  }
+  for (const spec of procedure.params) {
+    const flag = flagName(spec.name);
+    let raw: string | boolean | string[] | number | undefined = flags[flag.slice(2)];
+    if (raw === undefined && spec.env && env[spec.env] !== undefined && env[spec.env] !== '') raw = env[spec.env];
+    let value: ParamValue;
+    if (raw === undefined) {
+      value = defaults[spec.name] ?? spec.default;
+    } else {
+      const coerced = coerce(spec, raw);
+      if ('error' in coerced) {
+        errors.push(coerced.error);
+        continue;
+      }
+      value = coerced.value;
+    }
+    if ((value === undefined || value === '') && spec.required) {
+      errors.push(`missing ${flag}: ${spec.description}${spec.example ? ` (for example ${flag} ${spec.example})` : ''}`);
+      continue;
+    }
+    if (value !== undefined) params[spec.name] = value;
+  }
+  if (errors.length === 0 && procedure.validate) errors.push(...procedure.validate(params));
+  return { params, errors };
+}
+
+function coerce(spec: ParamSpec, raw: string | boolean | string[] | number): { value: ParamValue } | { error: string } {
+  const flag = flagName(spec.name);
+  const single = Array.isArray(raw) ? raw[raw.length - 1] : raw;
+  switch (spec.type) {
+    case 'boolean': {
+      if (typeof single === 'boolean') return { value: single };
+      const s = String(single).toLowerCase();
+      if (['1', 'true', 'yes', 'on'].includes(s)) return { value: true };
+      if (['0', 'false', 'no', 'off'].includes(s)) return { value: false };
+      return { error: `${flag}: expected true or false, got "${single}"` };
+    }
+    case 'number': {
+      const n = Number(single);
+      if (typeof single === 'boolean' || single === '' || !Number.isFinite(n)) {
+        return { error: `${flag}: expected a number, got "${single}"${spec.example ? ` (for example ${flag} ${spec.example})` : ''}` };
+      }
+      return { value: n };
+    }
+    case 'choice': {
+      const s = String(single);
+      if (!spec.choices?.includes(s)) return { error: `${flag}: "${s}" is not one of: ${spec.choices?.join(', ')}` };
+      return { value: s };
+    }
+    case 'list': {
+      if (typeof raw === 'boolean') return { error: `${flag} needs a value${spec.example ? ` (for example ${flag} ${spec.example})` : ''}` };
+      const parts = (Array.isArray(raw) ? raw : [String(raw)]).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
+      return { value: parts };
+    }
+    case 'string':
+    default:
+      if (typeof single === 'boolean') return { error: `${flag} needs a value${spec.example ? ` (for example ${flag} ${spec.example})` : ''}` };
+      return { value: String(single) };
+  }
+}

@@ -1,0 +1,407 @@
+// Runs a procedure's steps in order and emits typed events. UIs subscribe to events and
+// answer confirm-requests; the runner owns the journal, masking, progress throttling and
+// the mapping from outcomes to exit codes.
+import os from 'node:os';
+import {
+  ConfirmationRefusedError,
+  EXIT,
+  type CheckResult,
+  type ConfirmAnswerer,
+  type ConfirmOptions,
+  type Params,
+  type Procedure,
+  type RunEvent,
+  type RunStatus,
+  type RunSummary,
+  type Step,
+  type StepContext,
+  type StepStatus,
+  type StepSummary,
+} from './types.js';
+import { Masker } from './mask.js';
+import { Journal, newRunId, whoAmI } from './journal.js';
+
+export interface ResumeFrom {
+  runId: string;
+  journalPath: string;
+  state: Record<string, unknown>;
+  completedSteps: string[];
+}
+
+export interface RunOptions {
+  procedure: Procedure;
+  params: Params;
+  answer: ConfirmAnswerer;
+  services?: unknown;
+  signal?: AbortSignal;
+  dryRun?: boolean;
+  /** Where journals go; false for no journal (tests of pure behaviour, dry runs). */
+  journalPath?: string | false;
+  runId?: string;
+  resume?: ResumeFrom;
+  onEvent?: (event: RunEvent) => void;
+  /** Values to mask everywhere (passwords found in flags or the environment). */
+  secrets?: string[];
+  /** Minimum interval between progress events for one step (the UI repaints at most this often). */
+  progressIntervalMs?: number;
+  /** How long to wait for a step to honour an abort before recording it as interrupted. */
+  abortGraceMs?: number;
+}
+
+interface StepOutcome {
+  status: StepStatus;
+  error?: string;
+  reason?: string;
+  hint?: string;
+}
+
+export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
+  const { procedure } = opts;
+  const runId = opts.resume?.runId ?? opts.runId ?? newRunId(procedure.id);
+  const dryRun = Boolean(opts.dryRun);
+  const masker = new Masker();
+  for (const s of opts.secrets ?? []) masker.add(s);
+  for (const spec of procedure.params) {
+    const v = opts.params[spec.name];
+    if (spec.secret && typeof v === 'string') masker.add(v);
+  }
+  const maskedParams = maskParams(procedure, opts.params, masker);
+  const journalPath = dryRun ? undefined : opts.resume?.journalPath ?? (opts.journalPath || undefined);
+  const journal = journalPath ? new Journal(journalPath) : undefined;
+  const progressInterval = opts.progressIntervalMs ?? 125;
+  const abortGraceMs = opts.abortGraceMs ?? 10_000;
+
+  const controller = new AbortController();
+  const onOuterAbort = () => controller.abort(opts.signal?.reason);
+  if (opts.signal?.aborted) controller.abort(opts.signal.reason);
+  else opts.signal?.addEventListener('abort', onOuterAbort, { once: true });
+
+  const runStarted = Date.now();
+  const now = () => new Date().toISOString();
+  const emit = (event: RunEvent) => {
+    const masked = masker.deep(event);
+    try {
+      opts.onEvent?.(masked);
+    } catch {
+      // A subscriber's bug must not break the run.
+    }
+  };
+
+  const state: Record<string, unknown> = { ...(opts.resume?.state ?? {}) };
+  const completed = new Set(opts.resume?.completedSteps ?? []);
+  const checks: CheckResult[] = [];
+  const stepSummaries: StepSummary[] = procedure.steps.map((s) => ({ id: s.id, title: s.title, kind: s.kind, status: 'pending' }));
+
+  if (journal) {
+    const base = { time: now(), runId, who: whoAmI(), host: os.hostname(), pid: process.pid };
+    if (opts.resume) {
+      const firstOpen = procedure.steps.find((s) => !completed.has(s.id));
+      journal.append({ rec: 'resume', ...base, fromStep: firstOpen?.id });
+    } else {
+      journal.append({ rec: 'run-start', ...base, procedure: procedure.id, params: maskedParams });
+    }
+  }
+
+  emit({
+    type: 'run-start',
+    time: now(),
+    runId,
+    procedure: procedure.id,
+    title: procedure.title,
+    params: maskedParams,
+    steps: procedure.steps.map((s) => ({ id: s.id, title: s.title, kind: s.kind, destructive: Boolean(s.destructive) })),
+    journalPath,
+    resumedAt: opts.resume ? procedure.steps.find((s) => !completed.has(s.id))?.id : undefined,
+    dryRun,
+  });
+
+  let runStatus: RunStatus = dryRun ? 'planned' : 'ok';
+  let runError: string | undefined;
+  let runHint: string | undefined;
+  let verificationFailed = false;
+  let lastRefusalReason: string | undefined;
+
+  for (let index = 0; index < procedure.steps.length; index++) {
+    const step = procedure.steps[index];
+    const summary = stepSummaries[index];
+
+    if (completed.has(step.id)) {
+      summary.status = 'skipped';
+      summary.durationMs = 0;
+      emit({ type: 'step-end', time: now(), runId, stepId: step.id, status: 'skipped', durationMs: 0, reason: `done in an earlier attempt of ${runId}` });
+      continue;
+    }
+    if (controller.signal.aborted) {
+      runStatus = 'interrupted';
+      break;
+    }
+    // After a failed verification, further checks still run (a full checklist helps),
+    // but nothing that changes the system does.
+    if (verificationFailed && step.kind === 'action') break;
+
+    const started = Date.now();
+    const stepChecks: CheckResult[] = [];
+    const ctx = makeContext(step, stepChecks);
+    const skipReason = step.skipIf?.(ctx);
+    emit({ type: 'step-start', time: now(), runId, stepId: step.id, title: step.title, index, kind: step.kind, about: safeDescribe(step, ctx) });
+    journal?.append({ rec: 'step-start', time: now(), stepId: step.id });
+
+    let outcome: StepOutcome;
+    if (skipReason) {
+      outcome = { status: 'skipped', reason: skipReason };
+    } else if (dryRun) {
+      outcome = await planStep(step, ctx);
+    } else {
+      outcome = await executeStep(step, ctx);
+    }
+    if (outcome.status === 'ok' && stepChecks.some((c) => !c.ok)) {
+      outcome = { status: 'failed', reason: 'verification failed', error: failedChecksText(stepChecks) };
+      verificationFailed = true;
+    }
+
+    const durationMs = Date.now() - started;
+    summary.status = outcome.status;
+    summary.durationMs = durationMs;
+    summary.error = outcome.error;
+    checks.push(...stepChecks);
+    journal?.append({
+      rec: 'step-end',
+      time: now(),
+      stepId: step.id,
+      status: outcome.status,
+      durationMs,
+      error: outcome.error === undefined ? undefined : masker.text(outcome.error),
+      state: masker.deep(state),
+    });
+    emit({ type: 'step-end', time: now(), runId, stepId: step.id, status: outcome.status, durationMs, error: outcome.error, reason: outcome.reason });
+
+    if (outcome.status === 'failed' && !verificationFailed) {
+      runStatus = 'failed';
+      runError = `step "${step.title}" failed: ${outcome.error}`;
+      runHint = outcome.hint;
+      break;
+    }
+    if (outcome.status === 'refused') {
+      runStatus = 'refused';
+      runError = outcome.error;
+      runHint = outcome.hint;
+      break;
+    }
+    if (outcome.status === 'interrupted') {
+      runStatus = 'interrupted';
+      break;
+    }
+  }
+
+  if (runStatus === 'ok' && verificationFailed) {
+    runStatus = 'verification-failed';
+    runError = failedChecksText(checks);
+  }
+  if (runStatus === 'interrupted') {
+    runError = 'interrupted';
+    if (journal) runHint = `continue with: pgrunbook --resume ${runId}`;
+  } else if ((runStatus === 'failed' || runStatus === 'refused') && journal && !runHint) {
+    runHint = `fix the cause, then continue with: pgrunbook --resume ${runId}`;
+  }
+
+  const summary: RunSummary = {
+    runId,
+    procedure: procedure.id,
+    status: runStatus,
+    exitCode: exitCodeFor(runStatus),
+    durationMs: Date.now() - runStarted,
+    steps: stepSummaries,
+    checks,
+    journalPath,
+    error: runError === undefined ? undefined : masker.text(runError),
+    hint: runHint === undefined ? undefined : masker.text(runHint),
+  };
+  journal?.append({ rec: 'run-end', time: now(), summary: masker.deep(summary) });
+  journal?.close();
+  opts.signal?.removeEventListener('abort', onOuterAbort);
+  emit({ type: 'run-end', time: now(), runId, summary });
+  return masker.deep(summary);
+
+  function makeContext(step: Step, stepChecks: CheckResult[]): StepContext {
+    let lastProgressAt = 0;
+    let firstProgress: { at: number; done: number } | undefined;
+    return {
+      runId,
+      procedureId: procedure.id,
+      stepId: step.id,
+      params: opts.params,
+      signal: controller.signal,
+      dryRun,
+      state,
+      services: opts.services,
+      log(message, level = 'info') {
+        const text = masker.text(message);
+        journal?.append({ rec: 'log', time: now(), stepId: step.id, level, message: text });
+        emit({ type: 'log', time: now(), runId, stepId: step.id, level, message: text });
+      },
+      progress({ done, total, unit }) {
+        const t = Date.now();
+        if (!firstProgress) firstProgress = { at: t, done };
+        const finished = total !== undefined && done >= total;
+        if (!finished && t - lastProgressAt < progressInterval) return;
+        lastProgressAt = t;
+        const elapsed = (t - firstProgress.at) / 1000;
+        const ratePerSec = elapsed > 0.2 ? (done - firstProgress.done) / elapsed : undefined;
+        const etaSec = ratePerSec && total !== undefined && ratePerSec > 0 ? Math.max(0, (total - done) / ratePerSec) : undefined;
+        emit({ type: 'progress', time: now(), runId, stepId: step.id, done, total, unit, ratePerSec, etaSec });
+      },
+      async confirm(options: ConfirmOptions) {
+        return askConfirmation(step, options);
+      },
+      check(name, ok, detail) {
+        const result: CheckResult = { stepId: step.id, name: masker.text(name), ok, detail: detail === undefined ? undefined : masker.text(detail) };
+        stepChecks.push(result);
+        journal?.append({ rec: 'check', time: now(), ...result });
+        emit({ type: 'check', time: now(), runId, ...result });
+      },
+      addSecret(value: string) {
+        masker.add(value);
+      },
+    };
+  }
+
+  async function askConfirmation(step: Step, options: ConfirmOptions): Promise<boolean> {
+    emit({ type: 'confirm-request', time: now(), runId, stepId: step.id, message: options.message, destructive: options.destructive });
+    let allowed = false;
+    let reason: string | undefined;
+    try {
+      const answer = await opts.answer({ stepId: step.id, message: options.message, destructive: options.destructive });
+      allowed = answer.allowed;
+      reason = answer.reason;
+    } catch (err) {
+      reason = errorMessage(err);
+    }
+    journal?.append({
+      rec: 'confirm',
+      time: now(),
+      stepId: step.id,
+      message: masker.text(options.message),
+      expected: options.destructive?.expected,
+      allowed,
+      reason,
+    });
+    emit({ type: 'confirm-answer', time: now(), runId, stepId: step.id, allowed, reason });
+    lastRefusalReason = reason;
+    return allowed;
+  }
+
+  async function planStep(step: Step, ctx: StepContext): Promise<StepOutcome> {
+    try {
+      const lines = (await step.plan?.(ctx)) ?? [];
+      for (const line of lines) ctx.log(`would: ${line}`);
+      if (step.destructive) {
+        ctx.log(`would ask to confirm: ${step.destructive.what(ctx)} (type "${step.destructive.confirmText(ctx)}" or pass --confirm ${shellQuote(step.destructive.confirmText(ctx))})`, 'warn');
+      }
+      return { status: 'planned' };
+    } catch (err) {
+      return { status: 'failed', error: errorMessage(err) };
+    }
+  }
+
+  async function executeStep(step: Step, ctx: StepContext): Promise<StepOutcome> {
+    if (step.destructive) {
+      const what = step.destructive.what(ctx);
+      const expected = step.destructive.confirmText(ctx);
+      const allowed = await askConfirmation(step, {
+        message: `${step.title}: this will ${what}. Type "${expected}" to continue.`,
+        destructive: { what, expected },
+      });
+      if (!allowed) {
+        if (controller.signal.aborted) return { status: 'interrupted', error: 'interrupted' };
+        const message = lastRefusalReason ?? `not confirmed: ${what}`;
+        return { status: 'refused', error: message, hint: `to allow it headless, pass --confirm ${shellQuote(expected)}` };
+      }
+    }
+    let settled = false;
+    const work = Promise.resolve()
+      .then(() => step.run(ctx))
+      .then(
+        () => ({ ok: true as const }),
+        (err: unknown) => ({ ok: false as const, err }),
+      )
+      .finally(() => {
+        settled = true;
+      });
+    const result = await Promise.race([work, abortedThenGrace(controller.signal, abortGraceMs, () => settled)]);
+    if (result === 'abandoned') {
+      return { status: 'interrupted', error: `interrupted; the step did not stop within ${abortGraceMs} ms` };
+    }
+    if (result.ok) {
+      if (controller.signal.aborted) return { status: 'interrupted', error: 'interrupted' };
+      return { status: 'ok' };
+    }
+    if (controller.signal.aborted) return { status: 'interrupted', error: 'interrupted' };
+    const err = result.err;
+    if (err instanceof ConfirmationRefusedError) {
+      return { status: 'refused', error: err.message, hint: (err as { hint?: string }).hint };
+    }
+    return { status: 'failed', error: errorMessage(err), hint: (err as { hint?: string } | undefined)?.hint };
+  }
+}
+
+function abortedThenGrace(signal: AbortSignal, graceMs: number, isSettled: () => boolean): Promise<'abandoned'> {
+  return new Promise((resolve) => {
+    const onAbort = () => {
+      // Give the step time to stop and clean up; only then stop waiting for it.
+      const timer = setTimeout(() => {
+        if (!isSettled()) resolve('abandoned');
+      }, graceMs);
+      timer.unref();
+    };
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+function safeDescribe(step: Step, ctx: StepContext): string | undefined {
+  try {
+    return step.describe?.(ctx);
+  } catch {
+    return undefined;
+  }
+}
+
+function failedChecksText(checks: CheckResult[]): string {
+  const failed = checks.filter((c) => !c.ok);
+  return failed.map((c) => (c.detail ? `${c.name}: ${c.detail}` : c.name)).join('; ');
+}
+
+export function exitCodeFor(status: RunStatus): number {
+  switch (status) {
+    case 'ok':
+    case 'planned':
+      return EXIT.ok;
+    case 'failed':
+      return EXIT.failed;
+    case 'verification-failed':
+      return EXIT.verification;
+    case 'refused':
+      return EXIT.refused;
+    case 'interrupted':
+      return EXIT.interrupted;
+  }
+}
+
+export function maskParams(procedure: Procedure, params: Params, masker: Masker): Params {
+  const out: Params = {};
+  for (const [key, value] of Object.entries(params)) {
+    const spec = procedure.params.find((p) => p.name === key);
+    if (spec?.secret && value !== undefined && value !== '') out[key] = '***';
+    else out[key] = masker.deep(value);
+  }
+  return out;
+}
+
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message || err.name;
+  return String(err);
+}
+
+export function shellQuote(value: string): string {
+  return /^[A-Za-z0-9@%_+=:,./-]+$/.test(value) ? value : `'${value.replace(/'/g, `'\\''`)}'`;
+}

@@ -1,0 +1,209 @@
+// The procedure model and the events a run emits. Nothing here knows about Ink,
+// PostgreSQL or object storage: procedures bring their own adapters through `services`.
+
+export type StepKind = 'check' | 'action' | 'verify';
+
+export type ParamType = 'string' | 'number' | 'boolean' | 'list' | 'choice';
+
+export interface ParamSpec {
+  /** camelCase key in `params`; the headless flag is its kebab-case form (`--critical-tables`). */
+  name: string;
+  type: ParamType;
+  description: string;
+  required?: boolean;
+  default?: string | number | boolean | string[];
+  choices?: string[];
+  /** Never printed, logged or journaled. */
+  secret?: boolean;
+  /** Environment variable read when the flag is absent (e.g. PGDATA). */
+  env?: string;
+  /** Example shown in help and the TUI form. */
+  example?: string;
+}
+
+export type ParamValue = string | number | boolean | string[] | undefined;
+export type Params = Record<string, ParamValue>;
+
+export interface DestructiveSpec {
+  /** What this step destroys or replaces, in an operator's words. */
+  what: (ctx: StepContext) => string;
+  /** The exact text an operator must type (TUI) or pass as `--confirm` (headless). */
+  confirmText: (ctx: StepContext) => string;
+}
+
+export interface Step {
+  id: string;
+  title: string;
+  kind: StepKind;
+  /** What the step is about to do and why, shown before it runs. */
+  describe?: (ctx: StepContext) => string;
+  destructive?: DestructiveSpec;
+  /** Lines for `--dry-run`: the commands and objects it would touch. No side effects. */
+  plan?: (ctx: StepContext) => string[] | Promise<string[]>;
+  /** Skip the step (recorded as skipped) when this returns a reason. */
+  skipIf?: (ctx: StepContext) => string | undefined;
+  run: (ctx: StepContext) => Promise<void>;
+}
+
+export type ProcedureGroup = 'backup' | 'restore' | 'verify' | 'drill' | 'other';
+
+export interface Procedure {
+  id: string;
+  title: string;
+  summary: string;
+  group: ProcedureGroup;
+  params: ParamSpec[];
+  /** Cross-field validation after types are checked; each message names the flag and the fix. */
+  validate?: (params: Params) => string[];
+  steps: Step[];
+}
+
+export interface ProgressUpdate {
+  done: number;
+  total?: number;
+  unit: string;
+}
+
+export interface ConfirmOptions {
+  message: string;
+  /** Set for destructive confirmations: the operator must type `expected`. */
+  destructive?: { what: string; expected: string };
+}
+
+export interface CheckResult {
+  stepId: string;
+  name: string;
+  ok: boolean;
+  detail?: string;
+}
+
+export interface StepContext {
+  readonly runId: string;
+  readonly procedureId: string;
+  readonly stepId: string;
+  readonly params: Params;
+  readonly signal: AbortSignal;
+  readonly dryRun: boolean;
+  /** Shared between steps and journaled after each step; survives --resume. Keep it JSON. */
+  readonly state: Record<string, unknown>;
+  /** Opaque to the engine: procedures bring their adapters (pg, storage, config). */
+  readonly services: unknown;
+  log(message: string, level?: LogLevel): void;
+  progress(update: ProgressUpdate): void;
+  confirm(options: ConfirmOptions): Promise<boolean>;
+  check(name: string, ok: boolean, detail?: string): void;
+  /** Register a secret value met while running (a password read from a file, a token) so it is masked everywhere. */
+  addSecret(value: string): void;
+}
+
+export type LogLevel = 'info' | 'warn' | 'error';
+
+export type StepStatus = 'ok' | 'failed' | 'skipped' | 'interrupted' | 'refused' | 'planned';
+
+export type RunStatus = 'ok' | 'failed' | 'verification-failed' | 'refused' | 'interrupted' | 'planned';
+
+export const EXIT = {
+  ok: 0,
+  failed: 1,
+  usage: 2,
+  verification: 3,
+  refused: 4,
+  interrupted: 130,
+} as const;
+
+export interface StepSummary {
+  id: string;
+  title: string;
+  kind: StepKind;
+  status: StepStatus | 'pending';
+  durationMs?: number;
+  error?: string;
+}
+
+export interface RunSummary {
+  runId: string;
+  procedure: string;
+  status: RunStatus;
+  exitCode: number;
+  durationMs: number;
+  steps: StepSummary[];
+  checks: CheckResult[];
+  journalPath?: string;
+  error?: string;
+  /** What to do next, when the run did not finish cleanly. */
+  hint?: string;
+}
+
+interface EventBase {
+  time: string;
+  runId: string;
+}
+
+export type RunEvent =
+  | (EventBase & {
+      type: 'run-start';
+      procedure: string;
+      title: string;
+      params: Params;
+      steps: { id: string; title: string; kind: StepKind; destructive: boolean }[];
+      journalPath?: string;
+      resumedAt?: string;
+      dryRun: boolean;
+    })
+  | (EventBase & { type: 'step-start'; stepId: string; title: string; index: number; kind: StepKind; about?: string })
+  | (EventBase & { type: 'log'; stepId: string; level: LogLevel; message: string })
+  | (EventBase & {
+      type: 'progress';
+      stepId: string;
+      done: number;
+      total?: number;
+      unit: string;
+      ratePerSec?: number;
+      etaSec?: number;
+    })
+  | (EventBase & { type: 'check'; stepId: string; name: string; ok: boolean; detail?: string })
+  | (EventBase & {
+      type: 'confirm-request';
+      stepId: string;
+      message: string;
+      destructive?: { what: string; expected: string };
+    })
+  | (EventBase & { type: 'confirm-answer'; stepId: string; allowed: boolean; reason?: string })
+  | (EventBase & {
+      type: 'step-end';
+      stepId: string;
+      status: StepStatus;
+      durationMs: number;
+      error?: string;
+      reason?: string;
+    })
+  | (EventBase & { type: 'run-end'; summary: RunSummary });
+
+export type RunEventType = RunEvent['type'];
+
+/** Answers confirm-requests: the TUI asks the operator, headless answers from flags. */
+export interface ConfirmAnswerer {
+  (request: { stepId: string; message: string; destructive?: { what: string; expected: string } }): Promise<{
+    allowed: boolean;
+    /** Why it was refused, and what would allow it (e.g. "pass --confirm prod-main"). */
+    reason?: string;
+  }>;
+}
+
+export class UsageError extends Error {
+  constructor(
+    message: string,
+    readonly hint?: string,
+  ) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+/** Thrown by a step to end the run as refused (exit 4) without it counting as a failure. */
+export class ConfirmationRefusedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfirmationRefusedError';
+  }
+}

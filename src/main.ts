@@ -1,0 +1,282 @@
+// The CLI behind `pgrunbook`: headless procedures, profiles, and the TUI when a person is
+// at a terminal. Fast subcommands (wal-push, wal-fetch) are routed in cli.ts before this
+// module loads, so they never pay for it.
+import fs from 'node:fs';
+import { EXIT, UsageError, type Params, type Procedure } from './engine/types.js';
+import { FlagError, flagName, parseArgv, procedureBooleanFlags, resolveParams, type RawFlags } from './engine/params.js';
+import { runProcedure } from './engine/runner.js';
+import { headlessAnswerer } from './engine/confirm.js';
+import { humanReporter, jsonLinesReporter } from './engine/reporters.js';
+import { defaultStateDir, journalPathFor, newRunId, readResumePoint } from './engine/journal.js';
+import { MASK } from './engine/mask.js';
+import { resolveConnection, ConnectionStringError } from './config/connection.js';
+import { loadProfile, ProfileError } from './config/store.js';
+import type { Profile } from './config/profile.js';
+import type { ProcedureServices } from './procedures/services.js';
+import { loadProcedures } from './procedures/load.js';
+import { profileCommand } from './config/command.js';
+
+const GLOBAL_BOOLEANS = ['yes', 'json', 'dry-run', 'list', 'help', 'version'];
+const GLOBAL_VALUED = ['procedure', 'profile', 'confirm', 'resume', 'host', 'port', 'user', 'dbname', 'pgdata', 'repo', 'state-dir'];
+const ALIASES: Record<string, string> = { '-h': '--host', '-p': '--port', '-U': '--user', '-d': '--dbname', '-D': '--pgdata', '-y': '--yes', '-P': '--procedure' };
+
+export interface MainIo {
+  stdout: NodeJS.WriteStream;
+  stderr: NodeJS.WriteStream;
+  stdin: NodeJS.ReadStream;
+  env: NodeJS.ProcessEnv;
+}
+
+export async function main(argv: string[], io: MainIo = { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env }): Promise<number> {
+  const { env } = io;
+  const json = argv.includes('--json');
+  const fail = (code: number, message: string, hint?: string): number => {
+    io.stderr.write(`pgrunbook: ${message}\n${hint ? `${hint}\n` : ''}`);
+    if (json) io.stdout.write(JSON.stringify({ type: 'error', exitCode: code, message, hint }) + '\n');
+    return code;
+  };
+
+  if (argv[0] === 'profile') {
+    try {
+      return await profileCommand(argv.slice(1), io);
+    } catch (err) {
+      return fail(EXIT.usage, (err as Error).message);
+    }
+  }
+
+  let procedures: Procedure[];
+  try {
+    procedures = await loadProcedures(env);
+  } catch (err) {
+    return fail(EXIT.usage, (err as Error).message);
+  }
+  const names = procedures.map((p) => p.id).join(', ');
+
+  // The procedure decides which of its flags are booleans, so find it before parsing.
+  const procIndex = argv.findIndex((a) => a === '--procedure' || a === '-P');
+  const procArg = procIndex >= 0 ? argv[procIndex + 1] : argv.find((a) => a.startsWith('--procedure='))?.slice('--procedure='.length);
+  const preProcedure = procArg ? procedures.find((p) => p.id === procArg) : undefined;
+
+  let flags: RawFlags;
+  let positionals: string[];
+  try {
+    ({ flags, positionals } = parseArgv(argv, new Set([...GLOBAL_BOOLEANS, ...(preProcedure ? procedureBooleanFlags(preProcedure) : [])]), ALIASES));
+  } catch (err) {
+    if (err instanceof FlagError) return fail(EXIT.usage, err.message, 'see: pgrunbook --help');
+    throw err;
+  }
+  if (positionals.length) return fail(EXIT.usage, `unexpected argument "${positionals[0]}"`, 'see: pgrunbook --help');
+
+  if (flags.version) {
+    io.stdout.write(`${await packageVersion()}\n`);
+    return EXIT.ok;
+  }
+  if (flags.list) {
+    if (flags.json) io.stdout.write(JSON.stringify(procedures.map((p) => ({ id: p.id, group: p.group, title: p.title, summary: p.summary }))) + '\n');
+    else for (const p of procedures) io.stdout.write(`${p.id.padEnd(16)} ${p.group.padEnd(8)} ${p.summary}\n`);
+    return EXIT.ok;
+  }
+
+  const stateDir = flags['state-dir'] ? String(flags['state-dir']) : defaultStateDir(env);
+  let procedure: Procedure | undefined;
+  let resumeFrom: ReturnType<typeof readResumePoint> | undefined;
+
+  if (flags.resume !== undefined) {
+    try {
+      resumeFrom = readResumePoint(stateDir, String(flags.resume));
+    } catch (err) {
+      return fail(EXIT.usage, (err as Error).message);
+    }
+    if (resumeFrom.lastStatus === 'ok') return fail(EXIT.usage, `run ${resumeFrom.runId} already finished successfully; nothing to resume`);
+    procedure = procedures.find((p) => p.id === resumeFrom!.procedure);
+    if (!procedure) return fail(EXIT.usage, `run ${resumeFrom.runId} was procedure "${resumeFrom.procedure}", which this pgrunbook does not know (procedures: ${names})`);
+    if (flags.procedure !== undefined && flags.procedure !== procedure.id) {
+      return fail(EXIT.usage, `--procedure ${String(flags.procedure)} does not match run ${resumeFrom.runId}, which is ${procedure.id}; drop --procedure when resuming`);
+    }
+  } else if (flags.procedure !== undefined) {
+    const id = String(flags.procedure);
+    procedure = procedures.find((p) => p.id === id);
+    if (!procedure) return fail(EXIT.usage, `unknown procedure "${id}"; valid procedures: ${names}`, 'list them with: pgrunbook --list');
+  }
+
+  if (flags.help) {
+    io.stdout.write(procedure ? procedureHelp(procedure) : generalHelp(procedures));
+    return EXIT.ok;
+  }
+
+  if (!procedure) {
+    if (!io.stdin.isTTY || !io.stdout.isTTY) {
+      return fail(
+        EXIT.usage,
+        `no terminal here (stdin or stdout is not a TTY), so the guided app cannot run.`,
+        `Run a procedure headless instead: pgrunbook --procedure NAME [options] (procedures: ${names}); see pgrunbook --help`,
+      );
+    }
+    const { runTui } = await import('./app.js');
+    return runTui({ procedures, stateDir, env, profileName: flags.profile ? String(flags.profile) : env.PGRUNBOOK_PROFILE });
+  }
+
+  // Split flags: globals stay here, the rest are the procedure's.
+  const procFlags: RawFlags = {};
+  for (const [k, v] of Object.entries(flags)) if (!GLOBAL_BOOLEANS.includes(k) && !GLOBAL_VALUED.includes(k)) procFlags[k] = v;
+
+  let profile: Profile = {};
+  const profileName = flags.profile ? String(flags.profile) : env.PGRUNBOOK_PROFILE || undefined;
+  if (profileName) {
+    try {
+      profile = await loadProfile(profileName, env);
+    } catch (err) {
+      if (err instanceof ProfileError) return fail(EXIT.usage, err.message);
+      throw err;
+    }
+  }
+
+  let services: ProcedureServices;
+  try {
+    services = buildServices(flags, env, profile, profileName);
+  } catch (err) {
+    if (err instanceof ConnectionStringError || err instanceof UsageError) return fail(EXIT.usage, err.message);
+    throw err;
+  }
+
+  // On resume, the journal's params come back, with flags given now taking precedence.
+  // Secret params were never journaled: they must be given again.
+  const journaled: Params = resumeFrom ? { ...resumeFrom.params } : {};
+  const missingSecrets: string[] = [];
+  for (const spec of procedure.params) {
+    if (journaled[spec.name] === MASK) {
+      delete journaled[spec.name];
+      if (spec.secret && procFlags[flagName(spec.name).slice(2)] === undefined && !(spec.env && env[spec.env])) missingSecrets.push(flagName(spec.name));
+    }
+  }
+  if (missingSecrets.length) return fail(EXIT.usage, `resuming needs the secret ${missingSecrets.join(', ')} again (secrets are never journaled)`);
+
+  const { params, errors } = resolveParams(procedure, procFlags, env, { ...profileDefaults(procedure, profile), ...journaled });
+  if (errors.length) {
+    return fail(EXIT.usage, `bad parameters for ${procedure.id}:\n  ${errors.join('\n  ')}`, `see: pgrunbook --procedure ${procedure.id} --help`);
+  }
+
+  const color = Boolean(io.stdout.isTTY) && !('NO_COLOR' in env && env.NO_COLOR !== '');
+  const report = flags.json ? jsonLinesReporter(io.stdout) : humanReporter(io.stdout, { color });
+  const controller = new AbortController();
+  let interrupts = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    interrupts++;
+    if (interrupts === 1) {
+      io.stderr.write(`\npgrunbook: ${sig} received; stopping the current step and recording where it stopped (press Ctrl-C again to quit at once)\n`);
+      controller.abort(new Error(`interrupted by ${sig}`));
+    } else {
+      process.exit(EXIT.interrupted);
+    }
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const runId = resumeFrom?.runId ?? newRunId(procedure.id);
+    const confirm = flags.confirm === undefined ? [] : Array.isArray(flags.confirm) ? flags.confirm : [String(flags.confirm)];
+    const summary = await runProcedure({
+      procedure,
+      params,
+      services,
+      runId,
+      answer: headlessAnswerer({ yes: Boolean(flags.yes), confirm }),
+      signal: controller.signal,
+      dryRun: Boolean(flags['dry-run']),
+      journalPath: journalPathFor(stateDir, runId),
+      resume: resumeFrom
+        ? { runId: resumeFrom.runId, journalPath: resumeFrom.journalPath, state: resumeFrom.state, completedSteps: resumeFrom.completedSteps }
+        : undefined,
+      onEvent: report,
+      secrets: [services.connection.password, env.PGPASSWORD, ...confirmSecrets(procedure, params)].filter((s): s is string => Boolean(s)),
+    });
+    return summary.exitCode;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+function confirmSecrets(procedure: Procedure, params: Params): string[] {
+  return procedure.params.filter((p) => p.secret && typeof params[p.name] === 'string').map((p) => params[p.name] as string);
+}
+
+export function buildServices(flags: RawFlags, env: NodeJS.ProcessEnv, profile: Profile, profileName?: string): ProcedureServices {
+  const str = (k: string) => (flags[k] === undefined ? undefined : String(Array.isArray(flags[k]) ? (flags[k] as string[]).at(-1) : flags[k]));
+  const connection = resolveConnection({ host: str('host'), port: str('port'), user: str('user'), dbname: str('dbname') }, env, profile.connection);
+  const pgdata = str('pgdata') ?? (env.PGDATA || undefined) ?? profile.pgdata;
+  const repo = str('repo') ?? (env.PGRUNBOOK_REPO || undefined) ?? profile.repo;
+  return { connection, profile, profileName, pgdata, repo, env };
+}
+
+/** Profile settings that double as procedure params (databases, critical tables). */
+function profileDefaults(procedure: Procedure, profile: Profile): Params {
+  const out: Params = {};
+  const has = (n: string) => procedure.params.some((p) => p.name === n);
+  if (has('databases') && profile.databases?.length) out.databases = profile.databases;
+  if (has('serverLog') && profile.serverLog) out.serverLog = profile.serverLog;
+  return out;
+}
+
+async function packageVersion(): Promise<string> {
+  try {
+    const pkg = JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    return pkg.version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+export function generalHelp(procedures: Procedure[]): string {
+  return `pgrunbook: guided PostgreSQL backup and disaster recovery
+
+Usage:
+  pgrunbook                                  the guided app (in a terminal)
+  pgrunbook --procedure NAME [options]       run a procedure headless
+  pgrunbook --resume RUN_ID [options]        continue an interrupted or failed run
+  pgrunbook --list                           list procedures
+  pgrunbook --procedure NAME --help          a procedure's options
+  pgrunbook profile save|list|show|delete    manage saved profiles
+
+Procedures:
+${procedures.map((p) => `  ${p.id.padEnd(16)} ${p.summary}`).join('\n')}
+
+Options for every procedure:
+  --profile NAME        saved settings (or PGRUNBOOK_PROFILE); flags and PG* variables override it
+  -h, --host HOST       server host or socket directory (PGHOST)
+  -p, --port PORT       server port (PGPORT)
+  -U, --user USER       database user (PGUSER); passwords from PGPASSWORD or ~/.pgpass
+  -d, --dbname DB       database name, conninfo string or postgresql:// URI (PGDATABASE)
+  -D, --pgdata DIR      data directory (PGDATA)
+  --repo URL            backup repository: file:///path, s3://bucket/prefix, azure://container/prefix (PGRUNBOOK_REPO)
+  --yes                 answer yes to ordinary confirmations
+  --confirm VALUE       allow a destructive step: VALUE must equal the text the app would ask you to type
+  --json                one JSON object per line; the last line is the run summary
+  --dry-run             show the plan; change nothing
+  --state-dir DIR       where journals go (PGRUNBOOK_STATE_DIR; default ~/.local/state/pgrunbook)
+
+Exit codes: 0 done, 1 a step failed, 2 bad usage or parameters, 3 verification failed,
+4 a confirmation was refused or missing, 130 interrupted.
+`;
+}
+
+export function procedureHelp(p: Procedure): string {
+  const lines = p.params.map((spec) => {
+    const flag = flagName(spec.name) + (spec.type === 'boolean' ? '' : ` ${spec.type === 'choice' ? spec.choices?.join('|') : spec.type === 'number' ? 'N' : 'VALUE'}`);
+    const extra = [spec.required ? 'required' : undefined, spec.default !== undefined ? `default ${String(spec.default)}` : undefined, spec.env ? `or ${spec.env}` : undefined, spec.example ? `e.g. ${spec.example}` : undefined]
+      .filter(Boolean)
+      .join('; ');
+    return `  ${flag.padEnd(34)} ${spec.description}${extra ? ` (${extra})` : ''}`;
+  });
+  const steps = p.steps.map((s, i) => `  ${i + 1}. ${s.title}${s.destructive ? '  [destructive: needs --confirm]' : ''}`);
+  return `${p.title} (${p.id})
+${p.summary}
+
+Steps:
+${steps.join('\n')}
+
+Options:
+${lines.join('\n') || '  (none)'}
+
+Plus the options for every procedure: see pgrunbook --help.
+`;
+}

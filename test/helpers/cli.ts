@@ -1,0 +1,48 @@
+// Runs the built CLI (dist/cli.js, made by `npm test` before vitest starts) as a real subprocess.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execa, type ResultPromise } from 'execa';
+
+export const ROOT = path.resolve(import.meta.dirname, '..', '..');
+export const CLI = path.join(ROOT, 'dist', 'cli.js');
+export const DEMO_PROCEDURES = path.join(ROOT, 'test', 'fixtures', 'demo-procedures.mjs');
+
+if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build (npm test does it) before vitest`);
+
+export interface CliResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** A clean environment: no PG* or PGRUNBOOK_* from the developer's shell leaks into a test. */
+export function cleanEnv(extra: Record<string, string | undefined> = {}): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (v === undefined || k.startsWith('PG') || k.startsWith('PGRUNBOOK_') || k === 'NO_COLOR' || k === 'CI') continue;
+    env[k] = v;
+  }
+  for (const [k, v] of Object.entries(extra)) if (v !== undefined) env[k] = v;
+  return env;
+}
+
+export function startCli(args: string[], env: Record<string, string | undefined> = {}): ResultPromise<{ reject: false; extendEnv: false; stdin: 'ignore' }> {
+  return execa('node', [CLI, ...args], { reject: false, extendEnv: false, env: cleanEnv(env), stdin: 'ignore' });
+}
+
+export async function runCli(args: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
+  const r = await startCli(args, env);
+  return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
+}
+
+export function jsonLines(stdout: string): Record<string, any>[] {
+  return stdout
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as Record<string, any>);
+}
+
+export function tempDir(prefix = 'pgrunbook-test-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
