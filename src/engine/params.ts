@@ -114,7 +114,15 @@ export function resolveParams(
     }
     if (value !== undefined) params[spec.name] = value;
   }
-  if (errors.length === 0 && procedure.validate) errors.push(...procedure.validate(params));
+  // Cross-field checks run even after type errors, so one attempt shows every problem;
+  // a validator tripping over a half-filled set must not hide the type errors.
+  if (procedure.validate) {
+    try {
+      errors.push(...procedure.validate(params));
+    } catch {
+      if (errors.length === 0) throw new Error(`validation of ${procedure.id} parameters failed unexpectedly`);
+    }
+  }
   return { params, errors };
 }
 
