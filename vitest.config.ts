@@ -11,5 +11,8 @@ export default defineConfig({
     pool: 'forks',
     maxWorkers: 2,
     reporters: ['default'],
+    // Ink prints only the final frame when CI is set (CI machines set CI=true); the TUI tests
+    // need every frame. CLI subprocesses get a cleaned environment of their own.
+    env: { CI: '0' },
   },
 });

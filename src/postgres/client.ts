@@ -1,0 +1,223 @@
+// Thin wrapper over `pg`: connect with libpq-style defaults and turn connection failures into
+// messages an operator can act on. Passwords never appear in messages.
+import os from 'node:os';
+import pg from 'pg';
+
+export interface PgConnection {
+  /** Host name or address, or a unix socket directory (starts with '/'). Default: PGHOST or localhost. */
+  host?: string;
+  /** Default: PGPORT or 5432. */
+  port?: number;
+  /** Default: PGUSER or the OS user name. */
+  user?: string;
+  /** Default: PGDATABASE or the user name. */
+  database?: string;
+  /** Default: PGPASSWORD, then ~/.pgpass (read by pg). */
+  password?: string;
+  /** Default 10. */
+  connectTimeoutSec?: number;
+  /** Default "pgrunbook". */
+  applicationName?: string;
+}
+
+export interface ResolvedPgConnection {
+  host: string;
+  port: number;
+  user: string;
+  database: string;
+}
+
+export type PgConnectionFailure =
+  | 'refused'
+  | 'no-socket'
+  | 'timeout'
+  | 'unreachable'
+  | 'unknown-host'
+  | 'auth'
+  | 'no-password'
+  | 'no-database'
+  | 'starting-up'
+  | 'too-many-connections'
+  | 'closed'
+  | 'other';
+
+export class PgConnectionError extends Error {
+  readonly reason: PgConnectionFailure;
+  /** "127.0.0.1:5432" or "socket /run/postgresql/.s.PGSQL.5432". */
+  readonly endpoint: string;
+  /** Error code from Node (ECONNREFUSED, ...) or the server (SQLSTATE), if any. */
+  readonly code?: string;
+  constructor(message: string, reason: PgConnectionFailure, endpoint: string, code?: string, cause?: unknown) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = 'PgConnectionError';
+    this.reason = reason;
+    this.endpoint = endpoint;
+    this.code = code;
+  }
+}
+
+function envPort(): number | undefined {
+  const p = Number(process.env.PGPORT);
+  return Number.isInteger(p) && p > 0 ? p : undefined;
+}
+
+function osUserName(): string {
+  try {
+    return os.userInfo().username;
+  } catch {
+    return process.env.USER ?? 'postgres';
+  }
+}
+
+/** Fill in libpq's defaults (PGHOST, PGPORT, PGUSER, PGDATABASE) the way pg does. */
+export function resolveConnection(conn: PgConnection): ResolvedPgConnection {
+  const host = conn.host || process.env.PGHOST || 'localhost';
+  const port = conn.port ?? envPort() ?? 5432;
+  const user = conn.user || process.env.PGUSER || osUserName();
+  const database = conn.database || process.env.PGDATABASE || user;
+  return { host, port, user, database };
+}
+
+function isSocketDir(host: string): boolean {
+  return host.startsWith('/');
+}
+
+/** Where we connect: "127.0.0.1:5432", "[::1]:5432" or "socket /dir/.s.PGSQL.5432". */
+export function describeEndpoint(conn: PgConnection): string {
+  const r = resolveConnection(conn);
+  if (isSocketDir(r.host)) return `socket ${r.host.replace(/\/+$/, '')}/.s.PGSQL.${r.port}`;
+  return r.host.includes(':') ? `[${r.host}]:${r.port}` : `${r.host}:${r.port}`;
+}
+
+/** Human description of a target, without the password: `127.0.0.1:5432 (database "app", user "postgres")`. */
+export function describeTarget(conn: PgConnection): string {
+  const r = resolveConnection(conn);
+  return `${describeEndpoint(conn)} (database "${r.database}", user "${r.user}")`;
+}
+
+function scrub(text: string, password: string | undefined): string {
+  if (!password) return text;
+  return text.split(password).join('********');
+}
+
+function errCode(e: unknown): string | undefined {
+  const err = e as { code?: unknown; errors?: Array<{ code?: unknown }> };
+  if (typeof err?.code === 'string') return err.code;
+  const inner = err?.errors?.find((x) => typeof x?.code === 'string');
+  return inner ? String(inner.code) : undefined;
+}
+
+/** Turn an error from pg's connect() into a PgConnectionError with an operator message. */
+export function translateConnectError(e: unknown, conn: PgConnection, timedOut = false): PgConnectionError {
+  const r = resolveConnection(conn);
+  const endpoint = describeEndpoint(conn);
+  const socket = isSocketDir(r.host);
+  const code = errCode(e);
+  const raw = scrub(e instanceof Error ? e.message : String(e), conn.password ?? process.env.PGPASSWORD);
+  const where = `could not connect to PostgreSQL at ${endpoint}`;
+  const checkHostPort = 'Check --host/--port or PGHOST/PGPORT.';
+  const make = (reason: PgConnectionFailure, text: string) =>
+    new PgConnectionError(scrub(text, conn.password ?? process.env.PGPASSWORD), reason, endpoint, code, e);
+
+  switch (code) {
+    case 'ECONNREFUSED':
+      return make(
+        'refused',
+        `${where}: connection refused. Is the server running and listening there? ${checkHostPort}`,
+      );
+    case 'ENOENT':
+      return make(
+        'no-socket',
+        `${where}: no such socket. Is the server running, with ${r.host} in unix_socket_directories and port ${r.port}? ${checkHostPort}`,
+      );
+    case 'EACCES':
+    case 'EPERM':
+      return make('refused', `${where}: permission denied on the socket. Run as a user allowed to use ${r.host}, or connect over TCP. ${checkHostPort}`);
+    case 'ETIMEDOUT':
+      return make('timeout', `${where}: timed out. Is the host reachable, and does a firewall allow port ${r.port}? ${checkHostPort}`);
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'EHOSTDOWN':
+      return make('unreachable', `${where}: host unreachable (${code}). Check the network route and the host name. ${checkHostPort}`);
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return make('unknown-host', `${where}: host name "${r.host}" could not be resolved (${code}). Check --host or PGHOST.`);
+    case 'ECONNRESET':
+    case 'EPIPE':
+      return make('closed', `${where}: the server closed the connection (${code}). Check its log, and the SSL settings (PGSSLMODE).`);
+    case '28P01':
+    case '28000':
+      return make(
+        'auth',
+        `${where}: authentication failed for user "${r.user}": ${raw}. ` +
+          'Check the user name, the password (PGPASSWORD or ~/.pgpass) and the server\'s pg_hba.conf.',
+      );
+    case '3D000':
+      return make(
+        'no-database',
+        `${where}: database "${r.database}" does not exist. Check --dbname or PGDATABASE (list them with: psql -l).`,
+      );
+    case '57P03':
+      return make(
+        'starting-up',
+        `${where}: the server is not accepting connections yet (${raw}). Wait for it to finish starting or recovery, and check its log.`,
+      );
+    case '53300':
+      return make('too-many-connections', `${where}: too many connections (${raw}). Close idle sessions or raise max_connections.`);
+  }
+  if (timedOut || /timeout/i.test(raw)) {
+    const secs = conn.connectTimeoutSec ?? 10;
+    return make(
+      'timeout',
+      `${where}: no answer within ${secs} s. Is the host reachable, is a firewall dropping port ${r.port}, or is the server overloaded? ${checkHostPort}`,
+    );
+  }
+  if (/password must be a string|no password|password authentication/i.test(raw)) {
+    return make(
+      'no-password',
+      `${where}: the server asks for a password for user "${r.user}" and none was given. Set PGPASSWORD or add an entry to ~/.pgpass.`,
+    );
+  }
+  if (/terminated unexpectedly|Connection terminated/i.test(raw)) {
+    return make('closed', `${where}: the server closed the connection (${raw}). Check its log, and the SSL settings (PGSSLMODE).`);
+  }
+  return make('other', `${where}: ${raw}${socket ? '' : `. ${checkHostPort}`}`);
+}
+
+/** Connect to PostgreSQL. Rejects with a PgConnectionError carrying an operator message. */
+export async function connectPg(conn: PgConnection): Promise<pg.Client> {
+  const r = resolveConnection(conn);
+  const timeoutMs = Math.round((conn.connectTimeoutSec ?? 10) * 1000);
+  const client = new pg.Client({
+    host: r.host,
+    port: r.port,
+    user: r.user,
+    database: r.database,
+    password: conn.password, // undefined: pg falls back to PGPASSWORD, then ~/.pgpass
+    connectionTimeoutMillis: timeoutMs, // 0: no timeout
+    application_name: conn.applicationName ?? 'pgrunbook',
+  });
+  // An idle client whose server goes away emits 'error'; without a listener that would crash the
+  // process. Queries on it still reject, so this listener only keeps the process alive.
+  client.on('error', () => {});
+  const started = Date.now();
+  try {
+    await client.connect();
+  } catch (e) {
+    await client.end().catch(() => {});
+    // pg reports its own connect timeout as "Connection terminated unexpectedly".
+    const timedOut = timeoutMs > 0 && Date.now() - started >= timeoutMs - 20 && errCode(e) === undefined;
+    throw translateConnectError(e, conn, timedOut);
+  }
+  return client;
+}
+
+/** Connect, run `fn`, and always close the connection. */
+export async function withPg<T>(conn: PgConnection, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const client = await connectPg(conn);
+  try {
+    return await fn(client);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
