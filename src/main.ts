@@ -9,10 +9,10 @@ import { headlessAnswerer } from './engine/confirm.js';
 import { humanReporter, jsonLinesReporter } from './engine/reporters.js';
 import { defaultStateDir, journalPathFor, newRunId, readResumePoint } from './engine/journal.js';
 import { MASK } from './engine/mask.js';
-import { resolveConnection, ConnectionStringError } from './config/connection.js';
+import { ConnectionStringError } from './config/connection.js';
 import { loadProfile, ProfileError } from './config/store.js';
 import type { Profile } from './config/profile.js';
-import type { ProcedureServices } from './procedures/services.js';
+import { buildServices, profileDefaults, type ProcedureServices } from './procedures/services.js';
 import { loadProcedures } from './procedures/load.js';
 import { profileCommand } from './config/command.js';
 
@@ -41,6 +41,15 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
       return await profileCommand(argv.slice(1), io);
     } catch (err) {
       return fail(EXIT.usage, (err as Error).message);
+    }
+  }
+
+  if (argv[0] === 'catalog') {
+    try {
+      const { catalogCommand } = await import('./commands/catalog.js');
+      return await catalogCommand(argv.slice(1), io);
+    } catch (err) {
+      return fail(EXIT.failed, (err as Error).message);
     }
   }
 
@@ -112,6 +121,10 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
         `Run a procedure headless instead: pgrunbook --procedure NAME [options] (procedures: ${names}); see pgrunbook --help`,
       );
     }
+    // Ink decides once, when it loads, whether it is in CI (then it prints only the final
+    // frame). A person at a terminal with CI exported still needs every frame.
+    delete process.env.CI;
+    delete process.env.CONTINUOUS_INTEGRATION;
     const { runTui } = await import('./app.js');
     return runTui({ procedures, stateDir, env, profileName: flags.profile ? String(flags.profile) : env.PGRUNBOOK_PROFILE });
   }
@@ -200,23 +213,6 @@ function confirmSecrets(procedure: Procedure, params: Params): string[] {
   return procedure.params.filter((p) => p.secret && typeof params[p.name] === 'string').map((p) => params[p.name] as string);
 }
 
-export function buildServices(flags: RawFlags, env: NodeJS.ProcessEnv, profile: Profile, profileName?: string): ProcedureServices {
-  const str = (k: string) => (flags[k] === undefined ? undefined : String(Array.isArray(flags[k]) ? (flags[k] as string[]).at(-1) : flags[k]));
-  const connection = resolveConnection({ host: str('host'), port: str('port'), user: str('user'), dbname: str('dbname') }, env, profile.connection);
-  const pgdata = str('pgdata') ?? (env.PGDATA || undefined) ?? profile.pgdata;
-  const repo = str('repo') ?? (env.PGRUNBOOK_REPO || undefined) ?? profile.repo;
-  return { connection, profile, profileName, pgdata, repo, env };
-}
-
-/** Profile settings that double as procedure params (databases, critical tables). */
-function profileDefaults(procedure: Procedure, profile: Profile): Params {
-  const out: Params = {};
-  const has = (n: string) => procedure.params.some((p) => p.name === n);
-  if (has('databases') && profile.databases?.length) out.databases = profile.databases;
-  if (has('serverLog') && profile.serverLog) out.serverLog = profile.serverLog;
-  return out;
-}
-
 async function packageVersion(): Promise<string> {
   try {
     const pkg = JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -236,6 +232,9 @@ Usage:
   pgrunbook --list                           list procedures
   pgrunbook --procedure NAME --help          a procedure's options
   pgrunbook profile save|list|show|delete    manage saved profiles
+  pgrunbook catalog [--repo URL] [--json]    backups, WAL, gaps and recovery windows in a repository
+  pgrunbook wal-push %p                      archive_command: store one WAL file in the repository
+  pgrunbook wal-fetch %f %p                  restore_command: fetch one WAL file from the repository
 
 Procedures:
 ${procedures.map((p) => `  ${p.id.padEnd(16)} ${p.summary}`).join('\n')}

@@ -270,7 +270,12 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
     let allowed = false;
     let reason: string | undefined;
     try {
-      const answer = await opts.answer({ stepId: step.id, message: options.message, destructive: options.destructive });
+      // An abort (Ctrl-C) while a question is open answers it "no": no answerer can hold up the stop.
+      const aborted = new Promise<{ allowed: boolean; reason?: string }>((resolve) => {
+        if (controller.signal.aborted) resolve({ allowed: false, reason: 'interrupted' });
+        else controller.signal.addEventListener('abort', () => resolve({ allowed: false, reason: 'interrupted' }), { once: true });
+      });
+      const answer = await Promise.race([opts.answer({ stepId: step.id, message: options.message, destructive: options.destructive }), aborted]);
       allowed = answer.allowed;
       reason = answer.reason;
     } catch (err) {

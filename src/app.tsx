@@ -1,0 +1,312 @@
+// The Ink root: chooses the screen, routes Ctrl-C, and owns exiting. Screens report what
+// happened (a pick, params, a finished run); the root decides what comes next and calls
+// exit() from an effect, after the last frame has been committed.
+import React, { useCallback, useEffect, useMemo, useReducer } from 'react';
+import { render, useApp } from 'ink';
+import { EXIT, UsageError, type Params, type Procedure, type RunSummary } from './engine/types.js';
+import { resolveParams } from './engine/params.js';
+import { ConnectionStringError, describeConnection } from './config/connection.js';
+import { loadProfile, ProfileError } from './config/store.js';
+import type { Profile } from './config/profile.js';
+import { buildServices, profileDefaults, type ProcedureServices } from './procedures/services.js';
+import { KeysProvider, isCtrlC, type Key } from './screens/keys.js';
+import { AppThemeProvider, colorEnabled } from './screens/theme.js';
+import { Home } from './screens/home.js';
+import { ParamsForm } from './screens/params-form.js';
+import { RunScreen } from './screens/run-view.js';
+import { Report } from './screens/report.js';
+
+export interface TuiOptions {
+  procedures: Procedure[];
+  stateDir: string;
+  env: NodeJS.ProcessEnv;
+  profileName?: string;
+}
+
+// ---------------------------------------------------------------------------------------
+// Root state
+
+export type Screen =
+  | { name: 'home' }
+  | { name: 'form'; procedure: Procedure }
+  | { name: 'run'; procedure: Procedure; params: Params; attempt: number }
+  | { name: 'report'; procedure: Procedure; summary: RunSummary };
+
+export interface AppState {
+  screen: Screen;
+  /** Home's selection, kept while other screens show. */
+  homeIndex: number;
+  runs: number;
+  /** Ctrl-C presses during the current run: 1 stops it, 2 quits at once. */
+  stopping: number;
+  /** Set once: the app exits with this code after the current frame is on screen. */
+  exit?: { code: number; forced: boolean };
+}
+
+export type AppAction =
+  | { type: 'pick'; procedure: Procedure; index: number; params?: Params }
+  | { type: 'run'; params: Params }
+  | { type: 'home' }
+  | { type: 'finished'; summary: RunSummary }
+  | { type: 'ctrl-c' }
+  | { type: 'quit'; code: number };
+
+export const initialAppState: AppState = { screen: { name: 'home' }, homeIndex: 0, runs: 0, stopping: 0 };
+
+/** The exit code after a run the operator stopped with Ctrl-C. */
+function interruptedCode(summary: RunSummary): number {
+  return summary.status === 'interrupted' ? EXIT.interrupted : summary.exitCode;
+}
+
+export function appReducer(state: AppState, action: AppAction): AppState {
+  if (state.exit) return state;
+  const { screen } = state;
+  switch (action.type) {
+    case 'pick':
+      if (screen.name !== 'home') return state;
+      if (action.params) {
+        const runs = state.runs + 1;
+        return { ...state, homeIndex: action.index, runs, stopping: 0, screen: { name: 'run', procedure: action.procedure, params: action.params, attempt: runs } };
+      }
+      return { ...state, homeIndex: action.index, screen: { name: 'form', procedure: action.procedure } };
+    case 'run': {
+      if (screen.name !== 'form') return state;
+      const runs = state.runs + 1;
+      return { ...state, runs, stopping: 0, screen: { name: 'run', procedure: screen.procedure, params: action.params, attempt: runs } };
+    }
+    case 'home':
+      return screen.name === 'run' ? state : { ...state, screen: { name: 'home' } };
+    case 'finished': {
+      if (screen.name !== 'run') return state;
+      const next: AppState = { ...state, screen: { name: 'report', procedure: screen.procedure, summary: action.summary } };
+      // Stopped with Ctrl-C: show where it stopped, then exit.
+      if (state.stopping > 0) next.exit = { code: interruptedCode(action.summary), forced: false };
+      return next;
+    }
+    case 'ctrl-c':
+      if (screen.name === 'run') {
+        if (state.stopping > 0) return { ...state, stopping: state.stopping + 1, exit: { code: EXIT.interrupted, forced: true } };
+        return { ...state, stopping: 1 };
+      }
+      if (screen.name === 'report') return { ...state, exit: { code: screen.summary.exitCode, forced: false } };
+      return { ...state, exit: { code: EXIT.ok, forced: false } };
+    case 'quit':
+      return { ...state, exit: { code: action.code, forced: false } };
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// The App
+
+export interface AppProps {
+  procedures: Procedure[];
+  stateDir: string;
+  env: NodeJS.ProcessEnv;
+  /** Handed to procedures (ProcedureServices from buildServices). */
+  services?: unknown;
+  profileName?: string;
+  /** Called once, just before the app exits; `forced` when a second Ctrl-C did not wait for the step. */
+  onExit?(code: number, info: { forced: boolean }): void;
+  /** Aborting it acts like Ctrl-C (runTui wires SIGTERM and SIGHUP to it). */
+  interrupt?: AbortSignal;
+  /** Engine knobs (tests). */
+  progressIntervalMs?: number;
+  abortGraceMs?: number;
+}
+
+function isServices(s: unknown): s is ProcedureServices {
+  return typeof s === 'object' && s !== null && 'connection' in s && typeof (s as ProcedureServices).connection === 'object';
+}
+
+/** Profile settings that double as procedure params (as headless does). */
+export function connectionLabel(services: unknown, profileName?: string): string | undefined {
+  if (!isServices(services)) return profileName ? `profile ${profileName}` : undefined;
+  const name = services.profileName ?? profileName;
+  let where: string;
+  try {
+    where = describeConnection(services.connection);
+  } catch {
+    where = 'connection from PG* variables';
+  }
+  return `${name ? `profile ${name}` : 'no profile'} · ${where}${services.repo ? ` · repo ${services.repo}` : ''}`;
+}
+
+export function App(props: AppProps) {
+  const { procedures, env, services } = props;
+  const { exit } = useApp();
+  const [state, dispatch] = useReducer(appReducer, initialAppState);
+  const profile = isServices(services) ? services.profile : undefined;
+  const secrets = useMemo(
+    () => [isServices(services) ? services.connection.password : undefined, env.PGPASSWORD].filter((s): s is string => Boolean(s)),
+    [services, env],
+  );
+
+  // One AbortController per run; Ctrl-C aborts it and the runner records the interrupted step.
+  const attempt = state.screen.name === 'run' ? state.screen.attempt : -1;
+  const controller = useMemo(() => new AbortController(), [attempt]);
+  useEffect(() => {
+    if (state.stopping > 0 && !controller.signal.aborted) controller.abort(new Error('interrupted by the operator (Ctrl-C)'));
+  }, [state.stopping, controller]);
+
+  useEffect(() => {
+    const signal = props.interrupt;
+    if (!signal) return;
+    const onAbort = () => dispatch({ type: 'ctrl-c' });
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+    return () => signal.removeEventListener('abort', onAbort);
+  }, [props.interrupt]);
+
+  // The only place that exits: after the frame that shows why has been committed.
+  useEffect(() => {
+    if (!state.exit) return;
+    props.onExit?.(state.exit.code, { forced: state.exit.forced });
+    exit();
+  }, [state.exit]);
+
+  const onKey = useCallback((input: string, key: Key) => {
+    if (!isCtrlC(input, key)) return false;
+    dispatch({ type: 'ctrl-c' });
+    return true;
+  }, []);
+
+  const onPick = useCallback(
+    (procedure: Procedure, index: number) => {
+      if (procedure.params.length === 0) {
+        // Nothing to ask: straight to the run.
+        const { params } = resolveParams(procedure, {}, env, profileDefaults(procedure, profile));
+        dispatch({ type: 'pick', procedure, index, params });
+      } else {
+        dispatch({ type: 'pick', procedure, index });
+      }
+    },
+    [env, profile],
+  );
+  const toHome = useCallback(() => dispatch({ type: 'home' }), []);
+  const onFinished = useCallback((summary: RunSummary) => dispatch({ type: 'finished', summary }), []);
+
+  const { screen } = state;
+  let body: React.ReactNode;
+  switch (screen.name) {
+    case 'home':
+      body = (
+        <Home
+          procedures={procedures}
+          connection={connectionLabel(services, props.profileName)}
+          initialIndex={state.homeIndex}
+          onPick={onPick}
+          onQuit={() => dispatch({ type: 'quit', code: EXIT.ok })}
+        />
+      );
+      break;
+    case 'form':
+      body = (
+        <ParamsForm
+          key={screen.procedure.id}
+          procedure={screen.procedure}
+          env={env}
+          defaults={profileDefaults(screen.procedure, profile)}
+          onSubmit={(params) => dispatch({ type: 'run', params })}
+          onBack={toHome}
+        />
+      );
+      break;
+    case 'run':
+      body = (
+        <RunScreen
+          key={screen.attempt}
+          procedure={screen.procedure}
+          params={screen.params}
+          services={services}
+          stateDir={props.stateDir}
+          signal={controller.signal}
+          stopping={state.stopping > 0}
+          secrets={secrets}
+          onFinished={onFinished}
+          progressIntervalMs={props.progressIntervalMs}
+          abortGraceMs={props.abortGraceMs}
+        />
+      );
+      break;
+    case 'report':
+      body = (
+        <Report
+          summary={screen.summary}
+          title={screen.procedure.title}
+          exiting={state.exit !== undefined}
+          exitCode={state.exit?.code}
+          onHome={toHome}
+          onQuit={() => dispatch({ type: 'quit', code: screen.summary.exitCode })}
+        />
+      );
+      break;
+  }
+
+  return (
+    <AppThemeProvider color={colorEnabled(env)}>
+      <KeysProvider onKey={onKey}>{body}</KeysProvider>
+    </AppThemeProvider>
+  );
+}
+
+// ---------------------------------------------------------------------------------------
+// Entry from the CLI
+
+export async function runTui(opts: TuiOptions): Promise<number> {
+  const profileName = opts.profileName || undefined;
+  let profile: Profile = {};
+  if (profileName) {
+    try {
+      profile = await loadProfile(profileName, opts.env);
+    } catch (err) {
+      if (err instanceof ProfileError) {
+        process.stderr.write(`pgrunbook: ${err.message}\n`);
+        return EXIT.usage;
+      }
+      throw err;
+    }
+  }
+  let services: ProcedureServices;
+  try {
+    services = buildServices({}, opts.env, profile, profileName);
+  } catch (err) {
+    if (err instanceof ConnectionStringError || err instanceof UsageError) {
+      process.stderr.write(`pgrunbook: ${err.message}\n`);
+      return EXIT.usage;
+    }
+    throw err;
+  }
+
+  let code: number = EXIT.ok;
+  let forced = false;
+  const interrupt = new AbortController();
+  const onSignal = () => interrupt.abort();
+  process.on('SIGTERM', onSignal);
+  process.on('SIGHUP', onSignal);
+  try {
+    const instance = render(
+      <App
+        procedures={opts.procedures}
+        stateDir={opts.stateDir}
+        env={opts.env}
+        services={services}
+        profileName={profileName}
+        interrupt={interrupt.signal}
+        onExit={(c, info) => {
+          code = c;
+          forced = info.forced;
+        }}
+      />,
+      { exitOnCtrlC: false },
+    );
+    await instance.waitUntilExit();
+  } finally {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGHUP', onSignal);
+  }
+  // Ink never calls process.exit; the exit code is ours to set.
+  process.exitCode = code;
+  // A second Ctrl-C means "now", even if a step ignores the abort (as headless does).
+  if (forced) process.exit(code);
+  return code;
+}
