@@ -4,6 +4,10 @@
 const argv = process.argv.slice(2);
 
 async function run(): Promise<number> {
+  if (argv[0] === 'wal-push' || argv[0] === 'wal-fetch') {
+    const { walCommand } = await import('./wal/command.js');
+    return walCommand(argv[0], argv.slice(1));
+  }
   const { main } = await import('./main.js');
   return main(argv);
 }

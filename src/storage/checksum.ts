@@ -1,0 +1,88 @@
+// SHA-256 while streaming: on the way in (PutResult.sha256) and on the way out (expectedSha256).
+
+import { createHash, type Hash } from 'node:crypto';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { ChecksumMismatchError, StorageError } from './types.js';
+
+export function sha256Hex(data: Buffer | string): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/**
+ * Pass-through that hashes and counts what flows through it. With `expectedLength` it fails as
+ * soon as more arrives, or at the end when less did, so that a wrong length never gets stored.
+ * (No `size`/`length`/`byteLength` property: lib-storage would take it for the body's length.)
+ */
+export class HashingStream extends Transform {
+  private readonly hash: Hash = createHash('sha256');
+  private bytes = 0;
+  private digestHex: string | undefined;
+
+  constructor(private readonly expectedLength?: number) {
+    super();
+  }
+
+  override _transform(chunk: Buffer | string, _enc: BufferEncoding, cb: TransformCallback): void {
+    const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+    this.bytes += buf.length;
+    if (this.expectedLength !== undefined && this.bytes > this.expectedLength) {
+      cb(lengthError(this.expectedLength, this.bytes, 'more'));
+      return;
+    }
+    this.hash.update(buf);
+    cb(null, buf);
+  }
+
+  override _flush(cb: TransformCallback): void {
+    if (this.expectedLength !== undefined && this.bytes !== this.expectedLength) {
+      cb(lengthError(this.expectedLength, this.bytes, 'less'));
+      return;
+    }
+    this.digestHex = this.hash.digest('hex');
+    cb();
+  }
+
+  get byteCount(): number {
+    return this.bytes;
+  }
+
+  /** Only once the stream has ended. */
+  get sha256(): string {
+    if (this.digestHex === undefined) throw new Error('HashingStream: digest read before the end');
+    return this.digestHex;
+  }
+}
+
+function lengthError(expected: number, got: number, moreOrLess: string): StorageError {
+  return new StorageError(
+    `the body has ${moreOrLess} bytes than the announced contentLength (${expected}, got ${got}${
+      moreOrLess === 'more' ? ' or more' : ''
+    })`,
+    { code: 'invalid-argument', operation: 'put' },
+  );
+}
+
+/**
+ * Re-emits `source` and, if `expectedSha256` is given, errors with ChecksumMismatchError at the end
+ * when the bytes do not hash to it. Destroying the result destroys `source`.
+ */
+export function verifyingStream(
+  source: AsyncIterable<Buffer>,
+  key: string,
+  expectedSha256: string | undefined,
+  store: string,
+): Readable {
+  if (expectedSha256 === undefined) {
+    return source instanceof Readable ? source : Readable.from(source, { objectMode: false });
+  }
+  async function* verify(): AsyncGenerator<Buffer> {
+    const hash = createHash('sha256');
+    for await (const chunk of source) {
+      hash.update(chunk);
+      yield chunk;
+    }
+    const actual = hash.digest('hex');
+    if (actual !== expectedSha256) throw new ChecksumMismatchError(key, expectedSha256!, actual, store);
+  }
+  return Readable.from(verify(), { objectMode: false });
+}

@@ -1,0 +1,330 @@
+// Local directory driver (the default).
+//
+// Layout: the object `a/b/c` is the file `<root>/a/b/c`. Internal files share the reserved name
+// prefix '.pgrunbook-' (keys may not use it) and are never listed:
+//   <dir>/.pgrunbook-tmp-<random>         an object (or sidecar) being written
+//   <dir>/.pgrunbook-meta-<name>.json     the metadata of object <name>, only when it has any
+//
+// put: write the temp file, fsync it; write the sidecar the same way (temp, fsync) and rename it
+// into place; rename the object's temp file to its final name; fsync the directory. So nothing
+// half-written is ever visible under a final name, and the sidecar is in place before its object
+// appears. On a failure or abort the temp files are removed; after a crash they may remain (hidden,
+// harmless). Overwriting an existing key (the repository writes each object once) leaves a short
+// window in which the old bytes are paired with the new metadata.
+//
+// A key cannot be both an object and a "directory" of other keys here ('a' and 'a/b'); the
+// repository layout never needs that.
+
+import { randomBytes } from 'node:crypto';
+import { constants as fsConstants } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { Readable, addAbortSignal } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { HashingStream, verifyingStream } from './checksum.js';
+import { describeLocation, type RepoLocation } from './url.js';
+import {
+  ObjectNotFoundError,
+  RESERVED_NAME_PREFIX,
+  StorageError,
+  isAbortError,
+  validateKey,
+  validateMetadata,
+  validatePrefix,
+  validateRange,
+  type GetOptions,
+  type GetResult,
+  type ListEntry,
+  type ObjectInfo,
+  type ObjectStore,
+  type PutOptions,
+  type PutResult,
+} from './types.js';
+
+const TMP_PREFIX = `${RESERVED_NAME_PREFIX}tmp-`;
+const META_PREFIX = `${RESERVED_NAME_PREFIX}meta-`;
+const FILE_MODE = 0o640;
+const DIR_MODE = 0o750;
+
+export function createStore(loc: RepoLocation): ObjectStore {
+  if (loc.kind !== 'file') throw new Error(`local driver given a ${loc.kind} location`);
+  return new LocalStore(loc.root, describeLocation(loc));
+}
+
+function errno(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null ? ((err as NodeJS.ErrnoException).code ?? undefined) : undefined;
+}
+
+function isMissing(err: unknown): boolean {
+  const c = errno(err);
+  return c === 'ENOENT' || c === 'ENOTDIR';
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function unlinkQuiet(path: string): Promise<void> {
+  await unlink(path).catch(() => undefined);
+}
+
+export class LocalStore implements ObjectStore {
+  readonly kind = 'file' as const;
+
+  constructor(
+    readonly root: string,
+    private readonly description: string,
+  ) {}
+
+  describe(): string {
+    return this.description;
+  }
+
+  toString(): string {
+    return this.description;
+  }
+
+  private pathOf(key: string): string {
+    validateKey(key);
+    return join(this.root, ...key.split('/'));
+  }
+
+  private static sidecarOf(path: string): string {
+    return join(dirname(path), `${META_PREFIX}${basename(path)}.json`);
+  }
+
+  private ioError(operation: string, key: string | undefined, err: unknown): StorageError {
+    const code = errno(err);
+    const hint =
+      code === 'ENOSPC'
+        ? ' (the file system is full)'
+        : code === 'EACCES' || code === 'EPERM'
+          ? ' (check the directory permissions for this user)'
+          : code === 'EROFS'
+            ? ' (the file system is read-only)'
+            : '';
+    const what = key === undefined ? '' : ` '${key}'`;
+    return new StorageError(
+      `cannot ${operation}${what} in ${this.description}: ${(err as Error)?.message ?? String(err)}${hint}`,
+      {
+        code: code === 'EACCES' || code === 'EPERM' ? 'access-denied' : 'io',
+        operation,
+        key,
+        store: this.description,
+        causeCode: code,
+      },
+    );
+  }
+
+  /** mkdir -p, fsyncing the parent of every directory it created. */
+  private async ensureDir(dir: string): Promise<void> {
+    const first = await mkdir(dir, { recursive: true, mode: DIR_MODE });
+    if (first === undefined) return;
+    const chain: string[] = [];
+    for (let d = dir; ; d = dirname(d)) {
+      chain.push(dirname(d));
+      if (d === first || dirname(d) === d) break;
+    }
+    for (const d of chain.reverse()) await fsyncDir(d);
+  }
+
+  /** Creates a fresh temp file in `dir` (re-creating `dir` if a concurrent delete pruned it). */
+  private async openTemp(dir: string): Promise<{ path: string; fh: FileHandle }> {
+    for (let attempt = 1; ; attempt++) {
+      await this.ensureDir(dir);
+      const path = join(dir, `${TMP_PREFIX}${randomBytes(8).toString('hex')}`);
+      try {
+        return { path, fh: await open(path, 'wx', FILE_MODE) };
+      } catch (err) {
+        if (errno(err) !== 'ENOENT' || attempt >= 5) throw err;
+      }
+    }
+  }
+
+  async put(key: string, body: Readable | Buffer, opts: PutOptions = {}): Promise<PutResult> {
+    const finalPath = this.pathOf(key);
+    validateMetadata(opts.metadata);
+    opts.signal?.throwIfAborted();
+    const dir = dirname(finalPath);
+    const temps: string[] = [];
+    try {
+      const tmp = await this.openTemp(dir);
+      temps.push(tmp.path);
+      const hasher = new HashingStream(opts.contentLength);
+      try {
+        const source = Buffer.isBuffer(body) ? Readable.from([body], { objectMode: false }) : body;
+        await pipeline(
+          source,
+          hasher,
+          async (chunks: AsyncIterable<Buffer>) => {
+            for await (const chunk of chunks) await tmp.fh.write(chunk);
+          },
+          { signal: opts.signal },
+        );
+        await tmp.fh.sync();
+      } finally {
+        await tmp.fh.close();
+      }
+
+      const sidecar = LocalStore.sidecarOf(finalPath);
+      const metadata = opts.metadata ?? {};
+      if (Object.keys(metadata).length > 0) {
+        const metaTmp = join(dir, `${TMP_PREFIX}${randomBytes(8).toString('hex')}`);
+        temps.push(metaTmp);
+        const fh = await open(metaTmp, 'wx', FILE_MODE);
+        try {
+          await fh.writeFile(JSON.stringify({ version: 1, metadata }));
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+        await rename(metaTmp, sidecar);
+      } else {
+        await unlink(sidecar).catch((err) => {
+          if (!isMissing(err)) throw err;
+        });
+      }
+      await rename(tmp.path, finalPath);
+      temps.length = 0;
+      await fsyncDir(dir);
+      return { key, size: hasher.byteCount, sha256: hasher.sha256 };
+    } catch (err) {
+      await Promise.all(temps.map(unlinkQuiet));
+      if (err instanceof StorageError) throw err;
+      if (isAbortError(err)) throw opts.signal?.reason ?? err;
+      throw this.ioError('put', key, err);
+    }
+  }
+
+  private async readMetadata(path: string): Promise<Record<string, string>> {
+    try {
+      const parsed = JSON.parse(await readFile(LocalStore.sidecarOf(path), 'utf8')) as {
+        metadata?: Record<string, string>;
+      };
+      return parsed.metadata ?? {};
+    } catch (err) {
+      if (isMissing(err)) return {};
+      throw err;
+    }
+  }
+
+  async get(key: string, opts: GetOptions = {}): Promise<GetResult> {
+    const path = this.pathOf(key);
+    validateRange(opts.range, opts.expectedSha256);
+    opts.signal?.throwIfAborted();
+    let fh: FileHandle;
+    try {
+      fh = await open(path, 'r');
+    } catch (err) {
+      if (isMissing(err)) throw new ObjectNotFoundError(key, this.description);
+      throw this.ioError('read', key, err);
+    }
+    let info: ObjectInfo;
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) throw new ObjectNotFoundError(key, this.description);
+      info = { key, size: st.size, lastModified: st.mtime, metadata: await this.readMetadata(path) };
+    } catch (err) {
+      await fh.close();
+      if (err instanceof StorageError) throw err;
+      throw this.ioError('read', key, err);
+    }
+    const start = opts.range?.start ?? 0;
+    const end = Math.min(opts.range?.end ?? Infinity, info.size - 1);
+    let raw: Readable;
+    if (start > end) {
+      await fh.close();
+      raw = Readable.from([], { objectMode: false });
+    } else {
+      raw = fh.createReadStream({ start, end, autoClose: true, highWaterMark: 256 * 1024 });
+    }
+    const body = verifyingStream(raw, key, opts.expectedSha256, this.description);
+    if (opts.signal) addAbortSignal(opts.signal, body);
+    return { body, info };
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    const path = this.pathOf(key);
+    try {
+      const st = await stat(path);
+      if (!st.isFile()) return undefined;
+      return { key, size: st.size, lastModified: st.mtime, metadata: await this.readMetadata(path) };
+    } catch (err) {
+      if (isMissing(err)) return undefined;
+      throw this.ioError('stat', key, err);
+    }
+  }
+
+  list(prefix: string): AsyncIterable<ListEntry> {
+    validatePrefix(prefix);
+    const cut = prefix.lastIndexOf('/') + 1;
+    const dirKey = prefix.slice(0, cut); // '' or 'a/b/'
+    const namePrefix = prefix.slice(cut);
+    const startDir = dirKey === '' ? this.root : join(this.root, ...dirKey.slice(0, -1).split('/'));
+    return this.walk(startDir, dirKey, namePrefix);
+  }
+
+  /** Depth-first, each directory sorted so that keys come out in byte order ('a-b' < 'a/x'). */
+  private async *walk(dir: string, keyPrefix: string, namePrefix: string): AsyncGenerator<ListEntry> {
+    let entries;
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      if (isMissing(err)) return;
+      throw this.ioError('list', keyPrefix || undefined, err);
+    }
+    const items = entries
+      .filter((e) => !e.name.startsWith(RESERVED_NAME_PREFIX) && e.name.startsWith(namePrefix))
+      .filter((e) => e.isFile() || e.isDirectory())
+      .map((e) => ({ name: e.name, isDir: e.isDirectory(), sortKey: Buffer.from(e.isDirectory() ? `${e.name}/` : e.name) }))
+      .sort((a, b) => Buffer.compare(a.sortKey, b.sortKey));
+    for (const item of items) {
+      const path = join(dir, item.name);
+      if (item.isDir) {
+        yield* this.walk(path, `${keyPrefix}${item.name}/`, '');
+        continue;
+      }
+      let st;
+      try {
+        st = await stat(path);
+      } catch (err) {
+        if (isMissing(err)) continue; // deleted meanwhile
+        throw this.ioError('list', `${keyPrefix}${item.name}`, err);
+      }
+      yield { key: `${keyPrefix}${item.name}`, size: st.size, lastModified: st.mtime };
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    const path = this.pathOf(key);
+    const dir = dirname(path);
+    try {
+      await unlink(path).catch((err) => {
+        if (!isMissing(err) && errno(err) !== 'EISDIR') throw err;
+      });
+      await unlink(LocalStore.sidecarOf(path)).catch((err) => {
+        if (!isMissing(err)) throw err;
+      });
+      await fsyncDir(dir).catch((err) => {
+        if (!isMissing(err)) throw err;
+      });
+    } catch (err) {
+      throw this.ioError('delete', key, err);
+    }
+    // Prune directories left empty, up to the root (S3 and Azure have no directories either).
+    for (let d = dir; d !== this.root && d.startsWith(this.root); d = dirname(d)) {
+      try {
+        await rmdir(d);
+      } catch {
+        break; // not empty (or gone, or raced with a put): stop
+      }
+    }
+  }
+
+  async close(): Promise<void> {}
+}

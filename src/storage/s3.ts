@@ -1,0 +1,493 @@
+// S3 driver (AWS S3 and S3-compatible stores: MinIO, Ceph, R2, s3rver...).
+//
+// Uploads go through @aws-sdk/lib-storage's Upload: a body of unknown length is cut into parts of
+// `partSize` (6 MiB unless the URL/options or a known/hinted size ask for more), `queueSize` (2)
+// of them in flight. lib-storage holds about (queueSize + 1) x partSize plus the source chunks of
+// the part being assembled, so memory stays flat whatever the object size (measured: ~140 MiB peak
+// RSS for a 200 MiB put+get, the SDK itself being ~60 MiB). A body of known length up to 32 MiB
+// (a WAL segment) goes in a single PutObject. Each part is retried by the SDK (our backoff
+// strategy below). When any part fails for good, the body is destroyed at once (otherwise the
+// other uploaders would keep consuming it) and the multipart upload is aborted, so nothing appears
+// under the key. Downloads stream; a download that breaks mid-way is resumed with a ranged GET
+// pinned to the ETag.
+//
+// Size limit: S3 allows 10,000 parts, so 6 MiB parts take at most 58 GiB of unknown length. Pass
+// PutOptions.sizeHint (e.g. the database size) or contentLength and parts grow to fit (memory
+// grows with them), or set ?partSize= in the repository URL.
+
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  S3Client,
+  type GetObjectCommandOutput,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { Readable, addAbortSignal } from 'node:stream';
+import { HashingStream, verifyingStream } from './checksum.js';
+import { backoffDelay, delay, isTransientError } from './retry.js';
+import { describeLocation, redactSecrets, secretsOf, type RepoLocation, type S3Location } from './url.js';
+import {
+  ObjectNotFoundError,
+  StorageError,
+  isAbortError,
+  parseContentRange,
+  totalFromContentRange,
+  validateKey,
+  validateMetadata,
+  validatePrefix,
+  validateRange,
+  type GetOptions,
+  type GetResult,
+  type ListEntry,
+  type ObjectInfo,
+  type ObjectStore,
+  type PutOptions,
+  type PutResult,
+  type RetryOptions,
+  type StorageErrorCode,
+} from './types.js';
+
+const MiB = 1024 * 1024;
+export const S3_DEFAULT_PART_SIZE = 6 * MiB;
+export const S3_DEFAULT_QUEUE_SIZE = 2;
+/** Bodies of known length up to this go in one PutObject. */
+export const S3_SINGLE_PUT_MAX = 32 * MiB;
+const S3_MIN_PART_SIZE = 5 * MiB;
+const S3_MAX_PARTS = 10_000;
+const S3_MAX_PART_SIZE = 5 * 1024 * MiB;
+
+export function createStore(loc: RepoLocation): ObjectStore {
+  if (loc.kind !== 's3') throw new Error(`S3 driver given a ${loc.kind} location`);
+  return new S3Store(loc);
+}
+
+/** Part size for an upload: the configured one, grown when the (approximate) size needs it. */
+export function choosePartSize(configured: number | undefined, contentLength?: number, sizeHint?: number): number {
+  if (contentLength !== undefined && contentLength <= S3_SINGLE_PUT_MAX) {
+    return Math.max(S3_MIN_PART_SIZE, contentLength); // one part: lib-storage sends a plain PutObject
+  }
+  let part = configured ?? S3_DEFAULT_PART_SIZE;
+  const expected = contentLength ?? (sizeHint !== undefined ? sizeHint * 1.25 : undefined);
+  if (expected !== undefined && expected > 0) {
+    const parts = contentLength !== undefined ? S3_MAX_PARTS : S3_MAX_PARTS * 0.9;
+    part = Math.max(part, Math.ceil(expected / parts / MiB) * MiB);
+  }
+  return Math.min(part, S3_MAX_PART_SIZE);
+}
+
+interface RetryTokenLike {
+  getRetryCount(): number;
+  getRetryDelay(): number;
+}
+
+/** The SDK's retry strategy interface (V2) with our backoff: exponential, full jitter, capped, and
+ *  honouring Retry-After. Client errors (4xx other than throttling) are not retried. */
+class BackoffRetryStrategy {
+  readonly mode = 'standard';
+  constructor(private readonly retry: RetryOptions) {}
+
+  private static token(count: number, delayMs: number): RetryTokenLike {
+    return { getRetryCount: () => count, getRetryDelay: () => delayMs };
+  }
+
+  async acquireInitialRetryToken(_scope: string): Promise<RetryTokenLike> {
+    return BackoffRetryStrategy.token(0, 0);
+  }
+
+  async refreshRetryTokenForRetry(
+    token: RetryTokenLike,
+    info: { errorType: string; retryAfterHint?: Date },
+  ): Promise<RetryTokenLike> {
+    const count = token.getRetryCount() + 1;
+    if (info.errorType === 'CLIENT_ERROR' || count >= this.retry.maxAttempts) {
+      throw new Error('no more retries');
+    }
+    let wait = backoffDelay(count, this.retry);
+    if (info.retryAfterHint) {
+      wait = Math.min(this.retry.maxDelayMs, Math.max(wait, info.retryAfterHint.getTime() - Date.now()));
+    }
+    return BackoffRetryStrategy.token(count, wait);
+  }
+
+  recordSuccess(_token: RetryTokenLike): void {}
+}
+
+/** Follows one put's multipart upload through the client's middleware. */
+interface UploadTracker {
+  onPartFailure(err: unknown): void;
+  uploadId?: string;
+  abortError?: unknown;
+}
+
+type SdkError = Error & {
+  name: string;
+  Code?: string;
+  code?: string;
+  $metadata?: { httpStatusCode?: number };
+  $fault?: string;
+};
+
+function statusOf(err: unknown): number | undefined {
+  return (err as SdkError)?.$metadata?.httpStatusCode;
+}
+
+function nameOf(err: unknown): string {
+  const e = err as SdkError;
+  return e?.Code ?? e?.code ?? e?.name ?? 'Error';
+}
+
+function isNotFound(err: unknown): boolean {
+  const n = nameOf(err);
+  return n === 'NoSuchKey' || n === 'NotFound' || (statusOf(err) === 404 && n !== 'NoSuchBucket');
+}
+
+export class S3Store implements ObjectStore {
+  readonly kind = 's3' as const;
+  readonly client: S3Client;
+  private readonly bucket: string;
+  private readonly prefix: string;
+  private readonly description: string;
+  private readonly secrets: string[];
+  private readonly trackers = new Map<string, Set<UploadTracker>>();
+
+  constructor(private readonly loc: S3Location) {
+    this.bucket = loc.bucket;
+    this.prefix = loc.prefix;
+    this.description = describeLocation(loc);
+    this.secrets = secretsOf(loc);
+    const t = loc.tuning;
+    // This tool pins the SDK on purpose (Node 20); its "upgrade Node" notice would otherwise be
+    // printed by every `wal-push` into PostgreSQL's log.
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+    const agent = { keepAlive: true, maxSockets: 32 };
+    const config: S3ClientConfig = {
+      region: loc.region,
+      endpoint: loc.endpoint,
+      forcePathStyle: loc.forcePathStyle,
+      credentials: loc.credentials,
+      profile: loc.profile,
+      followRegionRedirects: true,
+      maxAttempts: t.retry.maxAttempts,
+      retryStrategy: new BackoffRetryStrategy(t.retry),
+      requestHandler: {
+        connectionTimeout: t.connectTimeoutMs,
+        socketTimeout: t.idleTimeoutMs,
+        httpAgent: agent,
+        httpsAgent: agent,
+      },
+    };
+    this.client = new S3Client(config);
+    this.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const input = args.input as { Bucket?: string; Key?: string };
+        const set = this.trackers.get(`${input.Bucket}\0${input.Key}`);
+        if (!set) return next(args);
+        const command = context.commandName;
+        try {
+          const result = await next(args);
+          if (command === 'CreateMultipartUploadCommand') {
+            const id = (result.output as { UploadId?: string }).UploadId;
+            for (const t of set) t.uploadId = id;
+          }
+          return result;
+        } catch (err) {
+          for (const t of set) {
+            if (command === 'AbortMultipartUploadCommand') t.abortError = err;
+            else t.onPartFailure(err);
+          }
+          throw err;
+        }
+      },
+      { step: 'initialize', name: 'pgrunbookUploadTracker' },
+    );
+  }
+
+  describe(): string {
+    return this.description;
+  }
+
+  toString(): string {
+    return this.description;
+  }
+
+  private keyOf(key: string): string {
+    validateKey(key);
+    return this.prefix + key;
+  }
+
+  private error(operation: string, key: string | undefined, err: unknown, extra = ''): StorageError {
+    const status = statusOf(err);
+    const name = nameOf(err);
+    const rawMessage = redactSecrets((err as Error)?.message ?? String(err), this.secrets);
+    let code: StorageErrorCode = 'failed';
+    let hint = '';
+    if (name === 'NoSuchBucket') {
+      code = 'container-not-found';
+      hint = ` The bucket '${this.bucket}' does not exist (or is in another account/endpoint).`;
+    } else if (
+      status === 403 ||
+      ['AccessDenied', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'ExpiredToken', 'InvalidToken'].includes(name)
+    ) {
+      code = 'access-denied';
+      hint =
+        ' Check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, AWS_PROFILE or the ' +
+        'instance role) and that they may read, write, list and delete under this prefix.';
+    } else if (name === 'CredentialsProviderError' || /could not load credentials/i.test(rawMessage)) {
+      code = 'no-credentials';
+      hint =
+        ' No AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run ' +
+        'with an instance/task role.';
+    } else if (/region is missing/i.test(rawMessage)) {
+      code = 'invalid-url';
+      hint = ' Set AWS_REGION or add ?region= to the repository URL.';
+    } else if (isTransientError(err) && status === undefined) {
+      code = 'unreachable';
+      hint = ` Cannot reach ${this.loc.endpoint ?? 'S3'}; retried ${this.loc.tuning.retry.maxAttempts} times.`;
+    }
+    const what = key === undefined ? '' : ` '${key}'`;
+    return new StorageError(
+      `S3 ${operation}${what} in ${this.description} failed: ${rawMessage} (${name}${
+        status ? `, HTTP ${status}` : ''
+      }).${hint}${extra}`,
+      { code, operation, key, store: this.description, statusCode: status, causeCode: name },
+    );
+  }
+
+  async put(key: string, body: Readable | Buffer, opts: PutOptions = {}): Promise<PutResult> {
+    const Key = this.keyOf(key);
+    validateMetadata(opts.metadata);
+    opts.signal?.throwIfAborted();
+    const t = this.loc.tuning;
+    const hasher = new HashingStream(opts.contentLength);
+    const source = Buffer.isBuffer(body) ? Readable.from([body], { objectMode: false }) : body;
+    // Errors of the source reach the hasher, which the upload reads.
+    source.on('error', (err) => hasher.destroy(err));
+    source.pipe(hasher);
+    if (opts.signal) addAbortSignal(opts.signal, hasher);
+
+    const trackKey = `${this.bucket}\0${Key}`;
+    const tracker: UploadTracker = {
+      onPartFailure: (err) => {
+        if (!hasher.destroyed) hasher.destroy(err instanceof Error ? err : new Error(String(err)));
+      },
+    };
+    let set = this.trackers.get(trackKey);
+    if (!set) this.trackers.set(trackKey, (set = new Set()));
+    set.add(tracker);
+
+    const upload = new Upload({
+      client: this.client,
+      partSize: choosePartSize(t.partSize, opts.contentLength, opts.sizeHint),
+      queueSize: t.queueSize ?? S3_DEFAULT_QUEUE_SIZE,
+      leavePartsOnError: false,
+      params: {
+        Bucket: this.bucket,
+        Key,
+        Body: hasher,
+        ContentType: 'application/octet-stream',
+        Metadata: opts.metadata && Object.keys(opts.metadata).length ? { ...opts.metadata } : undefined,
+        ServerSideEncryption: this.loc.sse,
+        SSEKMSKeyId: this.loc.kmsKeyId,
+      },
+    });
+    try {
+      await upload.done();
+      return { key, size: hasher.byteCount, sha256: hasher.sha256 };
+    } catch (err) {
+      if (!source.destroyed) source.destroy();
+      if (!hasher.destroyed) hasher.destroy();
+      if (opts.signal?.aborted && isAbortError(err)) throw opts.signal.reason ?? err;
+      if (err instanceof StorageError) throw err;
+      if (/Exceeded \d+ parts/.test((err as Error)?.message ?? '')) {
+        throw new StorageError(
+          `S3 put '${key}' in ${this.description} failed: the object needs more than ${S3_MAX_PARTS} parts of ` +
+            `${choosePartSize(t.partSize, opts.contentLength, opts.sizeHint)} bytes. Add ?partSize=64MiB (or more) ` +
+            `to the repository URL. Nothing was stored under this name.`,
+          { code: 'too-large', operation: 'put', key, store: this.description },
+        );
+      }
+      let extra = ' Nothing was stored under this name.';
+      if (tracker.uploadId && tracker.abortError !== undefined) {
+        extra +=
+          ' Its incomplete multipart upload could not be aborted: it is invisible but occupies space until ' +
+          'removed; an AbortIncompleteMultipartUpload lifecycle rule on the bucket cleans such uploads.';
+      }
+      throw this.error('put', key, err, extra);
+    } finally {
+      set.delete(tracker);
+      if (set.size === 0) this.trackers.delete(trackKey);
+    }
+  }
+
+  private async getObject(
+    Key: string,
+    range: string | undefined,
+    signal: AbortSignal | undefined,
+    ifMatch?: string,
+  ): Promise<GetObjectCommandOutput> {
+    return this.client.send(
+      new GetObjectCommand({ Bucket: this.bucket, Key, Range: range, IfMatch: ifMatch }),
+      { abortSignal: signal },
+    );
+  }
+
+  async get(key: string, opts: GetOptions = {}): Promise<GetResult> {
+    const Key = this.keyOf(key);
+    validateRange(opts.range, opts.expectedSha256);
+    opts.signal?.throwIfAborted();
+    const start = opts.range?.start ?? 0;
+    const rangeHeader = opts.range ? `bytes=${start}-${opts.range.end ?? ''}` : undefined;
+    let res: GetObjectCommandOutput;
+    try {
+      res = await this.getObject(Key, rangeHeader, opts.signal);
+    } catch (err) {
+      if (opts.signal?.aborted) throw opts.signal.reason;
+      if (isNotFound(err)) throw new ObjectNotFoundError(key, this.description);
+      if (statusOf(err) === 416 || nameOf(err) === 'InvalidRange') {
+        // The range starts at or past the end: an empty body, like the other drivers.
+        const info = await this.head(key);
+        if (!info) throw new ObjectNotFoundError(key, this.description);
+        return { body: Readable.from([], { objectMode: false }), info };
+      }
+      throw this.error('get', key, err);
+    }
+    const size = totalFromContentRange(res.ContentRange) ?? res.ContentLength ?? 0;
+    const info: ObjectInfo = {
+      key,
+      size,
+      lastModified: res.LastModified ?? new Date(0),
+      metadata: { ...(res.Metadata ?? {}) },
+    };
+    const last = Math.min(opts.range?.end ?? size - 1, size - 1);
+    const first = (res.Body as Readable | undefined) ?? Readable.from([], { objectMode: false });
+    const firstAt = parseContentRange(res.ContentRange)?.start ?? 0;
+    const chunks = this.resumable(first, firstAt, key, Key, start, last, res.ETag, opts.signal);
+    const body = verifyingStream(chunks, key, opts.expectedSha256, this.description);
+    if (opts.signal) addAbortSignal(opts.signal, body);
+    return { body, info };
+  }
+
+  /**
+   * Yields bytes [pos, last] of the object from `first` (whose first byte is at offset `firstAt`),
+   * resuming from where a broken download stopped. Bytes outside the range are dropped, in case a
+   * server ignores or widens the Range (some S3-compatible ones do).
+   */
+  private async *resumable(
+    first: Readable,
+    firstAt: number,
+    key: string,
+    Key: string,
+    pos: number,
+    last: number,
+    etag: string | undefined,
+    signal: AbortSignal | undefined,
+  ): AsyncGenerator<Buffer> {
+    if (pos > last) {
+      first.destroy();
+      return;
+    }
+    const retry = this.loc.tuning.retry;
+    let src: AsyncIterable<Buffer> = first;
+    let at = firstAt;
+    let failures = 0;
+    for (;;) {
+      const before = pos;
+      try {
+        for await (const chunk of src) {
+          const chunkAt = at;
+          at += chunk.length;
+          if (at <= pos) continue;
+          let piece = chunkAt < pos ? chunk.subarray(pos - chunkAt) : chunk;
+          if (piece.length > last - pos + 1) piece = piece.subarray(0, last - pos + 1);
+          pos += piece.length;
+          yield piece;
+          if (pos > last) return;
+        }
+        throw Object.assign(new Error(`the download ended early, at byte ${pos} of ${last + 1}`), {
+          code: 'ERR_STREAM_PREMATURE_CLOSE',
+        });
+      } catch (err) {
+        if (signal?.aborted) throw signal.reason;
+        if (pos > before) failures = 0;
+        failures++;
+        if (failures >= retry.maxAttempts || !isTransientError(err)) throw this.error('get', key, err);
+        await delay(backoffDelay(failures, retry), signal);
+        try {
+          const res = await this.getObject(Key, `bytes=${pos}-${last}`, signal, etag);
+          src = (res.Body as Readable | undefined) ?? Readable.from([], { objectMode: false });
+          at = parseContentRange(res.ContentRange)?.start ?? 0;
+        } catch (reopenErr) {
+          if (statusOf(reopenErr) === 412) {
+            throw new StorageError(
+              `S3 get '${key}' in ${this.description} failed: the object changed while it was being read.`,
+              { code: 'failed', operation: 'get', key, store: this.description, statusCode: 412 },
+            );
+          }
+          throw this.error('get', key, reopenErr);
+        }
+      }
+    }
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    const Key = this.keyOf(key);
+    try {
+      const res = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key }));
+      return {
+        key,
+        size: res.ContentLength ?? 0,
+        lastModified: res.LastModified ?? new Date(0),
+        metadata: { ...(res.Metadata ?? {}) },
+      };
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw this.error('head', key, err);
+    }
+  }
+
+  list(prefix: string): AsyncIterable<ListEntry> {
+    validatePrefix(prefix);
+    return this.listPages(prefix);
+  }
+
+  private async *listPages(prefix: string): AsyncGenerator<ListEntry> {
+    let token: string | undefined;
+    do {
+      let page;
+      try {
+        page = await this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: this.prefix + prefix,
+            ContinuationToken: token,
+            MaxKeys: Math.min(1000, this.loc.tuning.listPageSize),
+          }),
+        );
+      } catch (err) {
+        throw this.error('list', prefix || undefined, err);
+      }
+      for (const o of page.Contents ?? []) {
+        if (!o.Key || !o.Key.startsWith(this.prefix) || o.Key.endsWith('/')) continue; // skip "folder" markers
+        yield { key: o.Key.slice(this.prefix.length), size: o.Size ?? 0, lastModified: o.LastModified ?? new Date(0) };
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async delete(key: string): Promise<void> {
+    const Key = this.keyOf(key);
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key }));
+    } catch (err) {
+      if (isNotFound(err)) return;
+      throw this.error('delete', key, err);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.client.destroy();
+  }
+}
