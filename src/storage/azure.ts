@@ -1,12 +1,13 @@
 // Azure Blob driver (block blobs; Azurite for tests).
 //
-// Uploads use BlockBlobClient.uploadStream: the body is cut into blocks of `partSize` (8 MiB unless
+// Uploads use BlockBlobClient.uploadStream: the body is cut into blocks of `partSize` (5 MiB unless
 // the URL/options or a known/hinted size ask for more) held in at most `queueSize` (2) reusable
-// buffers, so memory stays flat (measured: ~135 MiB peak RSS for a 200 MiB put+get, the SDK itself
-// being ~60 MiB). Blocks are staged (each retried by the SDK's retry policy, which
-// is configured from our RetryOptions) and only the final commitBlockList makes the blob visible:
-// a failed or aborted upload leaves only uncommitted blocks, which are invisible and which Azure
-// discards after a week. 50,000 blocks of 8 MiB allow 390 GiB of unknown length.
+// buffers, so memory stays flat (measured: ~130 MiB peak RSS for a 200 MiB put+get, of which Node
+// + the SDK are ~65 MiB and V8's lag in collecting dead buffers ~40 MiB). Blocks are staged (each
+// retried by the SDK's retry policy, configured from our RetryOptions) and only the final
+// commitBlockList makes the blob visible: a failed or aborted upload leaves only uncommitted
+// blocks, which are invisible and which Azure discards after a week. 50,000 blocks of 5 MiB allow
+// 244 GiB of unknown length; PutOptions.sizeHint or ?partSize= make blocks bigger.
 // Downloads stream through the SDK's retriable stream, which resumes a broken download at its
 // offset, pinned to the ETag.
 
@@ -42,7 +43,7 @@ import {
 } from './types.js';
 
 const MiB = 1024 * 1024;
-export const AZURE_DEFAULT_BLOCK_SIZE = 8 * MiB;
+export const AZURE_DEFAULT_BLOCK_SIZE = 5 * MiB;
 export const AZURE_DEFAULT_CONCURRENCY = 2;
 const AZURE_MAX_BLOCKS = 50_000;
 const AZURE_MAX_BLOCK_SIZE = 4000 * MiB;
@@ -97,9 +98,7 @@ export class AzureStore implements ObjectStore {
     const auth = loc.auth;
     const url = auth.type === 'sas' ? `${loc.serviceUrl}?${auth.sasToken}` : loc.serviceUrl;
     const credential =
-      auth.type === 'shared-key'
-        ? new StorageSharedKeyCredential(auth.account, auth.accountKey)
-        : new AnonymousCredential();
+      auth.type === 'shared-key' ? new StorageSharedKeyCredential(auth.account, auth.accountKey) : new AnonymousCredential();
     const service = new BlobServiceClient(url, credential, pipelineOptions);
     this.container = service.getContainerClient(loc.container);
   }
@@ -134,7 +133,7 @@ export class AzureStore implements ObjectStore {
         'not expired, with read/write/list/delete permissions) and the account name.';
     } else if (isTransientError(err) || /ECONNREFUSED|ENOTFOUND|ECONNRESET|ETIMEDOUT|EPIPE/.test(rawMessage)) {
       code = 'unreachable';
-      hint = ` Cannot reach ${this.loc.serviceUrl}; retried ${this.loc.tuning.retry.maxAttempts} times.`;
+      hint = ` Cannot reach ${this.loc.serviceUrl} (${this.loc.tuning.retry.maxAttempts} attempts).`;
     }
     const what = key === undefined ? '' : ` '${key}'`;
     return new StorageError(
@@ -152,7 +151,13 @@ export class AzureStore implements ObjectStore {
     const t = this.loc.tuning;
     const hasher = new HashingStream(opts.contentLength);
     const source = Buffer.isBuffer(body) ? Readable.from([body], { objectMode: false }) : body;
-    source.on('error', (err) => hasher.destroy(err));
+    // Errors of the source reach the hasher, which the upload reads; they are rethrown as they are
+    // (the storage did not fail: e.g. pg_basebackup died).
+    let sourceError: unknown;
+    source.on('error', (err) => {
+      sourceError ??= err;
+      hasher.destroy(err);
+    });
     source.pipe(hasher);
     if (opts.signal) addAbortSignal(opts.signal, hasher);
     try {
@@ -173,7 +178,8 @@ export class AzureStore implements ObjectStore {
       // Stop reading: other blocks may still be in flight, but nothing more is staged or committed.
       if (!source.destroyed) source.destroy();
       if (!hasher.destroyed) hasher.destroy();
-      if (opts.signal?.aborted && isAbortError(err)) throw opts.signal.reason ?? err;
+      if (opts.signal?.aborted) throw opts.signal.reason ?? err;
+      if (sourceError !== undefined) throw sourceError;
       if (err instanceof StorageError) throw err;
       throw this.error('put', key, err, ' Nothing was stored under this name.');
     }

@@ -27,7 +27,6 @@ import {
   ObjectNotFoundError,
   RESERVED_NAME_PREFIX,
   StorageError,
-  isAbortError,
   validateKey,
   validateMetadata,
   validatePrefix,
@@ -152,6 +151,8 @@ export class LocalStore implements ObjectStore {
     opts.signal?.throwIfAborted();
     const dir = dirname(finalPath);
     const temps: string[] = [];
+    let sourceError: unknown;
+    if (!Buffer.isBuffer(body)) body.once('error', (err) => (sourceError ??= err));
     try {
       const tmp = await this.openTemp(dir);
       temps.push(tmp.path);
@@ -196,7 +197,8 @@ export class LocalStore implements ObjectStore {
     } catch (err) {
       await Promise.all(temps.map(unlinkQuiet));
       if (err instanceof StorageError) throw err;
-      if (isAbortError(err)) throw opts.signal?.reason ?? err;
+      if (opts.signal?.aborted) throw opts.signal.reason ?? err;
+      if (sourceError !== undefined) throw sourceError; // the body failed, not the file system
       throw this.ioError('put', key, err);
     }
   }

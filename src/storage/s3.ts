@@ -1,17 +1,18 @@
 // S3 driver (AWS S3 and S3-compatible stores: MinIO, Ceph, R2, s3rver...).
 //
 // Uploads go through @aws-sdk/lib-storage's Upload: a body of unknown length is cut into parts of
-// `partSize` (6 MiB unless the URL/options or a known/hinted size ask for more), `queueSize` (2)
-// of them in flight. lib-storage holds about (queueSize + 1) x partSize plus the source chunks of
-// the part being assembled, so memory stays flat whatever the object size (measured: ~140 MiB peak
-// RSS for a 200 MiB put+get, the SDK itself being ~60 MiB). A body of known length up to 32 MiB
-// (a WAL segment) goes in a single PutObject. Each part is retried by the SDK (our backoff
-// strategy below). When any part fails for good, the body is destroyed at once (otherwise the
-// other uploaders would keep consuming it) and the multipart upload is aborted, so nothing appears
-// under the key. Downloads stream; a download that breaks mid-way is resumed with a ranged GET
-// pinned to the ETag.
+// `partSize` (5 MiB, S3's minimum, unless the URL/options or a known/hinted size ask for more),
+// `queueSize` (2) of them in flight. lib-storage holds about (queueSize + 1) x partSize plus the
+// source chunks of the part being assembled, so memory stays flat whatever the object size
+// (measured: 130-140 MiB peak RSS for a 200 MiB put+get, of which Node + the SDK are ~65 MiB and
+// V8's lag in collecting dead buffers ~40 MiB; 8 MiB parts measured up to 158 MiB). A body of
+// known length up to 32 MiB (a WAL segment) goes in a single PutObject. Each part is retried by
+// the SDK (our backoff strategy below). When any part fails for good, the body is destroyed at
+// once (otherwise the other uploaders would keep consuming it) and the multipart upload is
+// aborted, so nothing appears under the key. Downloads stream; a download that breaks mid-way is
+// resumed with a ranged GET pinned to the ETag.
 //
-// Size limit: S3 allows 10,000 parts, so 6 MiB parts take at most 58 GiB of unknown length. Pass
+// Size limit: S3 allows 10,000 parts, so 5 MiB parts take at most 48 GiB of unknown length. Pass
 // PutOptions.sizeHint (e.g. the database size) or contentLength and parts grow to fit (memory
 // grows with them), or set ?partSize= in the repository URL.
 
@@ -32,7 +33,6 @@ import { describeLocation, redactSecrets, secretsOf, type RepoLocation, type S3L
 import {
   ObjectNotFoundError,
   StorageError,
-  isAbortError,
   parseContentRange,
   totalFromContentRange,
   validateKey,
@@ -51,7 +51,7 @@ import {
 } from './types.js';
 
 const MiB = 1024 * 1024;
-export const S3_DEFAULT_PART_SIZE = 6 * MiB;
+export const S3_DEFAULT_PART_SIZE = 5 * MiB;
 export const S3_DEFAULT_QUEUE_SIZE = 2;
 /** Bodies of known length up to this go in one PutObject. */
 export const S3_SINGLE_PUT_MAX = 32 * MiB;
@@ -245,7 +245,7 @@ export class S3Store implements ObjectStore {
       hint = ' Set AWS_REGION or add ?region= to the repository URL.';
     } else if (isTransientError(err) && status === undefined) {
       code = 'unreachable';
-      hint = ` Cannot reach ${this.loc.endpoint ?? 'S3'}; retried ${this.loc.tuning.retry.maxAttempts} times.`;
+      hint = ` Cannot reach ${this.loc.endpoint ?? 'S3'} (${this.loc.tuning.retry.maxAttempts} attempts).`;
     }
     const what = key === undefined ? '' : ` '${key}'`;
     return new StorageError(
@@ -263,8 +263,13 @@ export class S3Store implements ObjectStore {
     const t = this.loc.tuning;
     const hasher = new HashingStream(opts.contentLength);
     const source = Buffer.isBuffer(body) ? Readable.from([body], { objectMode: false }) : body;
-    // Errors of the source reach the hasher, which the upload reads.
-    source.on('error', (err) => hasher.destroy(err));
+    // Errors of the source reach the hasher, which the upload reads; they are rethrown as they are
+    // (the storage did not fail: e.g. pg_basebackup died).
+    let sourceError: unknown;
+    source.on('error', (err) => {
+      sourceError ??= err;
+      hasher.destroy(err);
+    });
     source.pipe(hasher);
     if (opts.signal) addAbortSignal(opts.signal, hasher);
 
@@ -299,7 +304,8 @@ export class S3Store implements ObjectStore {
     } catch (err) {
       if (!source.destroyed) source.destroy();
       if (!hasher.destroyed) hasher.destroy();
-      if (opts.signal?.aborted && isAbortError(err)) throw opts.signal.reason ?? err;
+      if (opts.signal?.aborted) throw opts.signal.reason ?? err;
+      if (sourceError !== undefined) throw sourceError;
       if (err instanceof StorageError) throw err;
       if (/Exceeded \d+ parts/.test((err as Error)?.message ?? '')) {
         throw new StorageError(

@@ -55,15 +55,15 @@ export interface S3Location extends Common {
   forcePathStyle: boolean;
   sse?: S3Sse;
   kmsKeyId?: string;
-  /** Static credentials from the query or the given env; otherwise the SDK's default chain. */
+  /** Static credentials from the query or the env; otherwise the SDK's default chain (profile, SSO,
+   *  web identity, container/instance role). */
   credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
   profile?: string;
 }
 
 export type AzureAuth =
   | { type: 'shared-key'; account: string; accountKey: string }
-  | { type: 'sas'; sasToken: string }
-  | { type: 'anonymous' };
+  | { type: 'sas'; sasToken: string };
 
 export interface AzureLocation extends Common {
   kind: 'azure';
@@ -291,15 +291,16 @@ function parseS3(url: URL, q: URLSearchParams, env: Env, options: StoreOptions):
   let credentials: S3Location['credentials'];
   if (qKey && qSecret) {
     credentials = { accessKeyId: qKey, secretAccessKey: qSecret, sessionToken: nonEmpty(q.get('sessionToken')) };
-  } else if (env !== process.env && env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY) {
-    // The SDK reads process.env itself; an explicitly given environment is honoured here.
+  } else if (env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY) {
+    // What the SDK's default chain would take first anyway; read here so that `env` need not be
+    // process.env.
     credentials = {
       accessKeyId: env.AWS_ACCESS_KEY_ID,
       secretAccessKey: env.AWS_SECRET_ACCESS_KEY,
       sessionToken: nonEmpty(env.AWS_SESSION_TOKEN),
     };
   }
-  const profile = nonEmpty(q.get('profile')) ?? (env !== process.env ? nonEmpty(env.AWS_PROFILE) : undefined);
+  const profile = nonEmpty(q.get('profile')) ?? nonEmpty(env.AWS_PROFILE);
   return {
     kind: 's3',
     bucket,
@@ -393,7 +394,13 @@ function parseAzure(url: URL, q: URLSearchParams, env: Env, options: StoreOption
   else if (accountKey) {
     if (!account) throw invalid('an account key needs the account name (AZURE_STORAGE_ACCOUNT or ?account=)');
     auth = { type: 'shared-key', account, accountKey };
-  } else auth = { type: 'anonymous' };
+  } else {
+    throw new StorageError(
+      `no Azure credentials for account '${account}': set AZURE_STORAGE_CONNECTION_STRING, or ` +
+        'AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN (with AZURE_STORAGE_ACCOUNT)',
+      { code: 'no-credentials' },
+    );
+  }
 
   return { kind: 'azure', container, prefix, serviceUrl, auth, tuning: tuningFrom(q, options) };
 }
