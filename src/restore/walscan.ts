@@ -1,0 +1,74 @@
+// Looking inside archived WAL before a restore: the last commit time of each window (so a
+// time target past it is refused up front) and the position of a named restore point or a
+// transaction id (so the right base backup is chosen for them).
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { ObjectStore } from '../storage/types.js';
+import type { RecoveryWindow } from '../storage/catalog.js';
+import { fetchWal } from '../storage/walarchive.js';
+import { parseLsn, segmentName, segnoOfLsn } from '../storage/walnames.js';
+import { readWalRecords, type WalRecord } from '../postgres/waldump.js';
+
+/** Segment names a window covers on its last timeline, oldest first. */
+export function windowSegments(window: RecoveryWindow, segmentSize: number): string[] {
+  const from = segnoOfLsn(parseLsn(window.fromLsn), segmentSize);
+  // toLsn is the end of the last segment, i.e. the start of the next one.
+  const to = segnoOfLsn(parseLsn(window.toLsn), segmentSize) - 1n;
+  const out: string[] = [];
+  for (let s = from; s <= to; s++) out.push(segmentName(window.timeline, s, segmentSize));
+  return out;
+}
+
+async function withSegments<T>(store: ObjectStore, names: string[], fn: (dir: string) => Promise<T>, signal?: AbortSignal): Promise<T> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgrunbook-walscan-'));
+  try {
+    for (const name of names) {
+      signal?.throwIfAborted();
+      const r = await fetchWal(store, name, path.join(dir, name), { signal });
+      if (r.status === 'missing') throw new Error(`WAL segment ${name} is listed in the catalog but could not be fetched from ${store.describe()}`);
+    }
+    return await fn(dir);
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Records in a run of consecutive segments. */
+export async function scanSegments(store: ObjectStore, names: string[], signal?: AbortSignal): Promise<WalRecord[]> {
+  if (!names.length) return [];
+  return withSegments(store, names, (dir) => readWalRecords(dir, names[0], names[names.length - 1], signal), signal);
+}
+
+/** The newest commit in a window, looking back at most `maxSegments` from its end. */
+export async function lastCommitInWindow(store: ObjectStore, window: RecoveryWindow, segmentSize: number, signal?: AbortSignal, maxSegments = 16): Promise<Date | undefined> {
+  const segments = windowSegments(window, segmentSize);
+  for (let end = segments.length; end > 0 && segments.length - end < maxSegments; end -= 4) {
+    const chunk = segments.slice(Math.max(0, end - 4), end);
+    const commits = (await scanSegments(store, chunk, signal)).filter((r) => r.kind === 'commit');
+    if (commits.length) return (commits[commits.length - 1] as Extract<WalRecord, { kind: 'commit' | 'abort' }>).time;
+  }
+  return undefined;
+}
+
+/**
+ * Find a restore point by name or a transaction's commit/abort in a window, newest first,
+ * scanning at most `maxSegments` segments.
+ */
+export async function locateInWindow(
+  store: ObjectStore,
+  window: RecoveryWindow,
+  segmentSize: number,
+  match: (r: WalRecord) => boolean,
+  signal?: AbortSignal,
+  maxSegments = 256,
+): Promise<WalRecord | undefined> {
+  const segments = windowSegments(window, segmentSize).slice(-maxSegments);
+  const chunkSize = 8;
+  for (let end = segments.length; end > 0; end -= chunkSize) {
+    const chunk = segments.slice(Math.max(0, end - chunkSize), end);
+    const found = (await scanSegments(store, chunk, signal)).filter(match);
+    if (found.length) return found[found.length - 1];
+  }
+  return undefined;
+}
