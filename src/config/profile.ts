@@ -36,6 +36,15 @@ export interface Profile {
   repo?: string;
   serverLog?: string;
   monitoring?: Partial<MonitoringThresholds>;
+  /** What the retention procedure keeps; its flags override these. */
+  retention?: RetentionSettings;
+}
+
+export interface RetentionSettings {
+  /** Complete base backups to keep (default 7). */
+  baseBackups?: number;
+  /** Days to keep dumps for; the newest dump of each database is always kept (default 7). */
+  dumpDays?: number;
 }
 
 export const DEFAULT_THRESHOLDS: MonitoringThresholds = {
@@ -45,7 +54,7 @@ export const DEFAULT_THRESHOLDS: MonitoringThresholds = {
   maxArchiveLagSegments: 100,
 };
 
-const PROFILE_KEYS = ['connection', 'pgdata', 'server', 'databases', 'criticalTables', 'repo', 'serverLog', 'monitoring'];
+const PROFILE_KEYS = ['connection', 'pgdata', 'server', 'databases', 'criticalTables', 'repo', 'serverLog', 'monitoring', 'retention'];
 
 /** Every problem with a profile, each naming the field and how to fix it. */
 export function validateProfile(name: string, raw: unknown): string[] {
@@ -111,6 +120,21 @@ export function validateProfile(name: string, raw: unknown): string[] {
     for (const key of Object.keys(m ?? {})) {
       if (!(key in DEFAULT_THRESHOLDS)) errors.push(`${at(`monitoring.${key}`)} is not a threshold; known: ${Object.keys(DEFAULT_THRESHOLDS).join(', ')}`);
       else if (typeof m[key] !== 'number' || (m[key] as number) <= 0) errors.push(`${at(`monitoring.${key}`)} must be a positive number`);
+    }
+  }
+  if (p.retention !== undefined) {
+    const r = p.retention as Record<string, unknown>;
+    if (typeof r !== 'object' || r === null || Array.isArray(r)) errors.push(`${at('retention')} must be an object like {"baseBackups": 7, "dumpDays": 7}`);
+    else {
+      for (const key of Object.keys(r)) {
+        if (key !== 'baseBackups' && key !== 'dumpDays') errors.push(`${at(`retention.${key}`)} is not a retention setting; known: baseBackups, dumpDays`);
+      }
+      if (r.baseBackups !== undefined && !(Number.isInteger(r.baseBackups) && (r.baseBackups as number) >= 1)) {
+        errors.push(`${at('retention.baseBackups')} must be a whole number of at least 1 (the newest base backup is always kept), got ${JSON.stringify(r.baseBackups)}`);
+      }
+      if (r.dumpDays !== undefined && !(typeof r.dumpDays === 'number' && Number.isFinite(r.dumpDays) && r.dumpDays >= 0)) {
+        errors.push(`${at('retention.dumpDays')} must be a number of days, 0 or more, got ${JSON.stringify(r.dumpDays)}`);
+      }
     }
   }
   return errors;

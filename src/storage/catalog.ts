@@ -34,7 +34,31 @@ export interface BaseBackupMeta {
   /** The backup carries the WAL it needs to become consistent (pg_basebackup -X). */
   includesWal?: boolean;
   size?: number;
+  /** The backup's objects with their SHA-256 (checked on every read): `data` is the data directory as a
+   *  tar (WAL in pg_wal/ when includesWal), `manifest` is PostgreSQL's backup_manifest for it. */
+  objects?: {
+    data?: BaseBackupObject & { format: 'tar'; compression: 'gzip' | 'none' };
+    manifest?: BaseBackupObject;
+  };
+  /** Bytes of the tar as PostgreSQL sent it, before compression. */
+  uncompressedSize?: number;
+  /** Regular files in the backup (as listed in backup_manifest). */
+  fileCount?: number;
+  /** WAL the backup needs to be consistent, per timeline (backup_manifest's WAL-Ranges). */
+  walRanges?: { timeline: number; startLsn: string; endLsn: string }[];
+  /** The checkpoint the backup starts from (backup_label). */
+  checkpointLsn?: string;
+  /** 'primary' or 'standby' (backup_label). */
+  backupFrom?: string;
+  /** The program and version that took it, e.g. "pg_basebackup 15.18". */
+  tool?: string;
   [extra: string]: unknown;
+}
+
+export interface BaseBackupObject {
+  key: string;
+  size: number;
+  sha256: string;
 }
 
 export interface DumpMeta {
@@ -44,6 +68,18 @@ export interface DumpMeta {
   stopTime?: string;
   size?: number;
   sha256?: string;
+  /** The dump's object name inside dumps/<db>/<id>/ (backup-logical: "<db>.dump"). */
+  object?: string;
+  /** pg_dump's archive format ("custom" for -Fc). */
+  format?: string;
+  /** Exact row count per table, "schema.table" -> rows, taken in the dump's own snapshot. */
+  rowCounts?: Record<string, number>;
+  /** The server time of the dump's snapshot: the data is as of this moment. */
+  consistentAt?: string;
+  durationMs?: number;
+  /** `pg_dump --version`'s number, e.g. "15.8". */
+  pgDumpVersion?: string;
+  serverVersion?: string;
   [extra: string]: unknown;
 }
 

@@ -6,6 +6,7 @@ import { openStore } from './url.js';
 import type { ObjectStore, PutResult } from './types.js';
 import { BACKUP_META, BASEBACKUP_PREFIX, DUMP_META, DUMP_PREFIX, readCatalog, type BaseBackupMeta, type Catalog, type DumpMeta } from './catalog.js';
 import { sha256Hex } from './checksum.js';
+import { WAL_PREFIX } from './walarchive.js';
 
 export class RepositoryError extends Error {}
 
@@ -86,6 +87,48 @@ export class Repository {
       n++;
     }
     return n;
+  }
+
+  /**
+   * Delete WAL files, a few at a time, roughly in the order given (oldest first keeps what is
+   * left gap-free if this stops half-way). Only keys under wal/, and never a timeline history
+   * file: recovery needs those to follow timelines, whatever else expires.
+   */
+  async deleteWalFiles(
+    keys: Iterable<string> | AsyncIterable<string>,
+    opts: { concurrency?: number; signal?: AbortSignal; onDeleted?: (key: string) => void } = {},
+  ): Promise<number> {
+    const limit = Math.max(1, opts.concurrency ?? 8);
+    const inFlight = new Set<Promise<void>>();
+    let deleted = 0;
+    let failure: unknown;
+    for await (const key of keys) {
+      if (failure) break;
+      if (opts.signal?.aborted) {
+        failure = opts.signal.reason ?? new Error('aborted');
+        break;
+      }
+      if (!key.startsWith(WAL_PREFIX) || key.endsWith('.history') || key.endsWith('.history.gz')) {
+        failure = new RepositoryError(`refusing to delete ${key}: not a WAL segment under ${WAL_PREFIX} (history files are never deleted)`);
+        break;
+      }
+      const p: Promise<void> = this.store.delete(key).then(
+        () => {
+          deleted++;
+          opts.onDeleted?.(key);
+        },
+        (err: unknown) => {
+          failure ??= err;
+        },
+      );
+      const tracked = p.finally(() => inFlight.delete(tracked));
+      inFlight.add(tracked);
+      if (inFlight.size >= limit) await Promise.race(inFlight);
+    }
+    // Let every started delete settle before reporting, so the count is exact.
+    await Promise.all(inFlight);
+    if (failure) throw failure;
+    return deleted;
   }
 
   catalog(): Promise<Catalog> {
