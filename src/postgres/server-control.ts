@@ -8,7 +8,7 @@ import type { ServerControl } from '../config/profile.js';
 import { findPgBinary } from './binaries.js';
 import { withPg, type PgConnection } from './client.js';
 import { isRoot, runCommand, runIdsFor, type RunResult } from './osuser.js';
-import { defaultServerLogFile, readLogTail } from './pgctl.js';
+import { defaultServerLogFile, pgCtlStart, pgCtlStop, readLogTail } from './pgctl.js';
 
 export type ServerControlMethod = ServerControl['method'];
 
@@ -261,6 +261,60 @@ export async function waitForConnections(conn: PgConnection, timeoutMs: number, 
     } catch {
       if (Date.now() >= deadline || signal?.aborted) return false;
       await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+}
+
+/** Stop the server the profile's way and wait until it is down. A server already down is fine. */
+export async function stopServer(spec: ServerControlSpec, opts: { mode?: 'fast' | 'smart' | 'immediate'; timeoutSec?: number; signal?: AbortSignal } = {}): Promise<{ command: string; wasRunning?: boolean }> {
+  const problem = serverControlProblem(spec);
+  if (problem) throw new ServerControlError(problem);
+  const timeoutSec = opts.timeoutSec ?? 300;
+  switch (spec.method) {
+    case 'pg_ctl': {
+      try {
+        const r = await pgCtlStop({ pgdata: spec.pgdata!, mode: opts.mode ?? 'fast', timeoutSec, signal: opts.signal });
+        return { command: `pg_ctl stop -D ${spec.pgdata} -m ${opts.mode ?? 'fast'}`, wasRunning: r.wasRunning };
+      } catch (e) {
+        throw new ServerControlError(`could not stop PostgreSQL (data directory ${spec.pgdata}): ${(e as Error).message}`);
+      }
+    }
+    case 'systemd': {
+      const r = await runCommand('systemctl', ['stop', spec.unit!], { signal: opts.signal, timeoutMs: timeoutSec * 1000 });
+      if (r.failed) throw new ServerControlError(`could not stop PostgreSQL with systemctl stop ${spec.unit}: ${r.failure}`, r);
+      return { command: r.command };
+    }
+    case 'commands': {
+      const r = await shell(spec.stop!, opts.signal, timeoutSec);
+      if (r.failed) throw new ServerControlError(`the profile's stop command failed: ${r.failure}`, r);
+      return { command: spec.stop! };
+    }
+  }
+}
+
+/** Start the server the profile's way; for pg_ctl, wait until it accepts connections (or fails, with the log's tail). */
+export async function startServer(spec: ServerControlSpec, opts: { logFile?: string; timeoutSec?: number; signal?: AbortSignal } = {}): Promise<{ command: string; logFile?: string }> {
+  const problem = serverControlProblem(spec);
+  if (problem) throw new ServerControlError(problem);
+  const timeoutSec = opts.timeoutSec ?? 3600;
+  switch (spec.method) {
+    case 'pg_ctl': {
+      try {
+        const r = await pgCtlStart({ pgdata: spec.pgdata!, logFile: opts.logFile, timeoutSec, signal: opts.signal, pgCtl: await pgCtlForDataDir(spec.pgdata!) });
+        return { command: `pg_ctl start -D ${spec.pgdata} -l ${r.logFile}`, logFile: r.logFile };
+      } catch (e) {
+        throw new ServerControlError((e as Error).message);
+      }
+    }
+    case 'systemd': {
+      const r = await runCommand('systemctl', ['start', spec.unit!], { signal: opts.signal, timeoutMs: timeoutSec * 1000 });
+      if (r.failed) throw new ServerControlError(`could not start PostgreSQL with systemctl start ${spec.unit}: ${r.failure}. Look at: journalctl -u ${spec.unit} -n 50`, r);
+      return { command: r.command };
+    }
+    case 'commands': {
+      const r = await shell(spec.start!, opts.signal, timeoutSec);
+      if (r.failed) throw new ServerControlError(`the profile's start command failed: ${r.failure}`, r);
+      return { command: spec.start! };
     }
   }
 }

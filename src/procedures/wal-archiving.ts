@@ -13,7 +13,6 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import { ConfirmationRefusedError, type Procedure, type StepContext } from '../engine/types.js';
 import { shellQuote } from '../engine/runner.js';
@@ -34,6 +33,7 @@ import { parseRepoUrl, secretsOf } from '../storage/url.js';
 import { walKey } from '../storage/walarchive.js';
 import { SEGMENT_RE } from '../storage/walnames.js';
 import { services } from './services.js';
+import { percentEscape, walCommandLine } from './pgrunbook-command.js';
 
 /** Settings this procedure manages; archive_library only exists from PostgreSQL 15. */
 type SettingName = 'wal_level' | 'archive_mode' | 'archive_command' | 'archive_timeout' | 'archive_library';
@@ -425,28 +425,6 @@ function archiveTimeoutSec(ctx: StepContext): number {
 }
 
 /** `pgrunbook` on PATH, resolved, when one is installed. */
-function pgrunbookOnPath(env: NodeJS.ProcessEnv): string | undefined {
-  for (const dir of (env.PATH ?? '').split(path.delimiter).filter(Boolean)) {
-    const candidate = path.join(dir, 'pgrunbook');
-    try {
-      fs.accessSync(candidate, fs.constants.X_OK);
-      if (fs.statSync(candidate).isFile()) return candidate;
-    } catch {
-      // next
-    }
-  }
-  return undefined;
-}
-
-/** dist/cli.js of this installation (this module is dist/procedures/wal-archiving.js). */
-export function cliScriptPath(): string {
-  const here = fileURLToPath(import.meta.url);
-  const sibling = path.resolve(path.dirname(here), '..', 'cli.js');
-  if (fs.existsSync(sibling)) return sibling;
-  // Running from the TypeScript sources (tests, tsx): the built CLI of the same checkout.
-  return path.resolve(path.dirname(here), '..', '..', 'dist', 'cli.js');
-}
-
 /**
  * The archive_command to set: --archive-command when given; else `pgrunbook wal-push --repo URL %p`
  * with the absolute path of a `pgrunbook` on PATH (the server's PATH is not ours); else this
@@ -456,17 +434,7 @@ export function desiredArchiveCommand(ctx: StepContext): { command: string; prog
   const override = ctx.params.archiveCommand as string | undefined;
   if (override) return { command: override };
   const svc = services(ctx);
-  const arg = (v: string) => percentEscape(shellQuote(v));
-  const repo = svc.repo ?? '';
-  const onPath = pgrunbookOnPath(svc.env);
-  if (onPath) return { command: `${arg(onPath)} wal-push --repo ${arg(repo)} %p`, program: { script: onPath } };
-  const script = cliScriptPath();
-  return { command: `${arg(process.execPath)} ${arg(script)} wal-push --repo ${arg(repo)} %p`, program: { node: process.execPath, script } };
-}
-
-/** PostgreSQL expands %p, %f and %% in archive_command: a literal % (a URL-encoded character) must be doubled. */
-function percentEscape(text: string): string {
-  return text.replace(/%/g, '%%');
+  return walCommandLine('wal-push', svc.repo ?? '', svc.env);
 }
 
 /** Whether an archive_command already does what we would set: exactly it, or (without an override) a pgrunbook wal-push into the same repository. */
