@@ -15,6 +15,7 @@ import { Home } from './screens/home.js';
 import { ParamsForm } from './screens/params-form.js';
 import { RunScreen } from './screens/run-view.js';
 import { Report } from './screens/report.js';
+import { StatusDashboard, StatusPanel, statusPanelRows, useStatusFeed } from './screens/status-dashboard.js';
 
 export interface TuiOptions {
   procedures: Procedure[];
@@ -30,7 +31,8 @@ export type Screen =
   | { name: 'home' }
   | { name: 'form'; procedure: Procedure }
   | { name: 'run'; procedure: Procedure; params: Params; attempt: number }
-  | { name: 'report'; procedure: Procedure; summary: RunSummary };
+  | { name: 'report'; procedure: Procedure; summary: RunSummary }
+  | { name: 'status' };
 
 export interface AppState {
   screen: Screen;
@@ -47,6 +49,7 @@ export type AppAction =
   | { type: 'pick'; procedure: Procedure; index: number; params?: Params }
   | { type: 'run'; params: Params }
   | { type: 'home' }
+  | { type: 'status'; index: number }
   | { type: 'finished'; summary: RunSummary }
   | { type: 'ctrl-c' }
   | { type: 'quit'; code: number };
@@ -76,6 +79,8 @@ export function appReducer(state: AppState, action: AppAction): AppState {
     }
     case 'home':
       return screen.name === 'run' ? state : { ...state, screen: { name: 'home' } };
+    case 'status':
+      return screen.name === 'home' ? { ...state, homeIndex: action.index, screen: { name: 'status' } } : state;
     case 'finished': {
       if (screen.name !== 'run') return state;
       const next: AppState = { ...state, screen: { name: 'report', procedure: screen.procedure, summary: action.summary } };
@@ -183,6 +188,11 @@ export function App(props: AppProps) {
     [env, profile],
   );
   const toHome = useCallback(() => dispatch({ type: 'home' }), []);
+  // Status of the backups, checked in the background when a repository is configured; again after each run.
+  const statusFeed = useStatusFeed(isServices(services) && services.repo ? services : undefined);
+  useEffect(() => {
+    if (state.screen.name === 'report') statusFeed?.refresh();
+  }, [state.screen.name]);
   const onFinished = useCallback((summary: RunSummary) => dispatch({ type: 'finished', summary }), []);
 
   const { screen } = state;
@@ -194,6 +204,9 @@ export function App(props: AppProps) {
           procedures={procedures}
           connection={connectionLabel(services, props.profileName)}
           initialIndex={state.homeIndex}
+          banner={statusFeed ? <StatusPanel feed={statusFeed} /> : undefined}
+          bannerRows={statusPanelRows(statusFeed)}
+          onStatus={statusFeed ? (index) => dispatch({ type: 'status', index }) : undefined}
           onPick={onPick}
           onQuit={() => dispatch({ type: 'quit', code: EXIT.ok })}
         />
@@ -227,6 +240,9 @@ export function App(props: AppProps) {
           abortGraceMs={props.abortGraceMs}
         />
       );
+      break;
+    case 'status':
+      body = statusFeed ? <StatusDashboard feed={statusFeed} onBack={toHome} /> : null;
       break;
     case 'report':
       body = (

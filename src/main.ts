@@ -53,6 +53,17 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
     }
   }
 
+  if (argv[0] === 'status') {
+    try {
+      const { statusCommand } = await import('./commands/status.js');
+      return await statusCommand(argv.slice(1), io);
+    } catch (err) {
+      // Nagios UNKNOWN: the status could not be determined.
+      io.stderr.write(`pgrunbook status: ${(err as Error).message}\n`);
+      return 3;
+    }
+  }
+
   let procedures: Procedure[];
   try {
     procedures = await loadProcedures(env);
@@ -233,6 +244,7 @@ Usage:
   pgrunbook --procedure NAME --help          a procedure's options
   pgrunbook profile save|list|show|delete    manage saved profiles
   pgrunbook catalog [--repo URL] [--json]    backups, WAL, gaps and recovery windows in a repository
+  pgrunbook status [--json|--prometheus]     backup ages, sizes, WAL archive lag; exit 0/1/2/3 (see status --help)
   pgrunbook wal-push %p                      archive_command: store one WAL file in the repository
   pgrunbook wal-fetch %f %p                  restore_command: fetch one WAL file from the repository
 

@@ -35,13 +35,16 @@ export interface HomeState {
   count: number;
   picked?: number;
   quit?: boolean;
+  /** s was pressed (with the status dashboard available). */
+  status?: boolean;
 }
 
-export type HomeAction = { type: 'key'; input: string; key: Key };
+export type HomeAction = { type: 'key'; input: string; key: Key; statusKey?: boolean };
 
 export function homeReducer(state: HomeState, action: HomeAction): HomeState {
-  if (state.picked !== undefined || state.quit) return state;
+  if (state.picked !== undefined || state.quit || state.status) return state;
   const { input, key } = action;
+  if (action.statusKey && input === 's') return { ...state, status: true };
   if (state.count === 0) return input === 'q' || key.escape ? { ...state, quit: true } : state;
   if (key.downArrow || input === 'j') return { ...state, index: Math.min(state.count - 1, state.index + 1) };
   if (key.upArrow || input === 'k') return { ...state, index: Math.max(0, state.index - 1) };
@@ -57,22 +60,28 @@ export interface HomeProps {
   /** "profile prod · db1:5432 as postgres, database app" */
   connection?: string;
   initialIndex?: number;
+  /** Shown under the connection line (the status panel), `bannerRows` lines tall. */
+  banner?: React.ReactNode;
+  bannerRows?: number;
+  /** Given: key s opens the status dashboard (with the menu's selection, to come back to). */
+  onStatus?(index: number): void;
   onPick(procedure: Procedure, index: number): void;
   onQuit(): void;
 }
 
-export function Home({ procedures, connection, initialIndex = 0, onPick, onQuit }: HomeProps) {
+export function Home({ procedures, connection, initialIndex = 0, banner, bannerRows = 0, onStatus, onPick, onQuit }: HomeProps) {
   const { c } = useTheme();
   const { columns, rows } = useTerminalSize();
   const ordered = menuOrder(procedures);
   const [state, dispatch] = useReducer(homeReducer, { index: Math.max(0, Math.min(initialIndex, ordered.length - 1)), count: ordered.length });
-  useKeys((input, key) => dispatch({ type: 'key', input, key }));
+  useKeys((input, key) => dispatch({ type: 'key', input, key, statusKey: Boolean(onStatus) }));
 
   useEffect(() => {
     if (state.picked !== undefined) onPick(ordered[state.picked], state.picked);
     else if (state.quit) onQuit();
+    else if (state.status) onStatus?.(state.index);
     // Only the outcome matters; the callbacks come from the root.
-  }, [state.picked, state.quit]);
+  }, [state.picked, state.quit, state.status]);
 
   const width = Math.max(40, columns);
   const idWidth = Math.min(20, Math.max(0, ...ordered.map((p) => p.id.length)));
@@ -85,7 +94,7 @@ export function Home({ procedures, connection, initialIndex = 0, onPick, onQuit 
     menuRows.push({ kind: 'group', label: GROUP_LABEL[g.group] });
     for (const p of g.procedures) menuRows.push({ kind: 'item', procedure: p, index: n++ });
   }
-  const room = Math.max(3, rows - 1 - 3 - 4 - 1);
+  const room = Math.max(3, rows - 1 - 3 - 4 - 1 - bannerRows);
   const selectedRow = menuRows.findIndex((r) => r.kind === 'item' && r.index === state.index);
   const start = menuRows.length <= room ? 0 : Math.max(0, Math.min(selectedRow - Math.floor(room / 2), menuRows.length - room));
   const visible = menuRows.slice(start, start + room);
@@ -101,6 +110,7 @@ export function Home({ procedures, connection, initialIndex = 0, onPick, onQuit 
       <Text dimColor wrap="truncate-end">
         {connection ?? 'connection: from PG* variables and ~/.pgpass'}
       </Text>
+      {banner}
       <Text> </Text>
       {ordered.length === 0 ? <Text>No procedures are available.</Text> : null}
       {visible.map((r) =>
@@ -123,7 +133,7 @@ export function Home({ procedures, connection, initialIndex = 0, onPick, onQuit 
       ) : null}
       <Text> </Text>
       <Text dimColor wrap="truncate-end">
-        ↑↓ or j k move · Enter choose · q quit
+        ↑↓ or j k move · Enter choose{onStatus ? ' · s status' : ''} · q quit
       </Text>
     </Box>
   );

@@ -1,0 +1,167 @@
+// Reads what status judges: the repository's catalog and the server's WAL position and
+// archiver statistics. Each side fails on its own (an unreachable server still lets the
+// repository checks run) and reports why in an operator's words; only a bad repository URL is
+// a usage error.
+import { stat } from 'node:fs/promises';
+import type { ConnectionSettings } from '../config/connection.js';
+import { describeTarget, withPg } from '../postgres/client.js';
+import { describeLocation, parseRepoUrl, openLocation, type RepoLocation } from '../storage/url.js';
+import { readCatalog, type Catalog } from '../storage/catalog.js';
+import { StorageError } from '../storage/types.js';
+import { StatusUsageError } from './types.js';
+
+export interface RepositorySnapshot {
+  /** The URL with secrets removed. */
+  url: string;
+  catalog?: Catalog;
+  error?: string;
+}
+
+export interface ArchiverStats {
+  archivedCount: number;
+  lastArchivedWal: string | null;
+  lastArchivedTime: Date | null;
+  failedCount: number;
+  lastFailedWal: string | null;
+  lastFailedTime: Date | null;
+  statsReset: Date | null;
+}
+
+export interface ServerFacts {
+  version: string;
+  inRecovery: boolean;
+  archiveMode: string;
+  walSegmentSize: number;
+  timeline?: number;
+  currentLsn: string | null;
+  currentWalFile: string | null;
+  archiver: ArchiverStats;
+}
+
+export interface ServerSnapshot {
+  endpoint: string;
+  facts?: ServerFacts;
+  error?: string;
+}
+
+/** Parse the URL (a usage error when it is malformed) without touching the store yet. */
+export function repositoryLocation(url: string | undefined, env: NodeJS.ProcessEnv): RepoLocation {
+  if (!url) {
+    throw new StatusUsageError(
+      'no backup repository to check: pass --repo URL (file:///var/backups/pg, s3://bucket/prefix, azure://container/prefix), set PGRUNBOOK_REPO, or use a profile that has one (--profile NAME)',
+    );
+  }
+  try {
+    return parseRepoUrl(url, env);
+  } catch (err) {
+    if (err instanceof StorageError && (err.code === 'invalid-url' || err.code === 'invalid-argument')) throw new StatusUsageError(err.message);
+    throw err;
+  }
+}
+
+export async function collectRepository(loc: RepoLocation): Promise<RepositorySnapshot> {
+  const url = describeLocation(loc);
+  // A local repository whose directory is missing is an unmounted volume or a typo, not an
+  // empty repository: listing it would report "no backups" and hide the real problem.
+  if (loc.kind === 'file') {
+    try {
+      const st = await stat(loc.root);
+      if (!st.isDirectory()) return { url, error: `${loc.root} is not a directory` };
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      return {
+        url,
+        error: code === 'ENOENT' ? `directory ${loc.root} does not exist (is the backup volume mounted? is --repo right?)` : `cannot read ${loc.root}: ${(err as Error).message}`,
+      };
+    }
+  }
+  let store;
+  try {
+    store = await openLocation(loc);
+  } catch (err) {
+    return { url, error: (err as Error).message };
+  }
+  try {
+    return { url, catalog: await readCatalog(store) };
+  } catch (err) {
+    return { url, error: (err as Error).message };
+  } finally {
+    await store.close().catch(() => undefined);
+  }
+}
+
+interface ServerRow {
+  version: string;
+  in_recovery: boolean;
+  archive_mode: string;
+  seg_setting: string;
+  seg_unit: string | null;
+  current_lsn: string | null;
+  current_wal_file: string | null;
+  archived_count: string;
+  last_archived_wal: string | null;
+  last_archived_time: Date | null;
+  failed_count: string;
+  last_failed_wal: string | null;
+  last_failed_time: Date | null;
+  stats_reset: Date | null;
+}
+
+// pg_current_wal_lsn() fails on a standby, hence the CASE; pg_stat_archiver and these
+// functions need no special privileges.
+const SERVER_SQL = `
+SELECT current_setting('server_version') AS version,
+       pg_is_in_recovery() AS in_recovery,
+       current_setting('archive_mode') AS archive_mode,
+       s.setting AS seg_setting, s.unit AS seg_unit,
+       CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current_lsn,
+       CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END AS current_wal_file,
+       a.archived_count::text AS archived_count, a.last_archived_wal, a.last_archived_time,
+       a.failed_count::text AS failed_count, a.last_failed_wal, a.last_failed_time, a.stats_reset
+FROM pg_stat_archiver a, pg_settings s
+WHERE s.name = 'wal_segment_size'`;
+
+function segmentSizeBytes(setting: string, unit: string | null): number {
+  const n = Number(setting);
+  // PostgreSQL 11+ reports bytes ("B"); 10 reported 8 kB pages.
+  if (unit === '8kB') return n * 8192;
+  if (unit === 'kB') return n * 1024;
+  if (unit === 'MB') return n * 1024 * 1024;
+  return n;
+}
+
+export async function collectServer(conn: ConnectionSettings): Promise<ServerSnapshot> {
+  const target = { ...conn, connectTimeoutSec: conn.connectTimeoutSec ?? 5, applicationName: 'pgrunbook status' };
+  const endpoint = describeTarget(target);
+  try {
+    const row = await withPg(target, async (c) => {
+      await c.query(`SET statement_timeout = '15s'`);
+      const r = await c.query<ServerRow>(SERVER_SQL);
+      return r.rows[0];
+    });
+    const tl = row.current_wal_file ? parseInt(row.current_wal_file.slice(0, 8), 16) : undefined;
+    return {
+      endpoint,
+      facts: {
+        version: row.version,
+        inRecovery: row.in_recovery,
+        archiveMode: row.archive_mode,
+        walSegmentSize: segmentSizeBytes(row.seg_setting, row.seg_unit),
+        timeline: tl,
+        currentLsn: row.current_lsn,
+        currentWalFile: row.current_wal_file,
+        archiver: {
+          archivedCount: Number(row.archived_count),
+          lastArchivedWal: row.last_archived_wal,
+          lastArchivedTime: row.last_archived_time,
+          failedCount: Number(row.failed_count),
+          lastFailedWal: row.last_failed_wal,
+          lastFailedTime: row.last_failed_time,
+          statsReset: row.stats_reset,
+        },
+      },
+    };
+  } catch (err) {
+    return { endpoint, error: (err as Error).message };
+  }
+}
