@@ -68,7 +68,7 @@ function sampleReport(extraDatabases = 0): StatusReport {
       bytes: 3000,
     },
     gaps: [],
-    windows: [{ backupId: '20261124T020000Z', timeline: 1, fromLsn: '0/2000100', fromTime: '2026-11-24T02:10:00Z', toLsn: '0/5000000', timelines: [1] }],
+    windows: [{ backupId: '20261124T020000Z', timeline: 1, fromLsn: '0/2000100', fromTime: '2026-11-24T02:10:00Z', toLsn: '0/5000000', timelines: [1], runs: [{ timeline: 1, first: '000000010000000000000002', last: '000000010000000000000004' }] }],
     segmentSize: 16 * 1024 * 1024,
   };
   return evaluateStatus({

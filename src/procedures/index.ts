@@ -1,11 +1,12 @@
 import type { Procedure } from '../engine/types.js';
 import { verifyProcedure } from './verify.js';
 import { walArchivingProcedure } from './wal-archiving.js';
+import { backupBaseProcedure } from './backup-base.js';
 import { backupLogicalProcedure } from './backup-logical.js';
 import { retentionProcedure } from './retention.js';
 
 /** Every procedure the CLI and the TUI offer, in menu order. */
-export const procedures: Procedure[] = [verifyProcedure, backupLogicalProcedure, walArchivingProcedure, retentionProcedure];
+export const procedures: Procedure[] = [verifyProcedure, backupLogicalProcedure, backupBaseProcedure, walArchivingProcedure, retentionProcedure];
 
 export function findProcedure(id: string): Procedure | undefined {
   return procedures.find((p) => p.id === id);

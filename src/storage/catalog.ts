@@ -135,6 +135,8 @@ export interface RecoveryWindow {
   toArchivedAt?: string;
   /** Timelines the window runs through, oldest first. */
   timelines: number[];
+  /** The gap-free WAL of the window, one run of segment names per timeline, oldest first. */
+  runs: { timeline: number; first: string; last: string }[];
   /** The WAL the backup itself needs is not archived and not inside the backup. */
   unusable?: string;
   /** The first missing segment that ends the window early, if a gap does. */
@@ -278,6 +280,7 @@ function windowFor(
     fromTime: meta.stopTime,
     toLsn: meta.stopLsn,
     timelines: [meta.timeline],
+    runs: [],
   };
   const segs = segmentsByTli.get(meta.timeline) ?? new Map<bigint, ListEntry>();
 
@@ -297,7 +300,9 @@ function windowFor(
   let tliSegs = segs;
   if (!tliSegs.has(seg)) return window; // only the consistency point itself is reachable
   for (;;) {
+    const runStart = seg;
     while (tliSegs.has(seg + 1n)) seg++;
+    window.runs.push({ timeline: tli, first: segmentName(tli, runStart, segmentSize), last: segmentName(tli, seg, segmentSize) });
     window.toLsn = formatLsn(lsnOfSegno(seg + 1n, segmentSize));
     window.toArchivedAt = tliSegs.get(seg)!.lastModified.toISOString();
     const child = childTimeline(tli, lsnOfSegno(seg + 1n, segmentSize), lsnOfSegno(segnoOfLsn(stopLsn, segmentSize), segmentSize), histories);
