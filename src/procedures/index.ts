@@ -4,9 +4,10 @@ import { walArchivingProcedure } from './wal-archiving.js';
 import { backupBaseProcedure } from './backup-base.js';
 import { backupLogicalProcedure } from './backup-logical.js';
 import { retentionProcedure } from './retention.js';
+import { pitrProcedure, promoteProcedure } from './pitr.js';
 
 /** Every procedure the CLI and the TUI offer, in menu order. */
-export const procedures: Procedure[] = [verifyProcedure, backupLogicalProcedure, backupBaseProcedure, walArchivingProcedure, retentionProcedure];
+export const procedures: Procedure[] = [verifyProcedure, backupLogicalProcedure, backupBaseProcedure, walArchivingProcedure, retentionProcedure, pitrProcedure, promoteProcedure];
 
 export function findProcedure(id: string): Procedure | undefined {
   return procedures.find((p) => p.id === id);

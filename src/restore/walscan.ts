@@ -7,17 +7,18 @@ import path from 'node:path';
 import type { ObjectStore } from '../storage/types.js';
 import type { RecoveryWindow } from '../storage/catalog.js';
 import { fetchWal } from '../storage/walarchive.js';
-import { parseLsn, segmentName, segnoOfLsn } from '../storage/walnames.js';
+import { parseWalFileName, segmentName } from '../storage/walnames.js';
 import { readWalRecords, type WalRecord } from '../postgres/waldump.js';
 
-/** Segment names a window covers on its last timeline, oldest first. */
-export function windowSegments(window: RecoveryWindow, segmentSize: number): string[] {
-  const from = segnoOfLsn(parseLsn(window.fromLsn), segmentSize);
-  // toLsn is the end of the last segment, i.e. the start of the next one.
-  const to = segnoOfLsn(parseLsn(window.toLsn), segmentSize) - 1n;
-  const out: string[] = [];
-  for (let s = from; s <= to; s++) out.push(segmentName(window.timeline, s, segmentSize));
-  return out;
+/** Runs of consecutive segment names a window covers, one per timeline, oldest first. */
+export function windowRuns(window: RecoveryWindow, segmentSize: number): string[][] {
+  return window.runs.map((run) => {
+    const first = parseWalFileName(run.first, segmentSize)!.segno!;
+    const last = parseWalFileName(run.last, segmentSize)!.segno!;
+    const names: string[] = [];
+    for (let s = first; s <= last; s++) names.push(segmentName(run.timeline, s, segmentSize));
+    return names;
+  });
 }
 
 async function withSegments<T>(store: ObjectStore, names: string[], fn: (dir: string) => Promise<T>, signal?: AbortSignal): Promise<T> {
@@ -42,7 +43,8 @@ export async function scanSegments(store: ObjectStore, names: string[], signal?:
 
 /** The newest commit in a window, looking back at most `maxSegments` from its end. */
 export async function lastCommitInWindow(store: ObjectStore, window: RecoveryWindow, segmentSize: number, signal?: AbortSignal, maxSegments = 16): Promise<Date | undefined> {
-  const segments = windowSegments(window, segmentSize);
+  const runs = windowRuns(window, segmentSize);
+  const segments = runs[runs.length - 1] ?? [];
   for (let end = segments.length; end > 0 && segments.length - end < maxSegments; end -= 4) {
     const chunk = segments.slice(Math.max(0, end - 4), end);
     const commits = (await scanSegments(store, chunk, signal)).filter((r) => r.kind === 'commit');
@@ -62,13 +64,25 @@ export async function locateInWindow(
   match: (r: WalRecord) => boolean,
   signal?: AbortSignal,
   maxSegments = 256,
+  stats: { segments: number; records: number } = { segments: 0, records: 0 },
+  /** Segments already searched (for an earlier, overlapping window): skipped, and added to. */
+  scanned: Set<string> = new Set(),
 ): Promise<WalRecord | undefined> {
-  const segments = windowSegments(window, segmentSize).slice(-maxSegments);
+  // Newest timeline first, newest segments first: targets are usually recent.
+  let budget = maxSegments;
   const chunkSize = 8;
-  for (let end = segments.length; end > 0; end -= chunkSize) {
-    const chunk = segments.slice(Math.max(0, end - chunkSize), end);
-    const found = (await scanSegments(store, chunk, signal)).filter(match);
-    if (found.length) return found[found.length - 1];
+  for (const run of windowRuns(window, segmentSize).reverse()) {
+    const segments = run.filter((name) => !scanned.has(name));
+    for (const name of segments) scanned.add(name);
+    for (let end = segments.length; end > 0 && budget > 0; end -= chunkSize) {
+      const chunk = segments.slice(Math.max(0, end - chunkSize), end);
+      budget -= chunk.length;
+      const records = await scanSegments(store, chunk, signal);
+      stats.segments += chunk.length;
+      stats.records += records.length;
+      const found = records.filter(match);
+      if (found.length) return found[found.length - 1];
+    }
   }
   return undefined;
 }
