@@ -271,11 +271,15 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
     let reason: string | undefined;
     try {
       // An abort (Ctrl-C) while a question is open answers it "no": no answerer can hold up the stop.
+      let onAbort: (() => void) | undefined;
       const aborted = new Promise<{ allowed: boolean; reason?: string }>((resolve) => {
-        if (controller.signal.aborted) resolve({ allowed: false, reason: 'interrupted' });
-        else controller.signal.addEventListener('abort', () => resolve({ allowed: false, reason: 'interrupted' }), { once: true });
+        onAbort = () => resolve({ allowed: false, reason: 'interrupted' });
+        if (controller.signal.aborted) onAbort();
+        else controller.signal.addEventListener('abort', onAbort, { once: true });
       });
-      const answer = await Promise.race([opts.answer({ stepId: step.id, message: options.message, destructive: options.destructive }), aborted]);
+      const answer = await Promise.race([opts.answer({ stepId: step.id, message: options.message, destructive: options.destructive }), aborted]).finally(() =>
+        controller.signal.removeEventListener('abort', onAbort!),
+      );
       allowed = answer.allowed;
       reason = answer.reason;
     } catch (err) {
@@ -332,7 +336,8 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
       .finally(() => {
         settled = true;
       });
-    const result = await Promise.race([work, abortedThenGrace(controller.signal, abortGraceMs, () => settled)]);
+    const watch = abortedThenGrace(controller.signal, abortGraceMs, () => settled);
+    const result = await Promise.race([work, watch.promise]).finally(watch.stop);
     if (result === 'abandoned') {
       return { status: 'interrupted', error: `interrupted; the step did not stop within ${abortGraceMs} ms` };
     }
@@ -349,11 +354,14 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
   }
 }
 
-function abortedThenGrace(signal: AbortSignal, graceMs: number, isSettled: () => boolean): Promise<'abandoned'> {
-  return new Promise((resolve) => {
-    const onAbort = () => {
+/** Resolves 'abandoned' when an abort is not honoured within the grace period; stop() detaches it. */
+function abortedThenGrace(signal: AbortSignal, graceMs: number, isSettled: () => boolean): { promise: Promise<'abandoned'>; stop: () => void } {
+  let onAbort = () => {};
+  let timer: NodeJS.Timeout | undefined;
+  const promise = new Promise<'abandoned'>((resolve) => {
+    onAbort = () => {
       // Give the step time to stop and clean up; only then stop waiting for it.
-      const timer = setTimeout(() => {
+      timer = setTimeout(() => {
         if (!isSettled()) resolve('abandoned');
       }, graceMs);
       timer.unref();
@@ -361,6 +369,13 @@ function abortedThenGrace(signal: AbortSignal, graceMs: number, isSettled: () =>
     if (signal.aborted) onAbort();
     else signal.addEventListener('abort', onAbort, { once: true });
   });
+  return {
+    promise,
+    stop: () => {
+      signal.removeEventListener('abort', onAbort);
+      if (timer) clearTimeout(timer);
+    },
+  };
 }
 
 function safeDescribe(step: Step, ctx: StepContext): string | undefined {

@@ -52,6 +52,8 @@ export interface SandboxOptions {
   initdbArgs?: string[];
   /** Start the server; default true. */
   start?: boolean;
+  /** Outlive this process (a drill resumed later): not stopped and deleted when the process exits. */
+  persistent?: boolean;
 }
 
 const SOCKET_PATH_MAX = 100; // sun_path is 108 bytes; keep room for "/.s.PGSQL.65535"
@@ -403,8 +405,10 @@ export async function createSandboxCluster(opts: SandboxOptions = {}): Promise<S
     throw e;
   }
 
-  live.add(cluster);
-  installExitHook();
+  if (!opts.persistent) {
+    live.add(cluster);
+    installExitHook();
+  }
   if (opts.start ?? true) {
     try {
       await cluster.start();

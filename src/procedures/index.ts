@@ -4,10 +4,13 @@ import { walArchivingProcedure } from './wal-archiving.js';
 import { backupBaseProcedure } from './backup-base.js';
 import { backupLogicalProcedure } from './backup-logical.js';
 import { retentionProcedure } from './retention.js';
+import { logicalRestoreProcedure } from './logical-restore.js';
+import { tableRestoreProcedure } from './table-restore.js';
 import { pitrProcedure, promoteProcedure } from './pitr.js';
+import { drillProcedure } from './drill.js';
 
 /** Every procedure the CLI and the TUI offer, in menu order. */
-export const procedures: Procedure[] = [verifyProcedure, backupLogicalProcedure, backupBaseProcedure, walArchivingProcedure, retentionProcedure, pitrProcedure, promoteProcedure];
+export const procedures: Procedure[] = [verifyProcedure, backupLogicalProcedure, backupBaseProcedure, walArchivingProcedure, retentionProcedure, logicalRestoreProcedure, tableRestoreProcedure, pitrProcedure, promoteProcedure, drillProcedure];
 
 export function findProcedure(id: string): Procedure | undefined {
   return procedures.find((p) => p.id === id);

@@ -11,7 +11,7 @@ import { execa } from 'execa';
 import type { Procedure, StepContext } from '../engine/types.js';
 import { formatBytes, formatDuration } from '../engine/format.js';
 import { withPg } from '../postgres/client.js';
-import { isRoot, ownerOf } from '../postgres/osuser.js';
+import { isRoot, lookupUser, ownerOf } from '../postgres/osuser.js';
 import { pgCtlStatus } from '../postgres/pgctl.js';
 import { serverControlFor, serverStderrFile, startServer, stopServer, type ServerControlSpec } from '../postgres/server-control.js';
 import { openRepository, type Repository } from '../storage/repository.js';
@@ -100,8 +100,13 @@ export const pitrProcedure: Procedure = {
       async run(ctx) {
         const pgdata = pgdataOf(ctx);
         const target = parseTarget(String(ctx.params.target)) as RecoveryTarget;
-        if (!fs.existsSync(pgdata)) throw new Error(`data directory ${pgdata} does not exist; --pgdata must name the cluster's data directory (it is moved aside, never deleted)`);
-        if (!fs.existsSync(path.join(pgdata, 'PG_VERSION'))) throw new Error(`${pgdata} is not a PostgreSQL data directory (no PG_VERSION); check --pgdata`);
+        if (!fs.existsSync(pgdata)) {
+          // A lost host or disk: restore into a new directory where the old one was.
+          if (!fs.existsSync(path.dirname(pgdata))) throw new Error(`neither the data directory ${pgdata} nor its parent exists; check --pgdata, or create ${path.dirname(pgdata)} owned by the PostgreSQL user`);
+          ctx.log(`data directory ${pgdata} does not exist: restoring into a new one (nothing to move aside)`, 'warn');
+        } else if (!fs.existsSync(path.join(pgdata, 'PG_VERSION'))) {
+          throw new Error(`${pgdata} is not a PostgreSQL data directory (no PG_VERSION); check --pgdata`);
+        }
 
         const repo = await openRepo(ctx);
         let catalog: Catalog;
@@ -158,6 +163,12 @@ export const pitrProcedure: Procedure = {
           await stopServer(controlSpec(ctx), { mode: 'fast', signal: ctx.signal });
         }
         const aside = (ctx.state.movedAside as string | undefined) ?? `${pgdata}.pgrunbook-${new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}`;
+        if (!fs.existsSync(pgdata) && !ctx.state.movedAside) {
+          ctx.state.pgdataOwner = await newDataDirOwner(path.dirname(pgdata));
+          ctx.state.pgdataMode = 0o700;
+          ctx.log(`${pgdata} does not exist; nothing to move aside`, 'warn');
+          return;
+        }
         if (!fs.existsSync(aside)) {
           const owner = await ownerOf(pgdata);
           const mode = (await fsp.stat(pgdata)).mode & 0o777;
@@ -322,7 +333,7 @@ export const pitrProcedure: Procedure = {
         ctx.state.rtoMs = rto;
         ctx.log(`recovery point: ${reached?.lsn ?? '?'}${reached?.time ? ` (last replayed commit ${reached.time})` : ''}`);
         ctx.log(`RTO (server stopped to verified): ${formatDuration(rto)}`);
-        ctx.log(`the original data directory is kept at ${String(ctx.state.movedAside)}; remove it once you are sure`, 'warn');
+        if (ctx.state.movedAside) ctx.log(`the original data directory is kept at ${String(ctx.state.movedAside)}; remove it once you are sure`, 'warn');
         ctx.check('recovered', true, `${plan(ctx).target} from backup ${plan(ctx).backupId}; RTO ${formatDuration(rto)}${ctx.state.leftPaused ? '; left paused for inspection' : ''}`);
       },
     },
@@ -517,16 +528,26 @@ async function clearRecoverySettings(ctx: StepContext): Promise<void> {
   }).catch((e: Error) => ctx.log(`could not clear the recovery target settings (${e.message}); remove them from postgresql.auto.conf by hand`, 'warn'));
 }
 
+/** Who should own a data directory made from nothing: the parent's owner, or postgres when that is root. */
+async function newDataDirOwner(parent: string): Promise<{ uid: number; gid: number }> {
+  const owner = await ownerOf(parent);
+  if (isRoot() && owner.uid === 0) {
+    const pg = await lookupUser('postgres').catch(() => undefined);
+    if (pg) return { uid: pg.uid, gid: pg.gid };
+  }
+  return owner;
+}
+
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(t);
-        reject(signal.reason ?? new Error('aborted'));
-      },
-      { once: true },
-    );
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(signal.reason ?? new Error('aborted'));
+    };
+    const t = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
   });
 }
