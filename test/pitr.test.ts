@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jsonLines, runCli, startCli, tempDir } from './helpers/cli.js';
+import { jsonLines, runCli, startCli, tempDir, serverWritableDir } from './helpers/cli.js';
 import { waitFor } from './helpers/wait.js';
 import { createSandboxCluster, type SandboxCluster } from '../src/postgres/sandbox.js';
 import { isRoot, lookupUser } from '../src/postgres/osuser.js';
@@ -12,16 +12,6 @@ import { walCommandLine } from '../src/procedures/pgrunbook-command.js';
 import { openStore } from '../src/storage/url.js';
 import { readCatalog } from '../src/storage/catalog.js';
 import { walKey } from '../src/storage/walarchive.js';
-
-async function serverWritableDir(prefix: string): Promise<string> {
-  const dir = tempDir(prefix);
-  if (isRoot()) {
-    const pg = await lookupUser('postgres');
-    fs.chownSync(dir, pg.uid, pg.gid);
-  }
-  fs.chmodSync(dir, 0o755);
-  return dir;
-}
 
 describe('pitr', () => {
   let cluster: SandboxCluster;

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, jsonLines, runCli, tempDir } from './helpers/cli.js';
+import { CLI, jsonLines, runCli, tempDir, serverWritableDir } from './helpers/cli.js';
 import { waitFor } from './helpers/wait.js';
 import { startS3rver, type StorageServer } from './helpers/storage-servers.js';
 import { createSandboxCluster, type SandboxCluster } from '../src/postgres/sandbox.js';
@@ -208,17 +208,6 @@ describe('retention planner', () => {
 
 // ------------------------------------------------------------------------------------------------
 // The procedure, with real WAL.
-
-/** A temp dir the PostgreSQL server (the postgres OS user when we are root) can write. */
-async function serverWritableDir(prefix: string): Promise<string> {
-  const dir = tempDir(prefix);
-  if (isRoot()) {
-    const pg = await lookupUser('postgres');
-    fs.chownSync(dir, pg.uid, pg.gid);
-  }
-  fs.chmodSync(dir, 0o755);
-  return dir;
-}
 
 interface TakenBackup {
   id: string;

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, runCli, tempDir } from './helpers/cli.js';
+import { CLI, runCli, tempDir, serverWritableDir } from './helpers/cli.js';
 import { waitFor } from './helpers/wait.js';
 import { createSandboxCluster, type SandboxCluster } from '../src/postgres/sandbox.js';
 import { isRoot, lookupUser } from '../src/postgres/osuser.js';
@@ -123,16 +123,6 @@ function sample(e: Exposition, name: string, labels: Record<string, string> = {}
 
 // ---------------------------------------------------------------------------------------
 // The cluster, the repository and real backups written into it.
-
-async function serverWritableDir(prefix: string): Promise<string> {
-  const dir = tempDir(prefix);
-  if (isRoot()) {
-    const pg = await lookupUser('postgres');
-    fs.chownSync(dir, pg.uid, pg.gid);
-  }
-  fs.chmodSync(dir, 0o755);
-  return dir;
-}
 
 const HOUR = 3600_000;
 

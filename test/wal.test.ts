@@ -6,7 +6,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, cleanEnv, ROOT, tempDir } from './helpers/cli.js';
+import { CLI, cleanEnv, ROOT, tempDir, serverWritableDir } from './helpers/cli.js';
 import { waitFor } from './helpers/wait.js';
 import { startAzurite, startS3rver, type StorageServer } from './helpers/storage-servers.js';
 import { createSandboxCluster, type SandboxCluster } from '../src/postgres/sandbox.js';
@@ -16,17 +16,6 @@ import { openStore } from '../src/storage/url.js';
 import { readCatalog, BASEBACKUP_PREFIX } from '../src/storage/catalog.js';
 import { walKey } from '../src/storage/walarchive.js';
 import type { ObjectStore } from '../src/storage/types.js';
-
-/** A temp dir the PostgreSQL server (the postgres OS user when we are root) can write. */
-async function serverWritableDir(prefix: string): Promise<string> {
-  const dir = tempDir(prefix);
-  if (isRoot()) {
-    const pg = await lookupUser('postgres');
-    fs.chownSync(dir, pg.uid, pg.gid);
-  }
-  fs.chmodSync(dir, 0o755);
-  return dir;
-}
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 

@@ -46,3 +46,15 @@ export function jsonLines(stdout: string): Record<string, any>[] {
 export function tempDir(prefix = 'pgrunbook-test-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
+
+/** A temp dir the PostgreSQL server (the postgres OS user when the tests run as root) can write. */
+export async function serverWritableDir(prefix: string): Promise<string> {
+  const { isRoot, lookupUser } = await import('../../src/postgres/osuser.js');
+  const dir = tempDir(prefix);
+  if (isRoot()) {
+    const pg = await lookupUser('postgres');
+    fs.chownSync(dir, pg.uid, pg.gid);
+  }
+  fs.chmodSync(dir, 0o755);
+  return dir;
+}
