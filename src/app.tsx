@@ -12,7 +12,8 @@ import { buildServices, profileDefaults, type ProcedureServices } from './proced
 import { KeysProvider, isCtrlC, type Key } from './screens/keys.js';
 import { AppThemeProvider, colorEnabled } from './screens/theme.js';
 import { Home } from './screens/home.js';
-import { ParamsForm } from './screens/params-form.js';
+import { ParamsForm, type FieldPicker } from './screens/params-form.js';
+import { RepositoryTargetPicker } from './screens/target-picker.js';
 import { RunScreen } from './screens/run-view.js';
 import { Report } from './screens/report.js';
 import { StatusDashboard, StatusPanel, statusPanelRows, useStatusFeed } from './screens/status-dashboard.js';
@@ -102,6 +103,22 @@ export function appReducer(state: AppState, action: AppAction): AppState {
 
 // ---------------------------------------------------------------------------------------
 // The App
+
+/** Params chosen on the recovery timeline instead of typed: procedure id -> param name. */
+export const RECOVERY_TARGET_PARAMS: Record<string, string> = { pitr: 'target' };
+
+function pickersFor(procedure: Procedure, services: unknown, env: NodeJS.ProcessEnv): Record<string, FieldPicker> | undefined {
+  const param = RECOVERY_TARGET_PARAMS[procedure.id];
+  if (!param || !procedure.params.some((p) => p.name === param)) return undefined;
+  const repo = isServices(services) ? services.repo : undefined;
+  const repoEnv = isServices(services) ? services.env : env;
+  return {
+    [param]: {
+      hint: 'pick on the timeline',
+      render: ({ value, onDone }) => <RepositoryTargetPicker repo={repo} env={repoEnv} initial={value} onDone={onDone} />,
+    },
+  };
+}
 
 export interface AppProps {
   procedures: Procedure[];
@@ -219,6 +236,7 @@ export function App(props: AppProps) {
           procedure={screen.procedure}
           env={env}
           defaults={profileDefaults(screen.procedure, profile)}
+          pickers={pickersFor(screen.procedure, services, env)}
           onSubmit={(params) => dispatch({ type: 'run', params })}
           onBack={toHome}
         />

@@ -65,6 +65,9 @@ export function humanReporter(out: Writable, opts: HumanOptions): Reporter {
       case 'check':
         line(`  ${event.ok ? green('✓') : red('✗')} ${event.name}${event.detail ? dim(`: ${event.detail}`) : ''}`);
         break;
+      case 'fact':
+        line(`  ${bold(event.label)}: ${event.value}`);
+        break;
       case 'confirm-request':
         line(yellow(`  ? ${event.message}`));
         break;
@@ -100,6 +103,7 @@ export function summaryLines(summary: RunSummary): { text: string; ok?: boolean 
     interrupted: 'INTERRUPTED',
   };
   lines.push({ text: `${verdict[summary.status]} in ${formatDuration(summary.durationMs)} (exit ${summary.exitCode})`, ok: summary.exitCode === 0 });
+  for (const f of summary.facts ?? []) lines.push({ text: `${f.label}: ${f.value}` });
   if (summary.checks.length) lines.push({ text: `checks: ${passed} passed, ${failed} failed`, ok: failed === 0 });
   for (const c of summary.checks.filter((x) => !x.ok)) lines.push({ text: `  ✗ ${c.name}${c.detail ? `: ${c.detail}` : ''}`, ok: false });
   if (summary.error && summary.status !== 'verification-failed') lines.push({ text: summary.error, ok: false });

@@ -90,6 +90,7 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
   const state: Record<string, unknown> = { ...(opts.resume?.state ?? {}) };
   const completed = new Set(opts.resume?.completedSteps ?? []);
   const checks: CheckResult[] = [];
+  const facts: { label: string; value: string }[] = [];
   const stepSummaries: StepSummary[] = procedure.steps.map((s) => ({ id: s.id, title: s.title, kind: s.kind, status: 'pending' }));
 
   if (journal) {
@@ -212,6 +213,7 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
     durationMs: Date.now() - runStarted,
     steps: stepSummaries,
     checks,
+    facts,
     journalPath,
     error: runError === undefined ? undefined : masker.text(runError),
     hint: runHint === undefined ? undefined : masker.text(runHint),
@@ -261,6 +263,14 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
       },
       addSecret(value: string) {
         masker.add(value);
+      },
+      fact(label, value) {
+        const fact = { label: masker.text(label), value: masker.text(value) };
+        const existing = facts.findIndex((f) => f.label === fact.label);
+        if (existing >= 0) facts[existing] = fact;
+        else facts.push(fact);
+        journal?.append({ rec: 'log', time: now(), stepId: step.id, level: 'info', message: `${fact.label}: ${fact.value}` });
+        emit({ type: 'fact', time: now(), runId, stepId: step.id, ...fact });
       },
     };
   }

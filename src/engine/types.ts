@@ -94,6 +94,8 @@ export interface StepContext {
   check(name: string, ok: boolean, detail?: string): void;
   /** Register a secret value met while running (a password read from a file, a token) so it is masked everywhere. */
   addSecret(value: string): void;
+  /** A headline result for the final report (e.g. "RTO", "7.8 s"): shown first, kept in the summary. */
+  fact(label: string, value: string): void;
 }
 
 export type LogLevel = 'info' | 'warn' | 'error';
@@ -128,6 +130,8 @@ export interface RunSummary {
   durationMs: number;
   steps: StepSummary[];
   checks: CheckResult[];
+  /** Headline results the steps reported (measured RTO, recovery point, ...), in order. */
+  facts?: { label: string; value: string }[];
   journalPath?: string;
   error?: string;
   /** What to do next, when the run did not finish cleanly. */
@@ -162,6 +166,7 @@ export type RunEvent =
       etaSec?: number;
     })
   | (EventBase & { type: 'check'; stepId: string; name: string; ok: boolean; detail?: string })
+  | (EventBase & { type: 'fact'; stepId: string; label: string; value: string })
   | (EventBase & {
       type: 'confirm-request';
       stepId: string;

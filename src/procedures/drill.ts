@@ -308,6 +308,9 @@ export const drillProcedure: Procedure = {
         ctx.log(`incident: ${INCIDENTS[incident(ctx)]}`);
         ctx.log(`RTO (recovery started to data verified): ${formatDuration(rto)}`);
         ctx.log(`RPO (incident to the recovery point${incident(ctx) === 'dropped-table' ? ', the dump' : ', the last recovered commit'}): ${rpo === undefined ? 'unknown' : formatDuration(rpo)}`);
+        ctx.fact('Incident', INCIDENTS[incident(ctx)]);
+        ctx.fact('RTO', `${formatDuration(rto)} (recovery started to data verified)`);
+        ctx.fact('RPO', rpo === undefined ? 'unknown' : `${formatDuration(rpo)} (incident to the ${incident(ctx) === 'dropped-table' ? 'dump restored' : 'last recovered commit'})`);
         ctx.check('RTO measured', true, formatDuration(rto));
         ctx.check('RPO measured', rpo !== undefined, rpo === undefined ? 'no recovery point found' : formatDuration(rpo));
       },

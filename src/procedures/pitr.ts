@@ -331,8 +331,10 @@ export const pitrProcedure: Procedure = {
         const reached = ctx.state.reached as { lsn?: string; time?: string } | undefined;
         const rto = Date.now() - Date.parse(String(ctx.state.stoppedAt));
         ctx.state.rtoMs = rto;
-        ctx.log(`recovery point: ${reached?.lsn ?? '?'}${reached?.time ? ` (last replayed commit ${reached.time})` : ''}`);
-        ctx.log(`RTO (server stopped to verified): ${formatDuration(rto)}`);
+        ctx.fact('Recovery point', `${reached?.lsn ?? '?'}${reached?.time ? ` (last replayed commit ${reached.time})` : ''}`);
+        ctx.fact('RTO', `${formatDuration(rto)} (server stopped to verified)`);
+        if (ctx.state.movedAside) ctx.fact('Original data directory', String(ctx.state.movedAside));
+        if (ctx.state.leftPaused) ctx.fact('State', 'paused for inspection; promote with pgrunbook --procedure promote --yes');
         if (ctx.state.movedAside) ctx.log(`the original data directory is kept at ${String(ctx.state.movedAside)}; remove it once you are sure`, 'warn');
         ctx.check('recovered', true, `${plan(ctx).target} from backup ${plan(ctx).backupId}; RTO ${formatDuration(rto)}${ctx.state.leftPaused ? '; left paused for inspection' : ''}`);
       },

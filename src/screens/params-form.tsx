@@ -1,8 +1,10 @@
 // The params form: one field per ParamSpec. Text for string, number and list (the example
 // as placeholder), a select for choice, a toggle for boolean. Enter on the last field (or on
 // "Run") validates through the engine's resolveParams, exactly as headless flags would be;
-// errors show under the field they name. All key handling is one pure reducer.
-import React, { useEffect, useReducer } from 'react';
+// errors show under the field they name. All key handling is one pure reducer. A field can
+// have a picker (the pitr target opens the recovery timeline): Enter on it while it is empty,
+// or Ctrl-T, shows the picker in place of the form, and its answer fills the field.
+import React, { useEffect, useReducer, type ReactNode } from 'react';
 import { Box, Text } from 'ink';
 import { flagName, resolveParams, type RawFlags } from '../engine/params.js';
 import type { ParamSpec, Params, Procedure } from '../engine/types.js';
@@ -23,12 +25,24 @@ export interface FormState {
   /** 0..params.length-1 are fields; params.length is the Run action. */
   focus: number;
   errors: string[];
+  /** Names of the params that have a picker. */
+  pickers: string[];
+  /** The field whose picker is open. */
+  picking?: number;
   /** Set when validation passed: the typed params to run with. */
   result?: Params;
   cancelled?: boolean;
 }
 
-export type FormAction = { type: 'key'; input: string; key: Key } | { type: 'submit' };
+export type FormAction = { type: 'key'; input: string; key: Key } | { type: 'submit' } | { type: 'picked'; value?: string };
+
+/** A screen that chooses a field's value (shown instead of the form while open). */
+export interface FieldPicker {
+  /** What the picker does, for the key hint ("pick on the timeline"). */
+  hint: string;
+  /** `onDone(value)` fills the field; `onDone()` leaves it as it was. */
+  render(props: { value: string; onDone(value?: string): void }): ReactNode;
+}
 
 /** Choices offered for a choice param; "" stands for "not set" when the param is optional without a default. */
 export function choiceOptions(spec: ParamSpec, current?: string): string[] {
@@ -46,7 +60,7 @@ function toText(value: unknown): string {
 }
 
 /** Fields start from what headless would use with no flags: environment, profile, default. */
-export function initFormState(procedure: Procedure, env: NodeJS.ProcessEnv, defaults: Params = {}): FormState {
+export function initFormState(procedure: Procedure, env: NodeJS.ProcessEnv, defaults: Params = {}, pickers: string[] = []): FormState {
   const { params } = resolveParams(procedure, {}, env, defaults);
   const values: FieldValue[] = procedure.params.map((spec) => {
     const v = params[spec.name];
@@ -54,7 +68,7 @@ export function initFormState(procedure: Procedure, env: NodeJS.ProcessEnv, defa
     if (spec.type === 'choice') return v === undefined ? choiceOptions(spec)[0] ?? '' : String(v);
     return toText(v);
   });
-  return { procedure, env, defaults, values, initial: [...values], focus: 0, errors: [] };
+  return { procedure, env, defaults, values, initial: [...values], focus: 0, errors: [], pickers };
 }
 
 /** The flags the typed values amount to (what `--flag value` would be headless). */
@@ -94,10 +108,25 @@ export function validateForm(state: FormState): FormState {
 export function formReducer(state: FormState, action: FormAction): FormState {
   if (state.result || state.cancelled) return state;
   if (action.type === 'submit') return validateForm(state);
+  if (action.type === 'picked') {
+    const i = state.picking;
+    if (i === undefined) return state;
+    if (action.value === undefined) return { ...state, picking: undefined };
+    const values = [...state.values];
+    values[i] = action.value;
+    // The picked value replaces what the field's errors were about; on to the next field.
+    const errors = state.errors.filter((e) => fieldForError(e, state.procedure.params) !== i);
+    return { ...state, values, picking: undefined, focus: Math.min(state.procedure.params.length, i + 1), errors };
+  }
+  // The picker has the keys while it is open.
+  if (state.picking !== undefined) return state;
   const { input, key } = action;
   const specs = state.procedure.params;
   const last = specs.length; // the Run action
   if (key.escape) return { ...state, cancelled: true };
+  if (state.focus < last && state.pickers.includes(specs[state.focus].name)) {
+    if ((key.ctrl && input === 't') || (key.return && String(state.values[state.focus]).trim() === '')) return { ...state, picking: state.focus };
+  }
   if (key.upArrow || (key.tab && key.shift)) return { ...state, focus: Math.max(0, state.focus - 1) };
   if (key.downArrow || key.tab) return { ...state, focus: Math.min(last, state.focus + 1) };
   if (key.return) {
@@ -133,14 +162,16 @@ export interface ParamsFormProps {
   procedure: Procedure;
   env: NodeJS.ProcessEnv;
   defaults?: Params;
+  /** Pickers by param name. */
+  pickers?: Record<string, FieldPicker>;
   onSubmit(params: Params): void;
   onBack(): void;
 }
 
-export function ParamsForm({ procedure, env, defaults, onSubmit, onBack }: ParamsFormProps) {
+export function ParamsForm({ procedure, env, defaults, pickers, onSubmit, onBack }: ParamsFormProps) {
   const { c } = useTheme();
   const { columns } = useTerminalSize();
-  const [state, dispatch] = useReducer(formReducer, undefined, () => initFormState(procedure, env, defaults));
+  const [state, dispatch] = useReducer(formReducer, undefined, () => initFormState(procedure, env, defaults, Object.keys(pickers ?? {})));
   useKeys((input, key) => dispatch({ type: 'key', input, key }));
 
   useEffect(() => {
@@ -148,8 +179,13 @@ export function ParamsForm({ procedure, env, defaults, onSubmit, onBack }: Param
     else if (state.cancelled) onBack();
   }, [state.result, state.cancelled]);
 
-  const width = Math.max(40, columns);
   const specs = procedure.params;
+  const picker = state.picking !== undefined ? pickers?.[specs[state.picking].name] : undefined;
+  if (picker && state.picking !== undefined) {
+    return <>{picker.render({ value: String(state.values[state.picking]), onDone: (value) => dispatch({ type: 'picked', value }) })}</>;
+  }
+
+  const width = Math.max(40, columns);
   const labelWidth = Math.min(24, Math.max(...specs.map((s) => flagName(s.name).length - 2 + (s.required ? 2 : 0))) + 2);
   const fieldErrors = specs.map(() => [] as string[]);
   const otherErrors: string[] = [];
@@ -160,6 +196,7 @@ export function ParamsForm({ procedure, env, defaults, onSubmit, onBack }: Param
   }
   const focused = state.focus < specs.length ? specs[state.focus] : undefined;
   const valueWidth = Math.max(10, width - labelWidth - 4);
+  const focusedPicker = focused ? pickers?.[focused.name] : undefined;
 
   return (
     <Box flexDirection="column" width={width}>
@@ -212,7 +249,9 @@ export function ParamsForm({ procedure, env, defaults, onSubmit, onBack }: Param
       ) : null}
       <Text> </Text>
       <Text dimColor wrap="truncate-end">
-        ↑↓ Tab move · {hintFor(focused)} · Enter {state.focus >= specs.length - 1 ? 'run' : 'next'} · Esc back
+        {focusedPicker && String(state.values[state.focus]).trim() === ''
+          ? `↑↓ move · type, or Enter/Ctrl-T ${focusedPicker.hint} · Esc back`
+          : `↑↓ Tab move · ${hintFor(focused)}${focusedPicker ? ` · Ctrl-T ${focusedPicker.hint}` : ''} · Enter ${state.focus >= specs.length - 1 ? 'run' : 'next'} · Esc back`}
       </Text>
     </Box>
   );

@@ -44,13 +44,16 @@ export function Report({ summary, title, exiting, exitCode, onHome, onQuit }: Re
   const width = Math.max(40, columns);
   const lines = summaryLines(summary);
   const verdict = lines[0];
-  const rest = lines.slice(1).filter((l) => !l.text.startsWith('  ✗ ') && !l.text.startsWith('checks: '));
+  // Headline results (measured RTO, recovery point) go right under the verdict.
+  const factTexts = new Set((summary.facts ?? []).map((f) => `${f.label}: ${f.value}`));
+  const facts = lines.slice(1).filter((l) => factTexts.has(l.text));
+  const rest = lines.slice(1).filter((l) => !factTexts.has(l.text) && !l.text.startsWith('  ✗ ') && !l.text.startsWith('checks: '));
   const steps: StepView[] = summary.steps.map((s) => ({ id: s.id, title: s.title, kind: s.kind, destructive: false, state: s.status, durationMs: s.durationMs, error: s.error }));
   const passed = summary.checks.filter((x) => x.ok).length;
   const failed = summary.checks.length - passed;
   // Failed checks first: they are what the operator must act on.
   const checks = [...summary.checks.filter((x) => !x.ok), ...summary.checks.filter((x) => x.ok)];
-  const fixed = 2 + 1 + 1 + steps.length + 1 + (checks.length ? 1 : 0) + rest.reduce((n, l) => n + linesFor(l.text, width), 0) + 2;
+  const fixed = 2 + 1 + 1 + steps.length + 1 + (checks.length ? 1 : 0) + [...facts, ...rest].reduce((n, l) => n + linesFor(l.text, width), 0) + 2;
   const room = Math.max(0, rows - 1 - fixed);
   const shown = checks.length <= room ? checks.length : Math.max(0, room - 1);
 
@@ -63,6 +66,11 @@ export function Report({ summary, title, exiting, exitCode, onHome, onQuit }: Re
         {verdict.ok ? '✓ ' : '✗ '}
         {verdict.text}
       </Text>
+      {facts.map((l) => (
+        <Text key={l.text} wrap="wrap">
+          {l.text}
+        </Text>
+      ))}
       <Text> </Text>
       <Text bold>Steps</Text>
       {steps.map((s, i) => (

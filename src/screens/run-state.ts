@@ -145,6 +145,11 @@ export function applyEvent(state: RunViewState, event: RunEvent): RunViewState {
       const drop = Math.max(0, checks.length - MAX_CHECKS);
       return { ...state, checks: drop ? checks.slice(drop) : checks, checksDropped: state.checksDropped + drop };
     }
+    case 'fact': {
+      const logs = [...state.logs, { stepId: event.stepId, level: 'info' as const, message: `${event.label}: ${event.value}` }];
+      const drop = Math.max(0, logs.length - LOG_TAIL);
+      return { ...state, logs: drop ? logs.slice(drop) : logs, logsDropped: state.logsDropped + drop };
+    }
     case 'confirm-request': {
       const seq = state.confirmSeq + 1;
       return {

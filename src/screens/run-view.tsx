@@ -7,13 +7,77 @@ import { Box, Text } from 'ink';
 import { Spinner } from '@inkjs/ui';
 import { runProcedure } from '../engine/runner.js';
 import { journalPathFor, newRunId } from '../engine/journal.js';
-import { formatDuration } from '../engine/format.js';
+import { formatDuration, formatQuantity } from '../engine/format.js';
 import type { ConfirmAnswerer, Params, Procedure, RunEvent, RunSummary } from '../engine/types.js';
 import { createEventBatcher, initialRunState, runReducer, type RunViewState, type StepView } from './run-state.js';
 import { ConfirmPrompt, confirmReducer, initialConfirmState, type ConfirmAnswer, type ConfirmInputState } from './confirm.js';
 import { useKeys } from './keys.js';
 import { useTerminalSize, useTheme } from './theme.js';
 import { STATE_COLOR, STATE_MARK, bar, clip, linesFor, percent, progressText } from './format.js';
+import type { ProgressView } from './run-state.js';
+
+// ---------------------------------------------------------------------------------------
+// WAL replay: a step with id "replay" (pitr's) gets a panel of its own: the target, the WAL
+// replayed against it, and the last replayed commit once the step reports it; while the
+// "promote" step asks, where recovery paused. Read from the run's events (params of
+// run-start, the replay step's progress and log lines), so no procedure needs to know the UI.
+
+export const REPLAY_STEP = 'replay';
+export const PROMOTE_STEP = 'promote';
+
+export interface ReplayInfo {
+  target?: string;
+  targetAction?: string;
+  /** The replayed LSN and last replayed commit time, from the replay step's log lines. */
+  lsn?: string;
+  commitTime?: string;
+  paused?: boolean;
+  promoted?: boolean;
+}
+
+const LSN_RE = /[0-9A-F]{1,8}\/[0-9A-F]{1,8}/i;
+
+export function replayInfoReducer(info: ReplayInfo, events: RunEvent[]): ReplayInfo {
+  let next = info;
+  for (const e of events) {
+    if (e.type === 'run-start') {
+      next = { target: e.params.target === undefined ? undefined : String(e.params.target), targetAction: e.params.targetAction === undefined ? undefined : String(e.params.targetAction) };
+    } else if (e.type === 'log' && (e.stepId === REPLAY_STEP || e.stepId === PROMOTE_STEP)) {
+      const m = e.message;
+      const patch: ReplayInfo = {};
+      const replayed = new RegExp(`replayed to (${LSN_RE.source})`, 'i').exec(m);
+      if (replayed) patch.lsn = replayed[1];
+      const commit = /last (?:replayed )?commit (\d{4}-\d\d-\d\dT[0-9:.]+Z)/.exec(m);
+      if (commit) patch.commitTime = commit[1];
+      if (/paused at the target/.test(m)) patch.paused = true;
+      const promoted = new RegExp(`promoted(?: at|: the server is read-write at) (${LSN_RE.source})`).exec(m);
+      if (promoted) {
+        patch.promoted = true;
+        patch.paused = false;
+        if (e.stepId === REPLAY_STEP) patch.lsn = promoted[1];
+      }
+      if (Object.keys(patch).length) next = { ...next, ...patch };
+    }
+  }
+  return next;
+}
+
+/** "8.0 MiB of 16.0 MiB WAL · 2.0 MiB/s · about 4.0 s left": progressText naming what it counts. */
+export function labelledProgressText(p: ProgressView, what: string): string {
+  const [amounts, ...rest] = progressText(p).split(' · ');
+  return [`${amounts} ${what}`, ...rest].join(' · ');
+}
+
+function describeReplayTarget(info: ReplayInfo): string {
+  if (!info.target) return 'the target';
+  if (info.target === 'latest') return 'latest (the end of the archived WAL)';
+  return `${info.target}${info.targetAction ? `, then ${info.targetAction}` : ''}`;
+}
+
+/** Lines the replay panel takes. */
+function replayPanelLines(info: ReplayInfo, progress: boolean): number {
+  return 1 + (progress ? 1 : 0) + (info.lsn || info.commitTime ? 1 : 0);
+}
 
 export interface RunScreenProps {
   procedure: Procedure;
@@ -46,6 +110,7 @@ export function RunScreen(props: RunScreenProps) {
   const { procedure } = props;
   const [state, dispatch] = useReducer(runReducer, procedure.steps.map((s) => ({ ...s, destructive: Boolean(s.destructive) })), initialRunState);
   const [confirmState, confirmDispatch] = useReducer(confirmReducer, 0, initialConfirmState);
+  const [replay, replayDispatch] = useReducer(replayInfoReducer, {});
   const pending = useRef<{ seq: number; resolve: (answer: ConfirmAnswer) => void } | undefined>(undefined);
   const started = useRef(false);
   const propsRef = useRef(props);
@@ -56,7 +121,10 @@ export function RunScreen(props: RunScreenProps) {
     started.current = true;
     const p = propsRef.current;
     const runId = newRunId(procedure.id);
-    const batcher = createEventBatcher((events) => dispatch({ type: 'events', events }));
+    const batcher = createEventBatcher((events) => {
+      dispatch({ type: 'events', events });
+      replayDispatch(events);
+    });
     let requests = 0;
     const onEvent = (event: RunEvent) => {
       if (event.type === 'confirm-request') requests++;
@@ -145,7 +213,7 @@ export function RunScreen(props: RunScreenProps) {
 
   const now = useNow(!state.summary);
   const shownConfirm = state.confirm && confirmState.seq === state.confirm.seq ? confirmState : initialConfirmState(state.confirm?.seq ?? 0);
-  return <RunView state={state} confirm={shownConfirm} now={now} stopping={Boolean(props.stopping)} />;
+  return <RunView state={state} confirm={shownConfirm} now={now} stopping={Boolean(props.stopping)} replay={replay} />;
 }
 
 export interface RunViewProps {
@@ -153,11 +221,13 @@ export interface RunViewProps {
   confirm?: ConfirmInputState;
   now: number;
   stopping?: boolean;
+  /** What the run's events said about a WAL replay (replayInfoReducer). */
+  replay?: ReplayInfo;
   /** Override the terminal size (tests). */
   size?: { columns: number; rows: number };
 }
 
-export function RunView({ state, confirm, now, stopping, size }: RunViewProps) {
+export function RunView({ state, confirm, now, stopping, replay, size }: RunViewProps) {
   const { c } = useTheme();
   const terminal = useTerminalSize();
   const { columns, rows } = size ?? terminal;
@@ -168,7 +238,10 @@ export function RunView({ state, confirm, now, stopping, size }: RunViewProps) {
   // Budget: everything but the check list and the log tail is fixed; those two get what is left.
   const confirmLines = state.confirm ? 2 + 1 + linesFor(`This will ${state.confirm.destructive?.what ?? state.confirm.message}.`, width - 4) + 2 + (confirm?.error ? linesFor(confirm.error, width - 4) : 0) : 0;
   const aboutText = state.about ? clip(state.about, width * 2 - 10) : undefined;
-  const fixed = 1 + state.steps.length + 1 + (aboutText ? linesFor(aboutText, width) : 0) + (state.progress ? 1 : 0) + confirmLines + 1 + (stopping ? 1 : 0);
+  const replaying = replay !== undefined && state.currentStepId === REPLAY_STEP;
+  const pausedAsk = replay !== undefined && state.confirm?.stepId === PROMOTE_STEP && !replay.promoted && Boolean(replay.lsn || replay.paused);
+  const progressLines = replaying ? replayPanelLines(replay, Boolean(state.progress)) : state.progress ? 1 : 0;
+  const fixed = 1 + state.steps.length + 1 + (aboutText ? linesFor(aboutText, width) : 0) + progressLines + (pausedAsk ? 1 : 0) + confirmLines + 1 + (stopping ? 1 : 0);
   const avail = Math.max(0, rows - 1 - fixed);
   const checkHeader = state.checks.length ? 1 : 0;
   let checksShown = Math.min(state.checks.length, Math.max(0, avail - checkHeader - Math.min(state.logs.length, 2)));
@@ -194,7 +267,13 @@ export function RunView({ state, confirm, now, stopping, size }: RunViewProps) {
           {aboutText}
         </Text>
       ) : null}
-      {state.progress ? <ProgressLine progress={state.progress} width={width} /> : null}
+      {replaying ? <ReplayPanel info={replay} progress={state.progress} width={width} /> : state.progress ? <ProgressLine progress={state.progress} width={width} /> : null}
+      {pausedAsk ? (
+        <Text wrap="truncate-end" color={c('yellow')}>
+          {'  '}Paused{replay.lsn ? ` at ${replay.lsn}` : ''}
+          {replay.commitTime ? `, last replayed commit ${replay.commitTime}` : ''}
+        </Text>
+      ) : null}
       {state.confirm && confirm ? (
         <ConfirmPrompt request={state.confirm} state={confirm} stepTitle={current?.title} columns={width} />
       ) : null}
@@ -262,18 +341,38 @@ export function StepLine({ step, index, total, now, width, waiting }: { step: St
   );
 }
 
-function ProgressLine({ progress, width }: { progress: RunViewState['progress'] & object; width: number }) {
+function ReplayPanel({ info, progress, width }: { info: ReplayInfo; progress?: ProgressView; width: number }) {
   const { c } = useTheme();
+  return (
+    <Box flexDirection="column">
+      <Text wrap="truncate-end">
+        <Text bold>  WAL replay</Text> <Text dimColor>→</Text> {describeReplayTarget(info)}
+      </Text>
+      {progress ? <ProgressLine progress={progress} width={width} what="WAL" /> : null}
+      {info.lsn || info.commitTime ? (
+        <Text wrap="truncate-end" color={info.paused ? c('yellow') : undefined}>
+          {'  '}
+          {info.paused ? 'paused at the target: ' : ''}
+          {info.lsn ? `replayed to ${info.lsn}` : ''}
+          {info.commitTime ? `${info.lsn ? ', ' : ''}last replayed commit ${info.commitTime}` : ''}
+        </Text>
+      ) : null}
+    </Box>
+  );
+}
+
+function ProgressLine({ progress, width, what }: { progress: RunViewState['progress'] & object; width: number; what?: string }) {
+  const { c } = useTheme();
+  const text = what ? labelledProgressText(progress, what) : progressText(progress);
   if (progress.total === undefined) {
     return (
       <Text wrap="truncate-end">
         {'  '}
-        {progressText(progress)}
+        {text}
       </Text>
     );
   }
   const pct = percent(progress.done, progress.total);
-  const text = progressText(progress);
   // The bar takes what the numbers leave, 10 to 30 columns, so the line fits in one row.
   const barWidth = Math.max(10, Math.min(30, width - 2 - 1 - 5 - text.length - 1));
   return (

@@ -1,0 +1,520 @@
+// The recovery-target picker: the repository's recovery windows on a time axis, a cursor to
+// choose a time, `l` for latest, or a target typed by hand (lsn:, xid:, name:, a time). It
+// offers only what the pitr preflight accepts (same rule: recovery-timeline.ts). The catalog
+// loads in the background; if it cannot be read, the target can still be typed and is
+// checked for form only. Keys go through one pure reducer (pitfall 5: no stale state).
+import React, { useEffect, useLayoutEffect, useMemo, useReducer, useRef } from 'react';
+import { Box, Text } from 'ink';
+import { Spinner } from '@inkjs/ui';
+import type { Catalog } from '../storage/catalog.js';
+import { openRepository } from '../storage/repository.js';
+import { TARGET_FORMS, usableWindows } from '../restore/target.js';
+import { lastCommitInWindow } from '../restore/walscan.js';
+import { editText, useKeys, type Key } from './keys.js';
+import { useTerminalSize, useTheme } from './theme.js';
+import { clip, linesFor } from './format.js';
+import {
+  MARK,
+  buildTimelineModel,
+  checkTarget,
+  chooseForTime,
+  describeGap,
+  describeTimelines,
+  initialCursor,
+  isoTime,
+  layoutTimeline,
+  moveCursor,
+  targetTime,
+  timeSpan,
+  windowEndSegment,
+  type CursorMove,
+  type TimelineModel,
+} from './recovery-timeline.js';
+
+// ---------------------------------------------------------------------------------------
+// Where the catalog comes from
+
+export interface CatalogSource {
+  /** The repository, as shown to the operator. */
+  describe: string;
+  catalog(signal: AbortSignal): Promise<Catalog>;
+  /** The last commit of each window, read from the archived WAL (keyed by the window's last segment). */
+  lastCommits?(catalog: Catalog, signal: AbortSignal): Promise<{ times: Record<string, string>; problem?: string }>;
+}
+
+/** The repository named by `url` (services.repo): its catalog, then its windows' last commits. */
+export function repositorySource(url: string | undefined, env: NodeJS.ProcessEnv, opts: { readCommits?: boolean } = {}): CatalogSource {
+  return {
+    describe: url ?? '(no repository)',
+    async catalog() {
+      const repo = await openRepository(url, env);
+      try {
+        return await repo.catalog();
+      } finally {
+        await repo.close();
+      }
+    },
+    lastCommits:
+      opts.readCommits === false
+        ? undefined
+        : async (catalog, signal) => {
+            const times: Record<string, string> = {};
+            let problem: string | undefined;
+            const repo = await openRepository(url, env);
+            try {
+              const seen = new Set<string>();
+              // Newest first; windows ending in the same segment share their last commit.
+              for (const { window } of usableWindows(catalog)) {
+                const last = windowEndSegment(window);
+                if (!last || seen.has(last)) continue;
+                seen.add(last);
+                signal.throwIfAborted();
+                try {
+                  const t = await lastCommitInWindow(repo.store, window, catalog.segmentSize, signal);
+                  if (t) times[last] = t.toISOString();
+                  else problem ??= `no commit found in the last WAL segments up to ${last}`;
+                } catch (err) {
+                  if (signal.aborted) throw err;
+                  problem ??= (err as Error).message;
+                }
+              }
+            } finally {
+              await repo.close();
+            }
+            return { times, problem };
+          },
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// State
+
+export interface PickerState {
+  phase: 'loading' | 'ready' | 'failed';
+  catalog?: Catalog;
+  model?: TimelineModel;
+  error?: string;
+  /** Reading the windows' last commits from the archived WAL. */
+  commits: 'none' | 'reading' | 'done';
+  commitsProblem?: string;
+  /** The cursor's time, ms. */
+  cursor: number;
+  /** `l` was pressed: the target is "latest". */
+  latest: boolean;
+  /** The operator has placed the cursor (it then stays put when the window ends are refined). */
+  moved: boolean;
+  editing: boolean;
+  text: string;
+  /** What the form field held when the picker opened. */
+  initial: string;
+  /** Why the last Enter was refused. */
+  message?: string;
+  result?: string;
+  cancelled?: boolean;
+}
+
+export type PickerAction =
+  | { type: 'loaded'; catalog: Catalog; axisWidth: number }
+  | { type: 'failed'; error: string }
+  | { type: 'commits-reading' }
+  | { type: 'commits'; times: Record<string, string>; problem?: string; axisWidth: number }
+  | { type: 'key'; input: string; key: Key; axisWidth: number };
+
+export function initialPickerState(initial = ''): PickerState {
+  return { phase: 'loading', commits: 'none', cursor: 0, latest: false, moved: false, editing: false, text: initial.trim(), initial: initial.trim() };
+}
+
+/** The target the cursor mode would hand back, and whether it may. */
+export function cursorSelection(state: PickerState): { target: string; ok: true; backupId?: string } | { target: string; ok: false; reason: string } {
+  if (!state.model) return { target: '', ok: false, reason: 'the catalog is not loaded' };
+  if (state.latest) {
+    const c = checkTarget(state.model, 'latest');
+    return c.ok ? { target: 'latest', ok: true, backupId: c.backupId } : { target: 'latest', ok: false, reason: c.error };
+  }
+  const target = isoTime(state.cursor);
+  const c = chooseForTime(state.model, state.cursor);
+  return c.ok ? { target, ok: true, backupId: c.window.backupId } : { target, ok: false, reason: `it is ${c.reason}` };
+}
+
+function moveFor(input: string, key: Key): CursorMove | undefined {
+  if (key.home) return 'home';
+  if (key.end) return 'end';
+  if (key.pageUp || (key.leftArrow && key.shift)) return 'bigLeft';
+  if (key.pageDown || (key.rightArrow && key.shift)) return 'bigRight';
+  if (key.leftArrow || input === 'h') return 'left';
+  if (key.rightArrow) return 'right';
+  if (input === 'H') return 'bigLeft';
+  if (input === 'L') return 'bigRight';
+  return undefined;
+}
+
+export function pickerReducer(state: PickerState, action: PickerAction): PickerState {
+  if (state.result !== undefined || state.cancelled) return state;
+  switch (action.type) {
+    case 'loaded': {
+      const model = buildTimelineModel(action.catalog);
+      const init = state.initial;
+      const next: PickerState = { ...state, phase: 'ready', catalog: action.catalog, model, error: undefined, cursor: initialCursor(model, action.axisWidth, targetTime(init)) };
+      if (init === 'latest') next.latest = true;
+      // A target the axis cannot show (lsn:, xid:, name:) opens in the editor, as typed.
+      else if (init && targetTime(init) === undefined && !state.editing) return { ...next, editing: true, text: init };
+      return next;
+    }
+    case 'failed':
+      return { ...state, phase: 'failed', error: action.error, editing: true, text: state.editing ? state.text : state.initial };
+    case 'commits-reading':
+      return { ...state, commits: 'reading' };
+    case 'commits': {
+      const model = state.catalog ? buildTimelineModel(state.catalog, action.times) : state.model;
+      // A cursor still on its default (the latest recoverable time) follows the refined end.
+      const follow = model && !state.moved && targetTime(state.initial) === undefined;
+      return { ...state, commits: 'done', commitsProblem: action.problem, model, cursor: follow ? initialCursor(model, action.axisWidth) : state.cursor };
+    }
+    case 'key':
+      return state.editing ? editKey(state, action.input, action.key) : cursorKey(state, action.input, action.key, action.axisWidth);
+  }
+}
+
+function editKey(state: PickerState, input: string, key: Key): PickerState {
+  if (key.escape) {
+    // Back to the timeline when there is one (a typed time moves the cursor there); else out.
+    if (state.phase !== 'ready' || !state.model) return { ...state, cancelled: true };
+    const t = targetTime(state.text);
+    const cursor = t !== undefined ? Math.max(state.model.start, Math.min(state.model.end, t)) : state.cursor;
+    return { ...state, editing: false, message: undefined, cursor, moved: state.moved || t !== undefined, latest: state.text.trim() === 'latest' ? true : t !== undefined ? false : state.latest };
+  }
+  if (key.return) {
+    const c = checkTarget(state.phase === 'ready' ? state.model : undefined, state.text);
+    return c.ok ? { ...state, result: c.target, message: undefined } : { ...state, message: c.error };
+  }
+  const text = editText(state.text, input, key);
+  return text === state.text ? state : { ...state, text, message: undefined };
+}
+
+function cursorKey(state: PickerState, input: string, key: Key, axisWidth: number): PickerState {
+  if (key.escape) return { ...state, cancelled: true };
+  if (input === 'e' || input === '/') {
+    const text = state.phase === 'ready' ? cursorSelection(state).target : state.text;
+    return { ...state, editing: true, text, message: undefined };
+  }
+  if (state.phase !== 'ready' || !state.model) return state;
+  if (input === 'l') return { ...state, latest: true, moved: true, cursor: moveCursor(state.model, state.cursor, axisWidth, 'end'), message: undefined };
+  const move = moveFor(input, key);
+  if (move) return { ...state, latest: false, moved: true, message: undefined, cursor: moveCursor(state.model, state.cursor, axisWidth, move) };
+  if (key.return) {
+    const sel = cursorSelection(state);
+    return sel.ok ? { ...state, result: sel.target } : { ...state, message: `Cannot recover to ${sel.target}: ${sel.reason}.` };
+  }
+  return state;
+}
+
+// ---------------------------------------------------------------------------------------
+// The screen
+
+export interface TargetPickerProps {
+  source: CatalogSource;
+  /** The form field's current text. */
+  initial?: string;
+  /** The chosen target, or undefined when cancelled (Esc). */
+  onDone(target?: string): void;
+  /** Override the terminal size (tests). */
+  size?: { columns: number; rows: number };
+}
+
+const LABEL = 10;
+const label = (s: string) => s.padEnd(LABEL);
+
+export function TargetPicker({ source, initial, onDone, size }: TargetPickerProps) {
+  const { c } = useTheme();
+  const terminal = useTerminalSize();
+  const { columns, rows } = size ?? terminal;
+  const width = Math.max(40, columns);
+  const axisWidth = Math.max(20, width - LABEL - 1);
+  const axisRef = useRef(axisWidth);
+  useLayoutEffect(() => {
+    axisRef.current = axisWidth;
+  });
+  const [state, dispatch] = useReducer(pickerReducer, initial ?? '', initialPickerState);
+  useKeys((input, key) => dispatch({ type: 'key', input, key, axisWidth: axisRef.current }));
+
+  useEffect(() => {
+    const controller = new AbortController();
+    const { signal } = controller;
+    const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
+    void (async () => {
+      let catalog: Catalog;
+      try {
+        catalog = await source.catalog(signal);
+      } catch (err) {
+        if (!signal.aborted) dispatch({ type: 'failed', error: message(err) });
+        return;
+      }
+      if (signal.aborted) return;
+      dispatch({ type: 'loaded', catalog, axisWidth: axisRef.current });
+      if (!source.lastCommits || !usableWindows(catalog).length) return;
+      dispatch({ type: 'commits-reading' });
+      try {
+        const r = await source.lastCommits(catalog, signal);
+        if (!signal.aborted) dispatch({ type: 'commits', times: r.times, problem: r.problem, axisWidth: axisRef.current });
+      } catch (err) {
+        // The archive times stay as the windows' ends.
+        if (!signal.aborted) dispatch({ type: 'commits', times: {}, problem: message(err), axisWidth: axisRef.current });
+      }
+    })();
+    return () => controller.abort(new Error('target picker closed'));
+  }, [source]);
+
+  useEffect(() => {
+    if (state.result !== undefined) onDone(state.result);
+    else if (state.cancelled) onDone(undefined);
+  }, [state.result, state.cancelled]);
+
+  const header = (
+    <Text key="header" bold wrap="truncate-end">
+      Recovery target <Text dimColor>· {clip(source.describe, width - 20)}</Text>
+    </Text>
+  );
+  const hint = state.editing
+    ? `type a target · Enter use it · Esc ${state.phase === 'ready' ? 'back to the timeline' : 'back to the form'}`
+    : '←→ move · PgUp/PgDn ×10 · Home/End · l latest · e type · Enter use · Esc back';
+
+  if (state.phase === 'loading' && !state.editing) {
+    return (
+      <Box flexDirection="column" width={width}>
+        {header}
+        <Text> </Text>
+        <Box>
+          <Spinner label={`Reading the catalog of ${clip(source.describe, width - 30)}…`} />
+        </Box>
+        <Text> </Text>
+        <Text dimColor wrap="truncate-end">
+          e type a target by hand · Esc back
+        </Text>
+      </Box>
+    );
+  }
+
+  const model = state.phase === 'ready' ? state.model : undefined;
+  const lines: React.ReactNode[] = [];
+  let budget = Math.max(0, rows - 1);
+  // Keep room for the hint and a refusal message (up to two lines).
+  const reserved = 1 + (state.message ? Math.min(2, linesFor(state.message, width)) : 0);
+  const push = (node: React.ReactNode, n = 1) => {
+    if (budget - n < reserved) return;
+    lines.push(node);
+    budget -= n;
+  };
+  push(header);
+
+  if (model) {
+    const windows = model.windows.length;
+    const gapCount = model.gaps.length;
+    push(
+      <Text key="summary" dimColor wrap="truncate-end">
+        {model.backups.length} base backup{model.backups.length === 1 ? '' : 's'} ({windows} usable) · {model.walFiles} WAL files on timeline
+        {model.timelines.length === 1 ? '' : 's'} {model.timelines.map((t) => t.timeline).join(', ') || '-'}
+        {gapCount ? ` · ${gapCount} gap${gapCount === 1 ? '' : 's'}` : ''}
+      </Text>,
+    );
+    push(<Text key="b1"> </Text>);
+    const sel = state.editing ? undefined : cursorSelection(state);
+    const chosen = sel?.ok ? sel.backupId : undefined;
+    const layout = layoutTimeline(model, axisWidth, state.cursor, chosen);
+    push(
+      <Text key="labels" wrap="truncate-end">
+        {label('')}
+        {layout.labels}
+      </Text>,
+    );
+    const cc = layout.chosenColumn;
+    push(
+      <Text key="backups" wrap="truncate-end">
+        <Text dimColor>{label('backups')}</Text>
+        {cc === undefined ? (
+          layout.backups
+        ) : (
+          <>
+            {layout.backups.slice(0, cc)}
+            <Text inverse bold color={c('green')}>
+              {layout.backups[cc]}
+            </Text>
+            {layout.backups.slice(cc + 1)}
+          </>
+        )}
+      </Text>,
+    );
+    push(
+      <Text key="wal" wrap="truncate-end">
+        <Text dimColor>{label('WAL')}</Text>
+        {colorRuns(layout.wal, c)}
+      </Text>,
+    );
+    if (layout.gaps) {
+      push(
+        <Text key="gaps" wrap="truncate-end" color={c('red')}>
+          {label('')}
+          {layout.gaps}
+        </Text>,
+      );
+    }
+    if (!state.editing) {
+      push(
+        <Text key="cursor" wrap="truncate-end" color={c('cyan')}>
+          {label('')}
+          {layout.cursor}
+        </Text>,
+      );
+    }
+    push(<Text key="b2"> </Text>);
+    if (!state.editing && sel) {
+      push(
+        <Text key="target" wrap="truncate-end">
+          <Text dimColor>{label('target')}</Text>
+          <Text bold>{state.latest ? 'latest' : sel.target}</Text>
+          {state.latest ? <Text dimColor> (the end of the archived WAL)</Text> : null}
+        </Text>,
+      );
+      if (sel.ok) {
+        const win = model.windows.find((w) => w.backupId === sel.backupId);
+        const b = model.backups.find((x) => x.id === sel.backupId);
+        push(
+          <Text key="backup" wrap="truncate-end">
+            <Text dimColor>{label('backup')}</Text>
+            <Text color={c('green')}>✓ {sel.backupId}</Text>
+            {b ? <Text dimColor> · ended {isoTime(b.stopTime)} at {b.stopLsn}</Text> : null}
+          </Text>,
+        );
+        if (win) {
+          push(
+            <Text key="window" wrap="truncate-end">
+              <Text dimColor>{label('window')}</Text>
+              {timeSpan(win.from, win.to)}
+              <Text dimColor>
+                {' '}
+                ({win.toExact ? 'last commit' : 'archived until'}) · {win.fromLsn}..{win.toLsn}
+                {win.timelines.length > 1 ? ` · timelines ${win.timelines.join('→')}` : model.timelines.length > 1 ? ` · timeline ${win.timeline}` : ''}
+              </Text>
+            </Text>,
+          );
+        }
+      } else {
+        const text = `✗ outside the recovery window: ${sel.reason}`;
+        push(
+          <Box key="outside" marginLeft={LABEL}>
+            <Text wrap="wrap" color={c('red')}>
+              {clip(text, 2 * (width - LABEL) - 8)}
+            </Text>
+          </Box>,
+          Math.min(2, linesFor(text, width - LABEL)),
+        );
+      }
+    }
+  } else {
+    push(<Text key="b1"> </Text>);
+    push(
+      <Text key="err" color={c('red')} wrap="wrap">
+        ✗ {clip(`could not read the catalog: ${state.error ?? 'unknown error'}`, width * 2 - 4)}
+      </Text>,
+      Math.min(2, Math.ceil((state.error?.length ?? 0) / Math.max(10, width - 4)) || 1),
+    );
+    push(
+      <Text key="manual" dimColor wrap="truncate-end">
+        Type the target by hand; the pitr preflight checks it against the repository.
+      </Text>,
+    );
+    push(<Text key="b2"> </Text>);
+  }
+
+  if (state.editing) {
+    const check = state.text.trim() ? checkTarget(model, state.text) : undefined;
+    push(
+      <Text key="input" wrap="truncate-start">
+        <Text dimColor>{label('target>')}</Text>
+        {state.text}
+        <Text inverse> </Text>
+      </Text>,
+    );
+    const checkText = check ? clip(check.ok ? `✓ ${check.summary}` : `✗ ${check.error}`, 2 * (width - LABEL) - 8) : '';
+    push(
+      check ? (
+        <Box key="check" marginLeft={LABEL}>
+          <Text wrap="wrap" color={c(check.ok ? 'green' : 'red')}>
+            {checkText}
+          </Text>
+        </Box>
+      ) : (
+        <Text key="check" dimColor wrap="truncate-end">
+          {label('')}
+          {clip(TARGET_FORMS, width - LABEL - 1)}
+        </Text>
+      ),
+      check ? Math.min(2, linesFor(checkText, width - LABEL)) : 1,
+    );
+  }
+
+  if (model) {
+    const info: { key: string; text: string; color?: 'red' | 'yellow' }[] = [];
+    if (state.commits === 'reading') info.push({ key: 'commits', text: 'reading the last commit of each window from the archived WAL…' });
+    else if (state.commits === 'done' && model.windows.some((w) => !w.toExact) && model.windows.length)
+      info.push({ key: 'commits', text: `window ends are WAL archive times${state.commitsProblem ? ` (last commits not read: ${state.commitsProblem})` : ''}`, color: 'yellow' });
+    if (!model.windows.length) info.push({ key: 'none', text: 'no usable recovery window: no complete base backup with the WAL it needs', color: 'red' });
+    for (const g of model.gaps) info.push({ key: `gap-${g.timeline}-${g.from}`, text: `gap on timeline ${g.timeline}: ${describeGap(g)}`, color: 'red' });
+    for (const b of model.backups.filter((x) => !x.usable)) info.push({ key: `bad-${b.id}`, text: `${b.id} unusable: ${b.problem ?? 'no window'}`, color: 'yellow' });
+    describeTimelines(model).forEach((t, i) => info.push({ key: `tl-${i}`, text: t }));
+    if (model.incomplete) info.push({ key: 'incomplete', text: `${model.incomplete} incomplete base backup${model.incomplete === 1 ? '' : 's'} (no backup.json) not offered` });
+    if (info.length) push(<Text key="b3"> </Text>);
+    for (const line of info) {
+      const text = clip(line.text, 2 * (width - 2) - 8);
+      push(
+        <Box key={line.key}>
+          <Box width={2} flexShrink={0}>
+            <Text color={line.color ? c(line.color) : undefined}>{line.color === 'red' ? MARK.gap : ' '}</Text>
+          </Box>
+          <Text wrap="wrap" color={line.color ? c(line.color) : undefined} dimColor={!line.color}>
+            {text}
+          </Text>
+        </Box>,
+        Math.min(2, linesFor(text, width - 2)),
+      );
+    }
+  }
+
+  return (
+    <Box flexDirection="column" width={width}>
+      {lines}
+      {state.message ? (
+        <Text color={c('red')} wrap="wrap">
+          ✗ {clip(state.message, 2 * width - 8)}
+        </Text>
+      ) : null}
+      <Text dimColor wrap="truncate-end">
+        {hint}
+      </Text>
+    </Box>
+  );
+}
+
+/** The WAL row with ━ green and ╳ red when colours are on (the characters carry the meaning). */
+function colorRuns(row: string, c: ReturnType<typeof useTheme>['c']): React.ReactNode[] {
+  const out: React.ReactNode[] = [];
+  let i = 0;
+  while (i < row.length) {
+    let j = i;
+    while (j < row.length && row[j] === row[i]) j++;
+    const ch = row[i];
+    const color = ch === MARK.covered ? c('green') : ch === MARK.gap ? c('red') : undefined;
+    out.push(
+      <Text key={i} color={color} dimColor={ch === MARK.missing}>
+        {row.slice(i, j)}
+      </Text>,
+    );
+    i = j;
+  }
+  return out;
+}
+
+/** The picker on the repository named by `repo` (services.repo); one source per opening. */
+export function RepositoryTargetPicker({ repo, env, initial, onDone, readCommits }: { repo: string | undefined; env: NodeJS.ProcessEnv; initial?: string; onDone(target?: string): void; readCommits?: boolean }) {
+  const source = useMemo(() => repositorySource(repo, env, { readCommits }), [repo, env, readCommits]);
+  return <TargetPicker source={source} initial={initial} onDone={onDone} />;
+}
