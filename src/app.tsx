@@ -1,7 +1,7 @@
 // The Ink root: chooses the screen, routes Ctrl-C, and owns exiting. Screens report what
 // happened (a pick, params, a finished run); the root decides what comes next and calls
 // exit() from an effect, after the last frame has been committed.
-import React, { useCallback, useEffect, useMemo, useReducer } from 'react';
+import React, { useCallback, useEffect, useMemo, useReducer, useRef } from 'react';
 import { render, useApp } from 'ink';
 import { EXIT, UsageError, type Params, type Procedure, type RunSummary } from './engine/types.js';
 import { resolveParams } from './engine/params.js';
@@ -11,7 +11,8 @@ import type { Profile } from './config/profile.js';
 import { buildServices, profileDefaults, type ProcedureServices } from './procedures/services.js';
 import { KeysProvider, isCtrlC, type Key } from './screens/keys.js';
 import { AppThemeProvider, colorEnabled } from './screens/theme.js';
-import { Home } from './screens/home.js';
+import { Home, menuOrder } from './screens/home.js';
+import { HelpOverlay } from './screens/help.js';
 import { ParamsForm, type FieldPicker } from './screens/params-form.js';
 import { RepositoryTargetPicker } from './screens/target-picker.js';
 import { RunScreen } from './screens/run-view.js';
@@ -39,6 +40,8 @@ export interface AppState {
   screen: Screen;
   /** Home's selection, kept while other screens show. */
   homeIndex: number;
+  /** The ? overlay is open (over home or a report). */
+  help?: boolean;
   runs: number;
   /** Ctrl-C presses during the current run: 1 stops it, 2 quits at once. */
   stopping: number;
@@ -53,7 +56,8 @@ export type AppAction =
   | { type: 'status'; index: number }
   | { type: 'finished'; summary: RunSummary }
   | { type: 'ctrl-c' }
-  | { type: 'quit'; code: number };
+  | { type: 'quit'; code: number }
+  | { type: 'help'; open: boolean };
 
 export const initialAppState: AppState = { screen: { name: 'home' }, homeIndex: 0, runs: 0, stopping: 0 };
 
@@ -80,6 +84,9 @@ export function appReducer(state: AppState, action: AppAction): AppState {
     }
     case 'home':
       return screen.name === 'run' ? state : { ...state, screen: { name: 'home' } };
+    case 'help':
+      // Over home and reports only: a running procedure keeps its screen.
+      return !action.open || screen.name === 'home' || screen.name === 'report' ? { ...state, help: action.open } : state;
     case 'status':
       return screen.name === 'home' ? { ...state, homeIndex: action.index, screen: { name: 'status' } } : state;
     case 'finished': {
@@ -153,10 +160,20 @@ export function connectionLabel(services: unknown, profileName?: string): string
   return `${name ? `profile ${name}` : 'no profile'} · ${where}${services.repo ? ` · repo ${services.repo}` : ''}`;
 }
 
+/** The drill when nothing is configured (no profile, no PG* connection, no repository); else the first procedure. */
+export function firstChoice(procedures: Procedure[], profileName: string | undefined, env: NodeJS.ProcessEnv, services: unknown): number {
+  const configured = Boolean(profileName || env.PGHOST || env.PGPORT || env.PGDATABASE || env.PGRUNBOOK_REPO || (isServices(services) && services.repo));
+  if (configured) return 0;
+  return Math.max(0, menuOrder(procedures).findIndex((p) => p.id === 'drill'));
+}
+
 export function App(props: AppProps) {
   const { procedures, env, services } = props;
   const { exit } = useApp();
-  const [state, dispatch] = useReducer(appReducer, initialAppState);
+  // With nothing configured, the drill (a sandbox, nothing to set up) is the obvious first thing to try.
+  const [state, dispatch] = useReducer(appReducer, { ...initialAppState, homeIndex: firstChoice(procedures, props.profileName, env, services) });
+  const stateRef = useRef(state);
+  stateRef.current = state;
   const profile = isServices(services) ? services.profile : undefined;
   const secrets = useMemo(
     () => [isServices(services) ? services.connection.password : undefined, env.PGPASSWORD].filter((s): s is string => Boolean(s)),
@@ -187,6 +204,10 @@ export function App(props: AppProps) {
   }, [state.exit]);
 
   const onKey = useCallback((input: string, key: Key) => {
+    if (input === '?' && !stateRef.current.help && (stateRef.current.screen.name === 'home' || stateRef.current.screen.name === 'report')) {
+      dispatch({ type: 'help', open: true });
+      return true;
+    }
     if (!isCtrlC(input, key)) return false;
     dispatch({ type: 'ctrl-c' });
     return true;
@@ -275,6 +296,8 @@ export function App(props: AppProps) {
       );
       break;
   }
+
+  if (state.help) body = <HelpOverlay onClose={() => dispatch({ type: 'help', open: false })} />;
 
   return (
     <AppThemeProvider color={colorEnabled(env)}>

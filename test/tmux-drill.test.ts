@@ -62,8 +62,13 @@ describe.skipIf(!hasTmux)('npm start in a terminal', () => {
     expect(home).toMatch(/Drill/);
     expect(home).toMatch(/q quit/);
 
-    await keys('G');
-    await screenShows('the drill selected', /› drill/);
+    // Nothing is configured: the drill is selected from the start.
+    expect(home).toMatch(/› drill/);
+    await keys('?');
+    const help = await screenShows('the help overlay', /pgrunbook keys/);
+    expect(help).toMatch(/Ctrl-C/);
+    await keys('x');
+    await screenShows('the home screen again', /› drill/);
     await keys('Enter');
     const form = await screenShows('the drill parameters', /incident/);
     expect(form).toMatch(/bad-delete/);

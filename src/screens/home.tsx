@@ -133,7 +133,7 @@ export function Home({ procedures, connection, initialIndex = 0, banner, bannerR
       ) : null}
       <Text> </Text>
       <Text dimColor wrap="truncate-end">
-        ↑↓ or j k move · Enter choose{onStatus ? ' · s status' : ''} · q quit
+        ↑↓ or j k move · Enter choose{onStatus ? ' · s status' : ''} · ? help · q quit
       </Text>
     </Box>
   );
