@@ -7,6 +7,7 @@ import path from 'node:path';
 import { Transform, type Readable, type Writable } from 'node:stream';
 import { execa } from 'execa';
 import type { ConnectionSettings } from '../config/connection.js';
+import { drainedOrClosed } from './streams.js';
 import { findPgBinary, pgBinaryVersion, PgBinaryNotFoundError, PG_BINDIR_ENV, type PgBinaryVersion } from './binaries.js';
 import { libpqEnv } from './libpq.js';
 
@@ -317,20 +318,6 @@ export async function readThroughRestoreList(
       : `pg_restore --list ${r.exitCode !== undefined ? `exited with code ${r.exitCode}` : r.signal ? `was killed by ${r.signal}` : `failed: ${r.shortMessage}`}${tail.length ? `: ${tail.join(' | ')}` : ''}`,
   };
   return { bytes, toc: ok ? toc : undefined, exit };
-}
-
-function drainedOrClosed(w: Writable): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      w.off('drain', done);
-      w.off('close', done);
-      w.off('error', done);
-      resolve();
-    };
-    w.once('drain', done);
-    w.once('close', done);
-    w.once('error', done);
-  });
 }
 
 export class PgDumpVersionError extends Error {

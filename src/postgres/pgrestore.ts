@@ -14,6 +14,7 @@ import type { ConnectionSettings } from '../config/connection.js';
 import { formatBytes } from '../engine/format.js';
 import type { Repository } from '../storage/repository.js';
 import { libpqEnv } from './libpq.js';
+import { drainedOrClosed } from './streams.js';
 import { StderrLines } from './pgdump.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -384,20 +385,6 @@ export async function copyRows(opts: CopyRowsOptions): Promise<CopyRowsResult> {
     }
     throw err;
   }
-}
-
-function drainedOrClosed(w: Writable): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      w.off('drain', done);
-      w.off('close', done);
-      w.off('error', done);
-      resolve();
-    };
-    w.once('drain', done);
-    w.once('close', done);
-    w.once('error', done);
-  });
 }
 
 // ---------------------------------------------------------------------------------------------

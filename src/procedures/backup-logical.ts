@@ -9,6 +9,7 @@ import { formatBytes, formatDuration } from '../engine/format.js';
 import { describeConnection, type ConnectionSettings } from '../config/connection.js';
 import { connectPg, withPg } from '../postgres/client.js';
 import { findPgClientFor, readThroughRestoreList, serverMajor, startPgDump } from '../postgres/pgdump.js';
+import { USER_TABLES_SQL } from '../postgres/user-tables.js';
 import { backupId, openRepository, safeName, type Repository } from '../storage/repository.js';
 import { DUMP_META, DUMP_PREFIX, type DumpMeta } from '../storage/catalog.js';
 import { describeLocation, parseRepoUrl } from '../storage/url.js';
@@ -35,23 +36,6 @@ interface DumpRecord {
   tables: number;
   rows: number;
 }
-
-// The tables whose rows pg_dump writes: ordinary and partitioned tables outside the system schemas,
-// not temporary (other sessions' pg_temp_N), not owned by an extension (CREATE EXTENSION recreates
-// those on restore; pg_dump does not dump their rows). A partitioned table's count includes its
-// partitions, which are counted on their own too.
-const USER_TABLES_SQL = `
-  SELECT n.nspname, c.relname
-    FROM pg_catalog.pg_class c
-    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-   WHERE c.relkind IN ('r', 'p')
-     AND c.relpersistence <> 't'
-     AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-     AND n.nspname NOT LIKE 'pg\\_toast%'
-     AND n.nspname NOT LIKE 'pg\\_temp\\_%'
-     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                      WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-   ORDER BY n.nspname, c.relname`;
 
 const MAX_PARALLEL = 32;
 

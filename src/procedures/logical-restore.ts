@@ -23,6 +23,7 @@ import {
 } from '../postgres/pgrestore.js';
 import { DUMP_META, DUMP_PREFIX, type DumpMeta } from '../storage/catalog.js';
 import { openRepository, safeName, type Repository } from '../storage/repository.js';
+import { USER_TABLES_SQL } from '../postgres/user-tables.js';
 import { services } from './services.js';
 
 const MAX_JOBS = 32;
@@ -301,20 +302,6 @@ export function connectionChanges(conn: ConnectionSettings, oldDb: string, newDb
     { form: 'environment', from: `PGDATABASE=${oldDb}`, to: `PGDATABASE=${newDb}` },
   ];
 }
-
-// The tables backup-logical counts (see USER_TABLES_SQL there): keys "schema.table".
-const USER_TABLES_SQL = `
-  SELECT n.nspname, c.relname
-    FROM pg_catalog.pg_class c
-    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-   WHERE c.relkind IN ('r', 'p')
-     AND c.relpersistence <> 't'
-     AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-     AND n.nspname NOT LIKE 'pg\\_toast%'
-     AND n.nspname NOT LIKE 'pg\\_temp\\_%'
-     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                      WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-   ORDER BY n.nspname, c.relname`;
 
 // ---------------------------------------------------------------------------------------------
 // The procedure
