@@ -11,6 +11,7 @@ import React from 'react';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { cleanup, render } from 'ink-testing-library';
 import type { Key } from 'ink';
+import { gate, key, poll as waitFor, stripAnsi, waitForFrame } from './helpers/ink.js';
 import { App } from '../src/app.js';
 import type { Procedure, RunSummary } from '../src/engine/types.js';
 import { pitrProcedure } from '../src/procedures/pitr.js';
@@ -42,65 +43,6 @@ import { initialPickerState, pickerReducer, type PickerState } from '../src/scre
 // helpers (as in tui.test.tsx)
 
 const KEYS = { enter: '\r', left: '\x1B[D', right: '\x1B[C', home: '\x1B[H', end: '\x1B[F', pageUp: '\x1B[5~', esc: '\x1B', ctrlU: '\x15', ctrlT: '\x14' };
-
-// eslint-disable-next-line no-control-regex
-const stripAnsi = (s: string) => s.replace(/\x1B\[[0-9;?]*[A-Za-z]/g, '');
-
-async function waitFor<T>(probe: () => T | undefined, describeFailure: () => string, timeoutMs = 8000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms: ${describeFailure()}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-async function waitForFrame(lastFrame: () => string | undefined, predicate: string | RegExp | ((frame: string) => boolean), timeoutMs = 8000): Promise<string> {
-  const test = typeof predicate === 'string' ? (f: string) => f.includes(predicate) : predicate instanceof RegExp ? (f: string) => predicate.test(f) : predicate;
-  return waitFor(
-    () => {
-      const frame = stripAnsi(lastFrame() ?? '');
-      return test(frame) ? frame : undefined;
-    },
-    () => `no frame matched ${typeof predicate === 'function' ? 'the predicate' : String(predicate)}; last frame:\n${stripAnsi(lastFrame() ?? '(none)')}`,
-    timeoutMs,
-  );
-}
-
-function gate() {
-  let release!: () => void;
-  const promise = new Promise<void>((resolve) => {
-    release = resolve;
-  });
-  return { promise, release };
-}
-
-function key(partial: Partial<Key> = {}): Key {
-  return {
-    upArrow: false,
-    downArrow: false,
-    leftArrow: false,
-    rightArrow: false,
-    pageDown: false,
-    pageUp: false,
-    home: false,
-    end: false,
-    return: false,
-    escape: false,
-    ctrl: false,
-    shift: false,
-    tab: false,
-    backspace: false,
-    delete: false,
-    meta: false,
-    super: false,
-    hyper: false,
-    capsLock: false,
-    numLock: false,
-    ...partial,
-  } as Key;
-}
 
 /** A frame with its line breaks and padding collapsed (wrapped messages read as one line). */
 const flat = (frame: string) => frame.replace(/\s+/g, ' ');

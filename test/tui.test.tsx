@@ -8,6 +8,7 @@ import React from 'react';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { cleanup, render } from 'ink-testing-library';
 import type { Key } from 'ink';
+import { gate, key, poll as waitFor, stripAnsi, waitForFrame } from './helpers/ink.js';
 import { App, appReducer, initialAppState, type AppState } from '../src/app.js';
 import type { Procedure, RunEvent, RunSummary, StepContext } from '../src/engine/types.js';
 import { readJournal } from '../src/engine/journal.js';
@@ -21,66 +22,6 @@ import { bar, percent, progressText } from '../src/screens/format.js';
 // helpers
 
 const KEYS = { enter: '\r', down: '\x1B[B', up: '\x1B[A', right: '\x1B[C', esc: '\x1B', ctrlC: '\x03', ctrlU: '\x15', backspace: '\x7f', space: ' ' };
-
-// eslint-disable-next-line no-control-regex
-const stripAnsi = (s: string) => s.replace(/\x1B\[[0-9;?]*[A-Za-z]/g, '');
-
-async function waitFor<T>(probe: () => T | undefined, describeFailure: () => string, timeoutMs = 5000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms: ${describeFailure()}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-/** Poll until the last frame satisfies `predicate` (a string: the frame contains it). */
-async function waitForFrame(lastFrame: () => string | undefined, predicate: string | ((frame: string) => boolean), timeoutMs = 5000): Promise<string> {
-  const test = typeof predicate === 'string' ? (f: string) => f.includes(predicate) : predicate;
-  return waitFor(
-    () => {
-      const frame = stripAnsi(lastFrame() ?? '');
-      return test(frame) ? frame : undefined;
-    },
-    () => `no frame matched ${typeof predicate === 'string' ? JSON.stringify(predicate) : 'the predicate'}; last frame:\n${stripAnsi(lastFrame() ?? '(none)')}`,
-    timeoutMs,
-  );
-}
-
-function gate() {
-  let release!: () => void;
-  const promise = new Promise<void>((resolve) => {
-    release = resolve;
-  });
-  return { promise, release };
-}
-
-function key(partial: Partial<Key> = {}): Key {
-  return {
-    upArrow: false,
-    downArrow: false,
-    leftArrow: false,
-    rightArrow: false,
-    pageDown: false,
-    pageUp: false,
-    home: false,
-    end: false,
-    return: false,
-    escape: false,
-    ctrl: false,
-    shift: false,
-    tab: false,
-    backspace: false,
-    delete: false,
-    meta: false,
-    super: false,
-    hyper: false,
-    capsLock: false,
-    numLock: false,
-    ...partial,
-  } as Key;
-}
 
 let stateDir: string;
 beforeAll(() => {
