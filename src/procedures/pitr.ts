@@ -192,10 +192,18 @@ export const pitrProcedure: Procedure = {
         const pgdata = pgdataOf(ctx);
         const p = plan(ctx);
         const owner = ctx.state.pgdataOwner as { uid: number; gid: number };
-        // This directory was made by this run (the original is aside): after an interrupted
-        // unpack, start it over from empty.
-        await fsp.rm(pgdata, { recursive: true, force: true });
+        // After an interrupted unpack, start over from empty, but only a directory this run made
+        // (it carries our marker) or an empty one: never anything else found at that path.
+        const marker = path.join(pgdata, `.pgrunbook-restoring-${ctx.runId}`);
+        if (fs.existsSync(pgdata)) {
+          const entries = await fsp.readdir(pgdata);
+          if (entries.length && !fs.existsSync(marker)) {
+            throw new Error(`${pgdata} exists and was not made by this restore (run ${ctx.runId}); it is left alone. Move it aside yourself, then --resume ${ctx.runId}.`);
+          }
+          await fsp.rm(pgdata, { recursive: true, force: true });
+        }
         await fsp.mkdir(pgdata, { mode: 0o700 });
+        await fsp.writeFile(marker, '');
         if (isRoot()) await fsp.chown(pgdata, owner.uid, owner.gid);
         const repo = await openRepo(ctx);
         try {
@@ -226,6 +234,7 @@ export const pitrProcedure: Procedure = {
           await repo.close();
         }
         await fsp.rm(path.join(pgdata, 'postmaster.pid'), { force: true });
+        await fsp.rm(marker, { force: true });
         await fsp.chmod(pgdata, 0o700);
       },
     },
