@@ -534,3 +534,28 @@ describe('evaluateStatus levels', () => {
     expect(sample(e, 'pgrunbook_last_dump_age_seconds', { database: 'we"ird\\db' })).toBe(0);
   });
 });
+
+describe('pgrunbook status on an S3 repository', () => {
+  it('reports a fresh dump OK and the same dump five hours later critical', async () => {
+    const { startS3rver } = await import('./helpers/storage-servers.js');
+    const { sharedCluster } = await import('./helpers/cluster.js');
+    const server = await startS3rver({ prefix: 'status' });
+    try {
+      const cluster = sharedCluster();
+      const db = await cluster.createDatabase('status_s3');
+      await cluster.query('CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g', [], db);
+      const env = { ...server.env, PGRUNBOOK_STATE_DIR: path.join(tempDir(), 'state') };
+      const conn = ['--host', cluster.host, '--port', String(cluster.port), '--user', cluster.user];
+      const dumped = await runCli(['--procedure', 'backup-logical', ...conn, '--databases', db, '--repo', server.url, '--json'], env);
+      expect(dumped.exitCode, dumped.stdout.slice(-2000)).toBe(0);
+      const args = ['status', '--repo', server.url, '--skip', 'base-backup,wal,server', '--databases', db, '--json'];
+      const fresh = await runCli(args, env);
+      expect(fresh.exitCode, fresh.stdout + fresh.stderr).toBe(0);
+      const later = await runCli(args, { ...env, PGRUNBOOK_NOW: new Date(Date.now() + 5 * HOUR).toISOString() });
+      expect(later.exitCode, later.stdout).toBe(2);
+      expect(later.stdout).toContain(db);
+    } finally {
+      await server.stop();
+    }
+  });
+});

@@ -8,6 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jsonLines, runCli, tempDir } from './helpers/cli.js';
 import { createSandboxCluster, type SandboxCluster } from '../src/postgres/sandbox.js';
 import { isRoot, lookupUser } from '../src/postgres/osuser.js';
+import { startS3rver, type StorageServer } from './helpers/storage-servers.js';
+import { openStore } from '../src/storage/url.js';
 
 interface Snapshot {
   archiveMode: string;
@@ -239,5 +241,43 @@ describe('wal-archiving procedure', () => {
     if (pgIds) expect([st.uid, st.gid]).toEqual([pgIds.uid, pgIds.gid]);
     const [command] = await cluster.query<{ archive_command: string }>('SHOW archive_command');
     expect(command.archive_command).toBe(failing);
+  });
+});
+
+describe('wal-archiving into S3', () => {
+  let cluster: SandboxCluster;
+  let server: StorageServer;
+
+  beforeAll(async () => {
+    server = await startS3rver({ prefix: 'walarch' });
+    cluster = await createSandboxCluster({ name: 'wal-archiving-s3', settings: { archive_mode: 'off' } });
+  });
+
+  afterAll(async () => {
+    await cluster?.remove();
+    await server?.stop();
+  });
+
+  it('takes archive_mode=off to archiving into an S3 repository, proven by a segment there', async () => {
+    // The restarted server inherits this environment, credentials included, as a server started
+    // by its service manager would get them from its unit or an instance role.
+    const env = { ...server.env, PGRUNBOOK_STATE_DIR: path.join(tempDir(), 'state') };
+    const r = await runCli(
+      ['--procedure', 'wal-archiving', '--host', cluster.host, '--port', String(cluster.port), '--user', 'postgres', '--pgdata', cluster.dataDir, '--repo', server.url, '--yes', '--confirm', 'data', '--json'],
+      env,
+    );
+    expect(r.exitCode, r.stdout.slice(-3000) + r.stderr).toBe(0);
+    const detail = jsonLines(r.stdout).at(-1)!.summary.checks.find((c: { name: string }) => c.name === 'segment archived').detail as string;
+    const seg = /^([0-9A-F]{24}) arrived in /.exec(detail)?.[1];
+    expect(seg, detail).toBeDefined();
+    const store = await openStore(server.url, { ...process.env, ...server.env });
+    try {
+      expect(await store.head(`wal/${seg}.gz`)).toBeDefined();
+    } finally {
+      await store.close();
+    }
+    // The credentials are in the server's environment, never in its settings.
+    const [{ archive_command: command }] = await cluster.query<{ archive_command: string }>('SHOW archive_command');
+    expect(command).not.toMatch(/AWS_SECRET|S3RVER/);
   });
 });
