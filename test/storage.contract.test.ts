@@ -355,7 +355,7 @@ describe.each(drivers)('ObjectStore contract: $name', ({ name, harness }) => {
     const env: Record<string, string> =
       name === 's3'
         ? // s3rver checks the key id but not SigV4 signatures: an unknown key id gets the 403.
-          { AWS_ACCESS_KEY_ID: 'AKIAUNKNOWNKEYID0000', AWS_SECRET_ACCESS_KEY: secret }
+          { AWS_ACCESS_KEY_ID: 'PGRUNBOOK-TEST-UNKNOWN-KEY-ID', AWS_SECRET_ACCESS_KEY: secret }
         : { AZURE_STORAGE_ACCOUNT: AZURITE_ACCOUNT, AZURE_STORAGE_KEY: Buffer.from(secret).toString('base64') };
     const bad = await openStore(h.url, env, FAST);
     try {
@@ -493,8 +493,8 @@ describe('repository URLs', () => {
     const env = {
       AWS_REGION: 'us-west-2',
       AWS_ENDPOINT_URL_S3: 'https://s3.example.net',
-      AWS_ACCESS_KEY_ID: 'AKIAEXAMPLE',
-      AWS_SECRET_ACCESS_KEY: 'wJalrXUtnFEMIsecretEXAMPLEKEY',
+      AWS_ACCESS_KEY_ID: 'TEST-KEY-ID-EXAMPLE',
+      AWS_SECRET_ACCESS_KEY: 'test-secret-not-a-real-key',
       AWS_SESSION_TOKEN: 'FwoGZXIvYXdzEXAMPLEtoken',
     };
     const fromEnv = parseRepoUrl('s3://b', env);
@@ -503,7 +503,7 @@ describe('repository URLs', () => {
       region: 'us-west-2',
       endpoint: 'https://s3.example.net',
       forcePathStyle: true,
-      credentials: { accessKeyId: 'AKIAEXAMPLE', secretAccessKey: env.AWS_SECRET_ACCESS_KEY, sessionToken: env.AWS_SESSION_TOKEN },
+      credentials: { accessKeyId: 'TEST-KEY-ID-EXAMPLE', secretAccessKey: env.AWS_SECRET_ACCESS_KEY, sessionToken: env.AWS_SESSION_TOKEN },
     });
     expect(parseRepoUrl('s3://b/p?region=ap-south-1&forcePathStyle=false', env)).toMatchObject({
       region: 'ap-south-1',
@@ -567,7 +567,7 @@ describe('repository URLs', () => {
   });
 
   it('never puts secrets in describe() or in URL errors', async () => {
-    const secretUrl = 's3://b/p?accessKeyId=AKIAQUERY&secretAccessKey=TopSecretFromQuery123&sessionToken=TokenFromQuery456';
+    const secretUrl = 's3://b/p?accessKeyId=TEST-KEY-ID-QUERY&secretAccessKey=TopSecretFromQuery123&sessionToken=TokenFromQuery456';
     const loc = parseRepoUrl(secretUrl, {});
     expect(loc).toMatchObject({ credentials: { secretAccessKey: 'TopSecretFromQuery123' } });
     const store = await openStore(secretUrl, {});
@@ -585,9 +585,9 @@ describe('repository URLs', () => {
     })();
     expect(err).toBeInstanceOf(StorageError);
     expect(err!.message).not.toContain('TopSecretFromQuery123');
-    expect(() => parseRepoUrl('s3://AKIA:hunter2hunter2@b/p', {})).toThrow(StorageError);
+    expect(() => parseRepoUrl('s3://TESTKEY:hunter2hunter2@b/p', {})).toThrow(StorageError);
     try {
-      parseRepoUrl('s3://AKIA:hunter2hunter2@b/p', {});
+      parseRepoUrl('s3://TESTKEY:hunter2hunter2@b/p', {});
     } catch (e) {
       expect((e as Error).message).not.toContain('hunter2');
     }

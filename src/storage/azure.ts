@@ -20,7 +20,7 @@ import {
   type StoragePipelineOptions,
 } from '@azure/storage-blob';
 import { Readable, addAbortSignal } from 'node:stream';
-import { HashingStream, verifyingStream } from './checksum.js';
+import { hashedBody, verifyingStream } from './checksum.js';
 import { isTransientError } from './retry.js';
 import { describeLocation, redactSecrets, secretsOf, type AzureLocation, type RepoLocation } from './url.js';
 import {
@@ -149,17 +149,7 @@ export class AzureStore implements ObjectStore {
     validateMetadata(opts.metadata);
     opts.signal?.throwIfAborted();
     const t = this.loc.tuning;
-    const hasher = new HashingStream(opts.contentLength);
-    const source = Buffer.isBuffer(body) ? Readable.from([body], { objectMode: false }) : body;
-    // Errors of the source reach the hasher, which the upload reads; they are rethrown as they are
-    // (the storage did not fail: e.g. pg_basebackup died).
-    let sourceError: unknown;
-    source.on('error', (err) => {
-      sourceError ??= err;
-      hasher.destroy(err);
-    });
-    source.pipe(hasher);
-    if (opts.signal) addAbortSignal(opts.signal, hasher);
+    const { source, hasher, sourceError } = hashedBody(body, opts);
     try {
       await this.container
         .getBlockBlobClient(name)
@@ -179,7 +169,7 @@ export class AzureStore implements ObjectStore {
       if (!source.destroyed) source.destroy();
       if (!hasher.destroyed) hasher.destroy();
       if (opts.signal?.aborted) throw opts.signal.reason ?? err;
-      if (sourceError !== undefined) throw sourceError;
+      if (sourceError() !== undefined) throw sourceError();
       if (err instanceof StorageError) throw err;
       throw this.error('put', key, err, ' Nothing was stored under this name.');
     }

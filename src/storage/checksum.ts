@@ -1,7 +1,7 @@
 // SHA-256 while streaming: on the way in (PutResult.sha256) and on the way out (expectedSha256).
 
 import { createHash, type Hash } from 'node:crypto';
-import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { Readable, Transform, addAbortSignal, type TransformCallback } from 'node:stream';
 import { ChecksumMismatchError, StorageError } from './types.js';
 
 export function sha256Hex(data: Buffer | string): string {
@@ -85,4 +85,21 @@ export function verifyingStream(
     if (actual !== expectedSha256) throw new ChecksumMismatchError(key, expectedSha256!, actual, store);
   }
   return Readable.from(verify(), { objectMode: false });
+}
+
+/**
+ * A put's body, hashed on its way into a driver's upload. Errors of the source itself are kept
+ * apart and rethrown as they are: the storage did not fail when, say, pg_basebackup died.
+ */
+export function hashedBody(body: Readable | Buffer, opts: { contentLength?: number; signal?: AbortSignal }): { source: Readable; hasher: HashingStream; sourceError(): unknown } {
+  const hasher = new HashingStream(opts.contentLength);
+  const source = Buffer.isBuffer(body) ? Readable.from([body], { objectMode: false }) : body;
+  let sourceError: unknown;
+  source.on('error', (err) => {
+    sourceError ??= err;
+    hasher.destroy(err);
+  });
+  source.pipe(hasher);
+  if (opts.signal) addAbortSignal(opts.signal, hasher);
+  return { source, hasher, sourceError: () => sourceError };
 }

@@ -27,7 +27,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { Readable, addAbortSignal } from 'node:stream';
-import { HashingStream, verifyingStream } from './checksum.js';
+import { hashedBody, verifyingStream } from './checksum.js';
 import { backoffDelay, delay, isTransientError } from './retry.js';
 import { describeLocation, redactSecrets, secretsOf, type RepoLocation, type S3Location } from './url.js';
 import {
@@ -261,17 +261,7 @@ export class S3Store implements ObjectStore {
     validateMetadata(opts.metadata);
     opts.signal?.throwIfAborted();
     const t = this.loc.tuning;
-    const hasher = new HashingStream(opts.contentLength);
-    const source = Buffer.isBuffer(body) ? Readable.from([body], { objectMode: false }) : body;
-    // Errors of the source reach the hasher, which the upload reads; they are rethrown as they are
-    // (the storage did not fail: e.g. pg_basebackup died).
-    let sourceError: unknown;
-    source.on('error', (err) => {
-      sourceError ??= err;
-      hasher.destroy(err);
-    });
-    source.pipe(hasher);
-    if (opts.signal) addAbortSignal(opts.signal, hasher);
+    const { source, hasher, sourceError } = hashedBody(body, opts);
 
     const trackKey = `${this.bucket}\0${Key}`;
     const tracker: UploadTracker = {
@@ -305,7 +295,7 @@ export class S3Store implements ObjectStore {
       if (!source.destroyed) source.destroy();
       if (!hasher.destroyed) hasher.destroy();
       if (opts.signal?.aborted) throw opts.signal.reason ?? err;
-      if (sourceError !== undefined) throw sourceError;
+      if (sourceError() !== undefined) throw sourceError();
       if (err instanceof StorageError) throw err;
       if (/Exceeded \d+ parts/.test((err as Error)?.message ?? '')) {
         throw new StorageError(
