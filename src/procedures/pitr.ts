@@ -410,9 +410,20 @@ function recoverySettings(ctx: StepContext): [string, string][] {
 
 async function windowBounds(ctx: StepContext, repo: Repository, catalog: Catalog, target: RecoveryTarget): Promise<WindowBounds[]> {
   const out: WindowBounds[] = [];
+  // Windows of several backups usually end in the same WAL: read each end once.
+  const lastCommitByEnd = new Map<string, Date>();
   for (const { window, backup } of usableWindows(catalog)) {
     // Only a time target needs the last commit time (a commit after the target must exist).
-    const lastCommitTime = target.kind === 'time' ? await lastCommitInWindow(repo.store, window, catalog.segmentSize, ctx.signal) : undefined;
+    let lastCommitTime: Date | undefined;
+    if (target.kind === 'time') {
+      const end = `${window.timeline}:${window.toLsn}`;
+      lastCommitTime = lastCommitByEnd.get(end);
+      // None found may mean this window's WAL is too short to hold one; an older window looks further back.
+      if (!lastCommitTime) {
+        lastCommitTime = await lastCommitInWindow(repo.store, window, catalog.segmentSize, ctx.signal);
+        if (lastCommitTime) lastCommitByEnd.set(end, lastCommitTime);
+      }
+    }
     out.push({ window, backup, lastCommitTime });
   }
   return out;
