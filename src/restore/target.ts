@@ -32,7 +32,7 @@ export function parseTarget(text: string): RecoveryTarget | { error: string } {
   }
   if (/^\d{4}-\d\d-\d\d[T ]\d\d:\d\d/.test(t)) {
     if (!/(Z|[+-]\d\d(:?\d\d)?)$/i.test(t)) {
-      return { error: `--target ${t}: add a time zone, so there is no doubt which 03:14 you mean (e.g. ${t}Z or ${t}+01:00)` };
+      return { error: `--target ${t}: add a time zone, so there is no doubt which moment you mean (e.g. ${t}Z or ${t}+01:00)` };
     }
     const time = new Date(t.replace(' ', 'T'));
     if (Number.isNaN(time.getTime())) return { error: `--target ${t}: not a valid time` };
