@@ -4,6 +4,7 @@
 // target while showing progress, verify, and promote.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { pipeline } from 'node:stream/promises';
@@ -15,28 +16,19 @@ import { isRoot, lookupUser, ownerOf } from '../postgres/osuser.js';
 import { pgCtlStatus } from '../postgres/pgctl.js';
 import { serverControlFor, serverStderrFile, startServer, stopServer, type ServerControlSpec } from '../postgres/server-control.js';
 import { openRepository, type Repository } from '../storage/repository.js';
-import type { BaseBackupMeta, Catalog } from '../storage/catalog.js';
-import { formatLsn, parseLsn } from '../storage/walnames.js';
-import { chooseBackup, describeTarget, parseTarget, usableWindows, type RecoveryTarget, type TargetPosition, type WindowBounds } from '../restore/target.js';
-import { lastCommitInWindow, locateInWindow } from '../restore/walscan.js';
+import type { BaseBackupMeta } from '../storage/catalog.js';
+import { ChecksumMismatchError } from '../storage/types.js';
+import { fetchWal, WalCorruptError } from '../storage/walarchive.js';
+import { lsnOfSegno, parseLsn, segmentName, segnoOfLsn } from '../storage/walnames.js';
+import { findPgBinary } from '../postgres/binaries.js';
+import { describeTarget, formatMicrosForPostgres, formatMicrosIso, parseTarget, type RecoveryTarget } from '../restore/target.js';
+import { planRecovery, RepositoryCorruptError, type RecoveryPlan } from '../restore/plan.js';
+import { SegmentIndex, segmentOnPath, type PathPart } from '../restore/timelines.js';
 import { services } from './services.js';
 import { walCommandLine } from './pgrunbook-command.js';
 import { verifyProcedure } from './verify.js';
 
-interface Plan {
-  backupId: string;
-  backupStopTime: string;
-  backupStopLsn: string;
-  timeline: number;
-  target: string;
-  targetLsn?: string;
-  targetTime?: string;
-  /** Where replay is expected to end, for the progress bar. */
-  replayEndLsn: string;
-  dataObject: { key: string; sha256: string; size: number; compression: string };
-  clusterName?: string;
-  windows: string;
-}
+type Plan = RecoveryPlan;
 
 const RECOVERY_MARK = '# pgrunbook pitr recovery settings';
 
@@ -84,6 +76,8 @@ export const pitrProcedure: Procedure = {
     { name: 'databases', type: 'list', description: 'databases to verify after recovery (default: all)' },
     { name: 'criticalTables', type: 'list', description: 'tables to count after recovery, DATABASE:SCHEMA.TABLE[:MIN_ROWS]', example: 'app:public.users:100' },
     { name: 'replayTimeout', type: 'number', default: 3600, description: 'seconds to wait for replay to reach the target' },
+    { name: 'exclusive', type: 'boolean', default: false, description: 'stop just before the target instead of just after it (a commit exactly at a target time is then not kept)' },
+    { name: 'timeline', type: 'number', description: 'follow this timeline instead of the newest in the repository (needed for a target that lies only on an abandoned branch)' },
   ],
   validate(params) {
     const t = parseTarget(String(params.target ?? ''));
@@ -107,38 +101,64 @@ export const pitrProcedure: Procedure = {
         } else if (!fs.existsSync(path.join(pgdata, 'PG_VERSION'))) {
           throw new Error(`${pgdata} is not a PostgreSQL data directory (no PG_VERSION); check --pgdata`);
         }
+        const server = await identifyServer(ctx, pgdata);
+        // latest means the server's newest WAL too: have it archived while the server still runs.
+        if (target.kind === 'latest' && server.running) await archiveCurrentWal(ctx);
 
         const repo = await openRepo(ctx);
-        let catalog: Catalog;
         try {
-          catalog = await repo.catalog();
+          const catalog = await repo.catalog();
           ctx.check('repository readable', true, `${repo.describe()}: ${catalog.baseBackups.filter((b) => b.complete).length} complete base backups, ${catalog.wal.files} WAL files`);
-          const bounds = await windowBounds(ctx, repo, catalog, target);
-          const position = await locateTarget(ctx, repo, catalog, target, bounds);
-          const candidates = ctx.params.backup ? bounds.filter((b) => b.backup.id === ctx.params.backup) : bounds;
-          if (ctx.params.backup && !candidates.length) {
-            throw new Error(`--backup ${String(ctx.params.backup)} is not a complete, usable base backup; usable: ${bounds.map((b) => b.backup.id).join(', ') || 'none'}`);
-          }
-          const chosen = chooseBackup(target, position, candidates);
-          const data = chosen.backup.objects?.data;
-          if (!data) throw new Error(`base backup ${chosen.backup.id} has no data object recorded in its backup.json; it cannot be restored by this version of pgrunbook`);
-          const replayEnd = position.lsn ?? parseLsn(chosen.window.toLsn);
-          const p: Plan = {
-            backupId: chosen.backup.id,
-            backupStopTime: chosen.backup.stopTime,
-            backupStopLsn: chosen.backup.stopLsn,
-            timeline: chosen.window.timeline,
-            target: String(ctx.params.target),
-            targetLsn: position.lsn !== undefined ? formatLsn(position.lsn) : undefined,
-            targetTime: position.time?.toISOString(),
-            replayEndLsn: formatLsn(replayEnd),
-            dataObject: { key: data.key, sha256: data.sha256, size: data.size, compression: data.compression },
-            windows: bounds.map((b) => `${b.backup.id}: ${b.window.fromLsn}..${b.window.toLsn}`).join('; '),
+          let plannedBytes = 0;
+          let doneBytes = 0;
+          const tick = (n: number) => {
+            doneBytes += n;
+            ctx.progress({ done: doneBytes, total: Math.max(plannedBytes, doneBytes), unit: 'bytes' });
           };
-          ctx.check('target inside a recovery window', true, `${describeTarget(target)} from base backup ${p.backupId} (ended ${p.backupStopTime}, ${p.backupStopLsn}), replaying timeline ${p.timeline}`);
-          await checkServerAndSpace(ctx, pgdata, chosen.backup, p);
+          let p: Plan;
+          try {
+            p = await planRecovery({
+              store: repo.store,
+              catalog,
+              target,
+              exclusive: Boolean(ctx.params.exclusive),
+              timeline: ctx.params.timeline === undefined ? undefined : Number(ctx.params.timeline),
+              backupId: ctx.params.backup === undefined ? undefined : String(ctx.params.backup),
+              signal: ctx.signal,
+              log: (m, level) => ctx.log(m, level),
+              progress: (u) => ctx.progress(u),
+              readBackup: async ({ meta }) => {
+                // Identity before bytes: never unpack another cluster's backup over this one.
+                if (server.systemIdentifier && meta.systemIdentifier && server.systemIdentifier !== meta.systemIdentifier) {
+                  throw new Error(
+                    `base backup ${meta.id} belongs to another cluster (system identifier ${meta.systemIdentifier}); ${server.source} is cluster ${server.systemIdentifier}. Nothing was touched. Check --repo and --pgdata.`,
+                  );
+                }
+                const objs = [meta.objects?.data, meta.objects?.manifest].filter((o): o is NonNullable<typeof o> => Boolean(o));
+                plannedBytes = objs.reduce((n, o) => n + o.size, 0);
+                ctx.log(`reading base backup ${meta.id} (${formatBytes(plannedBytes)}) to check its checksums before anything is touched`);
+                for (const o of objs) await readWhole(repo, o.key, o.sha256, ctx.signal, tick);
+                ctx.check('base backup checksums', true, `${meta.id}: ${objs.map((o) => o.key).join(', ')}`);
+              },
+              onWalSegment: (name, count) => {
+                plannedBytes += catalog.segmentSize;
+                tick(catalog.segmentSize);
+                if (count % 16 === 0) ctx.log(`checked ${count} WAL segments (at ${name})`);
+              },
+            });
+          } catch (e) {
+            if (e instanceof RepositoryCorruptError || isChecksumError(e)) {
+              ctx.check('repository objects intact', false, `${(e as Error).message} Nothing was touched: the server and ${pgdata} are as they were.`);
+              return;
+            }
+            throw e;
+          }
+          ctx.check('WAL checksums', true, `${p.walSegments} segments read and checked${p.lastSegment ? ` through ${p.lastSegment}` : ''}`);
+          ctx.check('target inside a recovery window', true, `${p.targetDetail}; from base backup ${p.backupId} (ended ${p.backupStopTime}, ${p.backupStopLsn}), replaying ${p.path}`);
+          if (server.clusterName) p.clusterName = server.clusterName;
+          await checkSpace(ctx, pgdata, catalog.baseBackups.find((b) => b.id === p.backupId)?.meta);
           ctx.state.plan = p;
-          ctx.log(`plan: stop the server, move ${pgdata} aside, unpack ${formatBytes(data.size)} from ${data.key}, replay WAL to ${describeTarget(target)}, ${String(ctx.params.targetAction) === 'promote' ? 'promote' : 'pause for inspection'}`);
+          ctx.log(`plan: stop the server, move ${pgdata} aside, unpack ${formatBytes(p.dataObject.size)} from ${p.dataObject.key}, replay WAL to ${p.targetDetail}, ${String(ctx.params.targetAction) === 'promote' ? 'verify, then promote' : 'pause for inspection'}`);
         } finally {
           await repo.close();
         }
@@ -242,8 +262,8 @@ export const pitrProcedure: Procedure = {
       id: 'configure',
       title: 'Write the recovery settings',
       kind: 'action',
-      describe: (ctx) => `Setting restore_command to pgrunbook wal-fetch, the recovery target (${planned(ctx).target}) and its action, and creating recovery.signal.`,
-      plan: () => ['restore_command, recovery_target_*, recovery_target_timeline in postgresql.auto.conf', 'touch recovery.signal'],
+      describe: (ctx) => `Setting restore_command to pgrunbook wal-fetch, the recovery target (${planned(ctx).target}), pausing there, and creating standby.signal so the server never ends recovery on its own.`,
+      plan: () => ['restore_command, recovery_target_*, recovery_target_timeline, recovery_target_action = pause in postgresql.auto.conf', 'touch standby.signal'],
       async run(ctx) {
         const pgdata = pgdataOf(ctx);
         const owner = ctx.state.pgdataOwner as { uid: number; gid: number };
@@ -252,10 +272,13 @@ export const pitrProcedure: Procedure = {
         const kept = existing.split(RECOVERY_MARK)[0].trimEnd();
         const lines = recoverySettings(ctx).map(([k, v]) => `${k} = '${v.replace(/'/g, "''")}'`);
         await fsp.writeFile(auto, `${kept}\n${RECOVERY_MARK} (run ${ctx.runId})\n${lines.join('\n')}\n`);
-        await fsp.writeFile(path.join(pgdata, 'recovery.signal'), '');
+        // Standby mode: at the end of the archived WAL (or at a missing segment) the server waits
+        // instead of promoting itself. The run promotes only after comparing what was reached with the plan.
+        await fsp.rm(path.join(pgdata, 'recovery.signal'), { force: true });
+        await fsp.writeFile(path.join(pgdata, 'standby.signal'), '');
         if (isRoot()) {
           await fsp.chown(auto, owner.uid, owner.gid);
-          await fsp.chown(path.join(pgdata, 'recovery.signal'), owner.uid, owner.gid);
+          await fsp.chown(path.join(pgdata, 'standby.signal'), owner.uid, owner.gid);
         }
         for (const l of lines) ctx.log(l);
       },
@@ -265,7 +288,7 @@ export const pitrProcedure: Procedure = {
       title: 'Start PostgreSQL and replay WAL to the target',
       kind: 'action',
       describe: (ctx) => `Starting the server in recovery; it fetches archived WAL through pgrunbook wal-fetch and replays it up to ${planned(ctx).target}. Progress is the replayed LSN against ${planned(ctx).replayEndLsn ?? 'the target'}.`,
-      plan: () => ['start the server', 'poll pg_last_wal_replay_lsn() until the target is reached'],
+      plan: () => ['start the server', 'poll pg_last_wal_replay_lsn() until the target is reached, then compare it with the plan'],
       async run(ctx) {
         const pgdata = pgdataOf(ctx);
         const p = plan(ctx);
@@ -276,30 +299,65 @@ export const pitrProcedure: Procedure = {
           if (started.logFile) ctx.state.serverLog = started.logFile;
           ctx.log(`started: ${started.command}`);
         }
+        if (ctx.state.stallPaused) {
+          // An earlier attempt paused replay where it stalled (short of the target): go on from there.
+          await withPg(services(ctx).connection, (c) => c.query('SELECT pg_wal_replay_resume()')).catch(() => undefined);
+          ctx.state.stallPaused = undefined;
+          ctx.log('resumed replay where an earlier attempt stopped it');
+        }
         const from = parseLsn(p.backupStopLsn);
         const to = parseLsn(p.replayEndLsn);
         const deadline = Date.now() + Number(ctx.params.replayTimeout ?? 3600) * 1000;
-        const wantPause = String(ctx.params.targetAction) === 'pause' && p.target !== 'latest';
+        let lastLsn = -1n;
+        let lastProgressAt = Date.now();
+        let lastStallCheck = 0;
         for (;;) {
           ctx.signal.throwIfAborted();
           const s = await replayStatus(ctx).catch((e: Error) => ({ error: e.message }));
           if ('error' in s) {
             const up = await pgCtlStatus(pgdata).catch(() => ({ running: false }));
-            if (!up.running) throw new Error(`the server stopped during recovery: ${s.error}. Its log: ${String(ctx.state.serverLog ?? 'see the server log')}. The original data directory is safe at ${String(ctx.state.movedAside)}.`);
+            if (!up.running) throw new Error(`the server stopped during recovery: ${s.error}. It was not promoted. Its log: ${String(ctx.state.serverLog ?? 'see the server log')}. The original data directory is safe at ${String(ctx.state.movedAside)}.`);
           } else {
-            if (s.replayLsn) {
-              const done = Number(parseLsn(s.replayLsn) - from);
-              ctx.progress({ done: Math.max(0, done), total: Math.max(1, Number(to - from)), unit: 'bytes' });
-            }
             if (!s.inRecovery) {
-              ctx.state.reached = { lsn: s.replayLsn ?? s.currentLsn, time: s.replayTime, promoted: true };
-              ctx.log(`recovery finished and the server was promoted at ${s.currentLsn}${s.replayTime ? ` (last replayed commit ${s.replayTime})` : ''}`);
+              // Nothing of ours promotes before the comparison: someone or something else did.
+              ctx.state.reached = { lsn: s.currentLsn, promoted: true };
+              ctx.check('recovery stopped where planned', false, `the server left recovery on its own at ${s.currentLsn ?? '?'} before pgrunbook compared it with the plan (${p.targetDetail}); check its log and the data before using it`);
               return;
             }
-            if (wantPause && s.pauseState === 'paused') {
-              ctx.state.reached = { lsn: s.replayLsn, time: s.replayTime, promoted: false };
+            const at = s.replayLsn ? parseLsn(s.replayLsn) : 0n;
+            if (s.replayLsn) ctx.progress({ done: Math.max(0, Number(at - from)), total: Math.max(1, Number(to - from)), unit: 'bytes' });
+            if (at > lastLsn) {
+              lastLsn = at;
+              lastProgressAt = Date.now();
+            }
+            const paused = s.pauseState === 'paused';
+            const reachedEnd = !p.expect.pausesAtTarget && p.expect.replayedPast !== undefined && at > parseLsn(p.expect.replayedPast);
+            if (reachedEnd && !paused) {
+              await withPg(services(ctx).connection, (c) => c.query('SELECT pg_wal_replay_pause()'));
+              continue;
+            }
+            if (paused) {
+              const problems = compareWithPlan(p, s);
+              ctx.state.reached = { lsn: s.replayLsn, time: s.replayTime, micros: s.replayMicros, promoted: false, ok: problems.length === 0 };
+              if (problems.length) {
+                ctx.check('recovery stopped where planned', false, `${problems.join('; ')}. The server is left paused in recovery and was not promoted; the original data directory is at ${String(ctx.state.movedAside ?? '(none)')}.`);
+                return;
+              }
+              ctx.check('recovery stopped where planned', true, `replayed to ${s.replayLsn}${s.replayMicros ? `, last commit ${formatMicrosIso(BigInt(s.replayMicros))}` : ''}: ${p.targetDetail}`);
               ctx.log(`paused at the target: replayed to ${s.replayLsn}${s.replayTime ? `, last commit ${s.replayTime}` : ''}`);
               return;
+            }
+            // No progress for a while: is the WAL replay waits for still there and intact?
+            if (Date.now() - lastProgressAt > STALL_MS && Date.now() - lastStallCheck > STALL_MS) {
+              lastStallCheck = Date.now();
+              const why = await whyReplayWaits(ctx, p, s.replayLsn ?? p.backupStopLsn);
+              if (why) {
+                ctx.state.reached = { lsn: s.replayLsn, time: s.replayTime, promoted: false, ok: false };
+                await withPg(services(ctx).connection, (c) => c.query('SELECT pg_wal_replay_pause()')).catch(() => undefined);
+                ctx.state.stallPaused = true;
+                ctx.check('recovery stopped where planned', false, `replay stopped at ${s.replayLsn ?? '?'} short of the plan (${p.targetDetail}): ${why}. The server is left paused in recovery and was not promoted; nothing was archived from it. The original data directory is at ${String(ctx.state.movedAside ?? '(none)')}. Put the segment back and --resume ${ctx.runId}, or recover to a target before ${s.replayLsn ?? 'it'}.`);
+                return;
+              }
             }
           }
           if (Date.now() > deadline) throw new Error(`replay did not reach the target within ${String(ctx.params.replayTimeout)} s; the server is still recovering (check its log). Raise --replay-timeout and --resume to keep waiting.`);
@@ -315,20 +373,18 @@ export const pitrProcedure: Procedure = {
       title: 'Promote the recovered server',
       kind: 'action',
       describe: (ctx) =>
-        (ctx.state.reached as { promoted?: boolean } | undefined)?.promoted
-          ? 'The server already promoted itself at the end of recovery.'
-          : 'Ending recovery: the server becomes read-write on a new timeline. Inspect the data first; this cannot be undone.',
+        String(ctx.params.targetAction) === 'promote'
+          ? 'Ending recovery: the server becomes read-write on a new timeline. Only after the target was verified.'
+          : 'Leaving the server paused at the target for inspection (--target-action pause); promote later with pgrunbook --procedure promote.',
       async run(ctx) {
-        const reached = ctx.state.reached as { promoted?: boolean } | undefined;
-        if (!reached?.promoted) {
-          const ok = await ctx.confirm({ message: `Recovery is paused at ${planned(ctx).target}. Promote the server now (read-write, new timeline)?` });
-          if (!ok) {
-            ctx.state.leftPaused = true;
-            ctx.log(`left paused for inspection; promote later with: pgrunbook --procedure promote --pgdata ${pgdataOf(ctx)} --yes (or SELECT pg_promote())`, 'warn');
-            return;
-          }
-          await promote(ctx);
+        const reached = ctx.state.reached as { ok?: boolean; promoted?: boolean } | undefined;
+        if (!reached?.ok) throw new Error('the target was not verified as reached; not promoting');
+        if (String(ctx.params.targetAction) !== 'promote') {
+          ctx.state.leftPaused = true;
+          ctx.log(`left paused for inspection; promote later with: pgrunbook --procedure promote --pgdata ${pgdataOf(ctx)} --yes (or SELECT pg_promote())`, 'warn');
+          return;
         }
+        await promote(ctx);
         await clearRecoverySettings(ctx);
       },
     },
@@ -337,15 +393,20 @@ export const pitrProcedure: Procedure = {
       title: 'Report the recovery point and RTO',
       kind: 'verify',
       async run(ctx) {
-        const reached = ctx.state.reached as { lsn?: string; time?: string } | undefined;
+        const reached = ctx.state.reached as { lsn?: string; time?: string; micros?: string; ok?: boolean } | undefined;
+        const p = plan(ctx);
         const rto = Date.now() - Date.parse(String(ctx.state.stoppedAt));
         ctx.state.rtoMs = rto;
-        ctx.fact('Recovery point', `${reached?.lsn ?? '?'}${reached?.time ? ` (last replayed commit ${reached.time})` : ''}`);
+        const commit = reached?.micros ? formatMicrosIso(BigInt(reached.micros)) : reached?.time;
+        ctx.fact('Recovery point', `${reached?.lsn ?? '?'}${commit ? ` (last replayed commit ${commit})` : ''}`);
+        ctx.fact('Target', p.targetDetail);
         ctx.fact('RTO', `${formatDuration(rto)} (server stopped to verified)`);
         if (ctx.state.movedAside) ctx.fact('Original data directory', String(ctx.state.movedAside));
         if (ctx.state.leftPaused) ctx.fact('State', 'paused for inspection; promote with pgrunbook --procedure promote --yes');
+        const unlogged = await unloggedTables(ctx).catch(() => [] as string[]);
+        if (unlogged.length) ctx.fact('Unlogged tables (empty after recovery by design)', unlogged.join(', '));
         if (ctx.state.movedAside) ctx.log(`the original data directory is kept at ${String(ctx.state.movedAside)}; remove it once you are sure`, 'warn');
-        ctx.check('recovered', true, `${plan(ctx).target} from backup ${plan(ctx).backupId}; RTO ${formatDuration(rto)}${ctx.state.leftPaused ? '; left paused for inspection' : ''}`);
+        ctx.check('recovered', reached?.ok === true, reached?.ok ? `${p.target} from backup ${p.backupId}; RTO ${formatDuration(rto)}${ctx.state.leftPaused ? '; left paused for inspection' : ''}` : `${p.target} was NOT reached; see the checks above`);
       },
     },
   ],
@@ -386,88 +447,70 @@ function recoverySettings(ctx: StepContext): [string, string][] {
   const svc = services(ctx);
   const target = parseTarget(p.target) as RecoveryTarget;
   const out: [string, string][] = [['restore_command', walCommandLine('wal-fetch', svc.repo ?? '', svc.env).command]];
-  out.push(['recovery_target_timeline', String(p.timeline)]);
-  switch (target.kind) {
-    case 'time':
-      // PostgreSQL's parser for this setting wants "YYYY-MM-DD HH:MM:SS.fff+00", not ISO's T and Z.
-      out.push(['recovery_target_time', target.time.toISOString().replace('T', ' ').replace('Z', '+00')]);
-      break;
-    case 'lsn':
-      out.push(['recovery_target_lsn', formatLsn(target.lsn)]);
-      break;
-    case 'xid':
-      out.push(['recovery_target_xid', target.xid]);
-      break;
-    case 'name':
-      out.push(['recovery_target_name', target.name]);
-      break;
-    case 'latest':
-      break;
+  out.push(['recovery_target_timeline', p.timelineSetting]);
+  for (const [k, v] of p.settings) {
+    // Microseconds kept end to end: the target as typed, never through a JavaScript Date.
+    out.push([k, k === 'recovery_target_time' && target.kind === 'time' ? formatMicrosForPostgres(target.micros) : v]);
   }
-  if (target.kind !== 'latest') out.push(['recovery_target_action', String(ctx.params.targetAction) === 'promote' ? 'promote' : 'pause']);
+  // Always pause: promotion follows only a verified target, and is pgrunbook's to do.
+  if (p.settings.length) out.push(['recovery_target_action', 'pause']);
+  // A recovering copy must never follow another primary or stop before readable.
+  out.push(['primary_conninfo', ''], ['hot_standby', 'on']);
   return out;
 }
 
-async function windowBounds(ctx: StepContext, repo: Repository, catalog: Catalog, target: RecoveryTarget): Promise<WindowBounds[]> {
-  const out: WindowBounds[] = [];
-  // Windows of several backups usually end in the same WAL: read each end once.
-  const lastCommitByEnd = new Map<string, Date>();
-  for (const { window, backup } of usableWindows(catalog)) {
-    // Only a time target needs the last commit time (a commit after the target must exist).
-    let lastCommitTime: Date | undefined;
-    if (target.kind === 'time') {
-      const end = `${window.timeline}:${window.toLsn}`;
-      lastCommitTime = lastCommitByEnd.get(end);
-      // None found may mean this window's WAL is too short to hold one; an older window looks further back.
-      if (!lastCommitTime) {
-        lastCommitTime = await lastCommitInWindow(repo.store, window, catalog.segmentSize, ctx.signal);
-        if (lastCommitTime) lastCommitByEnd.set(end, lastCommitTime);
-      }
-    }
-    out.push({ window, backup, lastCommitTime });
+/** What replay reached against what the plan said it must: each difference, in words. */
+function compareWithPlan(p: Plan, s: ReplayStatus): string[] {
+  const problems: string[] = [];
+  const at = s.replayLsn ? parseLsn(s.replayLsn) : 0n;
+  if (p.expect.replayedPast && !(at > parseLsn(p.expect.replayedPast))) problems.push(`replay stopped at ${s.replayLsn ?? '?'}, before the record at ${p.expect.replayedPast} that the target needs`);
+  if (p.expect.notPast && at > parseLsn(p.expect.notPast)) problems.push(`replay went on to ${s.replayLsn}, past ${p.expect.notPast} where the target ends`);
+  if (p.expect.lastXactMicros && s.replayMicros !== p.expect.lastXactMicros) {
+    problems.push(`the last replayed commit is ${s.replayMicros ? formatMicrosIso(BigInt(s.replayMicros)) : 'none'}, the plan's is ${formatMicrosIso(BigInt(p.expect.lastXactMicros))}`);
   }
-  return out;
+  return problems;
 }
 
-async function locateTarget(ctx: StepContext, repo: Repository, catalog: Catalog, target: RecoveryTarget, bounds: WindowBounds[]): Promise<TargetPosition> {
-  switch (target.kind) {
-    case 'time':
-      return { time: target.time };
-    case 'lsn':
-      return { lsn: target.lsn };
-    case 'latest':
-      return {};
-    case 'xid':
-    case 'name': {
-      // Find the record in the archived WAL, so the backup is chosen by where it really is.
-      const scanned = new Set<string>();
-      for (const b of bounds) {
-        const stats = { segments: 0, records: 0 };
-        const found = await locateInWindow(
-          repo.store,
-          b.window,
-          catalog.segmentSize,
-          (r) => (target.kind === 'name' ? r.kind === 'restore-point' && r.name === target.name : (r.kind === 'commit' || r.kind === 'abort') && r.xid === target.xid),
-          ctx.signal,
-          256,
-          stats,
-          scanned,
-        );
-        ctx.log(`searched ${stats.segments} WAL segments (${stats.records} commits and restore points) of the window ${b.window.fromLsn}..${b.window.toLsn}`);
-        if (found) {
-          ctx.log(`found ${describeTarget(target)} at ${found.lsn} in the archived WAL`);
-          return { lsn: parseLsn(found.lsn) };
-        }
+const STALL_MS = 8_000;
+
+/** Replay has not moved for a while: name the segment it waits for if the repository no longer has it intact. */
+async function whyReplayWaits(ctx: StepContext, p: Plan, replayLsn: string): Promise<string | undefined> {
+  const repo = await openRepo(ctx);
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgrunbook-replaywait-'));
+  try {
+    const catalog = await repo.catalog();
+    const ss = catalog.segmentSize;
+    const tlPath: PathPart[] = p.pathParts.map((x) => ({ timeline: x.timeline, begin: parseLsn(x.begin), end: x.end === undefined ? undefined : parseLsn(x.end) }));
+    const segno = segnoOfLsn(parseLsn(replayLsn), ss);
+    for (const s of [segno, segno + 1n]) {
+      if (parseLsn(p.replayEndLsn) < lsnOfSegno(s, ss)) break;
+      const step = segmentOnPath(tlPath, new SegmentIndex(catalog, ss), s);
+      if (step.kind === 'end') return `WAL segment ${segmentName(tlPath.find((x) => lsnOfSegno(s, ss) >= x.begin && (x.end === undefined || lsnOfSegno(s, ss) < x.end))?.timeline ?? p.timeline, s, ss)} is missing from the repository (it was there at preflight)`;
+      try {
+        const r = await fetchWal(repo.store, step.segment.name, path.join(dir, step.segment.name), { signal: ctx.signal });
+        if (r.status === 'missing') return `WAL segment ${step.segment.name} is missing from the repository (it was there at preflight)`;
+      } catch (e) {
+        if (e instanceof WalCorruptError) return `WAL segment ${step.segment.name} is corrupt in the repository: ${e.message}`;
+        throw e;
       }
-      throw new Error(
-        `${describeTarget(target)} was not found in the archived WAL of any recovery window (${bounds.map((b) => `${b.window.fromLsn}..${b.window.toLsn}`).join('; ') || 'none'}). ` +
-          (target.kind === 'name' ? 'Check the name (SELECT pg_create_restore_point(...) creates one) and that its WAL segment was archived (SELECT pg_switch_wal()).' : 'Check the transaction id and that its commit was archived.'),
-      );
     }
+    return undefined;
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
+    await repo.close();
   }
 }
 
-async function checkServerAndSpace(ctx: StepContext, pgdata: string, backup: BaseBackupMeta, p: Plan): Promise<void> {
+interface ServerIdentity {
+  running: boolean;
+  systemIdentifier?: string;
+  clusterName?: string;
+  /** Where the identifier came from, for messages. */
+  source: string;
+}
+
+/** Which cluster is at --pgdata: asked of the running server, else read from pg_control. */
+async function identifyServer(ctx: StepContext, pgdata: string): Promise<ServerIdentity> {
   const svc = services(ctx);
   try {
     const info = await withPg({ ...svc.connection, connectTimeoutSec: 5 }, async (c) => {
@@ -477,21 +520,66 @@ async function checkServerAndSpace(ctx: StepContext, pgdata: string, backup: Bas
       );
       return r.rows[0];
     });
-    if (backup.systemIdentifier && info.sysid !== backup.systemIdentifier) {
-      throw new Error(`base backup ${backup.id} belongs to another cluster (system identifier ${backup.systemIdentifier}; this server is ${info.sysid}); check --repo`);
-    }
     if (info.data_directory && path.resolve(info.data_directory) !== pgdata) {
       throw new Error(`--pgdata ${pgdata} is not the data directory of the server you connected to (${info.data_directory}); point --pgdata and --host/--port at the same cluster`);
     }
-    if (info.cluster_name) p.clusterName = info.cluster_name;
     ctx.check('server identified', true, `system ${info.sysid}${info.cluster_name ? `, cluster ${info.cluster_name}` : ''}`);
     const log = await serverStderrFile(pgdata).catch(() => undefined);
     if (log) ctx.state.serverLog = log;
+    return { running: true, systemIdentifier: info.sysid, clusterName: info.cluster_name || undefined, source: 'the running server' };
   } catch (e) {
-    if (/belongs to another cluster|is not the data directory/.test((e as Error).message)) throw e;
+    if (/is not the data directory/.test((e as Error).message)) throw e;
     ctx.log(`the server is not reachable (${(e as Error).message}); continuing: it may already be down`, 'warn');
   }
-  const need = Number(backup.uncompressedSize ?? backup.size ?? 0);
+  if (!fs.existsSync(path.join(pgdata, 'global', 'pg_control'))) return { running: false, source: pgdata };
+  const sysid = await controlFileSystemIdentifier(pgdata);
+  if (sysid) ctx.check('data directory identified', true, `${pgdata}: system ${sysid} (from pg_control)`);
+  return { running: false, systemIdentifier: sysid, source: `the data directory ${pgdata}` };
+}
+
+async function controlFileSystemIdentifier(pgdata: string): Promise<string | undefined> {
+  const bin = await findPgBinary('pg_controldata');
+  const r = await execa(bin, [pgdata], { reject: false, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C', LC_ALL: 'C' }, extendEnv: false });
+  const m = /Database system identifier:\s+(\d+)/.exec(String(r.stdout));
+  return m?.[1];
+}
+
+/** Force the current WAL segment into the archive and wait for it: latest then includes the last commits. */
+async function archiveCurrentWal(ctx: StepContext): Promise<void> {
+  const conn = { ...services(ctx).connection, connectTimeoutSec: 5 };
+  const name = await withPg(conn, async (c) => {
+    const r = await c.query<{ rec: boolean; mode: string }>(`SELECT pg_is_in_recovery() AS rec, current_setting('archive_mode') AS mode`);
+    if (r.rows[0].rec || r.rows[0].mode === 'off') return undefined;
+    const w = await c.query<{ name: string }>(`SELECT pg_walfile_name(pg_switch_wal()) AS name`);
+    return w.rows[0].name;
+  }).catch(() => undefined);
+  if (!name) return;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const last = await withPg(conn, async (c) => (await c.query<{ last: string | null }>(`SELECT last_archived_wal AS last FROM pg_stat_archiver`)).rows[0].last).catch(() => null);
+    if (last && last.slice(8) >= name.slice(8)) {
+      ctx.log(`the server's current WAL (${name}) is archived: latest includes its last commits`);
+      return;
+    }
+    if (Date.now() > deadline) {
+      ctx.log(`the server's current WAL segment ${name} was not archived within 60 s (is archiving failing? see pg_stat_archiver): latest will end at what the archive holds`, 'warn');
+      return;
+    }
+    await sleep(250, ctx.signal);
+  }
+}
+
+async function readWhole(repo: Repository, key: string, sha256: string, signal: AbortSignal, onBytes: (n: number) => void): Promise<void> {
+  const body = await repo.getVerified(key, sha256, signal);
+  for await (const chunk of body) onBytes((chunk as Buffer).length);
+}
+
+function isChecksumError(e: unknown): boolean {
+  return e instanceof ChecksumMismatchError || /checksum|sha-?256/i.test(String((e as Error)?.message ?? ''));
+}
+
+async function checkSpace(ctx: StepContext, pgdata: string, backup: BaseBackupMeta | undefined): Promise<void> {
+  const need = Number(backup?.uncompressedSize ?? backup?.size ?? 0);
   try {
     const st = await fsp.statfs(path.dirname(pgdata));
     const free = st.bavail * st.bsize;
@@ -504,18 +592,35 @@ async function checkServerAndSpace(ctx: StepContext, pgdata: string, backup: Bas
   }
 }
 
+/** Unlogged tables come back empty from any physical restore: say which, so nobody is surprised. */
+async function unloggedTables(ctx: StepContext): Promise<string[]> {
+  const conn = { ...services(ctx).connection, connectTimeoutSec: 5 };
+  const dbs = await withPg(conn, async (c) => (await c.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1`)).rows.map((r) => r.datname));
+  const out: string[] = [];
+  for (const db of dbs) {
+    const rows = await withPg({ ...conn, database: db }, async (c) =>
+      (await c.query<{ name: string }>(`SELECT n.nspname || '.' || c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relpersistence = 'u' AND c.relkind IN ('r', 'p') ORDER BY 1`)).rows,
+    ).catch(() => [] as { name: string }[]);
+    for (const r of rows) out.push(`${db}:${r.name}`);
+  }
+  return out;
+}
+
 interface ReplayStatus {
   inRecovery: boolean;
   replayLsn?: string;
   replayTime?: string;
+  /** pg_last_xact_replay_timestamp() in microseconds since the epoch, exactly. */
+  replayMicros?: string;
   currentLsn?: string;
   pauseState?: string;
 }
 
 async function replayStatus(ctx: StepContext): Promise<ReplayStatus> {
   return withPg({ ...services(ctx).connection, connectTimeoutSec: 5 }, async (c) => {
-    const r = await c.query<{ in_recovery: boolean; replay: string | null; replay_time: Date | null; pause_state: string | null; current: string | null }>(
+    const r = await c.query<{ in_recovery: boolean; replay: string | null; replay_time: Date | null; replay_micros: string | null; pause_state: string | null; current: string | null }>(
       `SELECT pg_is_in_recovery() AS in_recovery, pg_last_wal_replay_lsn()::text AS replay, pg_last_xact_replay_timestamp() AS replay_time,
+              (extract(epoch FROM pg_last_xact_replay_timestamp()) * 1000000)::bigint::text AS replay_micros,
               CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() END AS pause_state,
               CASE WHEN NOT pg_is_in_recovery() THEN pg_current_wal_lsn()::text END AS current`,
     );
@@ -523,7 +628,8 @@ async function replayStatus(ctx: StepContext): Promise<ReplayStatus> {
     return {
       inRecovery: row.in_recovery,
       replayLsn: row.replay ?? undefined,
-      replayTime: row.replay_time ? row.replay_time.toISOString() : undefined,
+      replayTime: row.replay_micros ? formatMicrosIso(BigInt(row.replay_micros)) : undefined,
+      replayMicros: row.replay_micros ?? undefined,
       currentLsn: row.current ?? undefined,
       pauseState: row.pause_state ?? undefined,
     };

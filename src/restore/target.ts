@@ -5,7 +5,7 @@ import { formatLsn, parseLsn } from '../storage/walnames.js';
 
 export type RecoveryTarget =
   | { kind: 'latest' }
-  | { kind: 'time'; time: Date; text: string }
+  | { kind: 'time'; time: Date; text: string; /** Microseconds since the epoch, UTC: what PostgreSQL compares commit times with. */ micros: bigint }
   | { kind: 'lsn'; lsn: bigint; text: string }
   | { kind: 'xid'; xid: string }
   | { kind: 'name'; name: string };
@@ -34,11 +34,49 @@ export function parseTarget(text: string): RecoveryTarget | { error: string } {
     if (!/(Z|[+-]\d\d(:?\d\d)?)$/i.test(t)) {
       return { error: `--target ${t}: add a time zone, so there is no doubt which moment you mean (e.g. ${t}Z or ${t}+01:00)` };
     }
-    const time = new Date(t.replace(' ', 'T'));
-    if (Number.isNaN(time.getTime())) return { error: `--target ${t}: not a valid time` };
-    return { kind: 'time', time, text: t };
+    const micros = parseTimeMicros(t);
+    if (typeof micros !== 'bigint') return { error: `--target ${t}: ${micros.error}` };
+    return { kind: 'time', time: new Date(Number(micros / 1000n)), text: t, micros };
   }
   return { error: `--target "${t}" is not a recovery target; use ${TARGET_FORMS}` };
+}
+
+const TIME_RE = /^(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d)(?::(\d\d)(?:\.(\d+))?)?\s*(Z|[+-]\d\d(?::?\d\d)?)$/i;
+
+/**
+ * An ISO 8601 time with a zone as microseconds since the epoch, exactly: a JavaScript Date
+ * keeps only milliseconds, and PostgreSQL's commit times have microseconds. Impossible dates
+ * (February 30th) are refused rather than rolled over.
+ */
+export function parseTimeMicros(text: string): bigint | { error: string } {
+  const m = TIME_RE.exec(text.trim());
+  if (!m) return { error: 'not a valid time (expected e.g. 2026-11-24T03:14:00.123456Z)' };
+  const [, y, mo, d, h, mi, s = '0', frac = '', zone] = m;
+  if (frac.length > 6) return { error: 'PostgreSQL keeps times to the microsecond: give at most 6 digits after the second' };
+  const [Y, M, D, H, MI, S] = [y, mo, d, h, mi, s].map(Number);
+  const ms = Date.UTC(Y, M - 1, D, H, MI, S);
+  const check = new Date(ms);
+  if (check.getUTCFullYear() !== Y || check.getUTCMonth() !== M - 1 || check.getUTCDate() !== D || H > 23 || MI > 59 || S > 59) {
+    return { error: `not a valid time (there is no ${y}-${mo}-${d} ${h}:${mi}:${s.padStart(2, '0')})` };
+  }
+  let offsetMin = 0;
+  if (zone.toUpperCase() !== 'Z') {
+    const z = /^([+-])(\d\d):?(\d\d)?$/.exec(zone)!;
+    offsetMin = (z[1] === '-' ? -1 : 1) * (Number(z[2]) * 60 + Number(z[3] ?? 0));
+  }
+  return BigInt(ms) * 1000n + BigInt(frac.padEnd(6, '0') || '0') - BigInt(offsetMin) * 60_000_000n;
+}
+
+/** `2026-11-24T03:14:00.123456Z`: always six digits, so two times compare as they read. */
+export function formatMicrosIso(micros: bigint): string {
+  const ms = Number(micros / 1000n);
+  const frac = ((micros % 1_000_000n) + 1_000_000n) % 1_000_000n;
+  return new Date(ms).toISOString().replace(/\.\d+Z$/, `.${frac.toString().padStart(6, '0')}Z`);
+}
+
+/** What recovery_target_time wants: `2026-11-24 03:14:00.123456+00`. */
+export function formatMicrosForPostgres(micros: bigint): string {
+  return formatMicrosIso(micros).replace('T', ' ').replace('Z', '+00');
 }
 
 export function describeTarget(t: RecoveryTarget): string {
@@ -46,7 +84,7 @@ export function describeTarget(t: RecoveryTarget): string {
     case 'latest':
       return 'the end of the archived WAL (latest)';
     case 'time':
-      return `time ${t.time.toISOString()}`;
+      return `time ${formatMicrosIso(t.micros)}`;
     case 'lsn':
       return `LSN ${formatLsn(t.lsn)}`;
     case 'xid':

@@ -243,7 +243,7 @@ export function describeGap(gap: WalGap): string {
 export function chooseForTime(model: TimelineModel, t: number): Choice {
   if (!model.windows.length) return { ok: false, reason: 'there is no usable recovery window (no complete base backup with its WAL)' };
   const time = new Date(t);
-  const target: RecoveryTarget = { kind: 'time', time, text: time.toISOString() };
+  const target: RecoveryTarget = { kind: 'time', time, text: time.toISOString(), micros: BigInt(t) * 1000n };
   try {
     const chosen = windowOf(model, chooseBackup(target, { time }, model.windows.map((w) => w.bounds)));
     return { ok: true, window: chosen, note: chosen.toExact ? undefined : 'the window ends when its last WAL segment was archived; the preflight checks that a commit follows the target' };
