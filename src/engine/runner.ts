@@ -585,7 +585,7 @@ export function errorMessage(err: unknown): string {
     if (text && text !== '[object Object]') return text;
     return `a non-error value was thrown: ${JSON.stringify(err)?.slice(0, 200) ?? typeof err}`;
   } catch {
-    return `a ${typeof err} that cannot be shown was thrown`;
+    return `a thrown ${typeof err} that cannot be shown`;
   }
 }
 
