@@ -17,7 +17,9 @@ run().then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    process.stderr.write(`pgrunbook: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    // No stack traces for operators; PGRUNBOOK_DEBUG=1 shows one for a bug report.
+    const detail = err instanceof Error ? (process.env.PGRUNBOOK_DEBUG ? (err.stack ?? err.message) : err.message || err.name) : String(err);
+    process.stderr.write(`pgrunbook: unexpected error: ${detail}\n`);
     process.exitCode = 1;
   },
 );

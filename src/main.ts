@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import { EXIT, UsageError, type Params, type Procedure } from './engine/types.js';
 import { FlagError, flagName, parseArgv, procedureBooleanFlags, resolveParams, type RawFlags } from './engine/params.js';
-import { runProcedure } from './engine/runner.js';
+import { errorMessage, runProcedure, type RunSupervisor } from './engine/runner.js';
 import { headlessAnswerer } from './engine/confirm.js';
 import { humanReporter, jsonLinesReporter } from './engine/reporters.js';
 import { defaultStateDir, journalPathFor, newRunId, readResumePoint } from './engine/journal.js';
@@ -12,7 +12,7 @@ import { MASK } from './engine/mask.js';
 import { ConnectionStringError } from './config/connection.js';
 import { loadProfile, ProfileError } from './config/store.js';
 import type { Profile } from './config/profile.js';
-import { buildServices, profileDefaults, type ProcedureServices } from './procedures/services.js';
+import { buildServices, profileDefaults, runContextOf, type ProcedureServices } from './procedures/services.js';
 import { loadProcedures } from './procedures/load.js';
 import { profileCommand } from './config/command.js';
 
@@ -72,9 +72,9 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
   }
   const names = procedures.map((p) => p.id).join(', ');
 
-  // The procedure decides which of its flags are booleans, so find it before parsing.
-  const procIndex = argv.findIndex((a) => a === '--procedure' || a === '-P');
-  const procArg = procIndex >= 0 ? argv[procIndex + 1] : argv.find((a) => a.startsWith('--procedure='))?.slice('--procedure='.length);
+  // The procedure decides which of its flags are booleans, so find it before parsing
+  // (for --resume, from the run's journal).
+  const procArg = rawFlagValue(argv, '--procedure', '-P') ?? preResumeProcedure(argv, env);
   const preProcedure = procArg ? procedures.find((p) => p.id === procArg) : undefined;
 
   let flags: RawFlags;
@@ -145,7 +145,17 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
   for (const [k, v] of Object.entries(flags)) if (!GLOBAL_BOOLEANS.includes(k) && !GLOBAL_VALUED.includes(k)) procFlags[k] = v;
 
   let profile: Profile = {};
-  const profileName = flags.profile ? String(flags.profile) : env.PGRUNBOOK_PROFILE || undefined;
+  const journaled = resumeFrom?.context;
+  const explicitProfile = flags.profile ? String(flags.profile) : env.PGRUNBOOK_PROFILE || undefined;
+  if (journaled?.profile && explicitProfile && explicitProfile !== journaled.profile) {
+    const source = flags.profile ? `--profile ${explicitProfile}` : `PGRUNBOOK_PROFILE=${explicitProfile}`;
+    return fail(
+      EXIT.usage,
+      `${source} differs from the profile run ${resumeFrom!.runId} used, ${journaled.profile}.`,
+      `A resume continues that run with its own settings: drop --profile (or unset PGRUNBOOK_PROFILE), or start a new run with: pgrunbook --procedure ${procedure.id} ...`,
+    );
+  }
+  const profileName = explicitProfile ?? journaled?.profile;
   if (profileName) {
     try {
       profile = await loadProfile(profileName, env);
@@ -157,25 +167,29 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
 
   let services: ProcedureServices;
   try {
-    services = buildServices(flags, env, profile, profileName);
+    services = buildServices(flags, env, profile, profileName, resumeFrom && journaled ? { runId: resumeFrom.runId, procedure: procedure.id, context: journaled } : undefined);
   } catch (err) {
-    if (err instanceof ConnectionStringError || err instanceof UsageError) return fail(EXIT.usage, err.message);
+    if (err instanceof ConnectionStringError) return fail(EXIT.usage, err.message);
+    if (err instanceof UsageError) return fail(EXIT.usage, err.message, err.hint);
     throw err;
+  }
+  if (journaled?.repoCredentialsDropped && services.repo === journaled.repo) {
+    io.stderr.write(`pgrunbook: note: the repository URL of run ${resumeFrom!.runId} carried credentials, which are never journaled; they must come from the environment (AWS_*, AZURE_STORAGE_*) or give --repo with them again\n`);
   }
 
   // On resume, the journal's params come back, with flags given now taking precedence.
   // Secret params were never journaled: they must be given again.
-  const journaled: Params = resumeFrom ? { ...resumeFrom.params } : {};
+  const journaledParams: Params = resumeFrom ? { ...resumeFrom.params } : {};
   const missingSecrets: string[] = [];
   for (const spec of procedure.params) {
-    if (journaled[spec.name] === MASK) {
-      delete journaled[spec.name];
+    if (journaledParams[spec.name] === MASK) {
+      delete journaledParams[spec.name];
       if (spec.secret && procFlags[flagName(spec.name).slice(2)] === undefined && !(spec.env && env[spec.env])) missingSecrets.push(flagName(spec.name));
     }
   }
   if (missingSecrets.length) return fail(EXIT.usage, `resuming needs the secret ${missingSecrets.join(', ')} again (secrets are never journaled)`);
 
-  const { params, errors } = resolveParams(procedure, procFlags, env, { ...profileDefaults(procedure, profile), ...journaled });
+  const { params, errors } = resolveParams(procedure, procFlags, env, { ...profileDefaults(procedure, profile), ...journaledParams });
   if (errors.length) {
     return fail(EXIT.usage, `bad parameters for ${procedure.id}:\n  ${errors.join('\n  ')}`, `see: pgrunbook --procedure ${procedure.id} --help`);
   }
@@ -183,6 +197,10 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
   const color = Boolean(io.stdout.isTTY) && !('NO_COLOR' in env && env.NO_COLOR !== '');
   const report = flags.json ? jsonLinesReporter(io.stdout) : humanReporter(io.stdout, { color });
   const controller = new AbortController();
+  // Every run ends with a run-end record and a summary, whatever happens: the supervisor is
+  // how process-level events (a second Ctrl-C, an uncaught exception, an event loop that
+  // drained under a step that can never finish, an exit from inside a step) reach the runner.
+  const supervisor: RunSupervisor = {};
   let interrupts = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     interrupts++;
@@ -190,20 +208,42 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
       io.stderr.write(`\npgrunbook: ${sig} received; stopping the current step and recording where it stopped (press Ctrl-C again to quit at once)\n`);
       controller.abort(new Error(`interrupted by ${sig}`));
     } else {
+      supervisor.endNow?.({ kind: 'signal', signal: sig });
       process.exit(EXIT.interrupted);
     }
   };
+  const onUncaught = (err: unknown) => {
+    if (supervisor.fault) {
+      supervisor.fault({ kind: 'uncaught', error: err });
+      return;
+    }
+    io.stderr.write(`pgrunbook: unexpected error: ${errorMessage(err)}\n`);
+    process.exit(EXIT.failed);
+  };
+  const onBeforeExit = () => supervisor.fault?.({ kind: 'drained' });
+  const onExit = (code: number) => {
+    const summary = supervisor.endNow?.({ kind: 'exit', code });
+    if (summary) process.exitCode = summary.exitCode;
+  };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  process.on('uncaughtException', onUncaught);
+  process.on('unhandledRejection', onUncaught);
+  process.on('beforeExit', onBeforeExit);
+  process.on('exit', onExit);
+  let exitCode: number;
   try {
     const runId = resumeFrom?.runId ?? newRunId(procedure.id);
-    const confirm = flags.confirm === undefined ? [] : Array.isArray(flags.confirm) ? flags.confirm : [String(flags.confirm)];
+    const given = flags.confirm === undefined ? [] : Array.isArray(flags.confirm) ? flags.confirm : [String(flags.confirm)];
+    // A resumed run keeps the answers its first attempt was given, for the same target.
+    const confirm = [...new Set([...given, ...(journaled?.confirm ?? [])])];
+    const yes = Boolean(flags.yes) || Boolean(journaled?.yes);
     const summary = await runProcedure({
       procedure,
       params,
       services,
       runId,
-      answer: headlessAnswerer({ yes: Boolean(flags.yes), confirm }),
+      answer: headlessAnswerer({ yes, confirm }),
       signal: controller.signal,
       dryRun: Boolean(flags['dry-run']),
       journalPath: journalPathFor(stateDir, runId),
@@ -212,11 +252,41 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
         : undefined,
       onEvent: report,
       secrets: [services.connection.password, env.PGPASSWORD, ...confirmSecrets(procedure, params)].filter((s): s is string => Boolean(s)),
+      context: runContextOf(services, { yes, confirm }),
+      supervisor,
     });
-    return summary.exitCode;
+    exitCode = summary.exitCode;
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    process.off('uncaughtException', onUncaught);
+    process.off('unhandledRejection', onUncaught);
+    process.off('beforeExit', onBeforeExit);
+    process.off('exit', onExit);
+  }
+  // A step left running (it ignored the stop, or can never finish) must not hold the process open.
+  if (supervisor.leftRunning) process.exit(exitCode);
+  return exitCode;
+}
+
+/** The value of a valued flag in raw argv (`--name V`, `--name=V` or the short alias), before parsing. */
+function rawFlagValue(argv: string[], long: string, short?: string): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === long || (short && argv[i] === short)) return argv[i + 1];
+    if (argv[i].startsWith(`${long}=`)) return argv[i].slice(long.length + 1);
+  }
+  return undefined;
+}
+
+/** The procedure of the run named by --resume, when its journal can be read (errors come later). */
+function preResumeProcedure(argv: string[], env: NodeJS.ProcessEnv): string | undefined {
+  const runId = rawFlagValue(argv, '--resume');
+  if (!runId) return undefined;
+  try {
+    const stateDir = rawFlagValue(argv, '--state-dir') ?? defaultStateDir(env);
+    return readResumePoint(stateDir, runId).procedure;
+  } catch {
+    return undefined;
   }
 }
 

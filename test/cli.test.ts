@@ -144,3 +144,162 @@ describe('headless CLI', () => {
     expect(help.stdout).toContain('--critical-tables');
   });
 });
+
+describe('resume from the journal alone', () => {
+  it('the journal holds the connection, data directory and repository without secrets; --resume RUN_ID alone uses them and refuses others', async () => {
+    const t = setup();
+    fs.writeFileSync(path.join(t.work, 'hold'), '');
+    const pgdata = path.join(t.dir, 'data');
+    const child = startCli(
+      [
+        '--procedure', 'demo', '--dir', t.work, '--confirm', 'sandbox-1', '--json',
+        '--dbname', 'postgresql://app:S3cretPw99@db.example:6543/appdb',
+        '--pgdata', pgdata,
+        '--repo', 's3://bkt/prefix?region=eu-west-1&accessKeyId=AKIDEXAMPLE7&secretAccessKey=AbcSecret999',
+      ],
+      t.env,
+    );
+    await waitFor('the slow step to start', () => t.marker('slow-started'));
+    child.kill('SIGINT');
+    const first = await child;
+    expect(first.exitCode).toBe(130);
+    const runId = jsonLines(String(first.stdout))[0].runId as string;
+    const journal = fs.readFileSync(path.join(t.stateDir, 'runs', `${runId}.jsonl`), 'utf8');
+    for (const secret of ['S3cretPw99', 'AbcSecret999', 'AKIDEXAMPLE7']) expect(journal).not.toContain(secret);
+    const start = JSON.parse(journal.split('\n')[0]);
+    expect(start.context).toMatchObject({
+      connection: { host: 'db.example', port: 6543, user: 'app', dbname: 'appdb' },
+      pgdata,
+      repo: 's3://bkt/prefix?region=eu-west-1',
+      repoCredentialsDropped: true,
+      confirm: ['sandbox-1'],
+    });
+
+    // Another data directory, port (from the environment) or repository: refused, naming both.
+    const otherData = await runCli(['--resume', runId, '--pgdata', path.join(t.dir, 'other')], t.env);
+    expect(otherData.exitCode).toBe(2);
+    expect(otherData.stderr).toContain(`--pgdata ${path.join(t.dir, 'other')} differs from the data directory run ${runId} used, ${pgdata}`);
+    expect(otherData.stderr).toMatch(/drop the flag .*or start a new run/);
+    const otherPort = await runCli(['--resume', runId], { ...t.env, PGPORT: '7000' });
+    expect(otherPort.exitCode).toBe(2);
+    expect(otherPort.stderr).toContain('PGPORT=7000 differs from the server port');
+    expect(otherPort.stderr).toContain('6543');
+    const otherHost = await runCli(['--resume', runId, '--host', 'db2.example'], t.env);
+    expect(otherHost.exitCode).toBe(2);
+    expect(otherHost.stderr).toContain('--host db2.example differs from the server host');
+    expect(otherHost.stderr).toContain('db.example.');
+    const otherRepo = await runCli(['--resume', runId, '--repo', 's3://bkt/elsewhere'], t.env);
+    expect(otherRepo.exitCode).toBe(2);
+    expect(otherRepo.stderr).toContain('--repo s3://bkt/elsewhere differs from the repository');
+    expect(otherRepo.stderr).toContain('s3://bkt/prefix?region=eu-west-1');
+    expect(t.marker('slow-done')).toBe(false);
+
+    // The same values given again are fine; here: nothing but the run id.
+    fs.rmSync(path.join(t.work, 'hold'));
+    const resumed = await runCli(['--resume', runId, '--json'], t.env);
+    expect(resumed.exitCode, resumed.stderr).toBe(0);
+    const summary = jsonLines(resumed.stdout).at(-1)!.summary;
+    expect(summary.steps.map((s: { status: string }) => s.status)).toEqual(['skipped', 'skipped', 'ok', 'ok']);
+    const acting = summary.facts.find((f: { label: string }) => f.label === 'acting on').value as string;
+    expect(acting).toBe(`host=db.example port=6543 user=app dbname=appdb pgdata=${pgdata} repo=s3://bkt/prefix?region=eu-west-1`);
+    expect(resumed.stderr).toContain('carried credentials, which are never journaled');
+  });
+});
+
+describe('every run ends with a summary', () => {
+  const crash = async (how: string, json = true) => {
+    const t = setup();
+    const r = await runCli(['--procedure', 'crash', '--dir', t.work, '--how', how, ...(json ? ['--json'] : [])], t.env);
+    const runs = fs.readdirSync(path.join(t.stateDir, 'runs'));
+    expect(runs).toHaveLength(1);
+    const records = fs
+      .readFileSync(path.join(t.stateDir, 'runs', runs[0]), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
+    return { ...r, t, records, last: records.at(-1) };
+  };
+
+  it('a step that throws a string: exit 1, the summary, run-end in the journal; the JSON run-end is the last line', async () => {
+    const r = await crash('throw-string');
+    expect(r.exitCode).toBe(1);
+    const end = jsonLines(r.stdout).at(-1)!;
+    expect(end.type).toBe('run-end');
+    expect(end.summary).toMatchObject({ status: 'failed', exitCode: 1, error: 'step "Go wrong" failed: the disk said no' });
+    expect(r.last).toMatchObject({ rec: 'run-end', summary: { status: 'failed', exitCode: 1 } });
+    expect(r.t.marker('after')).toBe(false);
+
+    const human = await crash('throw-string', false);
+    expect(human.exitCode).toBe(1);
+    expect(human.stdout).toContain('FAILED in');
+    expect(human.stdout).toContain('the disk said no');
+    expect(human.last.rec).toBe('run-end');
+  });
+
+  it('a step whose promise never settles (the event loop drains): exit 1, run-end with a message', async () => {
+    const r = await crash('hang');
+    expect(r.exitCode).toBe(1);
+    const end = jsonLines(r.stdout).at(-1)!;
+    expect(end.type).toBe('run-end');
+    expect(end.summary.error).toBe('step "Go wrong" ended without finishing (internal error); nothing after it ran');
+    expect(end.summary.steps.map((s: { status: string }) => s.status)).toEqual(['ok', 'failed', 'pending']);
+    expect(r.last).toMatchObject({ rec: 'run-end', summary: { status: 'failed', exitCode: 1, error: end.summary.error } });
+    expect(r.t.marker('after')).toBe(false);
+
+    const human = await crash('hang', false);
+    expect(human.exitCode).toBe(1);
+    expect(human.stdout).toContain('ended without finishing (internal error)');
+    expect(human.stdout).toMatch(/next: .*pgrunbook --resume crash-/);
+  });
+
+  it('a crash inside a step, an uncaught exception, an unhandled rejection and an exit from a step: exit 1, the cause, no stack trace, run-end', async () => {
+    const cases: [string, string][] = [
+      ['type-error', `step "Go wrong" failed: Cannot read properties of undefined (reading 'property')`],
+      ['uncaught', 'internal error during step "Go wrong": callback blew up; nothing after it ran'],
+      ['rejection', 'internal error during step "Go wrong": nobody awaited this; nothing after it ran'],
+      ['exit', 'step "Go wrong" ended without finishing (internal error: the process was exiting with code 0); nothing after it ran'],
+    ];
+    for (const [how, error] of cases) {
+      const r = await crash(how);
+      expect(r.exitCode, how).toBe(1);
+      const end = jsonLines(r.stdout).at(-1)!;
+      expect(end.type, how).toBe('run-end');
+      expect(end.summary.error, how).toBe(error);
+      expect(r.last, how).toMatchObject({ rec: 'run-end', summary: { status: 'failed', error } });
+      expect(r.stdout + r.stderr, how).not.toMatch(/\n\s+at /);
+      expect(r.t.marker('after'), how).toBe(false);
+    }
+    // The step was asked to stop (and did) before the run ended.
+    const uncaught = await crash('uncaught');
+    expect(uncaught.t.marker('crash-aborted')).toBe(true);
+  });
+
+  it('SIGTERM, and a second SIGINT while a step ignores the first, still end with run-end and exit 130', async () => {
+    const t = setup();
+    const child = startCli(['--procedure', 'crash', '--dir', t.work, '--how', 'stubborn', '--json'], t.env);
+    await waitFor('the stubborn step to start', () => t.marker('stubborn-started'));
+    let err = '';
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    child.kill('SIGINT');
+    await waitFor('the first SIGINT to be taken', () => err.includes('SIGINT received'));
+    child.kill('SIGINT');
+    const r = await child;
+    expect(r.exitCode).toBe(130);
+    const end = jsonLines(String(r.stdout)).at(-1)!;
+    expect(end.type).toBe('run-end');
+    expect(end.summary.status).toBe('interrupted');
+    expect(end.summary.error).toContain('interrupted by a second SIGINT');
+    const runId = end.runId as string;
+    const last = JSON.parse(fs.readFileSync(path.join(t.stateDir, 'runs', `${runId}.jsonl`), 'utf8').trim().split('\n').at(-1)!);
+    expect(last).toMatchObject({ rec: 'run-end', summary: { status: 'interrupted', exitCode: 130 } });
+
+    const t2 = setup();
+    fs.writeFileSync(path.join(t2.work, 'hold'), '');
+    const term = startCli(['--procedure', 'demo', '--dir', t2.work, '--confirm', 'sandbox-1', '--json'], t2.env);
+    await waitFor('the slow step to start', () => t2.marker('slow-started'));
+    term.kill('SIGTERM');
+    const tr = await term;
+    expect(tr.exitCode).toBe(130);
+    expect(jsonLines(String(tr.stdout)).at(-1)!).toMatchObject({ type: 'run-end', summary: { status: 'interrupted', exitCode: 130 } });
+  });
+});

@@ -1,11 +1,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { runProcedure } from '../src/engine/runner.js';
+import { errorMessage, runProcedure, type RunSupervisor } from '../src/engine/runner.js';
 import { headlessAnswerer } from '../src/engine/confirm.js';
 import { readJournal, readResumePoint } from '../src/engine/journal.js';
 import { resolveParams, parseArgv } from '../src/engine/params.js';
 import { maskConnectionStrings } from '../src/engine/mask.js';
+import { repoWithoutCredentials } from '../src/procedures/services.js';
 import type { Procedure, RunEvent } from '../src/engine/types.js';
 import { tempDir } from './helpers/cli.js';
 import { waitFor } from './helpers/wait.js';
@@ -177,6 +178,78 @@ describe('runner', () => {
     expect(summary.status).toBe('planned');
     expect(log).toEqual([]);
     expect(fs.existsSync('/nonexistent/never-written.jsonl')).toBe(false);
+  });
+});
+
+describe('runs that go wrong outside a step still end with a summary', () => {
+  const hanging = (log: string[]): Procedure => ({
+    id: 'hanging',
+    title: 'Hanging',
+    summary: '',
+    group: 'other',
+    params: [],
+    steps: [
+      { id: 'stuck', title: 'Stuck', kind: 'action', run: () => new Promise<void>(() => log.push('stuck')) },
+      { id: 'later', title: 'Later', kind: 'action', run: async () => void log.push('later') },
+    ],
+  });
+
+  it('a drained event loop under a step ends the run as failed, with run-end in the journal', async () => {
+    const log: string[] = [];
+    const rec = recorder();
+    const supervisor: RunSupervisor = {};
+    const journalPath = path.join(tempDir(), 'runs', 'hanging-1.jsonl');
+    const running = runProcedure({ procedure: hanging(log), params: {}, answer: headlessAnswerer({ yes: false }), journalPath, onEvent: rec.onEvent, supervisor });
+    await waitFor('the stuck step to start', () => log.includes('stuck'));
+    supervisor.fault!({ kind: 'drained' });
+    const summary = await running;
+    expect(summary).toMatchObject({ status: 'failed', exitCode: 1, error: 'step "Stuck" ended without finishing (internal error); nothing after it ran' });
+    expect(log).toEqual(['stuck']);
+    expect(supervisor.leftRunning).toBe(true);
+    expect(supervisor.fault).toBeUndefined();
+    expect(readJournal(journalPath).at(-1)).toMatchObject({ rec: 'run-end', summary: { status: 'failed' } });
+    expect(rec.events.at(-1)?.type).toBe('run-end');
+  });
+
+  it('endNow writes run-end synchronously, once', async () => {
+    const log: string[] = [];
+    const supervisor: RunSupervisor = {};
+    const journalPath = path.join(tempDir(), 'runs', 'hanging-2.jsonl');
+    void runProcedure({ procedure: hanging(log), params: {}, answer: headlessAnswerer({ yes: false }), journalPath, supervisor });
+    await waitFor('the stuck step to start', () => log.includes('stuck'));
+    const summary = supervisor.endNow!({ kind: 'signal', signal: 'SIGINT' });
+    expect(summary).toMatchObject({ status: 'interrupted', exitCode: 130 });
+    expect(supervisor.endNow).toBeUndefined();
+    const records = readJournal(journalPath);
+    expect(records.filter((r) => r.rec === 'run-end')).toHaveLength(1);
+    expect(records.at(-2)).toMatchObject({ rec: 'step-end', stepId: 'stuck', status: 'interrupted' });
+  });
+
+  it('a journal that cannot be written still gives a failed summary, not an exception', async () => {
+    const dir = tempDir();
+    fs.writeFileSync(path.join(dir, 'runs'), 'a file where the runs directory should be');
+    const rec = recorder();
+    const log: string[] = [];
+    const summary = await runProcedure({ procedure: simple(log), params: {}, answer: headlessAnswerer({ yes: false }), journalPath: path.join(dir, 'runs', 'x.jsonl'), onEvent: rec.onEvent });
+    expect(summary.status).toBe('failed');
+    expect(summary.error).toContain('cannot write the journal');
+    expect(log).toEqual([]);
+    expect(rec.events.at(-1)?.type).toBe('run-end');
+  });
+
+  it('errorMessage says something for anything thrown', () => {
+    expect(errorMessage('plain')).toBe('plain');
+    expect(errorMessage(undefined)).toContain('undefined was thrown');
+    expect(errorMessage(null)).toContain('null was thrown');
+    expect(errorMessage({ message: 'like an error' })).toBe('like an error');
+    expect(errorMessage({ code: 7 })).toContain('{"code":7}');
+    expect(errorMessage(Object.create(null))).toBeTruthy();
+  });
+
+  it('repository URLs lose their credentials before they are journaled', () => {
+    expect(repoWithoutCredentials('file:///srv/repo')).toEqual({ url: 'file:///srv/repo', dropped: false });
+    expect(repoWithoutCredentials('s3://b/p?region=x&accessKeyId=A&secretAccessKey=S&sessionToken=T')).toEqual({ url: 's3://b/p?region=x', dropped: true });
+    expect(repoWithoutCredentials('azure://c/p?account=a&accountKey=K&sas=Z')).toEqual({ url: 'azure://c/p?account=a', dropped: true });
   });
 });
 

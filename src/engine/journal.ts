@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import type { Params, RunSummary, StepStatus } from './types.js';
+import type { Params, RunContext, RunSummary, StepStatus } from './types.js';
 
 export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
   if (env.PGRUNBOOK_STATE_DIR) return path.resolve(env.PGRUNBOOK_STATE_DIR);
@@ -24,7 +24,18 @@ export function journalPathFor(stateDir: string, runId: string): string {
 }
 
 export type JournalRecord =
-  | { rec: 'run-start'; time: string; runId: string; procedure: string; params: Params; who: string; host: string; pid: number }
+  | {
+      rec: 'run-start';
+      time: string;
+      runId: string;
+      procedure: string;
+      params: Params;
+      who: string;
+      host: string;
+      pid: number;
+      /** Connection (no password), data directory, repository (no credentials), profile, answers. */
+      context?: RunContext;
+    }
   | { rec: 'resume'; time: string; runId: string; who: string; host: string; pid: number; fromStep?: string }
   | { rec: 'step-start'; time: string; stepId: string }
   | { rec: 'log'; time: string; stepId: string; level: string; message: string }
@@ -43,6 +54,7 @@ export type JournalRecord =
 
 export class Journal {
   private fd: number;
+  private closed = false;
 
   constructor(readonly path: string) {
     fs.mkdirSync(dirnameOf(path), { recursive: true, mode: 0o700 });
@@ -50,12 +62,16 @@ export class Journal {
   }
 
   append(record: JournalRecord): void {
+    // A step left running after the run ended must not write through a reused descriptor.
+    if (this.closed) return;
     fs.writeSync(this.fd, JSON.stringify(record) + '\n');
     // Step boundaries are what --resume relies on after a crash: make them durable.
     if (record.rec === 'step-end' || record.rec === 'run-end' || record.rec === 'confirm') fs.fsyncSync(this.fd);
   }
 
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     try {
       fs.closeSync(this.fd);
     } catch {
@@ -98,6 +114,8 @@ export interface ResumePoint {
   state: Record<string, unknown>;
   completedSteps: string[];
   lastStatus?: RunSummary['status'];
+  /** Absent in journals written before the context was recorded. */
+  context?: RunContext;
 }
 
 /** What an earlier run finished, from its journal. Throws with an operator message when it cannot resume. */
@@ -133,5 +151,6 @@ export function readResumePoint(stateDir: string, runId: string): ResumePoint {
     state,
     completedSteps: [...completed],
     lastStatus,
+    context: start.context,
   };
 }

@@ -10,6 +10,7 @@ import {
   type ConfirmOptions,
   type Params,
   type Procedure,
+  type RunContext,
   type RunEvent,
   type RunStatus,
   type RunSummary,
@@ -19,13 +20,33 @@ import {
   type StepSummary,
 } from './types.js';
 import { Masker } from './mask.js';
-import { Journal, newRunId, whoAmI } from './journal.js';
+import { Journal, newRunId, whoAmI, type JournalRecord } from './journal.js';
 
 export interface ResumeFrom {
   runId: string;
   journalPath: string;
   state: Record<string, unknown>;
   completedSteps: string[];
+}
+
+/** Something went wrong outside the step's own promise. */
+export type RunFault =
+  /** An uncaught exception or unhandled rejection while the run was active. */
+  | { kind: 'uncaught'; error: unknown }
+  /** The event loop drained with a step's promise still pending: it can never settle. */
+  | { kind: 'drained' };
+
+/**
+ * The CLI's line into a running run, for process-level events the runner cannot see itself.
+ * The runner fills in `fault` and `endNow` while the run is active and clears them when it ends.
+ */
+export interface RunSupervisor {
+  /** Stop the current step and end the run as failed (asynchronously, through the normal ending). */
+  fault?: (fault: RunFault) => void;
+  /** The process is ending now: record where the run stopped and write run-end synchronously. */
+  endNow?: (how: { kind: 'signal'; signal: string } | { kind: 'exit'; code: number }) => RunSummary | undefined;
+  /** Set when a step was left running (it ignored an abort or can never settle): exit promptly after the run. */
+  leftRunning?: boolean;
 }
 
 export interface RunOptions {
@@ -46,6 +67,9 @@ export interface RunOptions {
   progressIntervalMs?: number;
   /** How long to wait for a step to honour an abort before recording it as interrupted. */
   abortGraceMs?: number;
+  /** Journaled in run-start: where the run acts (no secrets), for a later --resume. */
+  context?: RunContext;
+  supervisor?: RunSupervisor;
 }
 
 interface StepOutcome {
@@ -67,9 +91,18 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
   }
   const maskedParams = maskParams(procedure, opts.params, masker);
   const journalPath = dryRun ? undefined : opts.resume?.journalPath ?? (opts.journalPath || undefined);
-  const journal = journalPath ? new Journal(journalPath) : undefined;
+  let journal: Journal | undefined;
+  let journalOpenError: string | undefined;
+  if (journalPath) {
+    try {
+      journal = new Journal(journalPath);
+    } catch (err) {
+      journalOpenError = errorMessage(err);
+    }
+  }
   const progressInterval = opts.progressIntervalMs ?? 125;
   const abortGraceMs = opts.abortGraceMs ?? 10_000;
+  const supervisor = opts.supervisor;
 
   const controller = new AbortController();
   const onOuterAbort = () => controller.abort(opts.signal?.reason);
@@ -79,9 +112,8 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
   const runStarted = Date.now();
   const now = () => new Date().toISOString();
   const emit = (event: RunEvent) => {
-    const masked = masker.deep(event);
     try {
-      opts.onEvent?.(masked);
+      opts.onEvent?.(masker.deep(event));
     } catch {
       // A subscriber's bug must not break the run.
     }
@@ -93,14 +125,42 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
   const facts: { label: string; value: string }[] = [];
   const stepSummaries: StepSummary[] = procedure.steps.map((s) => ({ id: s.id, title: s.title, kind: s.kind, status: 'pending' }));
 
+  // What ends the run early from outside a step's own promise (see RunSupervisor).
+  let ended: RunSummary | undefined;
+  let current: { step: Step; index: number; started: number } | undefined;
+  let fault: string | undefined;
+  let abandonCurrent: (() => void) | undefined;
+  const raiseFault = (message: string, abandon: boolean) => {
+    if (ended) return;
+    // A stubborn step after Ctrl-C that can never settle: stop waiting, it stays an interruption.
+    if (!(abandon && controller.signal.aborted && !fault)) fault ??= message;
+    if (!controller.signal.aborted) controller.abort(new Error(message));
+    if (abandon) abandonCurrent?.();
+  };
+  // A journal that cannot be written mid-run ends the run: --resume could not trust it.
+  const record = (rec: JournalRecord) => {
+    if (!journal) return;
+    try {
+      journal.append(rec);
+    } catch (err) {
+      raiseFault(`cannot write the journal ${journalPath}: ${errorMessage(err)}; nothing after this point ran`, false);
+    }
+  };
+  const stepTitle = () => (current ? `step "${current.step.title}"` : 'the run');
+  if (supervisor) {
+    supervisor.leftRunning = false;
+    supervisor.fault = (f) => {
+      if (f.kind === 'drained') raiseFault(`${stepTitle()} ended without finishing (internal error); nothing after it ran`, true);
+      else raiseFault(`internal error during ${stepTitle()}: ${errorMessage(f.error)}; nothing after it ran`, false);
+    };
+    supervisor.endNow = (how) => endNow(how);
+  }
+
+  const firstOpen = procedure.steps.find((s) => !completed.has(s.id))?.id;
   if (journal) {
     const base = { time: now(), runId, who: whoAmI(), host: os.hostname(), pid: process.pid };
-    if (opts.resume) {
-      const firstOpen = procedure.steps.find((s) => !completed.has(s.id));
-      journal.append({ rec: 'resume', ...base, fromStep: firstOpen?.id });
-    } else {
-      journal.append({ rec: 'run-start', ...base, procedure: procedure.id, params: maskedParams });
-    }
+    if (opts.resume) record({ rec: 'resume', ...base, fromStep: firstOpen });
+    else record({ rec: 'run-start', ...base, procedure: procedure.id, params: maskedParams, context: opts.context ? masker.deep(opts.context) : undefined });
   }
 
   emit({
@@ -111,10 +171,14 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
     title: procedure.title,
     params: maskedParams,
     steps: procedure.steps.map((s) => ({ id: s.id, title: s.title, kind: s.kind, destructive: Boolean(s.destructive) })),
-    journalPath,
-    resumedAt: opts.resume ? procedure.steps.find((s) => !completed.has(s.id))?.id : undefined,
+    journalPath: journal ? journalPath : undefined,
+    resumedAt: opts.resume ? firstOpen : undefined,
     dryRun,
   });
+
+  if (journalOpenError !== undefined) {
+    return finish('failed', `cannot write the journal ${journalPath}: ${journalOpenError}; nothing was run`, 'check that the state directory exists and is writable (PGRUNBOOK_STATE_DIR or --state-dir)');
+  }
 
   let runStatus: RunStatus = dryRun ? 'planned' : 'ok';
   let runError: string | undefined;
@@ -122,107 +186,166 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
   let verificationFailed = false;
   let lastRefusalReason: string | undefined;
 
-  for (let index = 0; index < procedure.steps.length; index++) {
-    const step = procedure.steps[index];
-    const summary = stepSummaries[index];
+  try {
+    for (let index = 0; index < procedure.steps.length; index++) {
+      const step = procedure.steps[index];
+      const summary = stepSummaries[index];
 
-    if (completed.has(step.id)) {
-      summary.status = 'skipped';
-      summary.durationMs = 0;
-      emit({ type: 'step-end', time: now(), runId, stepId: step.id, status: 'skipped', durationMs: 0, reason: `done in an earlier attempt of ${runId}` });
-      continue;
-    }
-    if (controller.signal.aborted) {
-      runStatus = 'interrupted';
-      break;
-    }
-    // After a failed verification, further checks still run (a full checklist helps),
-    // but nothing that changes the system does.
-    if (verificationFailed && step.kind === 'action') break;
+      if (completed.has(step.id)) {
+        summary.status = 'skipped';
+        summary.durationMs = 0;
+        emit({ type: 'step-end', time: now(), runId, stepId: step.id, status: 'skipped', durationMs: 0, reason: `done in an earlier attempt of ${runId}` });
+        continue;
+      }
+      if (controller.signal.aborted) {
+        runStatus = 'interrupted';
+        break;
+      }
+      // After a failed verification, further checks still run (a full checklist helps),
+      // but nothing that changes the system does.
+      if (verificationFailed && step.kind === 'action') break;
 
-    const started = Date.now();
-    const stepChecks: CheckResult[] = [];
-    const ctx = makeContext(step, stepChecks);
-    const skipReason = step.skipIf?.(ctx);
-    emit({ type: 'step-start', time: now(), runId, stepId: step.id, title: step.title, index, kind: step.kind, about: safeDescribe(step, ctx) });
-    journal?.append({ rec: 'step-start', time: now(), stepId: step.id });
+      const started = Date.now();
+      const stepChecks: CheckResult[] = [];
+      current = { step, index, started };
+      let outcome: StepOutcome;
+      try {
+        const ctx = makeContext(step, stepChecks);
+        const skipReason = step.skipIf?.(ctx);
+        emit({ type: 'step-start', time: now(), runId, stepId: step.id, title: step.title, index, kind: step.kind, about: safeDescribe(step, ctx) });
+        record({ rec: 'step-start', time: now(), stepId: step.id });
+        if (skipReason) outcome = { status: 'skipped', reason: skipReason };
+        else if (dryRun) outcome = await planStep(step, ctx);
+        else outcome = await executeStep(step, ctx);
+      } catch (err) {
+        // The step's own failures are caught in executeStep; this is the runner or a step hook (skipIf, destructive texts).
+        outcome = { status: 'failed', error: `internal error: ${errorMessage(err)}` };
+      }
+      if (ended) return ended;
+      if (fault) outcome = { status: 'failed', error: fault };
+      if (outcome.status === 'ok' && stepChecks.some((c) => !c.ok)) {
+        outcome = { status: 'failed', reason: 'verification failed', error: failedChecksText(stepChecks) };
+        verificationFailed = true;
+      }
 
-    let outcome: StepOutcome;
-    if (skipReason) {
-      outcome = { status: 'skipped', reason: skipReason };
-    } else if (dryRun) {
-      outcome = await planStep(step, ctx);
-    } else {
-      outcome = await executeStep(step, ctx);
-    }
-    if (outcome.status === 'ok' && stepChecks.some((c) => !c.ok)) {
-      outcome = { status: 'failed', reason: 'verification failed', error: failedChecksText(stepChecks) };
-      verificationFailed = true;
-    }
+      const durationMs = Date.now() - started;
+      summary.status = outcome.status;
+      summary.durationMs = durationMs;
+      summary.error = outcome.error;
+      checks.push(...stepChecks);
+      record({
+        rec: 'step-end',
+        time: now(),
+        stepId: step.id,
+        status: outcome.status,
+        durationMs,
+        error: outcome.error === undefined ? undefined : masker.text(outcome.error),
+        state: masker.deep(state),
+      });
+      current = undefined;
+      emit({ type: 'step-end', time: now(), runId, stepId: step.id, status: outcome.status, durationMs, error: outcome.error, reason: outcome.reason });
 
-    const durationMs = Date.now() - started;
-    summary.status = outcome.status;
-    summary.durationMs = durationMs;
-    summary.error = outcome.error;
-    checks.push(...stepChecks);
-    journal?.append({
-      rec: 'step-end',
-      time: now(),
-      stepId: step.id,
-      status: outcome.status,
-      durationMs,
-      error: outcome.error === undefined ? undefined : masker.text(outcome.error),
-      state: masker.deep(state),
-    });
-    emit({ type: 'step-end', time: now(), runId, stepId: step.id, status: outcome.status, durationMs, error: outcome.error, reason: outcome.reason });
-
-    if (outcome.status === 'failed' && !verificationFailed) {
-      runStatus = 'failed';
-      runError = `step "${step.title}" failed: ${outcome.error}`;
-      runHint = outcome.hint;
-      break;
+      if (fault) break;
+      if (outcome.status === 'failed' && !verificationFailed) {
+        runStatus = 'failed';
+        runError = `step "${step.title}" failed: ${outcome.error}`;
+        runHint = outcome.hint;
+        break;
+      }
+      if (outcome.status === 'refused') {
+        runStatus = 'refused';
+        runError = outcome.error;
+        runHint = outcome.hint;
+        break;
+      }
+      if (outcome.status === 'interrupted') {
+        runStatus = 'interrupted';
+        break;
+      }
     }
-    if (outcome.status === 'refused') {
-      runStatus = 'refused';
-      runError = outcome.error;
-      runHint = outcome.hint;
-      break;
-    }
-    if (outcome.status === 'interrupted') {
-      runStatus = 'interrupted';
-      break;
-    }
+  } catch (err) {
+    if (ended) return ended;
+    runStatus = 'failed';
+    runError = `internal error: ${errorMessage(err)}`;
   }
+  if (ended) return ended;
 
   if (runStatus === 'ok' && verificationFailed) {
     runStatus = 'verification-failed';
     runError = failedChecksText(checks);
   }
-  if (runStatus === 'interrupted') {
-    runError = 'interrupted';
-    if (journal) runHint = `continue with: pgrunbook --resume ${runId}`;
-  } else if ((runStatus === 'failed' || runStatus === 'refused') && journal && !runHint) {
-    runHint = `fix the cause, then continue with: pgrunbook --resume ${runId}`;
+  if (fault) {
+    runStatus = 'failed';
+    runError = fault;
+    runHint = undefined;
+  }
+  return finish(runStatus, runError, runHint);
+
+  /** Writes run-end and emits it, once, whatever path ends the run. */
+  function finish(status: RunStatus, error: string | undefined, hint: string | undefined): RunSummary {
+    if (ended) return ended;
+    if (status === 'interrupted') {
+      error ??= 'interrupted';
+      if (journal) hint ??= `continue with: pgrunbook --resume ${runId}`;
+    } else if (fault && journal) {
+      hint ??= `this is a bug in pgrunbook or in the procedure, not a verdict on your data; read the journal, then continue with: pgrunbook --resume ${runId}`;
+    } else if ((status === 'failed' || status === 'refused') && journal) {
+      hint ??= `fix the cause, then continue with: pgrunbook --resume ${runId}`;
+    }
+    const summary: RunSummary = {
+      runId,
+      procedure: procedure.id,
+      status,
+      exitCode: exitCodeFor(status),
+      durationMs: Date.now() - runStarted,
+      steps: stepSummaries,
+      checks,
+      facts,
+      journalPath: journal ? journalPath : undefined,
+      error: error === undefined ? undefined : masker.text(error),
+      hint: hint === undefined ? undefined : masker.text(hint),
+    };
+    const masked = masker.deep(summary);
+    ended = masked;
+    if (supervisor) {
+      supervisor.fault = undefined;
+      supervisor.endNow = undefined;
+    }
+    if (journal) {
+      try {
+        journal.append({ rec: 'run-end', time: now(), summary: masked });
+      } catch {
+        // Nothing more can be recorded; the summary still reaches the operator.
+      }
+      journal.close();
+    }
+    opts.signal?.removeEventListener('abort', onOuterAbort);
+    emit({ type: 'run-end', time: now(), runId, summary: masked });
+    return masked;
   }
 
-  const summary: RunSummary = {
-    runId,
-    procedure: procedure.id,
-    status: runStatus,
-    exitCode: exitCodeFor(runStatus),
-    durationMs: Date.now() - runStarted,
-    steps: stepSummaries,
-    checks,
-    facts,
-    journalPath,
-    error: runError === undefined ? undefined : masker.text(runError),
-    hint: runHint === undefined ? undefined : masker.text(runHint),
-  };
-  journal?.append({ rec: 'run-end', time: now(), summary: masker.deep(summary) });
-  journal?.close();
-  opts.signal?.removeEventListener('abort', onOuterAbort);
-  emit({ type: 'run-end', time: now(), runId, summary });
-  return masker.deep(summary);
+  /** The process is ending now (a second Ctrl-C, an exit during a step): record it synchronously. */
+  function endNow(how: { kind: 'signal'; signal: string } | { kind: 'exit'; code: number }): RunSummary | undefined {
+    if (ended) return undefined;
+    const what = stepTitle();
+    const status: RunStatus = how.kind === 'signal' ? 'interrupted' : 'failed';
+    const error =
+      how.kind === 'signal'
+        ? `interrupted by a second ${how.signal}: ${what} was stopped at once and may have been cut off part way`
+        : `${what} ended without finishing (internal error: the process was exiting with code ${how.code}); nothing after it ran`;
+    if (current) {
+      const s = stepSummaries[current.index];
+      s.status = status === 'interrupted' ? 'interrupted' : 'failed';
+      s.durationMs = Date.now() - current.started;
+      s.error = error;
+      record({ rec: 'step-end', time: now(), stepId: current.step.id, status: s.status, durationMs: s.durationMs, error: masker.text(error), state: masker.deep(state) });
+      emit({ type: 'step-end', time: now(), runId, stepId: current.step.id, status: s.status, durationMs: s.durationMs, error });
+      current = undefined;
+    }
+    if (supervisor) supervisor.leftRunning = true;
+    if (how.kind === 'exit') fault ??= error;
+    return finish(status, error, undefined);
+  }
 
   function makeContext(step: Step, stepChecks: CheckResult[]): StepContext {
     let lastProgressAt = 0;
@@ -238,7 +361,7 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
       services: opts.services,
       log(message, level = 'info') {
         const text = masker.text(message);
-        journal?.append({ rec: 'log', time: now(), stepId: step.id, level, message: text });
+        record({ rec: 'log', time: now(), stepId: step.id, level, message: text });
         emit({ type: 'log', time: now(), runId, stepId: step.id, level, message: text });
       },
       progress({ done, total, unit }) {
@@ -258,7 +381,7 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
       check(name, ok, detail) {
         const result: CheckResult = { stepId: step.id, name: masker.text(name), ok, detail: detail === undefined ? undefined : masker.text(detail) };
         stepChecks.push(result);
-        journal?.append({ rec: 'check', time: now(), ...result });
+        record({ rec: 'check', time: now(), ...result });
         emit({ type: 'check', time: now(), runId, ...result });
       },
       addSecret(value: string) {
@@ -269,7 +392,7 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
         const existing = facts.findIndex((f) => f.label === fact.label);
         if (existing >= 0) facts[existing] = fact;
         else facts.push(fact);
-        journal?.append({ rec: 'log', time: now(), stepId: step.id, level: 'info', message: `${fact.label}: ${fact.value}` });
+        record({ rec: 'log', time: now(), stepId: step.id, level: 'info', message: `${fact.label}: ${fact.value}` });
         emit({ type: 'fact', time: now(), runId, stepId: step.id, ...fact });
       },
     };
@@ -295,7 +418,7 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
     } catch (err) {
       reason = errorMessage(err);
     }
-    journal?.append({
+    record({
       rec: 'confirm',
       time: now(),
       stepId: step.id,
@@ -311,7 +434,9 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
 
   async function planStep(step: Step, ctx: StepContext): Promise<StepOutcome> {
     try {
-      const lines = (await step.plan?.(ctx)) ?? [];
+      const planned = Promise.resolve().then(() => step.plan?.(ctx));
+      const lines = (await Promise.race([planned, abandonable()]).finally(() => (abandonCurrent = undefined))) ?? [];
+      if (lines === 'abandoned') return { status: 'failed', error: fault ?? 'the plan did not finish' };
       for (const line of lines) ctx.log(`would: ${line}`);
       if (step.destructive) {
         ctx.log(`would ask to confirm: ${step.destructive.what(ctx)} (type "${step.destructive.confirmText(ctx)}" or pass --confirm ${shellQuote(step.destructive.confirmText(ctx))})`, 'warn');
@@ -347,8 +472,13 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
         settled = true;
       });
     const watch = abortedThenGrace(controller.signal, abortGraceMs, () => settled);
-    const result = await Promise.race([work, watch.promise]).finally(watch.stop);
+    const result = await Promise.race([work, watch.promise, abandonable()]).finally(() => {
+      watch.stop();
+      abandonCurrent = undefined;
+    });
     if (result === 'abandoned') {
+      if (supervisor) supervisor.leftRunning = true;
+      if (fault) return { status: 'failed', error: fault };
       return { status: 'interrupted', error: `interrupted; the step did not stop within ${abortGraceMs} ms` };
     }
     if (result.ok) {
@@ -358,9 +488,25 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
     if (controller.signal.aborted) return { status: 'interrupted', error: 'interrupted' };
     const err = result.err;
     if (err instanceof ConfirmationRefusedError) {
-      return { status: 'refused', error: err.message, hint: (err as { hint?: string }).hint };
+      return { status: 'refused', error: err.message, hint: hintOf(err) };
     }
-    return { status: 'failed', error: errorMessage(err), hint: (err as { hint?: string } | undefined)?.hint };
+    return { status: 'failed', error: errorMessage(err), hint: hintOf(err) };
+  }
+
+  /** Resolves 'abandoned' when the supervisor says the current step can never settle. */
+  function abandonable(): Promise<'abandoned'> {
+    return new Promise((resolve) => {
+      abandonCurrent = () => resolve('abandoned');
+    });
+  }
+}
+
+function hintOf(err: unknown): string | undefined {
+  try {
+    const hint = (err as { hint?: unknown } | null | undefined)?.hint;
+    return typeof hint === 'string' ? hint : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -427,9 +573,20 @@ export function maskParams(procedure: Procedure, params: Params, masker: Masker)
   return out;
 }
 
+/** A message for anything a step may throw: an Error, a string, undefined, an object without a useful toString. */
 export function errorMessage(err: unknown): string {
-  if (err instanceof Error) return err.message || err.name;
-  return String(err);
+  try {
+    if (err instanceof Error) return err.message || err.name || 'an error without a message';
+    if (typeof err === 'string') return err || 'an empty string was thrown';
+    if (err === undefined || err === null) return `failed without saying why (${String(err)} was thrown)`;
+    const message = (err as { message?: unknown }).message;
+    if (typeof message === 'string' && message) return message;
+    const text = String(err);
+    if (text && text !== '[object Object]') return text;
+    return `a non-error value was thrown: ${JSON.stringify(err)?.slice(0, 200) ?? typeof err}`;
+  } catch {
+    return `a thrown ${typeof err} that cannot be shown`;
+  }
 }
 
 export function shellQuote(value: string): string {

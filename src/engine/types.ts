@@ -138,6 +138,24 @@ export interface RunSummary {
   hint?: string;
 }
 
+/**
+ * Where a run acted, journaled in its run-start record so `--resume RUN_ID` alone can carry
+ * on against the same server, data directory and repository. Never holds a password or a
+ * credential: the connection is host/port/user/dbname, and secrets in the repository URL's
+ * query are dropped before it gets here.
+ */
+export interface RunContext {
+  connection?: { host?: string; port?: number; user?: string; dbname?: string; sslmode?: string };
+  pgdata?: string;
+  repo?: string;
+  /** True when credentials were dropped from the repository URL (they must come from the environment or --repo again). */
+  repoCredentialsDropped?: boolean;
+  profile?: string;
+  /** The answers given up front (--yes, --confirm): a resumed run of the same target keeps them. */
+  yes?: boolean;
+  confirm?: string[];
+}
+
 interface EventBase {
   time: string;
   runId: string;
