@@ -213,11 +213,7 @@ export const walArchivingProcedure: Procedure = {
       async plan(ctx) {
         for (const line of await checkRepository(ctx)) ctx.log(line.text, line.level);
         const prep = repoPrep(ctx);
-        const envFile = envFilePlan(ctx);
-        return [
-          ...(prep.create?.length ? [`create ${prep.create.at(-1)} owned by ${prep.serverUser?.name ?? 'the server\'s OS user'}`] : []),
-          ...(envFile && prep.writeEnvFile ? [`write ${envFile.path} (mode 0600) with ${envFile.names.join(', ')}`] : []),
-        ];
+        return prep.create?.length ? [`create ${prep.create.at(-1)} owned by ${prep.serverUser?.name ?? 'the server\'s OS user'}`] : [];
       },
       async run(ctx) {
         for (const line of await checkRepository(ctx)) ctx.log(line.text, line.level);
