@@ -179,6 +179,34 @@ describe('wal-archiving into S3 leaves the server a clean environment and a cred
     expect(fs.statSync(out).size).toBe(16 * 1024 * 1024);
     fs.rmSync(path.dirname(out), { recursive: true, force: true });
   });
+
+  it('a changed environment rewrites the env file with a reload, no restart; an env file inside the data directory is refused', async () => {
+    const pid = postmasterPid(cluster.dataDir);
+    const [{ command: commandBefore }] = await cluster.query<{ command: string }>('SELECT current_setting(\'archive_command\') AS command');
+    const r = await runCli(
+      ['--procedure', 'wal-archiving', '--host', cluster.host, '--port', String(cluster.port), '--user', 'postgres', '--pgdata', cluster.dataDir, '--repo', server.url, '--yes', '--json'],
+      { ...cliEnv, AWS_DEFAULT_REGION: 'us-east-1' },
+    );
+    expect(r.exitCode, r.stdout.slice(-3000) + r.stderr).toBe(0);
+    const events = jsonLines(r.stdout);
+    expect(events.some((e) => e.type === 'log' && e.stepId === 'apply' && String(e.message).startsWith(`wrote ${envFile} (mode 0600`))).toBe(true);
+    expect(events.some((e) => e.type === 'confirm-request' && e.destructive)).toBe(false);
+    expect(fs.readFileSync(envFile, 'utf8')).toContain('AWS_DEFAULT_REGION=us-east-1\n');
+    expect(fs.statSync(envFile).mode & 0o777).toBe(0o600);
+    expect(postmasterPid(cluster.dataDir)).toBe(pid); // no restart
+    const [{ command }] = await cluster.query<{ command: string }>('SELECT current_setting(\'archive_command\') AS command');
+    expect(command).toBe(commandBefore);
+
+    const inside = path.join(cluster.dataDir, 'creds.env');
+    const refused = await runCli(
+      ['--procedure', 'wal-archiving', '--host', cluster.host, '--port', String(cluster.port), '--user', 'postgres', '--pgdata', cluster.dataDir, '--repo', server.url, '--server-env-file', inside, '--yes', '--json'],
+      cliEnv,
+    );
+    expect(refused.exitCode, refused.stdout.slice(-3000) + refused.stderr).toBe(1);
+    expect(jsonLines(refused.stdout).at(-1)!.summary.error).toContain(`--server-env-file ${inside} is inside the data directory`);
+    expect(fs.existsSync(inside)).toBe(false);
+    expect((await cluster.query<{ command: string }>('SELECT current_setting(\'archive_command\') AS command'))[0].command).toBe(commandBefore);
+  });
 });
 
 describe('env files', () => {

@@ -155,7 +155,7 @@ export const walArchivingProcedure: Procedure = {
       example: '5min',
     },
     {
-      name: 'envFile',
+      name: 'serverEnvFile',
       type: 'string',
       description:
         "where to write the repository's credentials for archive_command (mode 0600, owned by the server's OS user; archive_command names it with wal-push --env-file); default <parent of the data directory>/pgrunbook-<cluster>.env. Not inside the data directory: base backups copy it",
@@ -176,10 +176,10 @@ export const walArchivingProcedure: Procedure = {
     }
     if (params.timeout !== undefined && !(Number(params.timeout) > 0)) errors.push(`--timeout: must be a number of seconds greater than 0, got ${params.timeout}`);
     const cmd = params.archiveCommand;
-    if (cmd !== undefined && params.envFile !== undefined) {
-      errors.push('--env-file goes with pgrunbook\'s own wal-push; with --archive-command your command provides the credentials itself: drop one of them');
+    if (cmd !== undefined && params.serverEnvFile !== undefined) {
+      errors.push('--server-env-file goes with pgrunbook\'s own wal-push; with --archive-command your command provides the credentials itself: drop one of them');
     }
-    if (params.envFile !== undefined && !String(params.envFile).trim()) errors.push('--env-file: give a file path');
+    if (params.serverEnvFile !== undefined && !String(params.serverEnvFile).trim()) errors.push('--server-env-file: give a file path');
     if (cmd !== undefined && !/%[pf]/.test(String(cmd))) {
       errors.push(`--archive-command: "${cmd}" does not pass the WAL file to archive; include %p (its path), e.g. --archive-command '/usr/local/bin/archive-wal.sh %p'`);
     }
@@ -361,14 +361,16 @@ function envFilePlan(ctx: StepContext): EnvFilePlan | undefined {
 /**
  * Whether archive_command gets an env file, and where: only for pgrunbook's own wal-push into an
  * S3 or Azure repository whose variables are in our environment, and only when we know where the
- * server lives (--env-file, or its data directory visible here).
+ * server lives (--server-env-file, or its data directory visible here). The option is not called
+ * --env-file: Node.js takes any --env-file* argument, even one after the script, as its own and
+ * exits when that file does not exist yet (nodejs/node#54232).
  */
 function planEnvFile(ctx: StepContext, insp: Inspection): EnvFilePlan | undefined {
   const svc = services(ctx);
   if (ctx.params.archiveCommand || !svc.repo) return undefined;
   const vars = serverEnvFileVars(svc.repo, svc.env);
   if (!vars) return undefined;
-  const given = ctx.params.envFile as string | undefined;
+  const given = ctx.params.serverEnvFile as string | undefined;
   if (given) return { path: path.resolve(given), names: Object.keys(vars) };
   const dir = localDataDir(ctx) ?? insp.serverDataDirectory;
   if (!dir || !fs.existsSync(dir)) return undefined;
@@ -972,7 +974,7 @@ async function checkRepository(ctx: StepContext): Promise<Finding[]> {
       text: ctx.params.archiveCommand
         ? 'PostgreSQL starts with a clean environment: your --archive-command must find the repository\'s credentials itself (e.g. a wrapper that reads them from a file only the server\'s OS user can read). The last step proves it.'
         : serverEnvFileVars(svc.repo!, svc.env)
-          ? 'the server\'s data directory is not visible here, so no env file with the repository\'s credentials is written for it: pass --env-file FILE (a path on the server\'s machine), or give the server the credentials yourself. The last step proves it.'
+          ? 'the server\'s data directory is not visible here, so no env file with the repository\'s credentials is written for it: pass --server-env-file FILE (a path on the server\'s machine), or give the server the credentials yourself. The last step proves it.'
           : `this environment holds no ${loc.kind === 's3' ? 'AWS_*' : 'AZURE_STORAGE_*'} variables, so archive_command gets no env file: the server must find the repository's credentials itself (e.g. an instance role). The last step proves it.`,
       level: 'warn',
     });
@@ -1016,21 +1018,21 @@ async function checkEnvFile(ctx: StepContext, envFile: EnvFilePlan, serverUser: 
     const real = await fsp.realpath(d).catch(() => d);
     if (isInside(envFile.path, d) || isInside(envFile.path, real)) {
       throw new Error(
-        `--env-file ${envFile.path} is inside the data directory ${d}: base backups copy the data directory into the repository, credentials included. ` +
-          `Put it next to it instead, e.g. --env-file ${shellQuote(defaultServerEnvFile(d, insp.clusterName))}`,
+        `--server-env-file ${envFile.path} is inside the data directory ${d}: base backups copy the data directory into the repository, credentials included. ` +
+          `Put it next to it instead, e.g. --server-env-file ${shellQuote(defaultServerEnvFile(d, insp.clusterName))}`,
       );
     }
   }
   const dir = path.dirname(envFile.path);
   const dirSt = await fsp.stat(dir).catch(() => undefined);
-  if (!dirSt?.isDirectory()) throw new Error(`the directory of the env file ${envFile.path} does not exist: create it (reachable by the server's OS user) or pass another --env-file`);
+  if (!dirSt?.isDirectory()) throw new Error(`the directory of the env file ${envFile.path} does not exist: create it (reachable by the server's OS user) or pass another --server-env-file`);
   const owner = serverUser ? { uid: serverUser.uid, gid: serverUser.gid } : undefined;
   if (serverUser) {
     const blocked = await firstUntraversableDirFor(dir, serverUser);
     if (blocked) {
       throw new Error(
         `${serverUser.name} (the server's OS user) cannot enter ${blocked}, so archive_command could not read the env file ${envFile.path}. ` +
-          `Pass --env-file in a directory it can reach, or: chmod o+x ${shellQuote(blocked)}`,
+          `Pass --server-env-file in a directory it can reach, or: chmod o+x ${shellQuote(blocked)}`,
       );
     }
     if (!isRoot() && process.getuid?.() !== serverUser.uid) {

@@ -52,7 +52,11 @@ function parse(argv: string[], env: NodeJS.ProcessEnv): WalArgs {
   return out;
 }
 
-/** The value of --env-file (last one wins), if given. */
+/**
+ * The value of --env-file (last one wins), if given. Node.js itself looks at --env-file even after
+ * the script name (nodejs/node#54232): a file it cannot read ends the process with exit code 9 and
+ * "node: FILE: not found" before this code runs; a readable one is then checked and loaded here.
+ */
 function envFileArg(argv: string[]): string | undefined {
   let file: string | undefined;
   for (let i = 0; i < argv.length; i++) {
