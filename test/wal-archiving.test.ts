@@ -259,8 +259,8 @@ describe('wal-archiving into S3', () => {
   });
 
   it('takes archive_mode=off to archiving into an S3 repository, proven by a segment there', async () => {
-    // The restarted server inherits this environment, credentials included, as a server started
-    // by its service manager would get them from its unit or an instance role.
+    // The restarted server does not inherit this environment: wal-archiving writes the credentials
+    // to an env file (mode 0600, the server's OS user's) that archive_command names.
     const env = { ...server.env, PGRUNBOOK_STATE_DIR: path.join(tempDir(), 'state') };
     const r = await runCli(
       ['--procedure', 'wal-archiving', '--host', cluster.host, '--port', String(cluster.port), '--user', 'postgres', '--pgdata', cluster.dataDir, '--repo', server.url, '--yes', '--confirm', 'data', '--json'],
@@ -279,5 +279,6 @@ describe('wal-archiving into S3', () => {
     // The credentials are in the server's environment, never in its settings.
     const [{ archive_command: command }] = await cluster.query<{ archive_command: string }>('SHOW archive_command');
     expect(command).not.toMatch(/AWS_SECRET|S3RVER/);
+    expect(command).toContain(` wal-push --env-file ${path.join(path.dirname(cluster.dataDir), 'pgrunbook-data.env')} --repo `);
   });
 });

@@ -8,7 +8,7 @@ const USAGE = `Usage:
   pgrunbook profile save NAME [--host H] [--port P] [--user U] [--dbname DB|CONNINFO|URI] [--pgdata DIR]
                               [--databases a,b] [--critical-tables db:schema.table[:min],...] [--repo URL]
                               [--server-log FILE] [--server-control pg_ctl|systemd|commands] [--systemd-unit UNIT]
-                              [--start-command CMD] [--stop-command CMD]
+                              [--start-command CMD] [--stop-command CMD] [--server-env NAME,...]
   pgrunbook profile list
   pgrunbook profile show NAME
   pgrunbook profile delete NAME
@@ -39,7 +39,7 @@ export async function profileCommand(argv: string[], io: { stdout: NodeJS.Writab
       if (!name || name.startsWith('-')) throw new Error(`profile save needs a NAME\n${USAGE}`);
       const { flags, positionals } = parseArgv(rest, new Set());
       if (positionals.length) throw new Error(`unexpected argument "${positionals[0]}"\n${USAGE}`);
-      const known = ['host', 'port', 'user', 'dbname', 'pgdata', 'databases', 'critical-tables', 'repo', 'server-log', 'server-control', 'systemd-unit', 'start-command', 'stop-command'];
+      const known = ['host', 'port', 'user', 'dbname', 'pgdata', 'databases', 'critical-tables', 'repo', 'server-log', 'server-control', 'systemd-unit', 'start-command', 'stop-command', 'server-env'];
       for (const k of Object.keys(flags)) if (!known.includes(k)) throw new Error(`unknown option --${k} for profile save\n${USAGE}`);
       const s = (k: string) => (flags[k] === undefined ? undefined : String(flags[k]));
       const profile: Profile = { ...(store.get(name) ?? {}) };
@@ -66,6 +66,13 @@ export async function profileCommand(argv: string[], io: { stdout: NodeJS.Writab
       if (s('server-control')) {
         profile.server = { method: s('server-control') as 'pg_ctl' | 'systemd' | 'commands', unit: s('systemd-unit'), start: s('start-command'), stop: s('stop-command') };
         for (const k of ['unit', 'start', 'stop'] as const) if (profile.server[k] === undefined) delete profile.server[k];
+      }
+      if (s('server-env') !== undefined) {
+        // Variables the server gets from our environment when pgrunbook starts it (nothing else is passed).
+        const names = s('server-env')!.split(',').map((x) => x.trim()).filter(Boolean);
+        const bad = names.find((n) => !/^[A-Za-z_][A-Za-z0-9_]*$/.test(n));
+        if (bad) throw new Error(`--server-env: "${bad}" is not an environment variable name; give names separated by commas, e.g. --server-env PGRUNBOOK_REPO,HTTPS_PROXY`);
+        profile.server = { ...(profile.server ?? { method: 'pg_ctl' }), passEnv: names };
       }
       store.set(name, profile);
       io.stdout.write(`saved profile ${name} in ${store.path}${profileHasSecrets(profile) ? ' (holds a secret; file mode 0600)' : ''}\n`);

@@ -18,6 +18,11 @@ export interface ServerControl {
   start?: string;
   stop?: string;
   status?: string;
+  /**
+   * Names of variables passed from pgrunbook's environment to the server when it starts or
+   * restarts it; by default it gets only PATH, LANG/LC_* and TZ (secrets stay out of the postmaster).
+   */
+  passEnv?: string[];
 }
 
 export interface MonitoringThresholds {
@@ -95,6 +100,9 @@ export function validateProfile(name: string, raw: unknown): string[] {
       errors.push(`${at('server.unit')} is needed with server.method systemd, e.g. postgresql@15-main`);
     } else if (s.method === 'commands' && (typeof s.start !== 'string' || typeof s.stop !== 'string')) {
       errors.push(`${at('server.start')} and server.stop are needed with server.method commands (shell commands)`);
+    }
+    if (s?.passEnv !== undefined && !(Array.isArray(s.passEnv) && s.passEnv.every((n) => typeof n === 'string' && /^[A-Za-z_][A-Za-z0-9_]*$/.test(n)))) {
+      errors.push(`${at('server.passEnv')} must be a list of environment variable names to pass to the server, e.g. ["PGRUNBOOK_REPO"]`);
     }
   }
   if (p.databases !== undefined && !(Array.isArray(p.databases) && p.databases.every((d) => typeof d === 'string' && d))) {

@@ -102,8 +102,13 @@ export async function firstUntraversableDir(dir: string, user: { uid: number; gi
 export interface RunOptions {
   /** Run as this user (uid/gid) when we are root; ignored (runs as ourselves) otherwise. */
   as?: OsIds;
-  /** Extra environment variables (the current environment is inherited). */
+  /** Extra environment variables (the current environment is inherited unless `extendEnv` is false). */
   env?: Record<string, string | undefined>;
+  /**
+   * Inherit this process's environment (default true). False: the program gets only `env` (plus
+   * HOME of the user it runs as) — how PostgreSQL servers are started (see serverEnvironment).
+   */
+  extendEnv?: boolean;
   /** Working directory. Default: the current one, or "/" when running as another user. */
   cwd?: string;
   /** Aborting kills the program (SIGTERM, then SIGKILL after 5 s). */
@@ -159,13 +164,14 @@ export async function runCommand(file: string, args: readonly string[], opts: Ru
   const switchUser = isRoot() && opts.as !== undefined && opts.as.uid !== 0;
   const env: Record<string, string | undefined> = { ...opts.env };
   if (switchUser && opts.as?.home && env.HOME === undefined) env.HOME = opts.as.home;
+  else if (!switchUser && opts.extendEnv === false && env.HOME === undefined && process.env.HOME) env.HOME = process.env.HOME;
   const cwd = opts.cwd ?? (switchUser ? '/' : undefined);
   const command = [file, ...args].map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
 
   const r = await execa(file, [...args], {
     reject: false,
     env,
-    extendEnv: true,
+    extendEnv: opts.extendEnv ?? true,
     cwd,
     ...(switchUser ? { uid: opts.as!.uid, gid: opts.as!.gid } : {}),
     ...(opts.signal ? { cancelSignal: opts.signal } : {}),

@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { findPgBinary } from './binaries.js';
 import { isRoot, runCommand, runIdsFor, type OsIds, type RunResult } from './osuser.js';
+import { serverEnvironment } from './server-env.js';
 
 export type StopMode = 'fast' | 'smart' | 'immediate';
 
@@ -15,6 +16,13 @@ interface CommonOptions {
   signal?: AbortSignal;
   /** Seconds pg_ctl waits (-t); default 60. */
   timeoutSec?: number;
+  /** Variables to pass from our environment to pg_ctl and the server (the profile's server.passEnv); nothing else is passed. */
+  passEnv?: readonly string[];
+}
+
+/** pg_ctl (and the server it starts) runs with a minimal environment, never ours. */
+function pgCtlEnv(pgCtl: string, opts: CommonOptions): { env: Record<string, string>; extendEnv: false } {
+  return { env: serverEnvironment({ binDir: path.dirname(pgCtl), passEnv: opts.passEnv }), extendEnv: false };
 }
 
 export interface PgCtlStartOptions extends CommonOptions {
@@ -137,7 +145,7 @@ export async function pgCtlStart(opts: PgCtlStartOptions): Promise<{ logFile: st
   const args = ['start', '-D', pgdata, '-w', '-t', String(timeoutSec), '-l', logFile];
   if (opts.options) args.push('-o', opts.options);
 
-  const r = await runCommand(pgCtl, args, { as: ids, signal: opts.signal });
+  const r = await runCommand(pgCtl, args, { as: ids, signal: opts.signal, ...pgCtlEnv(pgCtl, opts) });
   if (r.failed) {
     const tail = await readLogTail(logFile, 25, logOffset);
     const out = [r.stdout, r.stderr].filter(Boolean).join('\n').trim();
@@ -164,6 +172,7 @@ export async function pgCtlStop(opts: PgCtlStopOptions): Promise<{ wasRunning: b
   const r = await runCommand(pgCtl, ['stop', '-D', pgdata, '-m', opts.mode, '-w', '-t', String(timeoutSec)], {
     as: ids,
     signal: opts.signal,
+    ...pgCtlEnv(pgCtl, opts),
   });
   if (!r.failed) return { wasRunning: true };
   const out = `${r.stderr}\n${r.stdout}`;
@@ -182,7 +191,7 @@ export async function pgCtlStatus(pgdata: string, opts: Omit<CommonOptions, 'tim
   const dir = path.resolve(pgdata);
   const pgCtl = await pgCtlPath(opts);
   const ids = await idsFor(dir);
-  const r = await runCommand(pgCtl, ['status', '-D', dir], { as: ids, signal: opts.signal });
+  const r = await runCommand(pgCtl, ['status', '-D', dir], { as: ids, signal: opts.signal, ...pgCtlEnv(pgCtl, opts) });
   if (r.exitCode === 0) {
     const m = /PID:\s*(\d+)/.exec(r.stdout);
     return { running: true, pid: m ? Number(m[1]) : undefined };

@@ -1,6 +1,7 @@
 // Sandbox clusters: throwaway PostgreSQL clusters in a temp directory, with their own port and
 // socket directory. Used by the tests and by the drill procedure. As root, the cluster runs as
-// the `postgres` OS user.
+// the `postgres` OS user. Like every server pgrunbook starts, a sandbox starts with a minimal
+// environment (serverEnvironment via pgCtlStart), never the caller's.
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { chown, mkdir, mkdtemp, readFile, readdir, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
@@ -11,6 +12,7 @@ import { findPgBinary } from './binaries.js';
 import { withPg, type PgConnection } from './client.js';
 import { firstUntraversableDir, isRoot, lookupUser, runCommand, type OsIds } from './osuser.js';
 import { PgCtlError, pgCtlStart, pgCtlStop } from './pgctl.js';
+import { serverEnvironment } from './server-env.js';
 
 export interface SandboxCluster {
   name: string;
@@ -372,7 +374,7 @@ export async function createSandboxCluster(opts: SandboxOptions = {}): Promise<S
     const init = await runCommand(
       initdb,
       ['-D', dataDir, '-U', 'postgres', '-A', 'trust', '--no-sync', '-E', 'UTF8', '--locale=C', '-k', ...(opts.initdbArgs ?? [])],
-      { as: runAs, cwd: baseDir, env: { LC_ALL: 'C', LANG: 'C', TZ: process.env.TZ ?? 'UTC' } },
+      { as: runAs, cwd: baseDir, env: serverEnvironment({ binDir, extra: { LC_ALL: 'C', LANG: 'C', TZ: process.env.TZ ?? 'UTC' } }), extendEnv: false },
     );
     if (init.failed) throw new Error(`initdb failed for sandbox cluster in ${dataDir}: ${init.failure}`);
 

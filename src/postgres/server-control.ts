@@ -1,6 +1,8 @@
 // Stopping, starting and restarting a PostgreSQL server the way its profile says: pg_ctl on the
 // data directory (run as the directory's owner when we are root), a systemd unit, or the
 // operator's own shell commands. Callers check the server answers afterwards (waitForConnections).
+// Every one of them runs with a minimal environment (serverEnvironment), never pgrunbook's own:
+// the postmaster keeps what it was started with and hands it to archive_command.
 import { constants as fsConstants } from 'node:fs';
 import { access, chown, readFile, readlink, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -9,6 +11,7 @@ import { findPgBinary } from './binaries.js';
 import { withPg, type PgConnection } from './client.js';
 import { isRoot, runCommand, runIdsFor, type RunResult } from './osuser.js';
 import { defaultServerLogFile, pgCtlStart, pgCtlStop, readLogTail } from './pgctl.js';
+import { serverEnvironment } from './server-env.js';
 
 export type ServerControlMethod = ServerControl['method'];
 
@@ -22,6 +25,8 @@ export interface ServerControlSpec {
   /** Shell commands (method "commands"). */
   start?: string;
   stop?: string;
+  /** Variables passed from our environment to the control program (the profile's server.passEnv); nothing else is. */
+  passEnv?: string[];
 }
 
 export class ServerControlError extends Error {
@@ -44,6 +49,7 @@ export function serverControlFor(profileServer: ServerControl | undefined, pgdat
     unit: profileServer?.unit,
     start: profileServer?.start,
     stop: profileServer?.stop,
+    passEnv: profileServer?.passEnv,
   };
 }
 
@@ -116,9 +122,9 @@ export async function restartServer(spec: ServerControlSpec, opts: RestartOption
   const timeoutSec = opts.timeoutSec ?? 300;
   switch (spec.method) {
     case 'pg_ctl':
-      return pgCtlRestart(spec.pgdata!, opts.mode ?? 'fast', timeoutSec, opts);
+      return pgCtlRestart(spec.pgdata!, opts.mode ?? 'fast', timeoutSec, { ...opts, passEnv: spec.passEnv });
     case 'systemd': {
-      const r = await runCommand('systemctl', ['restart', spec.unit!], { signal: opts.signal, timeoutMs: timeoutSec * 1000 });
+      const r = await runCommand('systemctl', ['restart', spec.unit!], { signal: opts.signal, timeoutMs: timeoutSec * 1000, ...cleanEnv(spec) });
       if (r.failed) {
         throw new ServerControlError(
           `could not restart PostgreSQL with systemctl restart ${spec.unit}: ${r.failure}. Look at: systemctl status ${spec.unit}; journalctl -u ${spec.unit} -n 50`,
@@ -128,9 +134,9 @@ export async function restartServer(spec: ServerControlSpec, opts: RestartOption
       return { command: r.command };
     }
     case 'commands': {
-      const stop = await shell(spec.stop!, opts.signal, timeoutSec);
+      const stop = await shell(spec, spec.stop!, opts.signal, timeoutSec);
       if (stop.failed) throw new ServerControlError(`the profile's stop command failed, so PostgreSQL was not restarted: ${stop.failure}`, stop);
-      const start = await shell(spec.start!, opts.signal, timeoutSec);
+      const start = await shell(spec, spec.start!, opts.signal, timeoutSec);
       if (start.failed) {
         throw new ServerControlError(`PostgreSQL was stopped, but the profile's start command failed: ${start.failure}. Start it by hand: ${spec.start}`, start);
       }
@@ -139,11 +145,21 @@ export async function restartServer(spec: ServerControlSpec, opts: RestartOption
   }
 }
 
-function shell(command: string, signal: AbortSignal | undefined, timeoutSec: number): Promise<RunResult> {
-  return runCommand('/bin/sh', ['-c', command], { signal, timeoutMs: timeoutSec * 1000 });
+function shell(spec: ServerControlSpec, command: string, signal: AbortSignal | undefined, timeoutSec: number): Promise<RunResult> {
+  return runCommand('/bin/sh', ['-c', command], { signal, timeoutMs: timeoutSec * 1000, ...cleanEnv(spec) });
 }
 
-async function pgCtlRestart(pgdata: string, mode: 'fast' | 'smart', timeoutSec: number, opts: RestartOptions): Promise<RestartResult> {
+/** The minimal environment every control program (and so the server) gets: see serverEnvironment. */
+function cleanEnv(spec: ServerControlSpec, binDir?: string): { env: Record<string, string>; extendEnv: false } {
+  return { env: serverEnvironment({ binDir, passEnv: spec.passEnv }), extendEnv: false };
+}
+
+async function pgCtlRestart(
+  pgdata: string,
+  mode: 'fast' | 'smart',
+  timeoutSec: number,
+  opts: RestartOptions & { passEnv?: string[] },
+): Promise<RestartResult> {
   try {
     if (!(await stat(pgdata)).isDirectory()) throw new ServerControlError(`${pgdata} is not a directory; --pgdata must name the server's data directory`);
   } catch (e) {
@@ -152,6 +168,7 @@ async function pgCtlRestart(pgdata: string, mode: 'fast' | 'smart', timeoutSec: 
   }
   const ids = await runIdsFor(pgdata);
   const pgCtl = await pgCtlForDataDir(pgdata);
+  const passEnv = opts.passEnv;
   // Without -l the restarted postmaster would write to pg_ctl's stdout, a pipe we hold open:
   // keep writing where the running server writes.
   const logFile = path.resolve(opts.logFile ?? (await serverStderrFile(pgdata)) ?? defaultServerLogFile(pgdata));
@@ -172,6 +189,7 @@ async function pgCtlRestart(pgdata: string, mode: 'fast' | 'smart', timeoutSec: 
   const r = await runCommand(pgCtl, ['restart', '-D', pgdata, '-m', mode, '-w', '-t', String(timeoutSec), '-l', logFile], {
     as: ids,
     signal: opts.signal,
+    ...cleanEnv({ method: 'pg_ctl', passEnv }, path.dirname(pgCtl)),
   });
   if (r.failed) {
     const tail = await readLogTail(logFile, 25, logOffset);
@@ -273,19 +291,19 @@ export async function stopServer(spec: ServerControlSpec, opts: { mode?: 'fast' 
   switch (spec.method) {
     case 'pg_ctl': {
       try {
-        const r = await pgCtlStop({ pgdata: spec.pgdata!, mode: opts.mode ?? 'fast', timeoutSec, signal: opts.signal });
+        const r = await pgCtlStop({ pgdata: spec.pgdata!, mode: opts.mode ?? 'fast', timeoutSec, signal: opts.signal, passEnv: spec.passEnv });
         return { command: `pg_ctl stop -D ${spec.pgdata} -m ${opts.mode ?? 'fast'}`, wasRunning: r.wasRunning };
       } catch (e) {
         throw new ServerControlError(`could not stop PostgreSQL (data directory ${spec.pgdata}): ${(e as Error).message}`);
       }
     }
     case 'systemd': {
-      const r = await runCommand('systemctl', ['stop', spec.unit!], { signal: opts.signal, timeoutMs: timeoutSec * 1000 });
+      const r = await runCommand('systemctl', ['stop', spec.unit!], { signal: opts.signal, timeoutMs: timeoutSec * 1000, ...cleanEnv(spec) });
       if (r.failed) throw new ServerControlError(`could not stop PostgreSQL with systemctl stop ${spec.unit}: ${r.failure}`, r);
       return { command: r.command };
     }
     case 'commands': {
-      const r = await shell(spec.stop!, opts.signal, timeoutSec);
+      const r = await shell(spec, spec.stop!, opts.signal, timeoutSec);
       if (r.failed) throw new ServerControlError(`the profile's stop command failed: ${r.failure}`, r);
       return { command: spec.stop! };
     }
@@ -300,19 +318,26 @@ export async function startServer(spec: ServerControlSpec, opts: { logFile?: str
   switch (spec.method) {
     case 'pg_ctl': {
       try {
-        const r = await pgCtlStart({ pgdata: spec.pgdata!, logFile: opts.logFile, timeoutSec, signal: opts.signal, pgCtl: await pgCtlForDataDir(spec.pgdata!) });
+        const r = await pgCtlStart({
+          pgdata: spec.pgdata!,
+          logFile: opts.logFile,
+          timeoutSec,
+          signal: opts.signal,
+          pgCtl: await pgCtlForDataDir(spec.pgdata!),
+          passEnv: spec.passEnv,
+        });
         return { command: `pg_ctl start -D ${spec.pgdata} -l ${r.logFile}`, logFile: r.logFile };
       } catch (e) {
         throw new ServerControlError((e as Error).message);
       }
     }
     case 'systemd': {
-      const r = await runCommand('systemctl', ['start', spec.unit!], { signal: opts.signal, timeoutMs: timeoutSec * 1000 });
+      const r = await runCommand('systemctl', ['start', spec.unit!], { signal: opts.signal, timeoutMs: timeoutSec * 1000, ...cleanEnv(spec) });
       if (r.failed) throw new ServerControlError(`could not start PostgreSQL with systemctl start ${spec.unit}: ${r.failure}. Look at: journalctl -u ${spec.unit} -n 50`, r);
       return { command: r.command };
     }
     case 'commands': {
-      const r = await shell(spec.start!, opts.signal, timeoutSec);
+      const r = await shell(spec, spec.start!, opts.signal, timeoutSec);
       if (r.failed) throw new ServerControlError(`the profile's start command failed: ${r.failure}`, r);
       return { command: spec.start! };
     }

@@ -1,9 +1,15 @@
 // The command lines PostgreSQL itself runs (archive_command, restore_command): this
-// installation's pgrunbook, by absolute path because the server's PATH is not ours.
+// installation's pgrunbook, by absolute path because the server's PATH is not ours. The server
+// starts with a clean environment (src/postgres/server-env.ts), so what these commands need for
+// the repository (its credentials) is written to a 0600 file owned by the server's OS user and
+// named on the command line: `pgrunbook wal-push --env-file FILE --repo URL %p`.
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { shellQuote } from '../engine/runner.js';
+import { formatEnvFile, parseEnvFile } from '../wal/env-file.js';
 
 export function pgrunbookOnPath(env: NodeJS.ProcessEnv): string | undefined {
   for (const dir of (env.PATH ?? '').split(path.delimiter).filter(Boolean)) {
@@ -33,14 +39,147 @@ export function percentEscape(text: string): string {
 }
 
 /**
- * `pgrunbook wal-push --repo URL %p` or `pgrunbook wal-fetch --repo URL %f %p`, with the
- * absolute path of a `pgrunbook` on PATH, else this installation's node and dist/cli.js.
+ * `pgrunbook wal-push [--env-file FILE] --repo URL %p` or `pgrunbook wal-fetch [--env-file FILE]
+ * --repo URL %f %p`, with the absolute path of a `pgrunbook` on PATH, else this installation's
+ * node and dist/cli.js. The command line carries only the env file's path, never its contents.
  */
-export function walCommandLine(sub: 'wal-push' | 'wal-fetch', repo: string, env: NodeJS.ProcessEnv): { command: string; program: { node?: string; script: string } } {
+export function walCommandLine(
+  sub: 'wal-push' | 'wal-fetch',
+  repo: string,
+  env: NodeJS.ProcessEnv,
+  opts: { envFile?: string } = {},
+): { command: string; program: { node?: string; script: string } } {
   const arg = (v: string) => percentEscape(shellQuote(v));
   const tail = sub === 'wal-push' ? '%p' : '%f %p';
+  const envFile = opts.envFile ? ` --env-file ${arg(path.resolve(opts.envFile))}` : '';
   const onPath = pgrunbookOnPath(env);
-  if (onPath) return { command: `${arg(onPath)} ${sub} --repo ${arg(repo)} ${tail}`, program: { script: onPath } };
+  if (onPath) return { command: `${arg(onPath)} ${sub}${envFile} --repo ${arg(repo)} ${tail}`, program: { script: onPath } };
   const script = cliScriptPath();
-  return { command: `${arg(process.execPath)} ${arg(script)} ${sub} --repo ${arg(repo)} ${tail}`, program: { node: process.execPath, script } };
+  return {
+    command: `${arg(process.execPath)} ${arg(script)} ${sub}${envFile} --repo ${arg(repo)} ${tail}`,
+    program: { node: process.execPath, script },
+  };
+}
+
+/** What the repository URL names: file (a local directory), s3 or azure. */
+export function repoKind(repoUrl: string): 'file' | 's3' | 'azure' {
+  if (/^s3:/i.test(repoUrl.trim())) return 's3';
+  if (/^azure:/i.test(repoUrl.trim())) return 'azure';
+  return 'file';
+}
+
+/**
+ * The variables archive_command / restore_command need for this repository, from `env`: AWS_*
+ * for s3://, AZURE_STORAGE_* for azure://, plus PGRUNBOOK_WAL_COMPRESS* when set. Undefined for
+ * file:// and when `env` holds none of the repository kind's variables (the server then finds
+ * credentials on its own, e.g. an instance role).
+ */
+export function serverEnvFileVars(repoUrl: string, env: NodeJS.ProcessEnv): Record<string, string> | undefined {
+  const kind = repoKind(repoUrl);
+  if (kind === 'file') return undefined;
+  const prefix = kind === 's3' ? 'AWS_' : 'AZURE_STORAGE_';
+  const out: Record<string, string> = {};
+  let credentials = 0;
+  for (const k of Object.keys(env).sort()) {
+    const v = env[k];
+    if (!v) continue;
+    if (k.startsWith(prefix)) {
+      out[k] = v;
+      credentials++;
+    } else if (k.startsWith('PGRUNBOOK_WAL_COMPRESS')) out[k] = v;
+  }
+  return credentials ? out : undefined;
+}
+
+/** Values among these variables that are secrets (to mask in output and journals). */
+export function secretValues(vars: Record<string, string> | undefined): string[] {
+  if (!vars) return [];
+  return Object.entries(vars)
+    .filter(([k]) => /SECRET|KEY|TOKEN|PASSWORD|CONNECTION_STRING|SAS/.test(k))
+    .map(([, v]) => v)
+    .filter((v) => v.length >= 4);
+}
+
+/**
+ * Where wal-archiving puts the server's env file by default: next to the data directory, not in it
+ * (base backups copy the data directory into the repository): <parent>/pgrunbook-<cluster>.env,
+ * with the cluster_name (or the data directory's name) made file-name safe.
+ */
+export function defaultServerEnvFile(pgdata: string, clusterName?: string): string {
+  const abs = path.resolve(pgdata);
+  const name = (clusterName || path.basename(abs)).replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[-.]+|-+$/g, '') || 'cluster';
+  return path.join(path.dirname(abs), `pgrunbook-${name}.env`);
+}
+
+function envFileText(repoUrl: string, vars: Record<string, string>): string {
+  return formatEnvFile(
+    vars,
+    `Credentials for pgrunbook wal-push / wal-fetch --env-file (repository ${repoUrl.replace(/\?.*$/, '')}).\n` +
+      'Written by pgrunbook --procedure wal-archiving; keep it mode 0600, owned by the server\'s OS user.',
+  );
+}
+
+/**
+ * Whether the env file already holds exactly what writeServerEnvFile would write, with mode 0600
+ * and the given owner: 'not-needed' (the repository needs no file), 'missing', 'stale' or 'current'.
+ */
+export async function serverEnvFileStatus(
+  file: string,
+  repoUrl: string,
+  env: NodeJS.ProcessEnv,
+  owner?: { uid: number; gid: number },
+): Promise<'not-needed' | 'missing' | 'stale' | 'current'> {
+  const vars = serverEnvFileVars(repoUrl, env);
+  if (!vars) return 'not-needed';
+  let st: fs.Stats;
+  let text: string;
+  try {
+    st = await fsp.stat(file);
+    text = await fsp.readFile(file, 'utf8');
+  } catch {
+    return 'missing';
+  }
+  if ((st.mode & 0o777) !== 0o600 || (owner && (st.uid !== owner.uid || st.gid !== owner.gid))) return 'stale';
+  let current: Record<string, string>;
+  try {
+    current = parseEnvFile(text, file);
+  } catch {
+    return 'stale';
+  }
+  const same = Object.keys(current).length === Object.keys(vars).length && Object.entries(vars).every(([k, v]) => current[k] === v);
+  return same ? 'current' : 'stale';
+}
+
+/**
+ * Write the variables the repository needs (serverEnvFileVars) to `file`: mode 0600, owned by
+ * `owner` (the server's OS user; needs root unless that is us), replaced atomically. Returns the
+ * file's absolute path, or undefined (nothing written) when the repository needs no credentials.
+ */
+export async function writeServerEnvFile(
+  file: string,
+  repoUrl: string,
+  env: NodeJS.ProcessEnv,
+  owner?: { uid: number; gid: number },
+): Promise<string | undefined> {
+  const vars = serverEnvFileVars(repoUrl, env);
+  if (!vars) return undefined;
+  const abs = path.resolve(file);
+  const text = envFileText(repoUrl, vars);
+  const tmp = path.join(path.dirname(abs), `.${path.basename(abs)}.${randomBytes(4).toString('hex')}.tmp`);
+  const fh = await fsp.open(tmp, 'wx', 0o600);
+  try {
+    try {
+      await fh.chmod(0o600);
+      if (owner && (owner.uid !== process.getuid?.() || owner.gid !== process.getgid?.())) await fh.chown(owner.uid, owner.gid);
+      await fh.writeFile(text);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fsp.rename(tmp, abs);
+  } catch (e) {
+    await fsp.rm(tmp, { force: true }).catch(() => undefined);
+    throw new Error(`could not write the server's env file ${abs}: ${(e as Error).message}`);
+  }
+  return abs;
 }

@@ -4,6 +4,12 @@
 // archive_mode changed (only after a typed confirmation); then force a segment switch and prove
 // the segment arrived in the repository.
 //
+// The server starts with a clean environment (src/postgres/server-env.ts), so pgrunbook's
+// credentials never reach the postmaster; what archive_command needs for an S3 or Azure repository
+// goes into a 0600 file owned by the server's OS user, next to the data directory (never inside it:
+// base backups copy the data directory), and archive_command names it: `wal-push --env-file FILE`.
+// A segment that arrives after the restart therefore proves what the next restart keeps.
+//
 // Order matters for "a refused confirmation changes nothing": every step before the apply steps
 // only reads, and the restart's typed confirmation is asked (by the runner, for the destructive
 // step) BEFORE that step runs its ALTER SYSTEM. The repository directory is created inside the
@@ -21,6 +27,7 @@ import { firstUntraversableDir, isRoot, userNameOf } from '../postgres/osuser.js
 import {
   describeRestart,
   describeStart,
+  postmasterPid,
   restartServer,
   serverControlFor,
   serverControlProblem,
@@ -33,7 +40,15 @@ import { parseRepoUrl, secretsOf } from '../storage/url.js';
 import { walKey } from '../storage/walarchive.js';
 import { SEGMENT_RE } from '../storage/walnames.js';
 import { services } from './services.js';
-import { percentEscape, walCommandLine } from './pgrunbook-command.js';
+import {
+  defaultServerEnvFile,
+  percentEscape,
+  secretValues,
+  serverEnvFileStatus,
+  serverEnvFileVars,
+  walCommandLine,
+  writeServerEnvFile,
+} from './pgrunbook-command.js';
 
 /** Settings this procedure manages; archive_library only exists from PostgreSQL 15. */
 type SettingName = 'wal_level' | 'archive_mode' | 'archive_command' | 'archive_timeout' | 'archive_library';
@@ -109,6 +124,14 @@ interface RepoPrep {
   /** Directories to create (outermost first), owned by the server's OS user. */
   create?: string[];
   serverUser?: ServerUser;
+  /** The server's env file must be (re)written: missing, or its contents, mode or owner differ. */
+  writeEnvFile?: boolean;
+}
+
+/** The env file archive_command names (journaled: the path and variable names only, never values). */
+interface EnvFilePlan {
+  path: string;
+  names: string[];
 }
 
 export const walArchivingProcedure: Procedure = {
@@ -131,6 +154,13 @@ export const walArchivingProcedure: Procedure = {
       description: 'archive_timeout to set when it is 0 (off): the longest a quiet server keeps a partly filled segment unarchived, which bounds the RPO',
       example: '5min',
     },
+    {
+      name: 'serverEnvFile',
+      type: 'string',
+      description:
+        "where to write the repository's credentials for archive_command (mode 0600, owned by the server's OS user; archive_command names it with wal-push --env-file); default <parent of the data directory>/pgrunbook-<cluster>.env. Not inside the data directory: base backups copy it",
+      example: '/var/lib/postgresql/15/pgrunbook-main.env',
+    },
     { name: 'timeout', type: 'number', default: 60, description: 'seconds to wait for the test segment to arrive in the repository', example: '120' },
     {
       name: 'serverLog',
@@ -146,6 +176,10 @@ export const walArchivingProcedure: Procedure = {
     }
     if (params.timeout !== undefined && !(Number(params.timeout) > 0)) errors.push(`--timeout: must be a number of seconds greater than 0, got ${params.timeout}`);
     const cmd = params.archiveCommand;
+    if (cmd !== undefined && params.serverEnvFile !== undefined) {
+      errors.push('--server-env-file goes with pgrunbook\'s own wal-push; with --archive-command your command provides the credentials itself: drop one of them');
+    }
+    if (params.serverEnvFile !== undefined && !String(params.serverEnvFile).trim()) errors.push('--server-env-file: give a file path');
     if (cmd !== undefined && !/%[pf]/.test(String(cmd))) {
       errors.push(`--archive-command: "${cmd}" does not pass the WAL file to archive; include %p (its path), e.g. --archive-command '/usr/local/bin/archive-wal.sh %p'`);
     }
@@ -207,6 +241,7 @@ export const walArchivingProcedure: Procedure = {
         const what = [
           p.changes.length ? `apply ${p.changes.map((c) => `${c.name} = ${c.to}`).join(', ')} with ALTER SYSTEM` : undefined,
           prep.create?.length ? `create ${prep.create.at(-1)}` : undefined,
+          prep.writeEnvFile && envFilePlan(ctx) ? `write the repository's credentials to ${envFilePlan(ctx)!.path} (mode 0600)` : undefined,
         ]
           .filter(Boolean)
           .join(' and ');
@@ -233,14 +268,22 @@ export const walArchivingProcedure: Procedure = {
       async run(ctx) {
         await withPg(services(ctx).connection, (c) => assertSameTarget(ctx, c));
         await createRepositoryDir(ctx);
+        const undoEnvFile = await writeEnvFile(ctx);
         const changes = proposal(ctx).changes;
         if (!changes.length) return;
         await withPg(services(ctx).connection, async (c) => {
-          const prior = await applySettings(ctx, c, changes);
+          let prior;
+          try {
+            prior = await applySettings(ctx, c, changes);
+          } catch (err) {
+            await undoEnvFile();
+            throw err;
+          }
           try {
             await waitForSettings(c, ctx, changes);
           } catch (err) {
             await rollBack(ctx, c, changes, prior);
+            await undoEnvFile();
             throw new Error(`${(err as Error).message}; the settings were rolled back, nothing was changed`);
           }
         });
@@ -308,7 +351,30 @@ function repoPrep(ctx: StepContext): RepoPrep {
 }
 
 function nothingToDo(ctx: StepContext): boolean {
-  return proposal(ctx).changes.length === 0 && !repoPrep(ctx).create?.length;
+  return proposal(ctx).changes.length === 0 && !repoPrep(ctx).create?.length && !repoPrep(ctx).writeEnvFile;
+}
+
+function envFilePlan(ctx: StepContext): EnvFilePlan | undefined {
+  return ctx.state.envFile as EnvFilePlan | undefined;
+}
+
+/**
+ * Whether archive_command gets an env file, and where: only for pgrunbook's own wal-push into an
+ * S3 or Azure repository whose variables are in our environment, and only when we know where the
+ * server lives (--server-env-file, or its data directory visible here). The option is not called
+ * --env-file: Node.js takes any --env-file* argument, even one after the script, as its own and
+ * exits when that file does not exist yet (nodejs/node#54232).
+ */
+function planEnvFile(ctx: StepContext, insp: Inspection): EnvFilePlan | undefined {
+  const svc = services(ctx);
+  if (ctx.params.archiveCommand || !svc.repo) return undefined;
+  const vars = serverEnvFileVars(svc.repo, svc.env);
+  if (!vars) return undefined;
+  const given = ctx.params.serverEnvFile as string | undefined;
+  if (given) return { path: path.resolve(given), names: Object.keys(vars) };
+  const dir = localDataDir(ctx) ?? insp.serverDataDirectory;
+  if (!dir || !fs.existsSync(dir)) return undefined;
+  return { path: defaultServerEnvFile(dir, insp.clusterName), names: Object.keys(vars) };
 }
 
 function restartNames(ctx: StepContext): string {
@@ -384,6 +450,7 @@ function registerRepoSecrets(ctx: StepContext): void {
   const svc = services(ctx);
   if (!svc.repo) return;
   for (const secret of secretsOf(parseRepoUrl(svc.repo, svc.env))) ctx.addSecret(secret);
+  for (const secret of secretValues(serverEnvFileVars(svc.repo, svc.env))) ctx.addSecret(secret);
 }
 
 /** Before changing anything: the server, repository and data directory are the ones inspected. */
@@ -434,17 +501,23 @@ export function desiredArchiveCommand(ctx: StepContext): { command: string; prog
   const override = ctx.params.archiveCommand as string | undefined;
   if (override) return { command: override };
   const svc = services(ctx);
-  return walCommandLine('wal-push', svc.repo ?? '', svc.env);
+  return walCommandLine('wal-push', svc.repo ?? '', svc.env, { envFile: envFilePlan(ctx)?.path });
 }
 
-/** Whether an archive_command already does what we would set: exactly it, or (without an override) a pgrunbook wal-push into the same repository. */
-export function archiveCommandMatches(current: string, desired: string, overrideGiven: boolean, repoUrl: string): boolean {
+/**
+ * Whether an archive_command already does what we would set: exactly it, or (without an override)
+ * a pgrunbook wal-push into the same repository, naming the same env file when one is wanted.
+ */
+export function archiveCommandMatches(current: string, desired: string, overrideGiven: boolean, repoUrl: string, envFile?: string): boolean {
   if (current === desired) return true;
   if (overrideGiven || !current) return false;
-  const repoForms = new Set([repoUrl, shellQuote(repoUrl), `'${repoUrl}'`, `"${repoUrl}"`].map(percentEscape));
+  const forms = (v: string) => new Set([v, shellQuote(v), `'${v}'`, `"${v}"`].map(percentEscape));
   const pushes = /(^|[\s/'"])(pgrunbook|cli\.js)['"]?\s+wal-push(\s|$)/.test(current);
-  const sameRepo = [...repoForms].some((u) => current.includes(`--repo ${u}`) || current.includes(`--repo=${u}`));
-  return pushes && sameRepo && /(^|\s)["']?%p["']?(\s|$)/.test(current);
+  const sameRepo = [...forms(repoUrl)].some((u) => current.includes(`--repo ${u}`) || current.includes(`--repo=${u}`));
+  const sameEnvFile = envFile
+    ? [...forms(envFile)].some((f) => current.includes(`--env-file ${f}`) || current.includes(`--env-file=${f}`))
+    : true; // none wanted (no credentials here, or the server is remote): keep one the command already names
+  return pushes && sameRepo && sameEnvFile && /(^|\s)["']?%p["']?(\s|$)/.test(current);
 }
 
 function desiredValue(ctx: StepContext, name: SettingName): string {
@@ -470,7 +543,7 @@ function liveIsDesired(ctx: StepContext, name: SettingName, live: string): boole
     case 'archive_mode':
       return live === 'on' || live === 'always';
     case 'archive_command':
-      return archiveCommandMatches(live, desiredValue(ctx, name), Boolean(ctx.params.archiveCommand), services(ctx).repo ?? '');
+      return archiveCommandMatches(live, desiredValue(ctx, name), Boolean(ctx.params.archiveCommand), services(ctx).repo ?? '', envFilePlan(ctx)?.path);
     case 'archive_timeout':
       return Number(live) > 0;
     case 'archive_library':
@@ -683,6 +756,7 @@ async function inspect(ctx: StepContext): Promise<Finding[]> {
     if (mismatch) throw new Error(mismatch);
   }
 
+  ctx.state.envFile = planEnvFile(ctx, insp);
   const changes = proposeChanges(ctx, insp);
   const restartNeeded = changes.some((c) => c.restart);
   ctx.state.proposal = { changes, restartNeeded } satisfies Proposal;
@@ -890,10 +964,18 @@ async function checkRepository(ctx: StepContext): Promise<Finding[]> {
     } finally {
       await repo.close().catch(() => undefined);
     }
+  }
+
+  const envFile = envFilePlan(ctx);
+  if (envFile) {
+    out.push(...(await checkEnvFile(ctx, envFile, serverUser, prep)));
+  } else if (loc.kind !== 'file') {
     out.push({
-      text:
-        'PostgreSQL runs archive_command with the server\'s environment, not this one: it needs the repository\'s credentials there ' +
-        '(the service\'s environment, or a wrapper script passed as --archive-command). The last step proves it.',
+      text: ctx.params.archiveCommand
+        ? 'PostgreSQL starts with a clean environment: your --archive-command must find the repository\'s credentials itself (e.g. a wrapper that reads them from a file only the server\'s OS user can read). The last step proves it.'
+        : serverEnvFileVars(svc.repo!, svc.env)
+          ? 'the server\'s data directory is not visible here, so no env file with the repository\'s credentials is written for it: pass --server-env-file FILE (a path on the server\'s machine), or give the server the credentials yourself. The last step proves it.'
+          : `this environment holds no ${loc.kind === 's3' ? 'AWS_*' : 'AZURE_STORAGE_*'} variables, so archive_command gets no env file: the server must find the repository's credentials itself (e.g. an instance role). The last step proves it.`,
       level: 'warn',
     });
   }
@@ -918,6 +1000,61 @@ async function checkRepository(ctx: StepContext): Promise<Finding[]> {
       level: 'warn',
     });
   }
+  return out;
+}
+
+/** Whether `file` is `dir` or lies inside it. */
+function isInside(file: string, dir: string): boolean {
+  const rel = path.relative(path.resolve(dir), path.resolve(file));
+  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+}
+
+/** Where the env file goes, whether the server's OS user can read it there, and whether it must be (re)written. */
+async function checkEnvFile(ctx: StepContext, envFile: EnvFilePlan, serverUser: ServerUser | undefined, prep: RepoPrep): Promise<Finding[]> {
+  const svc = services(ctx);
+  const insp = inspection(ctx);
+  const dataDirs = [localDataDir(ctx), insp.serverDataDirectory].filter((d): d is string => Boolean(d));
+  for (const d of dataDirs) {
+    const real = await fsp.realpath(d).catch(() => d);
+    if (isInside(envFile.path, d) || isInside(envFile.path, real)) {
+      throw new Error(
+        `--server-env-file ${envFile.path} is inside the data directory ${d}: base backups copy the data directory into the repository, credentials included. ` +
+          `Put it next to it instead, e.g. --server-env-file ${shellQuote(defaultServerEnvFile(d, insp.clusterName))}`,
+      );
+    }
+  }
+  const dir = path.dirname(envFile.path);
+  const dirSt = await fsp.stat(dir).catch(() => undefined);
+  if (!dirSt?.isDirectory()) throw new Error(`the directory of the env file ${envFile.path} does not exist: create it (reachable by the server's OS user) or pass another --server-env-file`);
+  const owner = serverUser ? { uid: serverUser.uid, gid: serverUser.gid } : undefined;
+  if (serverUser) {
+    const blocked = await firstUntraversableDirFor(dir, serverUser);
+    if (blocked) {
+      throw new Error(
+        `${serverUser.name} (the server's OS user) cannot enter ${blocked}, so archive_command could not read the env file ${envFile.path}. ` +
+          `Pass --server-env-file in a directory it can reach, or: chmod o+x ${shellQuote(blocked)}`,
+      );
+    }
+    if (!isRoot() && process.getuid?.() !== serverUser.uid) {
+      throw new Error(
+        `the env file ${envFile.path} must belong to ${serverUser.name} (the server's OS user) and be readable only by it; this user cannot give it away. Run this as root or as ${serverUser.name}.`,
+      );
+    }
+  }
+  const status = await serverEnvFileStatus(envFile.path, svc.repo!, svc.env, owner);
+  prep.writeEnvFile = status === 'missing' || status === 'stale';
+  const who = serverUser ? `${serverUser.name}:${serverUser.groupName}` : 'this user';
+  const out: Finding[] = [];
+  if (status === 'current') out.push({ text: `${envFile.path} (mode 0600, owner ${who}) holds the repository's variables for archive_command: ${envFile.names.join(', ')}` });
+  else
+    out.push({
+      text:
+        `PostgreSQL starts with a clean environment, so archive_command reads the repository's credentials from ${envFile.path}: ` +
+        `${status === 'missing' ? 'it will be written' : 'it differs from this environment (contents, mode or owner) and will be rewritten'} ` +
+        `(mode 0600, owner ${who}) with ${envFile.names.join(', ')} once the settings are confirmed`,
+      level: 'warn',
+    });
+  if (!serverUser) out.push({ text: `the server's data directory is not visible here: make sure ${envFile.path} is on the server's machine and owned by its OS user`, level: 'warn' });
   return out;
 }
 
@@ -946,9 +1083,17 @@ function alterLines(ctx: StepContext): string[] {
 
 function createLines(ctx: StepContext): string[] {
   const prep = repoPrep(ctx);
-  if (!prep.create?.length) return [];
-  const dirs = prep.create.map(shellQuote).join(' ');
-  return [`mkdir ${dirs}; chown ${prep.serverUser?.name}:${prep.serverUser?.groupName} ${dirs}`];
+  const out: string[] = [];
+  if (prep.create?.length) {
+    const dirs = prep.create.map(shellQuote).join(' ');
+    out.push(`mkdir ${dirs}; chown ${prep.serverUser?.name}:${prep.serverUser?.groupName} ${dirs}`);
+  }
+  const envFile = envFilePlan(ctx);
+  if (envFile && prep.writeEnvFile) {
+    const who = prep.serverUser ? `${prep.serverUser.name}:${prep.serverUser.groupName}` : 'this user';
+    out.push(`write ${envFile.path} (mode 0600, owner ${who}): ${envFile.names.join(', ')}`);
+  }
+  return out;
 }
 
 function proposalLines(ctx: StepContext): string[] {
@@ -970,6 +1115,46 @@ async function createRepositoryDir(ctx: StepContext): Promise<void> {
     if (isRoot()) await fsp.chown(dir, prep.serverUser.uid, prep.serverUser.gid);
   }
   ctx.log(`created ${prep.create.at(-1)} owned by ${prep.serverUser.name}:${prep.serverUser.groupName}`);
+}
+
+/**
+ * Write the server's env file when the repository step found it missing or stale. Returns how to
+ * undo it (remove a new file, put back the old one) for when the settings are rolled back.
+ */
+async function writeEnvFile(ctx: StepContext): Promise<() => Promise<void>> {
+  const svc = services(ctx);
+  const prep = repoPrep(ctx);
+  const plan = envFilePlan(ctx);
+  if (!plan || !prep.writeEnvFile) return async () => undefined;
+  registerRepoSecrets(ctx);
+  const previous = await fsp
+    .stat(plan.path)
+    .then(async (st) => ({ st, data: await fsp.readFile(plan.path) }))
+    .catch(() => undefined);
+  const owner = prep.serverUser ? { uid: prep.serverUser.uid, gid: prep.serverUser.gid } : undefined;
+  const names = Object.keys(serverEnvFileVars(svc.repo!, svc.env) ?? {});
+  const written = await writeServerEnvFile(plan.path, svc.repo!, svc.env, owner);
+  if (!written) {
+    throw new Error(
+      `this environment no longer holds the repository's credentials (${plan.names.join(', ')}) that ${plan.path} was planned with: run again with them set (when resuming, the same environment as the run being resumed)`,
+    );
+  }
+  ctx.log(`wrote ${written} (mode 0600, owner ${prep.serverUser ? `${prep.serverUser.name}:${prep.serverUser.groupName}` : 'this user'}): ${names.join(', ')}`);
+  return async () => {
+    try {
+      if (!previous) {
+        await fsp.rm(plan.path, { force: true });
+        ctx.log(`rolled back: removed ${plan.path}`, 'warn');
+      } else {
+        await fsp.writeFile(plan.path, previous.data, { mode: 0o600 });
+        await fsp.chmod(plan.path, previous.st.mode & 0o7777);
+        if (isRoot()) await fsp.chown(plan.path, previous.st.uid, previous.st.gid);
+        ctx.log(`rolled back: ${plan.path} has its previous contents again`, 'warn');
+      }
+    } catch (err) {
+      ctx.log(`could not roll back ${plan.path} (${(err as Error).message})`, 'error');
+    }
+  };
 }
 
 /** postgresql.auto.conf's values for these settings (superusers only), to roll back to. */
@@ -1079,14 +1264,22 @@ async function applyAndRestart(ctx: StepContext): Promise<void> {
   const changes = proposal(ctx).changes;
   await withPg(svc.connection, (c) => assertSameTarget(ctx, c));
   await createRepositoryDir(ctx);
+  const undoEnvFile = await writeEnvFile(ctx);
 
   const { before, prior } = await withPg(svc.connection, async (c) => {
     const t = (await c.query<{ t: string }>('SELECT pg_postmaster_start_time()::text AS t')).rows[0].t;
-    const p = await applySettings(ctx, c, changes);
+    let p;
+    try {
+      p = await applySettings(ctx, c, changes);
+    } catch (err) {
+      await undoEnvFile();
+      throw err;
+    }
     try {
       await waitForSettings(c, ctx, changes);
     } catch (err) {
       await rollBack(ctx, c, changes, p);
+      await undoEnvFile();
       throw new Error(`${(err as Error).message}; the settings were rolled back, nothing was changed`);
     }
     return { before: t, prior: p };
@@ -1094,6 +1287,7 @@ async function applyAndRestart(ctx: StepContext): Promise<void> {
 
   const rollBackNow = async (why: string): Promise<never> => {
     await withPg(svc.connection, (c) => rollBack(ctx, c, changes, prior)).catch(() => undefined);
+    await undoEnvFile();
     throw new Error(`${why}. PostgreSQL kept running with its old settings; the new ones were rolled back, so nothing changed. Fix the cause and run this procedure again.`);
   };
 
@@ -1225,10 +1419,46 @@ function adviceFor(lines: string[], prep: RepoPrep): string {
   }
   if (/not found|No such file|cannot find module|ENOENT/i.test(text)) return 'the archive_command\'s program is not found or not readable by the server\'s OS user: check the paths in archive_command';
   if (/credential|AccessDenied|AuthenticationFailed|InvalidAccessKeyId|SignatureDoesNotMatch|403/i.test(text)) {
-    return 'the server lacks the repository\'s credentials: give them to its environment, or pass --archive-command with a wrapper script that exports them';
+    return 'the server lacks the repository\'s credentials: run this procedure with the repository\'s AWS_* / AZURE_STORAGE_* variables set (it writes them to the env file archive_command names), or pass --archive-command with a wrapper that reads them from a file only the server\'s OS user can read';
   }
   if (/DIFFERENT contents/.test(text)) return 'another cluster archives into this repository: give this cluster its own --repo';
   return 'read the server log lines above, fix the cause';
+}
+
+/**
+ * Whether the running postmaster's environment holds credentials (names only, from
+ * /proc/PID/environ when readable): a server started by hand from an operator's shell passes them
+ * to archive_command, and a proof that leans on them fails after the next clean restart.
+ */
+async function noteServerEnvironment(ctx: StepContext): Promise<void> {
+  const insp = ctx.state.inspection as Inspection | undefined;
+  const dataDir = localDataDir(ctx) ?? insp?.serverDataDirectory;
+  const pid = dataDir ? await postmasterPid(dataDir) : undefined;
+  if (!pid) return;
+  let names: string[];
+  try {
+    names = (await fsp.readFile(`/proc/${pid}/environ`, 'utf8'))
+      .split('\0')
+      .map((e) => e.slice(0, Math.max(0, e.indexOf('='))))
+      .filter(Boolean);
+  } catch {
+    return; // not Linux, or not allowed to read it
+  }
+  const envFile = envFilePlan(ctx);
+  const held = names.filter((n) => /^(AWS_|AZURE_STORAGE_|GOOGLE_APPLICATION_CREDENTIALS$|PGPASSWORD$)|SECRET|TOKEN|PASSWORD/.test(n));
+  if (held.length) {
+    ctx.log(
+      `the running server's environment holds ${held.join(', ')} (from whoever started it): archive_command sees ${held.length > 1 ? 'them' : 'it'}, ` +
+        `and ${held.length > 1 ? 'they are' : 'it is'} gone after a restart with a clean environment` +
+        (envFile ? `; archive_command takes the repository's variables from ${envFile.path}, whose values win` : '') +
+        `. Restart the server with pgrunbook or its service manager to drop ${held.length > 1 ? 'them' : 'it'}.`,
+      'warn',
+    );
+  } else {
+    ctx.log(
+      `the running server's environment holds no credentials${envFile ? `; archive_command reads the repository's from ${envFile.path}` : ''}: a segment archived now is archived after the next restart too`,
+    );
+  }
 }
 
 async function prove(ctx: StepContext): Promise<void> {
@@ -1267,6 +1497,8 @@ async function prove(ctx: StepContext): Promise<void> {
     ctx.check('segment archived', false, 'not attempted: the settings above are not in effect; run this procedure again (with --yes and --confirm) to apply them');
     return;
   }
+
+  await noteServerEnvironment(ctx);
 
   const logFile = await findLogFile(ctx);
   const logOffset = logFile ? await fsp.stat(logFile).then((s) => s.size, () => 0) : 0;

@@ -5,10 +5,13 @@
 import path from 'node:path';
 import { openStore } from '../storage/url.js';
 import { fetchWal, pushWal, type WalCompression } from '../storage/walarchive.js';
+import { EnvFileError, loadEnvFile } from './env-file.js';
 
 const USAGE = `usage:
-  pgrunbook wal-push [--repo URL] [--compress gzip|none] [--compress-level 1-9] %p
-  pgrunbook wal-fetch [--repo URL] %f %p
+  pgrunbook wal-push [--env-file FILE] [--repo URL] [--compress gzip|none] [--compress-level 1-9] %p
+  pgrunbook wal-fetch [--env-file FILE] [--repo URL] %f %p
+--env-file loads KEY=VALUE lines (the repository's credentials) from a file only its owner may read (chmod 600);
+they override the environment.
 The repository comes from --repo or PGRUNBOOK_REPO (file:///path, s3://bucket/prefix, azure://container/prefix);
 compression from --compress / PGRUNBOOK_WAL_COMPRESS (default gzip) and --compress-level / PGRUNBOOK_WAL_COMPRESS_LEVEL (default 1).`;
 
@@ -35,7 +38,8 @@ function parse(argv: string[], env: NodeJS.ProcessEnv): WalArgs {
       if (v === undefined) throw new Error(`${a} needs a value`);
       return v;
     };
-    if (a === '--repo' || a.startsWith('--repo=')) out.repo = value();
+    if (a === '--env-file' || a.startsWith('--env-file=')) value(); // loaded before parsing
+    else if (a === '--repo' || a.startsWith('--repo=')) out.repo = value();
     else if (a === '--compress' || a.startsWith('--compress=')) out.compression = value() as WalCompression;
     else if (a === '--compress-level' || a.startsWith('--compress-level=')) out.level = Number(value());
     else if (a === '--verbose') out.verbose = true;
@@ -48,8 +52,39 @@ function parse(argv: string[], env: NodeJS.ProcessEnv): WalArgs {
   return out;
 }
 
+/**
+ * The value of --env-file (last one wins), if given. Node.js itself looks at --env-file even after
+ * the script name (nodejs/node#54232): a file it cannot read ends the process with exit code 9 and
+ * "node: FILE: not found" before this code runs; a readable one is then checked and loaded here.
+ */
+function envFileArg(argv: string[]): string | undefined {
+  let file: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--env-file') file = argv[++i] ?? '';
+    else if (a.startsWith('--env-file=')) file = a.slice('--env-file='.length);
+  }
+  return file;
+}
+
 export async function walCommand(command: 'wal-push' | 'wal-fetch', argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const say = (msg: string) => process.stderr.write(`pgrunbook ${command}: ${msg}\n`);
+  const envFile = envFileArg(argv);
+  if (envFile !== undefined) {
+    if (!envFile) {
+      say(`--env-file needs a file name\n${USAGE}`);
+      return 2;
+    }
+    try {
+      const vars = await loadEnvFile(path.resolve(envFile));
+      // The file's values win: the server's environment may hold stale or foreign credentials.
+      if (env === process.env) Object.assign(process.env, vars); // the SDKs' own credential chains read process.env
+      env = { ...env, ...vars };
+    } catch (err) {
+      say(err instanceof EnvFileError ? err.message : `cannot load ${envFile}: ${(err as Error).message}`);
+      return 2;
+    }
+  }
   let args: WalArgs;
   try {
     args = parse(argv, env);
