@@ -135,13 +135,20 @@ export function readResumePoint(stateDir: string, runId: string): ResumePoint {
   const completed = new Set<string>();
   let state: Record<string, unknown> = {};
   let lastStatus: RunSummary['status'] | undefined;
+  // Steps that ran after a failed one in the same attempt (checks still run after a failed
+  // verification) checked a state that the resume will change: they run again.
+  let failedInAttempt = false;
   for (const r of records) {
     if (r.rec === 'step-end') {
       state = r.state ?? state;
-      if (r.status === 'ok' || r.status === 'skipped') completed.add(r.stepId);
+      if ((r.status === 'ok' || r.status === 'skipped') && !failedInAttempt) completed.add(r.stepId);
+      if (r.status === 'failed' || r.status === 'interrupted') failedInAttempt = true;
     }
     if (r.rec === 'run-end') lastStatus = r.summary.status;
-    if (r.rec === 'resume') lastStatus = undefined;
+    if (r.rec === 'resume' || r.rec === 'run-start') {
+      lastStatus = undefined;
+      failedInAttempt = false;
+    }
   }
   return {
     runId,

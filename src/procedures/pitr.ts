@@ -25,7 +25,7 @@ import { describeTarget, formatMicrosForPostgres, formatMicrosIso, parseTarget, 
 import { planRecovery, RepositoryCorruptError, type RecoveryPlan } from '../restore/plan.js';
 import { SegmentIndex, segmentOnPath, type PathPart } from '../restore/timelines.js';
 import { services } from './services.js';
-import { walCommandLine } from './pgrunbook-command.js';
+import { defaultServerEnvFile, walCommandLine, writeServerEnvFile } from './pgrunbook-command.js';
 import { verifyProcedure } from './verify.js';
 
 type Plan = RecoveryPlan;
@@ -270,6 +270,9 @@ export const pitrProcedure: Procedure = {
         const auto = path.join(pgdata, 'postgresql.auto.conf');
         const existing = fs.existsSync(auto) ? await fsp.readFile(auto, 'utf8') : '';
         const kept = existing.split(RECOVERY_MARK)[0].trimEnd();
+        // restore_command runs with the server's clean environment: credentials go in a file it owns.
+        const svc = services(ctx);
+        ctx.state.envFile = await writeServerEnvFile(defaultServerEnvFile(pgdata, plan(ctx).clusterName), svc.repo ?? '', svc.env, isRoot() ? owner : undefined);
         const lines = recoverySettings(ctx).map(([k, v]) => `${k} = '${v.replace(/'/g, "''")}'`);
         await fsp.writeFile(auto, `${kept}\n${RECOVERY_MARK} (run ${ctx.runId})\n${lines.join('\n')}\n`);
         // Standby mode: at the end of the archived WAL (or at a missing segment) the server waits
@@ -446,7 +449,8 @@ function recoverySettings(ctx: StepContext): [string, string][] {
   const p = plan(ctx);
   const svc = services(ctx);
   const target = parseTarget(p.target) as RecoveryTarget;
-  const out: [string, string][] = [['restore_command', walCommandLine('wal-fetch', svc.repo ?? '', svc.env).command]];
+  const envFile = ctx.state.envFile as string | undefined;
+  const out: [string, string][] = [['restore_command', walCommandLine('wal-fetch', svc.repo ?? '', svc.env, { envFile }).command]];
   out.push(['recovery_target_timeline', p.timelineSetting]);
   for (const [k, v] of p.settings) {
     // Microseconds kept end to end: the target as typed, never through a JavaScript Date.
