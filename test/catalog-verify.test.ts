@@ -5,6 +5,7 @@
 // `status` shows the last verify: its age and result, critical after a failing one.
 import fs from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, runCli, serverWritableDir, tempDir } from './helpers/cli.js';
 import { waitFor } from './helpers/wait.js';
@@ -14,6 +15,7 @@ import { openRepository, type Repository } from '../src/storage/repository.js';
 import { openProfileStore } from '../src/config/store.js';
 import type { Catalog } from '../src/storage/catalog.js';
 import type { VerifyResult } from '../src/storage/verify.js';
+import { sha256Hex } from '../src/storage/checksum.js';
 import type { StatusReport } from '../src/monitoring/types.js';
 
 const DAY = 86_400_000;
@@ -248,6 +250,41 @@ describe('catalog --verify on a repository filled by wal-push, backup-base and b
       expect(text.stdout).not.toContain(`BAD ${dataKey}`);
     } finally {
       restore();
+    }
+    expect((await verify()).exitCode).toBe(0);
+  });
+
+  it('a file inside the base backup that differs from backup_manifest (the object itself matching backup.json): exit 3, corrupt, the file named', async () => {
+    // As if the bytes had gone bad before they were stored: the tar is rewritten with one byte of
+    // PG_VERSION changed, and backup.json records the new object's SHA-256, so only the check of
+    // the tar's contents against backup_manifest can tell.
+    const meta = baseMeta();
+    const dataKey = meta.objects!.data!.key;
+    const metaKey = `basebackups/${meta.id}/backup.json`;
+    const originals = await Promise.all([dataKey, metaKey].map(async (key) => ({ key, info: (await repo.store.head(key))!, bytes: fs.readFileSync(fileOf(key)) })));
+    try {
+      const tar = zlib.gunzipSync(originals[0].bytes);
+      let at = -1;
+      for (let off = 0; off + 512 <= tar.length; off += 512) {
+        const name = tar.subarray(off, off + 100).toString('latin1').replace(/\0.*$/s, '');
+        if (name === 'PG_VERSION' || name === './PG_VERSION') {
+          at = off + 512;
+          break;
+        }
+      }
+      expect(at, 'PG_VERSION in the tar').toBeGreaterThan(0);
+      tar[at] ^= 0x01;
+      const tampered = zlib.gzipSync(tar);
+      await repo.store.put(dataKey, tampered, { metadata: originals[0].info.metadata });
+      const newMeta = { ...meta, objects: { ...meta.objects, data: { ...meta.objects!.data!, sha256: sha256Hex(tampered), size: tampered.length } } };
+      const body = Buffer.from(JSON.stringify(newMeta, null, 2) + '\n');
+      await repo.store.put(metaKey, body, { metadata: { sha256: sha256Hex(body) } });
+
+      const { exitCode, result } = await verifyJson();
+      expect(exitCode).toBe(3);
+      expect(result.bad).toEqual([{ key: dataKey, problem: 'corrupt', detail: expect.stringMatching(/^1 file\(s\) do not match backup_manifest: PG_VERSION: CRC32C [0-9a-f]{8}, backup_manifest says [0-9a-f]{8}$/) }]);
+    } finally {
+      for (const o of originals) await repo.store.put(o.key, o.bytes, { metadata: o.info.metadata });
     }
     expect((await verify()).exitCode).toBe(0);
   });
