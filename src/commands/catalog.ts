@@ -129,7 +129,10 @@ export function verifyText(r: VerifyResult, recordError?: string): string {
   const lines: string[] = [];
   lines.push(r.ok ? `OK: repository ${r.store} verified` : `CORRUPT: ${c.bad} bad object${c.bad === 1 ? '' : 's'} in ${r.store}`);
   lines.push(`scope: ${r.scope.all ? 'every object' : `objects written since ${r.scope.since}`}; ${c.objects} objects, ${formatBytes(c.bytes)} read in ${formatDuration(r.durationMs)} (${r.parallel} in parallel)`);
-  lines.push(`checked: ${c.verified} objects against their recorded SHA-256 (${c.walFiles} WAL files, ${c.baseBackups} base backups, ${c.dumps} dumps), ${c.manifestFiles} files inside base backups against backup_manifest; ${c.gaps} WAL gaps`);
+  const n = (k: number, one: string, many = `${one}s`) => `${k} ${k === 1 ? one : many}`;
+  lines.push(
+    `checked: ${n(c.verified, 'object')} against their recorded SHA-256 (${n(c.walFiles, 'WAL file')}, ${n(c.baseBackups, 'base backup')}, ${n(c.dumps, 'dump')}), ${n(c.manifestFiles, 'file')} inside base backups against backup_manifest; ${n(c.gaps, 'WAL gap')}`,
+  );
   if (c.unverified) lines.push(`not checkable: ${c.unverified} objects have no recorded checksum (e.g. ${r.unverifiedKeys.slice(0, 3).join(', ')})`);
   for (const i of r.incomplete) lines.push(`incomplete ${i.kind} ${i.id}: no metadata file (${i.objects} objects, last written ${i.lastWritten}); not corruption, never offered for restore; retention removes it`);
   for (const b of r.bad) lines.push(`BAD ${b.key}: ${b.problem}: ${b.detail}`);

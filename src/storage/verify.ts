@@ -105,11 +105,9 @@ interface Group {
   meta?: ListEntry;
 }
 
-/** Problems found while reading one object. */
-function classify(key: string, err: unknown): VerifyProblem {
-  if (err instanceof ObjectNotFoundError || (err instanceof StorageError && err.code === 'not-found')) {
-    return { key, problem: 'missing', detail: 'listed, but gone when read' };
-  }
+/** Problems found while reading one object; undefined when it was deleted after the listing (retention, a cleanup). */
+function classify(key: string, err: unknown): VerifyProblem | undefined {
+  if (err instanceof ObjectNotFoundError || (err instanceof StorageError && err.code === 'not-found')) return undefined;
   if (err instanceof ChecksumMismatchError) return { key, problem: 'checksum-mismatch', detail: `SHA-256 is ${err.actual}, ${err.expected} was recorded` };
   return { key, problem: 'unreadable', detail: (err as Error)?.message ?? String(err) };
 }
@@ -228,6 +226,12 @@ export async function verifyRepository(store: ObjectStore, opts: VerifyOptions =
     report();
   };
   const addBad = (p: VerifyProblem) => bad.push(p);
+  /** A read failed: unreadable, or (not found) deleted since the listing, which is not corruption. */
+  const readFailed = (key: string, err: unknown) => {
+    const p = classify(key, err);
+    if (p) addBad(p);
+    else warnings.push(`${key}: deleted while the verify ran (retention or another job?); not checked`);
+  };
   const unverified = (key: string) => {
     counts.unverified++;
     if (unverifiedKeys.length < 20) unverifiedKeys.push(key);
@@ -267,7 +271,7 @@ export async function verifyRepository(store: ObjectStore, opts: VerifyOptions =
       return Buffer.concat(chunks);
     } catch (err) {
       if (opts.signal?.aborted) throw err;
-      addBad(classify(key, err));
+      readFailed(key, err);
       return undefined;
     } finally {
       objectDone();
@@ -322,7 +326,7 @@ export async function verifyRepository(store: ObjectStore, opts: VerifyOptions =
       else counts.verified++;
     } catch (err) {
       if (opts.signal?.aborted) throw err;
-      addBad(classify(key, err));
+      readFailed(key, err);
     } finally {
       objectDone();
     }
@@ -361,7 +365,7 @@ export async function verifyRepository(store: ObjectStore, opts: VerifyOptions =
       }
     } catch (err) {
       if (opts.signal?.aborted) throw err;
-      addBad(classify(key, err));
+      readFailed(key, err);
     } finally {
       objectDone();
     }
@@ -427,7 +431,7 @@ export async function verifyRepository(store: ObjectStore, opts: VerifyOptions =
       return reader.files;
     } catch (err) {
       if (opts.signal?.aborted) throw err;
-      addBad(classify(key, err));
+      readFailed(key, err);
       return undefined;
     } finally {
       objectDone();
@@ -533,7 +537,7 @@ export async function verifyRepository(store: ObjectStore, opts: VerifyOptions =
       counts.verified++;
     } catch (err) {
       if (opts.signal?.aborted) throw err;
-      addBad(classify(key, err));
+      readFailed(key, err);
     } finally {
       objectDone();
     }
