@@ -482,6 +482,8 @@ describe('retention removes what killed runs left behind (temp files, empty dire
     // Under locks/: never touched, whatever its age.
     write('locks/.pgrunbook-tmp-00000000aaaaaaaa', 'lock being written', old);
     mkdir('locks/empty', old);
+    // Not the repository's: a file system's lost+found at the root stays, however empty and old.
+    mkdir('lost+found', old);
   });
 
   const cli = (args: string[]) => runCli(['--procedure', 'retention', '--repo', url, '--json', ...args], { PGRUNBOOK_STATE_DIR: stateDir, PGRUNBOOK_NOW: new Date(Date.now() + 30 * DAY).toISOString() });
@@ -497,7 +499,7 @@ describe('retention removes what killed runs left behind (temp files, empty dire
     // Fresh ones are kept even though --now lies 30 days ahead.
     expect(plan).toContain('would: keep 1 temporary file and 1 empty directory younger than a day: an upload may still be writing them');
     expect(plan).toContain('would: nothing expires; 1 temporary file and 2 empty directories to remove');
-    expect(plan.join('\n')).not.toMatch(/locks\//);
+    expect(plan.join('\n')).not.toMatch(/locks\/|lost\+found/);
     expect(plan.find((l) => l.startsWith('would ask to confirm:'))).toMatch(/^would ask to confirm: delete 0 base backups, 0 dumps and 0 WAL files \(0 B\), and 1 temporary file and 2 empty directories from /);
     expect(fs.existsSync(at('dumps/app/d1/.pgrunbook-tmp-0123456789abcdef'))).toBe(true);
 
@@ -516,6 +518,7 @@ describe('retention removes what killed runs left behind (temp files, empty dire
     expect(fs.existsSync(at('basebackups/20261202T000000Z'))).toBe(true);
     expect(fs.existsSync(at('locks/.pgrunbook-tmp-00000000aaaaaaaa'))).toBe(true);
     expect(fs.existsSync(at('locks/empty'))).toBe(true);
+    expect(fs.existsSync(at('lost+found'))).toBe(true);
     expect(fs.readFileSync(at('dumps/app/d1/app.dump'), 'utf8')).toBe('a dump');
 
     // Nothing left to do: the step is skipped, no confirmation needed.

@@ -14,6 +14,13 @@ export const TEMP_FILE_PREFIX = `${RESERVED_NAME_PREFIX}tmp-`;
 export const DEBRIS_MIN_AGE_MS = 24 * 3_600_000;
 /** Top-level prefixes retention never touches (lock files and their directory). */
 export const PROTECTED_PREFIXES = ['locks/'];
+/** Empty directories are removed only below these (never a top-level directory: the volume's
+ *  lost+found, or anything else that is not the repository's, stays). */
+export const CLEANABLE_DIRECTORY_PREFIXES = ['basebackups/', 'dumps/', 'wal/', 'verify/'];
+
+function isCleanableDirectory(rel: string): boolean {
+  return CLEANABLE_DIRECTORY_PREFIXES.some((p) => rel.startsWith(p) && rel.length > p.length);
+}
 
 export interface DebrisItem {
   /** Relative to the repository root, '/'-separated; directories end with '/'. */
@@ -69,7 +76,7 @@ export async function findDebris(store: ObjectStore, opts: { clock?: Date; minAg
       }
       if (e.isDirectory()) {
         const goes = await walk(path, childRel);
-        if (!goes) {
+        if (!goes || !isCleanableDirectory(childRel)) {
           allGoes = false;
           continue;
         }
@@ -132,7 +139,7 @@ export async function removeDebris(store: ObjectStore, items: DebrisItem[], opts
     opts.signal?.throwIfAborted();
     const rel = item.path.replace(/\/$/, '');
     const segments = rel.split('/');
-    if (!rel || segments.some((s) => s === '' || s === '.' || s === '..') || isProtected(rel)) {
+    if (!rel || segments.some((s) => s === '' || s === '.' || s === '..') || isProtected(rel) || (item.kind === 'empty-directory' && !isCleanableDirectory(rel))) {
       out.kept.push({ item, why: 'not a path retention may touch' });
       continue;
     }
