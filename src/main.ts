@@ -314,6 +314,7 @@ Usage:
   pgrunbook --procedure NAME --help          a procedure's options
   pgrunbook profile save|list|show|delete    manage saved profiles
   pgrunbook catalog [--repo URL] [--json]    backups, WAL, gaps and recovery windows in a repository
+  pgrunbook catalog --verify [--since 7d] [--parallel N]   read every object back against its checksum
   pgrunbook status [--json|--prometheus]     backup ages, sizes, WAL archive lag; exit 0/1/2/3 (see status --help)
   pgrunbook wal-push %p                      archive_command: store one WAL file in the repository
   pgrunbook wal-fetch %f %p                  restore_command: fetch one WAL file from the repository

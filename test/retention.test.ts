@@ -442,3 +442,88 @@ describe('retention procedure with real WAL (file:// and S3)', () => {
     expect(segnoOfLsn(parseLsn(backups[1].startLsn))).toBe(cutoff);
   });
 });
+
+describe('retention removes what killed runs left behind (temp files, empty directories), never under locks/ nor younger than a day', () => {
+  let root: string;
+  let url: string;
+  let stateDir: string;
+  const old = new Date(Date.now() - 2 * DAY);
+  const at = (rel: string) => path.join(root, ...rel.split('/'));
+  const write = (rel: string, content: string, mtime?: Date) => {
+    fs.mkdirSync(path.dirname(at(rel)), { recursive: true });
+    fs.writeFileSync(at(rel), content);
+    if (mtime) fs.utimesSync(at(rel), mtime, mtime);
+  };
+  const mkdir = (rel: string, mtime?: Date) => {
+    fs.mkdirSync(at(rel), { recursive: true });
+    if (mtime) fs.utimesSync(at(rel), mtime, mtime);
+  };
+
+  beforeAll(async () => {
+    root = path.join(tempDir('pgrunbook-retention-debris-'), 'repo');
+    url = `file://${root}`;
+    stateDir = tempDir('pgrunbook-retention-debris-state-');
+    const repo = await openRepository(url, {});
+    try {
+      const dump = Buffer.from('a dump');
+      await repo.putObject(repo.dumpKey('app', 'd1', 'app.dump'), dump);
+      const t = new Date().toISOString();
+      await repo.commitDump({ id: 'd1', database: 'app', startTime: t, stopTime: t, object: 'app.dump', size: dump.length, sha256: sha(dump) });
+    } finally {
+      await repo.close();
+    }
+    // An upload killed two days ago, and one running now (same naming as the local driver's).
+    write('dumps/app/d1/.pgrunbook-tmp-0123456789abcdef', 'x'.repeat(3000), old);
+    write('dumps/app/d1/.pgrunbook-tmp-fedcba9876543210', 'being written');
+    // A killed backup's directories, emptied: nested, two days old; and a fresh empty one.
+    mkdir('basebackups/20261101T000000Z/sub', old);
+    fs.utimesSync(at('basebackups/20261101T000000Z'), old, old);
+    mkdir('basebackups/20261202T000000Z');
+    // Under locks/: never touched, whatever its age.
+    write('locks/.pgrunbook-tmp-00000000aaaaaaaa', 'lock being written', old);
+    mkdir('locks/empty', old);
+    // Not the repository's: a file system's lost+found at the root stays, however empty and old.
+    mkdir('lost+found', old);
+  });
+
+  const cli = (args: string[]) => runCli(['--procedure', 'retention', '--repo', url, '--json', ...args], { PGRUNBOOK_STATE_DIR: stateDir, PGRUNBOOK_NOW: new Date(Date.now() + 30 * DAY).toISOString() });
+  const logs = (stdout: string) => jsonLines(stdout).filter((e) => e.type === 'log').map((e) => e.message as string);
+
+  it('plans them (by the real clock, not --now), removes the old ones on confirmation and keeps the fresh ones and locks/', async () => {
+    const dry = await cli(['--dry-run']);
+    expect(dry.exitCode, dry.stderr + dry.stdout).toBe(0);
+    const plan = logs(dry.stdout);
+    expect(plan).toContainEqual(expect.stringMatching(/^would: remove temporary file dumps\/app\/d1\/\.pgrunbook-tmp-0123456789abcdef \(2\.9 KiB, last written .+Z, 2\.0 days ago\): left behind by an upload that was killed$/));
+    expect(plan).toContainEqual(expect.stringMatching(/^would: remove empty directory basebackups\/20261101T000000Z\/sub\/ \(last changed .+, 2\.0 days ago\)/));
+    expect(plan).toContainEqual(expect.stringMatching(/^would: remove empty directory basebackups\/20261101T000000Z\/ /));
+    // Fresh ones are kept even though --now lies 30 days ahead.
+    expect(plan).toContain('would: keep 1 temporary file and 1 empty directory younger than a day: an upload may still be writing them');
+    expect(plan).toContain('would: nothing expires; 1 temporary file and 2 empty directories to remove');
+    expect(plan.join('\n')).not.toMatch(/locks\/|lost\+found/);
+    expect(plan.find((l) => l.startsWith('would ask to confirm:'))).toMatch(/^would ask to confirm: delete 0 base backups, 0 dumps and 0 WAL files \(0 B\), and 1 temporary file and 2 empty directories from /);
+    expect(fs.existsSync(at('dumps/app/d1/.pgrunbook-tmp-0123456789abcdef'))).toBe(true);
+
+    const r = await cli(['--confirm', url]);
+    expect(r.exitCode, r.stderr + r.stdout).toBe(0);
+    const events = jsonLines(r.stdout);
+    expect(events.filter((e) => e.type === 'check' && !e.ok)).toEqual([]);
+    expect(events.find((e) => e.type === 'check' && e.name === 'temporary files removed')).toMatchObject({ ok: true, detail: '1 temporary file and 2 empty directories removed; nothing under locks/ touched' });
+    const done = logs(r.stdout);
+    expect(done).toContain('removed temporary file dumps/app/d1/.pgrunbook-tmp-0123456789abcdef');
+    expect(done).toContainEqual(expect.stringMatching(/^expired 0 base backups, 0 dumps and 0 WAL files: 2\.9 KiB freed; removed 1 temporary file and 2 empty directories$/));
+
+    expect(fs.existsSync(at('dumps/app/d1/.pgrunbook-tmp-0123456789abcdef'))).toBe(false);
+    expect(fs.existsSync(at('basebackups/20261101T000000Z'))).toBe(false);
+    expect(fs.existsSync(at('dumps/app/d1/.pgrunbook-tmp-fedcba9876543210'))).toBe(true);
+    expect(fs.existsSync(at('basebackups/20261202T000000Z'))).toBe(true);
+    expect(fs.existsSync(at('locks/.pgrunbook-tmp-00000000aaaaaaaa'))).toBe(true);
+    expect(fs.existsSync(at('locks/empty'))).toBe(true);
+    expect(fs.existsSync(at('lost+found'))).toBe(true);
+    expect(fs.readFileSync(at('dumps/app/d1/app.dump'), 'utf8')).toBe('a dump');
+
+    // Nothing left to do: the step is skipped, no confirmation needed.
+    const again = await cli([]);
+    expect(again.exitCode, again.stderr + again.stdout).toBe(0);
+    expect(jsonLines(again.stdout).find((e) => e.type === 'step-end' && e.stepId === 'expire')).toMatchObject({ status: 'skipped' });
+  });
+});

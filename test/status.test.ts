@@ -559,3 +559,64 @@ describe('pgrunbook status on an S3 repository', () => {
     }
   });
 });
+
+describe('evaluateStatus: the last catalog --verify', () => {
+  const now = new Date('2026-11-24T12:00:00Z');
+  const t = resolveThresholds(undefined);
+  const record = (finishedAt: string, bad: { key: string; problem: string; detail: string }[] = []) =>
+    ({
+      version: 1,
+      store: 'file:///r',
+      startedAt: finishedAt,
+      finishedAt,
+      durationMs: 1000,
+      ok: bad.length === 0,
+      scope: { all: true },
+      parallel: 4,
+      counts: { objects: 10, bytes: 1000, verified: 10, unverified: 0, walFiles: 8, baseBackups: 1, dumps: 1, manifestFiles: 900, incomplete: 0, gaps: 0, bad: bad.length },
+      bad,
+      incomplete: [],
+      unverifiedKeys: [],
+      warnings: [],
+    }) as const;
+  const judge = (repository: Partial<Parameters<typeof evaluateStatus>[0]['repository']>, thresholds = t) =>
+    evaluateStatus({ repository: { url: 'file:///r', catalog: catalogWith({}), ...repository }, thresholds, now, skip: ['base-backup', 'dump', 'wal'] });
+  const verifyCheck = (r: StatusReport) => r.checks.find((c) => c.id === 'last_verify')!;
+
+  it('never verified: a note, not an alert (a fresh repository stays OK)', () => {
+    const r = judge({});
+    expect(verifyCheck(r)).toMatchObject({ status: 'ok', summary: expect.stringMatching(/^never verified \(note\): run pgrunbook catalog --verify/) });
+    expect(r.status).toBe('ok');
+    expect(r.measurements.verify).toEqual({ exists: false });
+    const e = parseExposition(prometheusText(r));
+    expect(sample(e, 'pgrunbook_verified')).toBe(0);
+    expect(sample(e, 'pgrunbook_last_verify_ok')).toBeUndefined();
+  });
+
+  it('intact: ok up to --max-verify-age-days (8 by default), warning past it', () => {
+    const at = (days: number) => new Date(now.getTime() - days * 86_400_000).toISOString();
+    expect(verifyCheck(judge({ lastVerify: record(at(8)) as any })).status).toBe('ok');
+    const stale = judge({ lastVerify: record(at(8.01)) as any });
+    expect(verifyCheck(stale)).toMatchObject({ status: 'warning', value: Math.round(8.01 * 86_400), warningAt: 8 * 86_400 });
+    expect(stale.exitCode).toBe(1);
+    expect(verifyCheck(judge({ lastVerify: record(at(8.01)) as any }, resolveThresholds({ monitoring: { maxVerifyAgeDays: 14 } }))).status).toBe('ok');
+  });
+
+  it('corruption found: critical, naming the objects, in the headline and Prometheus; an unreadable record warns', () => {
+    const bad = [
+      { key: 'wal/000000010000000000000007.gz', problem: 'checksum-mismatch', detail: 'x' },
+      { key: 'dumps/app/d1/app.dump', problem: 'missing', detail: 'y' },
+    ];
+    const r = judge({ lastVerify: record(now.toISOString(), bad) as any });
+    expect(verifyCheck(r)).toMatchObject({ status: 'critical', summary: expect.stringContaining('found 2 bad objects: wal/000000010000000000000007.gz (checksum-mismatch), dumps/app/d1/app.dump (missing)') });
+    expect(r.exitCode).toBe(2);
+    expect(r.headline).toBe('CRITICAL: last verify found 2 bad objects: wal/000000010000000000000007.gz (checksum-mismatch), dumps/app/d1/app.dump (missing)');
+    const e = parseExposition(prometheusText(r));
+    expect(sample(e, 'pgrunbook_last_verify_ok')).toBe(0);
+    expect(sample(e, 'pgrunbook_last_verify_bad_objects')).toBe(2);
+    expect(sample(e, 'pgrunbook_last_verify_age_seconds')).toBe(0);
+
+    const unreadable = judge({ lastVerifyError: 'object verify/last.json is corrupt' });
+    expect(verifyCheck(unreadable)).toMatchObject({ status: 'warning', summary: 'verify/last.json cannot be read: object verify/last.json is corrupt' });
+  });
+});

@@ -1,23 +1,145 @@
 // `pgrunbook catalog [--repo URL] [--json]`: what the repository holds and what it can restore.
-import { parseArgv } from '../engine/params.js';
-import { formatBytes } from '../engine/format.js';
+// `pgrunbook catalog --verify [--since DURATION|ISO-TIME] [--parallel N]`: read every object back
+// and check it against its recorded checksum, the WAL for gaps, and base backups against their
+// backup_manifest; the result is recorded in the repository (verify/last.json) for `status`.
+// Exit codes: 0 intact, 3 a bad object (each named), 2 bad usage, 1 the repository cannot be read.
+import { parseArgv, FlagError } from '../engine/params.js';
+import { EXIT } from '../engine/types.js';
+import { formatBytes, formatDuration } from '../engine/format.js';
 import { openStore } from '../storage/url.js';
 import { readCatalog, type Catalog } from '../storage/catalog.js';
+import { RepositoryUnreadableError, VERIFY_RESULT_KEY, parseSince, recordVerifyResult, verifyRepository, type VerifyProgress, type VerifyResult } from '../storage/verify.js';
 
-export async function catalogCommand(argv: string[], io: { stdout: NodeJS.WritableStream; env: NodeJS.ProcessEnv }): Promise<number> {
-  const { flags, positionals } = parseArgv(argv, new Set(['json']));
-  const unknown = Object.keys(flags).filter((k) => !['json', 'repo'].includes(k));
-  if (unknown.length || positionals.length) throw new Error(`usage: pgrunbook catalog [--repo URL] [--json] (unknown: ${[...unknown.map((k) => '--' + k), ...positionals].join(' ')})`);
-  const url = (flags.repo as string | undefined) ?? io.env.PGRUNBOOK_REPO;
-  if (!url) throw new Error('no repository: pass --repo URL or set PGRUNBOOK_REPO (file:///path, s3://bucket/prefix, azure://container/prefix)');
-  const store = await openStore(url, io.env);
+export const CATALOG_USAGE = 'usage: pgrunbook catalog [--repo URL] [--json] [--verify [--since DURATION|ISO-TIME] [--parallel N]]';
+
+export async function catalogCommand(
+  argv: string[],
+  io: { stdout: NodeJS.WritableStream; stderr?: NodeJS.WritableStream; env: NodeJS.ProcessEnv },
+): Promise<number> {
+  const wantsJson = argv.includes('--json');
+  const usage = (message: string): number => {
+    io.stderr?.write(`pgrunbook catalog: ${message}\n${CATALOG_USAGE}\n`);
+    if (wantsJson) io.stdout.write(JSON.stringify({ type: 'error', exitCode: EXIT.usage, message }) + '\n');
+    return EXIT.usage;
+  };
+  let flags: Record<string, unknown>;
   try {
+    const parsed = parseArgv(argv, new Set(['json', 'verify']));
+    flags = parsed.flags;
+    const unknown = Object.keys(flags).filter((k) => !['json', 'repo', 'verify', 'since', 'parallel'].includes(k));
+    if (unknown.length || parsed.positionals.length) return usage(`unknown: ${[...unknown.map((k) => '--' + k), ...parsed.positionals].join(' ')}`);
+  } catch (err) {
+    if (err instanceof FlagError) return usage(err.message);
+    throw err;
+  }
+  for (const k of ['repo', 'since', 'parallel']) {
+    if (flags[k] === true) return usage(`--${k} needs a value`);
+    if (Array.isArray(flags[k])) return usage(`--${k} given more than once`);
+  }
+  for (const k of ['json', 'verify']) if (flags[k] !== undefined && typeof flags[k] !== 'boolean') return usage(`--${k} takes no value`);
+  if (!flags.verify && (flags.since !== undefined || flags.parallel !== undefined)) return usage('--since and --parallel go with --verify');
+  let parallel = 4;
+  if (flags.parallel !== undefined) {
+    parallel = Number(flags.parallel);
+    if (!Number.isInteger(parallel) || parallel < 1 || parallel > 64) return usage(`--parallel: expected a whole number from 1 to 64, got "${String(flags.parallel)}"`);
+  }
+  let since: Date | undefined;
+  if (flags.since !== undefined) {
+    since = parseSince(String(flags.since), new Date());
+    if (!since) return usage(`--since: "${String(flags.since)}" is neither a duration (30m, 12h, 7d, 2w) nor an ISO 8601 time (2026-11-24T03:00:00Z)`);
+  }
+  const url = (flags.repo as string | undefined) ?? io.env.PGRUNBOOK_REPO;
+  if (!url) return usage('no repository: pass --repo URL or set PGRUNBOOK_REPO (file:///path, s3://bucket/prefix, azure://container/prefix)');
+
+  let store;
+  try {
+    store = await openStore(url, io.env);
+  } catch (err) {
+    // A malformed URL is bad usage; anything else (credentials, network) is a repository that cannot be read.
+    const code = (err as { code?: string }).code;
+    if (code === 'invalid-url' || code === 'invalid-argument') return usage((err as Error).message);
+    throw err;
+  }
+  try {
+    if (flags.verify) return await verifyCommand(store, { parallel, since, json: Boolean(flags.json) }, io);
     const catalog = await readCatalog(store);
     io.stdout.write(flags.json ? JSON.stringify(catalog, null, 2) + '\n' : catalogText(catalog));
     return 0;
   } finally {
     await store.close().catch(() => undefined);
   }
+}
+
+async function verifyCommand(
+  store: Awaited<ReturnType<typeof openStore>>,
+  opts: { parallel: number; since?: Date; json: boolean },
+  io: { stdout: NodeJS.WritableStream; stderr?: NodeJS.WritableStream },
+): Promise<number> {
+  let last: VerifyProgress | undefined;
+  let lastLine = 0;
+  let printed = '';
+  const print = (p: VerifyProgress) => {
+    const text = `verify: ${p.objectsDone}/${p.objectsTotal} objects, ${formatBytes(p.bytesDone)} of ${formatBytes(p.bytesTotal)}\n`;
+    if (text !== printed) io.stderr?.write(text);
+    printed = text;
+  };
+  const timer = setInterval(() => {
+    if (last) print(last);
+    lastLine = Date.now();
+  }, 1000);
+  timer.unref();
+  let result: VerifyResult;
+  try {
+    result = await verifyRepository(store, {
+      parallel: opts.parallel,
+      since: opts.since,
+      onProgress: (p) => {
+        last = p;
+        if (lastLine === 0) {
+          // The first line at once, so even a short run says what it is about to read.
+          lastLine = Date.now();
+          print(p);
+        }
+      },
+    });
+  } catch (err) {
+    if (err instanceof RepositoryUnreadableError) {
+      io.stderr?.write(`pgrunbook catalog --verify: ${err.message}\nNothing was verified. Check the URL, the credentials and the network (or that the backup volume is mounted), then run it again.\n`);
+      if (opts.json) io.stdout.write(JSON.stringify({ type: 'error', exitCode: EXIT.failed, message: err.message }) + '\n');
+      return EXIT.failed;
+    }
+    throw err;
+  } finally {
+    clearInterval(timer);
+  }
+  if (last) print(last);
+  let recordError: string | undefined;
+  try {
+    await recordVerifyResult(store, result);
+  } catch (err) {
+    recordError = `could not record the result as ${VERIFY_RESULT_KEY}: ${(err as Error).message} (status will not see this verify; check write access to the repository)`;
+    result.warnings.push(recordError);
+  }
+  io.stdout.write(opts.json ? JSON.stringify({ ...result, recorded: recordError ? false : VERIFY_RESULT_KEY }, null, 2) + '\n' : verifyText(result, recordError));
+  return result.ok ? EXIT.ok : EXIT.verification;
+}
+
+export function verifyText(r: VerifyResult, recordError?: string): string {
+  const c = r.counts;
+  const lines: string[] = [];
+  lines.push(r.ok ? `OK: repository ${r.store} verified` : `CORRUPT: ${c.bad} bad object${c.bad === 1 ? '' : 's'} in ${r.store}`);
+  lines.push(`scope: ${r.scope.all ? 'every object' : `objects written since ${r.scope.since}`}; ${c.objects} objects, ${formatBytes(c.bytes)} read in ${formatDuration(r.durationMs)} (${r.parallel} in parallel)`);
+  const n = (k: number, one: string, many = `${one}s`) => `${k} ${k === 1 ? one : many}`;
+  lines.push(
+    `checked: ${n(c.verified, 'object')} against their recorded SHA-256 (${n(c.walFiles, 'WAL file')}, ${n(c.baseBackups, 'base backup')}, ${n(c.dumps, 'dump')}), ${n(c.manifestFiles, 'file')} inside base backups against backup_manifest; ${n(c.gaps, 'WAL gap')}`,
+  );
+  if (c.unverified) lines.push(`not checkable: ${c.unverified} objects have no recorded checksum (e.g. ${r.unverifiedKeys.slice(0, 3).join(', ')})`);
+  for (const i of r.incomplete) lines.push(`incomplete ${i.kind} ${i.id}: no metadata file (${i.objects} objects, last written ${i.lastWritten}); not corruption, never offered for restore; retention removes it`);
+  for (const b of r.bad) lines.push(`BAD ${b.key}: ${b.problem}: ${b.detail}`);
+  for (const w of r.warnings) lines.push(`warning: ${w}`);
+  if (!r.ok) lines.push('Do not rely on the bad objects: take a new base backup / dump now, and restore from an older copy if one of them is needed.');
+  if (!recordError) lines.push(`recorded as ${VERIFY_RESULT_KEY}`);
+  return lines.join('\n') + '\n';
 }
 
 export function catalogText(c: Catalog): string {

@@ -30,6 +30,7 @@ const VALUED = [
   'size-deviation-percent',
   'max-archive-lag-segments',
   'max-wal-age-hours',
+  'max-verify-age-days',
 ];
 const ALIASES: Record<string, string> = { '-h': '--host', '-p': '--port', '-U': '--user', '-d': '--dbname', '-D': '--pgdata' };
 const THRESHOLD_FLAGS: Record<string, keyof StatusThresholds> = {
@@ -38,6 +39,7 @@ const THRESHOLD_FLAGS: Record<string, keyof StatusThresholds> = {
   'size-deviation-percent': 'sizeDeviationPercent',
   'max-archive-lag-segments': 'maxArchiveLagSegments',
   'max-wal-age-hours': 'maxWalAgeHours',
+  'max-verify-age-days': 'maxVerifyAgeDays',
 };
 
 export const STATUS_HELP = `pgrunbook status: are the backups fresh, complete and is WAL archiving keeping up?
@@ -55,6 +57,8 @@ Checks (each OK, WARNING, CRITICAL or UNKNOWN):
   WAL archive lag       completed segments not yet archived (pg_current_wal_lsn vs pg_stat_archiver, cross-checked with
                         the repository): warning over --max-archive-lag-segments (100), critical over twice
   WAL archiver          archive_mode off, or failing now (last failure newer than last success): critical
+  last verify           the last \`pgrunbook catalog --verify\`: found bad objects: critical (each named); older than
+                        --max-verify-age-days (8): warning; never verified: a note only
   No backup at all: critical. Repository or server unreachable: critical, and what needed it unknown.
 
 Options:
@@ -64,7 +68,8 @@ Options:
   --databases A,B            databases whose dumps must exist (default: the profile's, else every database with dumps)
   --skip KINDS               leave out: base-backup, dump, wal, server (server: no connection; repository checks only)
   --max-dump-age-hours N, --max-base-backup-age-hours N, --size-deviation-percent N,
-  --max-archive-lag-segments N, --max-wal-age-hours N      thresholds (flags over the profile over the defaults)
+  --max-archive-lag-segments N, --max-wal-age-hours N, --max-verify-age-days N
+                             thresholds (flags over the profile's "monitoring" over the defaults)
   --json                     the whole report as one JSON document
   --prometheus               Prometheus text format (gauges pgrunbook_*), e.g. for node_exporter's textfile collector
   --output FILE              write there instead of stdout, atomically (temp file + rename): the collector never reads half a file

@@ -30,6 +30,8 @@ export interface MonitoringThresholds {
   maxBaseBackupAgeHours: number;
   sizeDeviationPercent: number;
   maxArchiveLagSegments: number;
+  /** Days after which the last `catalog --verify` is stale (status warns). */
+  maxVerifyAgeDays: number;
 }
 
 export interface Profile {
@@ -57,6 +59,7 @@ export const DEFAULT_THRESHOLDS: MonitoringThresholds = {
   maxBaseBackupAgeHours: 26,
   sizeDeviationPercent: 50,
   maxArchiveLagSegments: 100,
+  maxVerifyAgeDays: 8,
 };
 
 const PROFILE_KEYS = ['connection', 'pgdata', 'server', 'databases', 'criticalTables', 'repo', 'serverLog', 'monitoring', 'retention'];

@@ -8,6 +8,7 @@ import { describeTarget, withPg } from '../postgres/client.js';
 import { describeLocation, parseRepoUrl, openLocation, type RepoLocation } from '../storage/url.js';
 import { readCatalog, type Catalog } from '../storage/catalog.js';
 import { StorageError } from '../storage/types.js';
+import { readLastVerify, type VerifyResult } from '../storage/verify.js';
 import { StatusUsageError } from './types.js';
 
 export interface RepositorySnapshot {
@@ -15,6 +16,10 @@ export interface RepositorySnapshot {
   url: string;
   catalog?: Catalog;
   error?: string;
+  /** The last `catalog --verify` (verify/last.json); undefined: never verified. */
+  lastVerify?: VerifyResult;
+  /** verify/last.json exists but cannot be read. */
+  lastVerifyError?: string;
 }
 
 export interface ArchiverStats {
@@ -82,7 +87,12 @@ export async function collectRepository(loc: RepoLocation): Promise<RepositorySn
     return { url, error: (err as Error).message };
   }
   try {
-    return { url, catalog: await readCatalog(store) };
+    const catalog = await readCatalog(store);
+    try {
+      return { url, catalog, lastVerify: await readLastVerify(store) };
+    } catch (err) {
+      return { url, catalog, lastVerifyError: (err as Error).message };
+    }
   } catch (err) {
     return { url, error: (err as Error).message };
   } finally {

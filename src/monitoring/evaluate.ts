@@ -27,6 +27,7 @@ import {
   type StatusCheck,
   type StatusReport,
   type StatusThresholds,
+  type VerifyMeasurement,
   type WalMeasurement,
 } from './types.js';
 import { formatAge, formatBytesShort, formatRatio } from './format-units.js';
@@ -280,6 +281,71 @@ function evaluateRecoveryWindow(catalog: Catalog, checks: StatusCheck[]): void {
   }
 }
 
+/**
+ * The last `catalog --verify`: critical when it found corruption, warning when it is older than
+ * maxVerifyAgeDays or its record cannot be read. Never verified is a note, not an alert (a new
+ * repository is healthy before its first verify), with the command to run in its summary.
+ */
+function evaluateVerify(repository: RepositorySnapshot, t: StatusThresholds, now: number, checks: StatusCheck[]): VerifyMeasurement {
+  const base = { id: 'last_verify', kind: 'repository' as const, title: 'last verify' };
+  const warnAt = (t.maxVerifyAgeDays ?? 8) * 86_400;
+  if (repository.lastVerifyError) {
+    checks.push({
+      ...base,
+      status: 'warning',
+      summary: `verify/last.json cannot be read: ${repository.lastVerifyError}`,
+      hint: 'run pgrunbook catalog --verify to check the repository and record a new result',
+    });
+    return { exists: true, error: repository.lastVerifyError };
+  }
+  const v = repository.lastVerify;
+  if (!v) {
+    checks.push({ ...base, status: 'ok', summary: 'never verified (note): run pgrunbook catalog --verify to read every object back against its checksum' });
+    return { exists: false };
+  }
+  const at = Date.parse(v.finishedAt);
+  const ageSeconds = Number.isFinite(at) ? Math.max(0, Math.round((now - at) / 1000)) : undefined;
+  const badObjects = typeof v.counts?.bad === 'number' ? v.counts.bad : (v.bad?.length ?? 0);
+  const m: VerifyMeasurement = {
+    exists: true,
+    finishedAt: v.finishedAt,
+    ageSeconds,
+    ok: v.ok,
+    objects: v.counts?.objects,
+    bytes: v.counts?.bytes,
+    badObjects,
+    bad: (v.bad ?? []).slice(0, 10).map((b) => ({ key: b.key, problem: b.problem, detail: b.detail })),
+    since: v.scope?.since,
+    durationMs: v.durationMs,
+  };
+  const when = ageSeconds !== undefined ? `${formatAge(ageSeconds)} ago (${v.finishedAt})` : `at an unreadable time (${String(v.finishedAt)})`;
+  const scope = v.scope?.since ? `, objects since ${v.scope.since}` : '';
+  if (!v.ok) {
+    const named = (v.bad ?? []).slice(0, 3).map((b) => `${b.key} (${b.problem})`);
+    checks.push({
+      ...base,
+      status: 'critical',
+      summary: `CORRUPTION: the verify ${when} found ${badObjects} bad object${badObjects === 1 ? '' : 's'}: ${named.join(', ')}${badObjects > named.length ? ', ...' : ''}`,
+      hint: 'do not rely on those objects: take a new base backup / dump now; see pgrunbook catalog --verify for the full list, and run it again once repaired',
+      value: ageSeconds,
+      unit: 'seconds',
+      warningAt: warnAt,
+    });
+    return m;
+  }
+  const status: Severity = ageSeconds === undefined ? 'warning' : ageSeconds > warnAt ? 'warning' : 'ok';
+  checks.push({
+    ...base,
+    status,
+    summary: `intact ${when}: ${v.counts?.objects ?? '?'} objects${scope} (warning over ${formatAge(warnAt)})`,
+    hint: status === 'ok' ? undefined : 'the last proof that the backups can be read back is old: run pgrunbook catalog --verify (schedule it, e.g. weekly)',
+    value: ageSeconds,
+    unit: 'seconds',
+    warningAt: warnAt,
+  });
+  return m;
+}
+
 function evaluateServer(server: ServerSnapshot, catalog: Catalog | undefined, t: StatusThresholds, checks: StatusCheck[]): ArchiverMeasurement | undefined {
   const f = server.facts;
   if (!f) {
@@ -428,6 +494,7 @@ export function evaluateStatus(input: EvaluateInput): StatusReport {
     const complete = catalog.baseBackups.filter((b) => b.complete).length;
     const dumps = catalog.dumps.filter((d) => d.complete).length;
     checks.push({ id: 'repository', kind: 'repository', title: 'repository', status: 'ok', summary: `${complete} base backup${complete === 1 ? '' : 's'}, ${dumps} dump${dumps === 1 ? '' : 's'}, ${catalog.wal.files} WAL files` });
+    measurements.verify = evaluateVerify(repository, t, now, checks);
   }
 
   // Base backups.
@@ -517,6 +584,7 @@ export function evaluateStatus(input: EvaluateInput): StatusReport {
 /** A few words for the headline: "5 h old", "+900%", "failing", "12 segments". */
 export function shortProblem(c: StatusCheck): string {
   if (c.status === 'unknown') return 'unknown';
+  if (c.id === 'last_verify') return c.status === 'critical' ? c.summary.replace(/^CORRUPTION: the verify .*? found /, 'found ') : c.value !== undefined ? `${formatAge(c.value)} old` : 'unreadable';
   if (c.unit === 'seconds' && c.value !== undefined) return `${formatAge(c.value)} old`;
   if (c.unit === 'ratio' && c.value !== undefined) return formatRatio(c.value);
   if (c.unit === 'segments' && c.value !== undefined) return `${c.value} segments behind`;

@@ -86,11 +86,18 @@ export function prometheusText(r: StatusReport): string {
   put(family('pgrunbook_wal_archive_failed_total', 'counter', 'Failed archive_command runs since the statistics were reset (pg_stat_archiver.failed_count).'), s?.failedCount);
   put(family('pgrunbook_wal_archive_failing', 'gauge', "1 when the archiver's last failure is newer than its last success."), s ? (s.failing ? 1 : 0) : undefined);
 
+  const v = m.verify;
+  put(family('pgrunbook_last_verify_age_seconds', 'gauge', 'Age of the last catalog --verify (since it finished); absent when the repository was never verified.'), v?.ageSeconds);
+  put(family('pgrunbook_last_verify_ok', 'gauge', 'Whether the last catalog --verify found the repository intact (1) or found bad objects (0).'), v?.ok === undefined ? undefined : v.ok ? 1 : 0);
+  put(family('pgrunbook_last_verify_bad_objects', 'gauge', 'Bad objects (checksum mismatch, missing, unreadable, gap) the last catalog --verify found.'), v?.badObjects);
+  put(family('pgrunbook_verified', 'gauge', 'Whether the repository has a readable verify record (1) or was never verified (0).'), v ? (v.exists && !v.error ? 1 : 0) : undefined);
+
   const t = r.thresholds;
   put(family('pgrunbook_threshold_dump_age_seconds', 'gauge', 'Dump age above which status warns (critical at twice).'), t.maxDumpAgeHours * 3600);
   put(family('pgrunbook_threshold_base_backup_age_seconds', 'gauge', 'Base backup age above which status warns (critical at twice).'), t.maxBaseBackupAgeHours * 3600);
   put(family('pgrunbook_threshold_size_deviation_ratio', 'gauge', 'Size deviation beyond which status warns.'), t.sizeDeviationPercent / 100);
   put(family('pgrunbook_threshold_wal_archive_lag_segments', 'gauge', 'WAL archive lag above which status warns (critical at twice).'), t.maxArchiveLagSegments);
+  put(family('pgrunbook_threshold_verify_age_seconds', 'gauge', 'Age of the last catalog --verify above which status warns.'), t.maxVerifyAgeDays !== undefined ? t.maxVerifyAgeDays * 86_400 : undefined);
 
   const out: string[] = [];
   for (const f of families) {

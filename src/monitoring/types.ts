@@ -26,7 +26,7 @@ export interface StatusThresholds extends MonitoringThresholds {
 }
 
 export interface StatusCheck {
-  /** Stable identifier: repository, server, base_backup_age, base_backup_size, dump_age, dump_size, wal_archived_age, recovery_window, wal_archive_lag, wal_archiver. */
+  /** Stable identifier: repository, last_verify, server, base_backup_age, base_backup_size, dump_age, dump_size, wal_archived_age, recovery_window, wal_archive_lag, wal_archiver. */
   id: string;
   kind: CheckKind;
   database?: string;
@@ -82,6 +82,23 @@ export interface ArchiverMeasurement {
   repositoryLagSegments?: number;
 }
 
+export interface VerifyMeasurement {
+  /** A verify record exists. */
+  exists: boolean;
+  /** The record exists but cannot be read. */
+  error?: string;
+  finishedAt?: string;
+  ageSeconds?: number;
+  ok?: boolean;
+  objects?: number;
+  bytes?: number;
+  badObjects?: number;
+  /** The first few bad objects, key and problem. */
+  bad?: { key: string; problem: string; detail: string }[];
+  since?: string;
+  durationMs?: number;
+}
+
 export interface WalMeasurement {
   repositoryFiles: number;
   lastArchivedSegment?: string;
@@ -104,7 +121,7 @@ export interface StatusReport {
   thresholds: StatusThresholds;
   skipped: CheckKind[];
   checks: StatusCheck[];
-  measurements: { baseBackup?: BackupMeasurement; dumps: BackupMeasurement[]; wal?: WalMeasurement };
+  measurements: { baseBackup?: BackupMeasurement; dumps: BackupMeasurement[]; wal?: WalMeasurement; verify?: VerifyMeasurement };
 }
 
 /** Bad usage (unknown flag, bad URL, no repository): exit 3, nothing measured. */

@@ -26,6 +26,7 @@ import {
   type WalTallySummary,
 } from '../storage/retention.js';
 import { services } from './services.js';
+import { findDebris, removeDebris, type DebrisItem, type DebrisScan } from '../storage/debris.js';
 
 interface ExpiredState {
   baseBackups: string[];
@@ -34,9 +35,22 @@ interface ExpiredState {
   bytes: number;
   /** The WAL line actually applied (may be more cautious than the plan's). */
   walRule?: WalRule;
+  /** Temp files and empty directories removed (paths relative to the repository). */
+  debris?: string[];
 }
 
 const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+
+function debrisOf(ctx: StepContext): DebrisItem[] {
+  return (ctx.state.debris as DebrisScan | undefined)?.items ?? [];
+}
+
+/** "2 temporary files and 1 empty directory" (or '' when there are none). */
+function debrisText(items: DebrisItem[]): string {
+  const files = items.filter((i) => i.kind === 'temp-file').length;
+  const dirs = items.length - files;
+  return [files ? plural(files, 'temporary file') : '', dirs ? plural(dirs, 'empty directory', 'empty directories') : ''].filter(Boolean).join(' and ');
+}
 
 export const retentionProcedure: Procedure = {
   id: 'retention',
@@ -122,7 +136,7 @@ export const retentionProcedure: Procedure = {
         const plan = ctx.state.plan as RetentionPlan | undefined;
         const wal = ctx.state.wal as WalTallySummary | undefined;
         if (!plan || !wal) return undefined;
-        return planTotals(plan, wal.expired).objects === 0 ? 'nothing has expired under this policy' : undefined;
+        return planTotals(plan, wal.expired).objects === 0 && debrisOf(ctx).length === 0 ? 'nothing has expired under this policy' : undefined;
       },
       destructive: {
         what: (ctx) => confirmationWhat(ctx),
@@ -137,6 +151,7 @@ export const retentionProcedure: Procedure = {
         for (const b of plan.expire.baseBackups) lines.push(`delete ${BASEBACKUP_PREFIX}${b.id}/ (backup.json first, then ${plural(b.objects, 'object')}, ${formatBytes(b.bytes)})`);
         for (const d of plan.expire.dumps) lines.push(`delete ${DUMP_PREFIX}${d.database}/${d.id}/ (dump.json first, then ${plural(d.objects, 'object')}, ${formatBytes(d.bytes)})`);
         for (const r of wal.expired.runs) lines.push(`delete ${WAL_PREFIX}${r.from} .. ${r.to} (${plural(r.files, 'file')}, ${formatBytes(r.bytes)})`);
+        for (const d of debrisOf(ctx)) lines.push(`delete ${d.kind === 'temp-file' ? `temporary file ${d.path} (${formatBytes(d.bytes)})` : `empty directory ${d.path}`}`);
         return lines;
       },
       async run(ctx) {
@@ -258,13 +273,17 @@ async function makePlan(ctx: StepContext): Promise<string[]> {
   const now = ctx.state.now ? new Date(String(ctx.state.now)) : ctx.params.now ? parseNow(String(ctx.params.now))! : new Date();
   const plan = planRetention(catalog, { policy: policyOf(ctx), now, clock: new Date(), lastWrite: ctx.state.lastWrite as Record<string, string> });
   const tally = new WalTally(plan.wal.rule, catalog.segmentSize);
+  let debris: DebrisScan | undefined;
   await withRepository(ctx, async (repo) => {
     for await (const entry of repo.store.list(WAL_PREFIX)) {
       ctx.signal.throwIfAborted();
       tally.add(entry);
     }
+    // Debris of killed runs: always by the real clock, whatever --now says.
+    debris = await findDebris(repo.store, { clock: new Date() });
   });
   const wal = tally.summary();
+  ctx.state.debris = debris;
   ctx.state.now = plan.now;
   ctx.state.plan = plan;
   ctx.state.wal = wal;
@@ -289,12 +308,26 @@ async function makePlan(ctx: StepContext): Promise<string[]> {
     }
   }
   if (wal.histories.length) lines.push(`keep ${plural(wal.histories.length, 'timeline history file')} (${wal.histories.join(', ')}): always kept`);
+  const clockNow = Date.now();
+  for (const d of debris?.items ?? []) {
+    const age = `${((clockNow - Date.parse(d.modified)) / 86_400_000).toFixed(1)} days ago`;
+    lines.push(
+      d.kind === 'temp-file'
+        ? `remove temporary file ${d.path} (${size(d.bytes)}, last written ${d.modified}, ${age}): left behind by an upload that was killed`
+        : `remove empty directory ${d.path} (last changed ${d.modified}, ${age}): left behind by a killed run`,
+    );
+  }
+  if (debris && (debris.young.tempFiles || debris.young.emptyDirectories)) {
+    const young = [debris.young.tempFiles ? plural(debris.young.tempFiles, 'temporary file') : '', debris.young.emptyDirectories ? plural(debris.young.emptyDirectories, 'empty directory', 'empty directories') : ''].filter(Boolean).join(' and ');
+    lines.push(`keep ${young} younger than a day: an upload may still be writing ${debris.young.tempFiles + debris.young.emptyDirectories === 1 ? 'it' : 'them'}`);
+  }
   for (const w of plan.warnings) lines.push(`warning: ${w}`);
   const t = planTotals(plan, wal.expired);
+  const extra = debrisText(debris?.items ?? []);
   lines.push(
     t.objects === 0
-      ? 'nothing expires'
-      : `in all: ${plural(t.baseBackups, 'base backup')}${t.incompleteBaseBackups ? ` (${t.incompleteBaseBackups} incomplete)` : ''}, ${plural(t.dumps, 'dump')} and ${plural(t.walFiles, 'WAL file')}: ${plural(t.objects, 'object')}, ${size(t.bytes)}`,
+      ? `nothing expires${extra ? `; ${extra} to remove` : ''}`
+      : `in all: ${plural(t.baseBackups, 'base backup')}${t.incompleteBaseBackups ? ` (${t.incompleteBaseBackups} incomplete)` : ''}, ${plural(t.dumps, 'dump')} and ${plural(t.walFiles, 'WAL file')}: ${plural(t.objects, 'object')}, ${size(t.bytes)}${extra ? `; and ${extra}` : ''}`,
   );
   return lines;
 }
@@ -303,9 +336,10 @@ function confirmationWhat(ctx: StepContext): string {
   const plan = ctx.state.plan as RetentionPlan;
   const wal = ctx.state.wal as WalTallySummary;
   const t = planTotals(plan, wal.expired);
+  const extra = debrisText(debrisOf(ctx));
   return (
     `delete ${plural(t.baseBackups, 'base backup')}${t.incompleteBaseBackups ? ` (${t.incompleteBaseBackups} of them incomplete)` : ''}, ` +
-    `${plural(t.dumps, 'dump')} and ${plural(t.walFiles, 'WAL file')} (${formatBytes(t.bytes)}) from ${String(ctx.state.repo)}`
+    `${plural(t.dumps, 'dump')} and ${plural(t.walFiles, 'WAL file')} (${formatBytes(t.bytes)})${extra ? `, and ${extra}` : ''} from ${String(ctx.state.repo)}`
   );
 }
 
@@ -380,7 +414,33 @@ async function expire(ctx: StepContext): Promise<void> {
     }
     ctx.log(`deleted ${plural(done.walFiles, 'WAL file')} before ${rule.beforeSegment}`);
   });
-  ctx.log(`expired ${plural(done.baseBackups.length, 'base backup')}, ${plural(done.dumps.length, 'dump')} and ${plural(done.walFiles, 'WAL file')}: ${formatBytes(done.bytes)} freed`);
+  await expireDebris(ctx, done);
+  const debrisDone = done.debris?.length ? `; removed ${debrisText(debrisOf(ctx).filter((d) => done.debris!.includes(d.path)))}` : '';
+  ctx.log(`expired ${plural(done.baseBackups.length, 'base backup')}, ${plural(done.dumps.length, 'dump')} and ${plural(done.walFiles, 'WAL file')}: ${formatBytes(done.bytes)} freed${debrisDone}`);
+}
+
+/** Temp files and empty directories of killed runs: only what the confirmed plan named and a new look still finds. */
+async function expireDebris(ctx: StepContext, done: ExpiredState): Promise<void> {
+  const planned = debrisOf(ctx);
+  if (!planned.length) return;
+  done.debris ??= [];
+  await withRepository(ctx, async (repo) => {
+    const current = await findDebris(repo.store, { clock: new Date() });
+    const still = new Set(current.items.map((i) => `${i.kind} ${i.path}`));
+    const items = planned.filter((i) => !done.debris!.includes(i.path));
+    for (const i of items) if (!still.has(`${i.kind} ${i.path}`)) ctx.log(`not removing ${i.path}: changed since the plan (written to, no longer empty, or gone)`);
+    const result = await removeDebris(
+      repo.store,
+      items.filter((i) => still.has(`${i.kind} ${i.path}`)),
+      { clock: new Date(), signal: ctx.signal },
+    );
+    for (const r of result.removed) {
+      done.debris!.push(r.path);
+      done.bytes += r.bytes;
+      ctx.log(`removed ${r.kind === 'temp-file' ? 'temporary file' : 'empty directory'} ${r.path}`);
+    }
+    for (const k of result.kept) ctx.log(`not removing ${k.item.path}: ${k.why}`);
+  });
 }
 
 async function verify(ctx: StepContext): Promise<void> {
@@ -430,6 +490,19 @@ async function verify(ctx: StepContext): Promise<void> {
         ? `MISSING: ${[...missing.runs.map((m) => `${m.missing} of ${m.run.from} .. ${m.run.to}`), ...missing.histories].join(', ')}; recovery through them is no longer possible from this repository`
         : `all ${plural(keptSegments, 'segment')} that were to stay are there${wal.histories.length ? `, and ${plural(wal.histories.length, 'history file')}` : ''}`,
     );
+    const debrisPlanned = (ctx.state.debris as DebrisScan | undefined)?.items ?? [];
+    if (debrisPlanned.length) {
+      const after = await findDebris(repo.store, { clock: new Date() });
+      const removed = new Set(expired.debris ?? []);
+      const left = after.items.filter((i) => removed.has(i.path));
+      ctx.check(
+        'temporary files removed',
+        left.length === 0,
+        left.length
+          ? `still there: ${left.map((i) => i.path).join(', ')}; run retention again`
+          : `${debrisText(debrisPlanned.filter((i) => removed.has(i.path))) || 'nothing'} removed${removed.size < debrisPlanned.length ? ` (${debrisPlanned.length - removed.size} changed since the plan and were left alone)` : ''}; nothing under locks/ touched`,
+      );
+    }
     if (expired.walRule) {
       ctx.check(
         'expired WAL removed',
