@@ -256,7 +256,9 @@ type Queryable = { query: (sql: string, params?: unknown[]) => Promise<{ rows: a
 
 /** The table and every partition under it (pg_partition_tree), as oids. */
 async function familyOids(c: Queryable, oid: string): Promise<string[]> {
-  return (await c.query(`SELECT relid::oid::text AS oid FROM pg_partition_tree($1::oid::regclass)`, [oid])).rows.map((r: { oid: string }) => r.oid);
+  // pg_partition_tree returns no rows for a table that is not partitioned.
+  const tree = (await c.query(`SELECT relid::oid::text AS oid FROM pg_partition_tree($1::oid::regclass)`, [oid])).rows.map((r: { oid: string }) => r.oid);
+  return tree.length ? tree : [oid];
 }
 
 const QNAME = (alias: string) => `quote_ident(${alias}n.nspname) || '.' || quote_ident(${alias}c.relname)`;
