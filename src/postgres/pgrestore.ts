@@ -108,8 +108,9 @@ export interface Toc {
 }
 
 /** `pg_restore --list FILE`, parsed. Names are printed unquoted, so a name with spaces is ambiguous in theory. */
-export async function readToc(pgRestore: string, file: string, opts: { env?: NodeJS.ProcessEnv; signal?: AbortSignal } = {}): Promise<Toc> {
-  const r = await execa(pgRestore, ['--list', file], {
+export async function readToc(pgRestore: string, file: string, opts: { env?: NodeJS.ProcessEnv; signal?: AbortSignal; create?: boolean } = {}): Promise<Toc> {
+  // With --create the listing includes the entries for the database itself (DATABASE ...), left out otherwise.
+  const r = await execa(pgRestore, ['--list', ...(opts.create ? ['--create'] : []), file], {
     env: opts.env ?? process.env,
     extendEnv: false,
     reject: false,

@@ -397,7 +397,7 @@ export const logicalRestoreProcedure: Procedure = {
           const wf = await ensureDumpFile(ctx, p.dump, p.workDir, { progress: true });
           const toc = await readToc(p.pgRestore, wf.file, { env: services(ctx).env, signal: ctx.signal });
           ctx.state.tocEntries = toc.entries.length;
-          ctx.state.dumpOwner = dumpDatabaseOwner(toc, p.dump.database);
+          ctx.state.dumpOwner = dumpDatabaseOwner(await readToc(p.pgRestore, wf.file, { env: services(ctx).env, signal: ctx.signal, create: true }), p.dump.database);
           ctx.log(`the dump's table of contents has ${toc.entries.length} entries${ctx.state.dumpOwner ? `; ${p.dump.database} belonged to "${String(ctx.state.dumpOwner)}" when dumped` : ''}`);
         } catch (err) {
           await dropWorkFile(ctx);
@@ -625,7 +625,7 @@ async function preflight(ctx: StepContext): Promise<void> {
     if (!allowed) {
       if (ctx.signal.aborted) throw ctx.signal.reason ?? new Error('interrupted');
       delete ctx.state.plan;
-      const err = new ConfirmationRefusedError(`not confirmed: ${what} (--swap). Nothing was created`);
+      const err = new ConfirmationRefusedError(`not confirmed: ${what} (--swap); to allow it pass --confirm ${shellQuote(expected)}, or leave out --swap. Nothing was created`);
       (err as ConfirmationRefusedError & { hint?: string }).hint = `to allow it, run the restore again with --confirm ${shellQuote(expected)}, or without --swap`;
       throw err;
     }
