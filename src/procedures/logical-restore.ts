@@ -1,8 +1,9 @@
 // Logical restore: a dump made by backup-logical restored into a NEW database (never over an
-// existing one), `pg_restore -j` from a private temporary copy of the dump whose SHA-256 is checked
-// while it downloads, every table's row count compared with dump.json, the connection strings to
-// change, and, after a typed confirmation, an atomic swap of names with the original (kept under
-// a dated name, never dropped).
+// existing one) owned by the role that owned the original (as the dump records it), `pg_restore -j`
+// from a private temporary copy of the dump whose SHA-256 is checked while it downloads, every
+// table's row count compared with dump.json, the connection strings to change, and, after a typed
+// confirmation (asked before anything is created, and again before renaming), an atomic swap of
+// names with the original (kept under a dated name, never dropped).
 import os from 'node:os';
 import fsp from 'node:fs/promises';
 import type { Procedure, StepContext } from '../engine/types.js';
@@ -382,6 +383,7 @@ export const logicalRestoreProcedure: Procedure = {
         `list ${DUMP_PREFIX}${safeName(String(ctx.params.database))}/ in ${describeRepo(ctx)}; pick ${ctx.params.dump ? `dump ${String(ctx.params.dump)}` : 'the newest dump with a dump.json'}`,
         `connect to ${describeConnection(services(ctx).connection)}; refuse if database ${String(ctx.params.newDatabase ?? `${String(ctx.params.database)}_restored_<YYYYMMDDHHMM>`)} exists`,
         `check free space in ${workDirParam(ctx)} for the dump`,
+        ...(ctx.params.swap ? [`ask to confirm the swap now, before anything is created (type "${String(ctx.params.database)}" or pass --confirm ${shellQuote(String(ctx.params.database))}); it is asked again right before the renames`] : []),
       ],
       run: preflight,
     },
@@ -416,7 +418,7 @@ export const logicalRestoreProcedure: Procedure = {
           : 'CREATE DATABASE, then pg_restore -j into it.';
       },
       plan: (ctx) => [
-        `CREATE DATABASE ${String(ctx.params.newDatabase ?? `${String(ctx.params.database)}_restored_<YYYYMMDDHHMM>`)} TEMPLATE template0 (encoding and locale of ${String(ctx.params.database)})`,
+        `CREATE DATABASE ${String(ctx.params.newDatabase ?? `${String(ctx.params.database)}_restored_<YYYYMMDDHHMM>`)} TEMPLATE template0 (encoding and locale of ${String(ctx.params.database)}) OWNER <its owner as the dump records it>`,
         `pg_restore --verbose --exit-on-error --jobs=${Number(ctx.params.jobs ?? 2)} --dbname <new database> <the downloaded dump>; then delete the downloaded copy`,
       ],
       run: restore,
@@ -426,7 +428,7 @@ export const logicalRestoreProcedure: Procedure = {
       title: 'Compare every table\'s row count with the dump',
       kind: 'verify',
       describe: (ctx) => `Counting the rows of every table in ${ctx.state.plan ? plan(ctx).newDatabase : 'the new database'} (SELECT count(*)) against the counts dump.json recorded in the dump's own snapshot.`,
-      plan: () => ['SELECT count(*) of every table listed in dump.json in the new database; each must equal dump.json'],
+      plan: () => ['the new database\'s owner must be the original\'s; SELECT count(*) of every table listed in dump.json in the new database; each must equal dump.json'],
       run: compareCounts,
     },
     {

@@ -1,10 +1,14 @@
 // Table restore: one table from a dump made by backup-logical, brought back into production
 // through a temporary database. The dump is downloaded (SHA-256 checked) and its table of
-// contents must list the table; the schema (pre-data) and that table's rows are restored into
-// `pgrunbook_tmp_<run>`; the counts are shown (live, restored, dump.json); the rows are streamed
-// into production with COPY, either as a new table `<name>_restored_<stamp>` or replacing the live
-// rows in ONE transaction after a typed confirmation; the copy is verified (row count and an
-// order-independent checksum of the rows); the temporary database is dropped.
+// contents must list the table; the schema (pre-data) and that table's rows (a partitioned
+// table's: its leaf partitions') are restored into `pgrunbook_tmp_<run>`; the counts are shown
+// (live, restored, dump.json); in replace mode every key other tables reference must be among the
+// dumped rows; the rows are streamed into production with COPY, either as a new table
+// `<name>_restored_<stamp>` or replacing the live rows in ONE transaction after a typed
+// confirmation, with no trigger firing (user triggers disabled inside the transaction,
+// session_replication_role = replica when allowed, foreign keys then checked explicitly); the
+// contents (row count and an order-independent checksum) are checked inside the transaction,
+// before COMMIT, and again after it; the temporary database is dropped.
 //
 // Cleanup: the engine has no "finally" step and stops at the first failed step, so every step
 // after the temporary database exists drops it itself when it fails, is interrupted, or (replace
@@ -362,7 +366,7 @@ export const tableRestoreProcedure: Procedure = {
         `list ${DUMP_PREFIX}${safeName(String(ctx.params.database))}/ in the repository; pick ${ctx.params.dump ? `dump ${String(ctx.params.dump)}` : 'the newest dump with a dump.json'}`,
         `connect to ${describeConnection(services(ctx).connection)}; count the live rows of ${String(ctx.params.table)} in ${String(ctx.params.database)} (it may not exist any more)`,
         modeParam(ctx) === 'replace'
-          ? 'refuse if other tables reference it with ON DELETE CASCADE / SET NULL / SET DEFAULT (replacing would change their rows)'
+          ? 'list its triggers and the foreign keys that reference it; refuse if triggers could not be disabled, or (without the right to set session_replication_role) other tables reference it with ON DELETE CASCADE / SET NULL / SET DEFAULT'
           : `refuse if the new table's name is taken`,
       ],
       run: preflight,
@@ -398,7 +402,7 @@ export const tableRestoreProcedure: Procedure = {
       },
       plan: (ctx) => [
         `CREATE DATABASE ${tempDatabaseName(ctx.runId)} TEMPLATE template0 (encoding and locale of ${String(ctx.params.database)})`,
-        `pg_restore --section=pre-data --no-owner --no-privileges into it; pg_restore --section=data --schema=<schema> --table=<table>; then delete the downloaded copy`,
+        `pg_restore --section=pre-data --no-owner --no-privileges into it; pg_restore --section=data --use-list=<the table's TABLE DATA entry, or its leaf partitions'>; then delete the downloaded copy`,
       ],
       async run(ctx) {
         await withTempCleanup(ctx, 'restoring into it failed', async () => {
@@ -411,8 +415,13 @@ export const tableRestoreProcedure: Procedure = {
       id: 'compare',
       title: 'Compare the row counts',
       kind: 'verify',
-      describe: () => 'The live table\'s rows now, the rows restored from the dump, and the count dump.json recorded: the restored count must equal dump.json\'s.',
-      plan: () => ['SELECT count(*) of the live table and of the restored one; compare with dump.json'],
+      describe: () =>
+        'The live table\'s rows now, the rows restored from the dump, and the count dump.json recorded: the restored count must equal dump.json\'s. ' +
+        'Replace mode: the columns and partitions must match, and every key that other tables reference now must be among the dumped rows (else nothing is changed).',
+      plan: (ctx) => [
+        'SELECT count(*) of the live table and of the restored one; compare with dump.json',
+        ...(modeParam(ctx) === 'replace' ? ['for each foreign key referencing the table: stream the referenced keys from production into the temporary database and look for keys the dump lacks'] : []),
+      ],
       async run(ctx) {
         await withTempCleanup(ctx, 'the comparison failed', async () => {
           const ok = await compare(ctx);
@@ -428,7 +437,9 @@ export const tableRestoreProcedure: Procedure = {
         const p = ctx.state.plan as Plan | undefined;
         if (!p) return 'Copying the restored rows into production.';
         return p.mode === 'replace'
-          ? `After a typed confirmation (${confirmText(p)}): in ONE transaction on ${p.database}, LOCK TABLE ${label(p.schema, p.table)} IN EXCLUSIVE MODE (reads go on), DELETE its rows, COPY the restored rows in, check the count, COMMIT. A failure anywhere rolls back: the live rows stay as they are.`
+          ? `After a typed confirmation (${confirmText(p)}): in ONE transaction on ${p.database}, LOCK TABLE ${label(p.schema, p.table)} IN EXCLUSIVE MODE (reads go on; all its partitions), ` +
+              `${p.replica ? 'SET LOCAL session_replication_role = replica, ' : ''}disable its triggers, DELETE its rows, COPY the restored rows in, enable the triggers, ` +
+              `check the count and checksum${p.replica ? ' and the foreign keys' : ''}, COMMIT. No trigger fires; a failure anywhere rolls back: the live rows stay as they are.`
           : `CREATE TABLE ${label(p.schema, p.newTable!)} (the dumped columns and types, NOT NULL; no defaults, indexes or constraints) and COPY the restored rows into it, in one transaction.`;
       },
       plan: (ctx) =>
@@ -438,9 +449,10 @@ export const tableRestoreProcedure: Procedure = {
                 const t = parseTableName(String(ctx.params.table));
                 return 'error' in t ? String(ctx.params.table) : label(t.schema, t.table);
               })()}" or pass --confirm)`,
-              `psql: BEGIN; SET LOCAL lock_timeout = '${LOCK_TIMEOUT}'; LOCK TABLE ... IN EXCLUSIVE MODE; DELETE FROM ...; COPY ... FROM STDIN (rows streamed from the temporary database's COPY ... TO STDOUT); count check; COMMIT`,
+              `psql: BEGIN; SET LOCAL lock_timeout = '${LOCK_TIMEOUT}'; LOCK TABLE ... IN EXCLUSIVE MODE; SET LOCAL session_replication_role = replica (when allowed); ALTER TABLE ONLY ... DISABLE TRIGGER <each user trigger>; DELETE FROM ...; ` +
+                `COPY ... FROM STDIN (rows streamed from the temporary database's COPY ... TO STDOUT); ALTER TABLE ONLY ... ENABLE TRIGGER ...; count, checksum and foreign-key checks; COMMIT`,
             ]
-          : [`psql: BEGIN; CREATE TABLE <schema>.<table>_restored_<stamp> (...); COPY ... FROM STDIN (streamed from the temporary database); count check; COMMIT`],
+          : [`psql: BEGIN; CREATE TABLE <schema>.<table>_restored_<stamp> (...); COPY ... FROM STDIN (streamed from the temporary database); count and checksum check; COMMIT`],
       async run(ctx) {
         await withTempCleanup(ctx, 'the copy did not complete', () => copyIntoProduction(ctx));
       },
