@@ -13,6 +13,7 @@ import { parseTableName, similarNames, tempDatabaseName } from '../src/procedure
 const cluster = sharedCluster();
 const conn = ['--host', cluster.host, '--port', String(cluster.port), '--user', cluster.user];
 const toDrop: string[] = [];
+const rolesToDrop: string[] = [];
 const dirs: string[] = [];
 /** A temporary directory removed after the file's tests. */
 function tempDir(prefix: string): string {
@@ -38,6 +39,7 @@ async function databaseNames(): Promise<string[]> {
 
 afterAll(async () => {
   for (const db of toDrop) await cluster.query(`DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`).catch(() => {});
+  for (const role of rolesToDrop) await cluster.query(`DROP ROLE IF EXISTS "${role}"`).catch(() => {});
   for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -220,6 +222,7 @@ describe('table-restore replace mode: no side effects, foreign keys, partitions'
   let workDir: string;
   const md5AtDump: Record<string, string> = {};
   let rowCounts: Record<string, number>;
+  const owner = `tr_owner_${Math.random().toString(16).slice(2, 10)}`;
   const replace = (table: string, extra: string[] = []) =>
     runCli(['--procedure', 'table-restore', ...conn, '--database', db, '--table', table, '--mode', 'replace', '--confirm', `${db}.${table}`, '--repo', repoUrl, '--work-dir', workDir, '--json', ...extra], stateEnv);
 
@@ -250,11 +253,19 @@ describe('table-restore replace mode: no side effects, foreign keys, partitions'
        INSERT INTO public.measurements SELECT g, (ARRAY['north', 'south', 'east'])[1 + g % 3], g / 4.0 FROM generate_series(1, 3000) g;
 
        CREATE TABLE public.prices (id int PRIMARY KEY, p numeric(10,2));
-       INSERT INTO public.prices SELECT g, g + 0.10 FROM generate_series(1, 50) g;`,
+       INSERT INTO public.prices SELECT g, g + 0.10 FROM generate_series(1, 50) g;
+
+       CREATE ROLE ${owner} LOGIN CREATEDB;
+       CREATE TABLE public.owned (id int PRIMARY KEY, name text, touched int DEFAULT 0);
+       CREATE TRIGGER owned_bump BEFORE INSERT OR UPDATE ON public.owned FOR EACH ROW EXECUTE FUNCTION public.bump();
+       INSERT INTO public.owned (id, name) SELECT g, 'owned ' || g FROM generate_series(1, 200) g;
+       ALTER TABLE public.owned OWNER TO ${owner};`,
       [],
       db,
     );
-    for (const t of ['public.items', 'public.customers', 'public.invoices', 'public.m_north', 'public.m_south', 'public.m_other', 'public.prices']) md5AtDump[t] = await md5Of(db, t, 'id');
+    rolesToDrop.push(owner);
+    for (const t of ['public.items', 'public.customers', 'public.invoices', 'public.m_north', 'public.m_south', 'public.m_other', 'public.prices', 'public.owned']) md5AtDump[t] = await md5Of(db, t, 'id');
+    md5AtDump['public.measurements'] = await md5Of(db, 'public.measurements', 'id, region, v');
     repoUrl = `file://${tempDir('pgrunbook-tr-side-repo-')}`;
     const r = await runCli(['--procedure', 'backup-logical', ...conn, '--databases', db, '--repo', repoUrl, '--json'], stateEnv);
     expect(r.exitCode, r.stderr + r.stdout.slice(-2000)).toBe(0);
@@ -272,7 +283,7 @@ describe('table-restore replace mode: no side effects, foreign keys, partitions'
   it('dump.json counts a partitioned table once: its partitions, which add up to its real rows', () => {
     expect(rowCounts).not.toHaveProperty('public.measurements');
     expect(rowCounts['public.m_north'] + rowCounts['public.m_south'] + rowCounts['public.m_other']).toBe(3000);
-    expect(Object.values(rowCounts).reduce((a, b) => a + b, 0)).toBe(550 + 550 + 100 + 400 + 3000 + 50);
+    expect(Object.values(rowCounts).reduce((a, b) => a + b, 0)).toBe(550 + 550 + 100 + 400 + 3000 + 50 + 200);
   });
 
   it('replaces a table with BEFORE and AFTER triggers without firing them: contents exactly as dumped, the audit table unchanged, the triggers as they were', async () => {
@@ -330,6 +341,30 @@ describe('table-restore replace mode: no side effects, foreign keys, partitions'
     expect(summary.checks.find((c: any) => c.name === 'partitions')).toMatchObject({ ok: true });
     for (const t of ['public.m_north', 'public.m_south', 'public.m_other']) expect(await md5Of(db, t, 'id'), t).toBe(md5AtDump[t]);
     expect(await countOf(db, 'public.measurements')).toBe(3000);
+  });
+
+  it('a partitioned table in new-table mode comes back as one plain table holding all its partitions\' rows', async () => {
+    const r = await runCli(['--procedure', 'table-restore', ...conn, '--database', db, '--table', 'public.measurements', '--new-table', 'measurements_copy', '--repo', repoUrl, '--work-dir', workDir, '--json'], stateEnv);
+    const summary = summaryOf(r.stdout);
+    expect(r.exitCode, JSON.stringify(summary)).toBe(0);
+    expect(await md5Of(db, 'public.measurements_copy', 'id, region, v')).toBe(md5AtDump['public.measurements']);
+    await cluster.query(`DROP TABLE public.measurements_copy`, [], db);
+  });
+
+  it('as the table\'s owner, not a superuser: its trigger is disabled inside the transaction (not fired), the contents exactly as dumped', async () => {
+    await cluster.query(`DELETE FROM public.owned WHERE id > 150; UPDATE public.owned SET name = 'damaged' WHERE id < 20`, [], db);
+    const r = await runCli(
+      ['--procedure', 'table-restore', '--host', cluster.host, '--port', String(cluster.port), '--user', owner, '--dbname', 'postgres', '--database', db, '--table', 'public.owned', '--mode', 'replace', '--confirm', `${db}.public.owned`, '--repo', repoUrl, '--work-dir', workDir, '--json'],
+      stateEnv,
+    );
+    const summary = summaryOf(r.stdout);
+    expect(r.exitCode, JSON.stringify(summary)).toBe(0);
+    expect(summary.checks.find((c: any) => c.name === 'triggers')).toMatchObject({ ok: true, detail: expect.stringContaining('public.owned: owned_bump') });
+    const logs = jsonLines(r.stdout).filter((e) => e.type === 'log').map((e) => e.message as string);
+    expect(logs.some((l) => l.includes('session_replication_role = replica'))).toBe(false);
+    expect(await md5Of(db, 'public.owned', 'id')).toBe(md5AtDump['public.owned']);
+    expect(await cluster.query(`SELECT tgenabled::text AS e FROM pg_trigger WHERE tgname = 'owned_bump'`, [], db)).toEqual([{ e: 'O' }]);
+    expect(await databaseNames()).not.toContain(tempDatabaseName(summary.runId));
   });
 
   it('contents that differ from the dump before COMMIT roll back with the reason (exit 1): nothing committed', async () => {

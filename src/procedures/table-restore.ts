@@ -636,7 +636,10 @@ async function preflight(ctx: StepContext): Promise<void> {
               ctx.check(
                 'replace possible',
                 true,
-                info.refs.length ? `referenced by ${referenced} (user "${server.user}" may not set session_replication_role: if a deleted row is still referenced when checked, the replace fails and rolls back; deferrable constraints are checked at COMMIT)` : 'no other table references it',
+                info.refs.length
+                  ? `referenced by ${referenced} (user "${server.user}" may not set session_replication_role: if a deleted row is still referenced when checked, the replace fails and rolls back; deferrable constraints are checked at COMMIT. ` +
+                      `To keep the foreign keys' triggers from firing, connect as a superuser or have one run: GRANT SET ON PARAMETER session_replication_role TO ${quoteIdent(server.user)})`
+                  : 'no other table references it',
               );
             }
             if (info.triggers.length) {
