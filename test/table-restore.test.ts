@@ -250,6 +250,7 @@ describe('table-restore replace mode: no side effects, foreign keys, partitions'
        CREATE TABLE public.m_other PARTITION OF public.measurements DEFAULT;
        CREATE FUNCTION public.double_v() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.v := NEW.v * 2; RETURN NEW; END $$;
        CREATE TRIGGER m_double BEFORE INSERT ON public.measurements FOR EACH ROW EXECUTE FUNCTION public.double_v();
+       ALTER TABLE public.measurements ENABLE ALWAYS TRIGGER m_double;
        INSERT INTO public.measurements SELECT g, (ARRAY['north', 'south', 'east'])[1 + g % 3], g / 4.0 FROM generate_series(1, 3000) g;
 
        CREATE TABLE public.prices (id int PRIMARY KEY, p numeric(10,2));
@@ -293,7 +294,10 @@ describe('table-restore replace mode: no side effects, foreign keys, partitions'
     const r = await replace('public.items');
     const summary = summaryOf(r.stdout);
     expect(r.exitCode, JSON.stringify(summary)).toBe(0);
-    expect(summary.checks.find((c: any) => c.name === 'triggers')).toMatchObject({ ok: true });
+    const triggers = summary.checks.find((c: any) => c.name === 'triggers');
+    expect(triggers).toMatchObject({ ok: true });
+    expect(triggers.detail).toContain(`public.items: items_audit: disabled inside the copy's transaction`);
+    expect(triggers.detail).toContain('public.items: items_bump: do not fire during the copy (session_replication_role = replica)');
     expect(await md5Of(db, 'public.items', 'id')).toBe(md5AtDump['public.items']);
     expect(await countOf(db, 'public.audit_log')).toBe(auditBefore);
     expect(await cluster.query(`SELECT tgname, tgenabled::text AS e FROM pg_trigger WHERE tgrelid = 'public.items'::regclass AND NOT tgisinternal ORDER BY 1`, [], db)).toEqual([
@@ -334,6 +338,9 @@ describe('table-restore replace mode: no side effects, foreign keys, partitions'
 
   it('a partitioned table: every partition replaced in one transaction, each exactly as dumped, its trigger not fired', async () => {
     await cluster.query(`DELETE FROM public.m_north WHERE id < 1000; UPDATE public.measurements SET v = -1 WHERE region = 'south'; DELETE FROM public.m_other WHERE id % 2 = 0`, [], db);
+    const triggerStates = `SELECT tgrelid::regclass::text AS t, tgname, tgenabled::text AS e FROM pg_trigger WHERE tgname = 'm_double' ORDER BY 1`;
+    const statesBefore = await cluster.query(triggerStates, [], db);
+    expect(statesBefore.length).toBe(4);
     const r = await replace('public.measurements');
     const summary = summaryOf(r.stdout);
     expect(r.exitCode, JSON.stringify(summary)).toBe(0);
@@ -341,6 +348,7 @@ describe('table-restore replace mode: no side effects, foreign keys, partitions'
     expect(summary.checks.find((c: any) => c.name === 'partitions')).toMatchObject({ ok: true });
     for (const t of ['public.m_north', 'public.m_south', 'public.m_other']) expect(await md5Of(db, t, 'id'), t).toBe(md5AtDump[t]);
     expect(await countOf(db, 'public.measurements')).toBe(3000);
+    expect(await cluster.query(triggerStates, [], db)).toEqual(statesBefore);
   });
 
   it('a partitioned table in new-table mode comes back as one plain table holding all its partitions\' rows', async () => {

@@ -317,6 +317,11 @@ async function userTriggers(c: Queryable, oids: string[]): Promise<Trigger[]> {
   return r.rows as Trigger[];
 }
 
+/** The triggers to disable for the copy: all of them, or with session_replication_role = replica only those that fire in it (ALWAYS, REPLICA). */
+function triggersToDisable(triggers: Trigger[], replica: boolean): Trigger[] {
+  return replica ? triggers.filter((t) => t.enabled === 'A' || t.enabled === 'R') : triggers;
+}
+
 /** Row count and order-independent checksum of `source` (the copied columns), as one SELECT: run with SESSION_SETTINGS. */
 function fingerprintSql(source: string, columns: string[]): string {
   const row = columns.length ? `ROW(${columns.map(quoteIdent).join(', ')})::text` : `''`;
@@ -644,12 +649,21 @@ async function preflight(ctx: StepContext): Promise<void> {
             }
             if (info.triggers.length) {
               const names = [...new Set(info.triggers.map((t) => `${t.table}: ${t.name}`))].join(', ');
-              if (!info.mayAlter) {
+              const toDisable = triggersToDisable(info.triggers, replica);
+              if (!toDisable.length) {
+                ctx.check('triggers', true, `${names}: they do not fire during the copy (session_replication_role = replica)`);
+              } else if (!info.mayAlter) {
                 const message = `${label(schema, table)} has triggers (${names}) that would fire for every restored row, and user "${server.user}" may not disable them (it is not the table's owner or a superuser). Connect as its owner or a superuser, or use --mode new-table`;
                 ctx.check('triggers', false, message);
                 problems.push(message);
               } else {
-                ctx.check('triggers', true, `${names}: disabled inside the copy's transaction (they do not fire for the deleted and restored rows) and enabled again before COMMIT`);
+                const other = info.triggers.filter((t) => !toDisable.includes(t));
+                ctx.check(
+                  'triggers',
+                  true,
+                  `${toDisable.map((t) => `${t.table}: ${t.name}`).join(', ')}: disabled inside the copy's transaction (they do not fire for the deleted and restored rows) and enabled again before COMMIT` +
+                    (other.length ? `; ${other.map((t) => `${t.table}: ${t.name}`).join(', ')}: do not fire during the copy (session_replication_role = replica)` : ''),
+                );
               }
             }
           }
@@ -1038,7 +1052,7 @@ async function copyIntoProduction(ctx: StepContext): Promise<void> {
       const family = await familyOids(c, rel.oid);
       return { triggers: await userTriggers(c, family), fks: p.replica ? await foreignKeys(c, family) : [] };
     });
-    triggers = live.triggers;
+    triggers = triggersToDisable(live.triggers, Boolean(p.replica));
     fks = live.fks;
     before = [
       `SET LOCAL lock_timeout = '${LOCK_TIMEOUT}';`,
