@@ -631,7 +631,6 @@ async function preflight(ctx: StepContext): Promise<void> {
       (err as ConfirmationRefusedError & { hint?: string }).hint = `to allow it, run the restore again with --confirm ${shellQuote(expected)}, or without --swap`;
       throw err;
     }
-    ctx.state.swapConfirmedEarly = true;
   }
 }
 
