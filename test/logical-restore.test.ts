@@ -58,8 +58,11 @@ async function dumpsOf(url: string, db: string): Promise<DumpEntry[]> {
 
 const filesIn = (dir: string) => fs.readdirSync(dir, { recursive: true }).map(String);
 
+const rolesToDrop: string[] = [];
+
 afterAll(async () => {
   for (const db of toDrop) await cluster.query(`DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`).catch(() => {});
+  for (const role of rolesToDrop) await cluster.query(`DROP ROLE IF EXISTS "${role}"`).catch(() => {});
   for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -197,7 +200,7 @@ describe('logical-restore from a backup-logical dump', () => {
     expect([...(await databases(PREFIX)).keys()].some((n) => n.startsWith(`${db}_replaced_`))).toBe(false);
   });
 
-  it('--swap: without --confirm exit 4 and nothing renamed; with --confirm the original name holds the restored data and the old one is kept', async () => {
+  it('--swap: without --confirm exit 4 before anything is created; with --confirm the original name holds the restored data and the old one is kept', async () => {
     const orig = await cluster.createDatabase('lr_swap');
     toDrop.push(orig);
     await cluster.query(`CREATE TABLE public.t (id int PRIMARY KEY, v text); INSERT INTO public.t SELECT g, 'dumped' FROM generate_series(1, 500) g`, [], orig);
@@ -212,15 +215,18 @@ describe('logical-restore from a backup-logical dump', () => {
     const made = [...(await databases(PREFIX)).keys()].filter((n) => !before.has(n));
     toDrop.push(...made);
     expect(refused.exitCode, JSON.stringify(s1)).toBe(4);
-    expect(stepStatuses(s1)).toMatchObject({ counts: 'ok', connections: 'ok', swap: 'refused', 'verify-swap': 'pending' });
+    // The confirmation is asked for before anything is created: a refused swap leaves no restored database behind.
+    expect(stepStatuses(s1)).toMatchObject({ preflight: 'refused', download: 'pending', restore: 'pending', swap: 'pending', 'verify-swap': 'pending' });
     expect(s1.error).toContain(`--confirm ${orig}`);
+    expect(s1.error).toContain('Nothing was created');
     const confirmRequest = jsonLines(refused.stdout).find((e) => e.type === 'confirm-request')!;
     expect(confirmRequest.destructive.expected).toBe(orig);
     expect(confirmRequest.destructive.what).toMatch(new RegExp(`^rename database ${orig} to ${orig}_replaced_\\d{12} and ${orig}_restored_\\d{12} to ${orig} \\(connections to ${orig} are terminated\\)$`));
-    // Nothing renamed: the original is the same database, only the restored one is new.
+    // Nothing renamed, nothing created: pg_database is as it was.
     const after = await databases(PREFIX);
     expect(after.get(orig)).toBe(before.get(orig));
-    expect(made).toHaveLength(1);
+    expect(made).toEqual([]);
+    expect(after).toEqual(before);
     expect([...after.keys()].some((n) => n.startsWith(`${orig}_replaced_`))).toBe(false);
     expect(await cluster.query(`SELECT count(*)::int AS n, min(v) AS v FROM public.t`, [], orig)).toEqual([{ n: 100, v: 'damaged' }]);
 
@@ -238,12 +244,13 @@ describe('logical-restore from a backup-logical dump', () => {
       if (replaced) toDrop.push(replaced);
       toDrop.push(...[...now.keys()].filter((n) => n.startsWith(`${orig}_restored_`)));
       expect(r.exitCode, JSON.stringify(summary)).toBe(0);
-      expect(stepStatuses(summary)).toMatchObject({ restore: 'skipped', swap: 'ok', 'verify-swap': 'ok' });
-      expect(now.has(made[0])).toBe(false);
+      expect(stepStatuses(summary)).toMatchObject({ preflight: 'ok', restore: 'ok', swap: 'ok', 'verify-swap': 'ok' });
+      expect([...now.keys()].some((n) => n.startsWith(`${orig}_restored_`))).toBe(false);
       expect(replaced).toMatch(new RegExp(`^${orig}_replaced_\\d{12}$`));
-      // The old database (by oid) now carries the dated name; the restored one carries the original name.
+      // The old database (by oid) now carries the dated name; the restored one (a new oid) carries the original name.
       expect(now.get(replaced!)).toBe(beforeSwap.get(orig));
-      expect(now.get(orig)).toBe(beforeSwap.get(made[0]));
+      expect(now.get(orig)).not.toBe(beforeSwap.get(orig));
+      expect(summary.checks.find((c: any) => c.name === `${orig} is the restored database`)).toMatchObject({ ok: true });
       expect(await cluster.query(`SELECT count(*)::int AS n, min(v) AS v, max(v) AS w FROM public.t`, [], orig)).toEqual([{ n: 500, v: 'dumped', w: 'dumped' }]);
       expect(await cluster.query(`SELECT count(*)::int AS n, min(v) AS v FROM public.t`, [], replaced!)).toEqual([{ n: 100, v: 'damaged' }]);
       await expect(app.query('SELECT 1')).rejects.toThrow();
@@ -251,5 +258,92 @@ describe('logical-restore from a backup-logical dump', () => {
       await app.end().catch(() => {});
     }
     expect(filesIn(workDir)).toEqual([]);
+  });
+});
+
+describe('logical-restore: the owner, partitioned tables', () => {
+  let db: string;
+  let role: string;
+  let repoUrl: string;
+  let dump: DumpEntry;
+  let workDir: string;
+
+  beforeAll(async () => {
+    role = `lr_owner_${Math.random().toString(16).slice(2, 10)}`;
+    await cluster.query(`CREATE ROLE "${role}" NOLOGIN`);
+    rolesToDrop.push(role);
+    db = await cluster.createDatabase('lr_owned');
+    toDrop.push(db);
+    await cluster.query(`ALTER DATABASE "${db}" OWNER TO "${role}"`);
+    await cluster.query(
+      `CREATE TABLE public.pt (id int, k int) PARTITION BY RANGE (k);
+       CREATE TABLE public.pt_low PARTITION OF public.pt FOR VALUES FROM (0) TO (100);
+       CREATE TABLE public.pt_high PARTITION OF public.pt FOR VALUES FROM (100) TO (200);
+       INSERT INTO public.pt SELECT g, g % 200 FROM generate_series(1, 150) g;
+       CREATE TABLE public.plain (x int); INSERT INTO public.plain SELECT generate_series(1, 5);`,
+      [],
+      db,
+    );
+    repoUrl = `file://${tempDir('pgrunbook-lr-owner-repo-')}`;
+    const r = await runCli(['--procedure', 'backup-logical', ...conn, '--databases', db, '--repo', repoUrl, '--json'], stateEnv);
+    expect(r.exitCode, r.stderr + r.stdout.slice(-2000)).toBe(0);
+    [dump] = await dumpsOf(repoUrl, db);
+    workDir = tempDir('pgrunbook-lr-owner-work-');
+  });
+
+  it('dump.json counts the rows of a partitioned table once (in its partitions), adding up to the real number', () => {
+    const counts = dump.meta!.rowCounts!;
+    expect(counts).toEqual({ 'public.plain': 5, 'public.pt_high': counts['public.pt_high'], 'public.pt_low': counts['public.pt_low'] });
+    expect(counts['public.pt_low'] + counts['public.pt_high']).toBe(150);
+  });
+
+  it('the restored database belongs to the original\'s owner, not to the restoring user; the counts check passes', async () => {
+    const target = `${db}_copy`;
+    toDrop.push(target);
+    const r = await runCli(['--procedure', 'logical-restore', ...conn, '--database', db, '--new-database', target, '--repo', repoUrl, '--work-dir', workDir, '--json'], stateEnv);
+    const summary = summaryOf(r.stdout);
+    expect(r.exitCode, JSON.stringify(summary)).toBe(0);
+    const owner = await cluster.query(`SELECT pg_get_userbyid(datdba) AS o FROM pg_database WHERE datname = $1`, [target]);
+    expect(owner).toEqual([{ o: role }]);
+    expect(summary.checks.find((c: any) => c.name === 'owner')).toMatchObject({ ok: true, detail: `${target} belongs to "${role}", as ${db} did` });
+    expect(summary.checks.filter((c: any) => c.name.startsWith('rows ')).map((c: any) => [c.name, c.ok])).toEqual([
+      ['rows public.plain', true],
+      ['rows public.pt_high', true],
+      ['rows public.pt_low', true],
+    ]);
+    expect(await countsOf(target, ['public.pt', 'public.pt_low', 'public.pt_high'])).toEqual({
+      'public.pt': 150,
+      'public.pt_low': dump.meta!.rowCounts!['public.pt_low'],
+      'public.pt_high': dump.meta!.rowCounts!['public.pt_high'],
+    });
+  });
+
+  it('a dump.json written when partitioned tables were counted too (their rows twice) still verifies: the parent is compared with all its rows', async () => {
+    const copyDir = tempDir('pgrunbook-lr-oldcounts-');
+    fs.cpSync(repoUrl.slice('file://'.length), copyDir, { recursive: true });
+    const repo = await openRepository(`file://${copyDir}`);
+    try {
+      await repo.store.delete(`dumps/${db}/${dump.id}/dump.json`);
+      await repo.commitDump({ ...dump.meta!, rowCounts: { ...dump.meta!.rowCounts!, 'public.pt': 150 } });
+    } finally {
+      await repo.close();
+    }
+    const target = `${db}_oldcounts`;
+    toDrop.push(target);
+    const r = await runCli(['--procedure', 'logical-restore', ...conn, '--database', db, '--new-database', target, '--repo', `file://${copyDir}`, '--work-dir', workDir, '--json'], stateEnv);
+    const summary = summaryOf(r.stdout);
+    expect(r.exitCode, JSON.stringify(summary)).toBe(0);
+    expect(summary.checks.find((c: any) => c.name === 'rows public.pt')).toMatchObject({ ok: true, detail: '150 rows, as in dump.json' });
+  });
+
+  it('the owner recorded in the dump is kept even when the original database is gone', async () => {
+    await cluster.query(`DROP DATABASE "${db}" WITH (FORCE)`);
+    const target = `${db}_after_drop`;
+    toDrop.push(target);
+    const r = await runCli(['--procedure', 'logical-restore', ...conn, '--database', db, '--new-database', target, '--repo', repoUrl, '--work-dir', workDir, '--json'], stateEnv);
+    const summary = summaryOf(r.stdout);
+    expect(r.exitCode, JSON.stringify(summary)).toBe(0);
+    expect(await cluster.query(`SELECT pg_get_userbyid(datdba) AS o FROM pg_database WHERE datname = $1`, [target])).toEqual([{ o: role }]);
+    expect(logsOf(r.stdout).some((l) => l.includes(`${db} belonged to "${role}" when dumped`))).toBe(true);
   });
 });

@@ -13,6 +13,7 @@ import { parseTableName, similarNames, tempDatabaseName } from '../src/procedure
 const cluster = sharedCluster();
 const conn = ['--host', cluster.host, '--port', String(cluster.port), '--user', cluster.user];
 const toDrop: string[] = [];
+const rolesToDrop: string[] = [];
 const dirs: string[] = [];
 /** A temporary directory removed after the file's tests. */
 function tempDir(prefix: string): string {
@@ -38,6 +39,7 @@ async function databaseNames(): Promise<string[]> {
 
 afterAll(async () => {
   for (const db of toDrop) await cluster.query(`DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`).catch(() => {});
+  for (const role of rolesToDrop) await cluster.query(`DROP ROLE IF EXISTS "${role}"`).catch(() => {});
   for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -166,18 +168,225 @@ describe('table-restore from a backup-logical dump', () => {
     expect(filesIn(workDir)).toEqual([]);
   });
 
-  it('refuses replace mode when other tables would lose rows through ON DELETE CASCADE', async () => {
-    await cluster.query(`CREATE TABLE public.shipments (order_id int REFERENCES public.orders (id) ON DELETE CASCADE)`, [], db);
+  it('replace mode with an ON DELETE CASCADE reference: refused before any change while a referenced key is missing from the dump; done, the referencing rows untouched, once every key comes back', async () => {
+    await cluster.query(
+      `CREATE TABLE public.shipments (order_id int REFERENCES public.orders (id) ON DELETE CASCADE, note text);
+       INSERT INTO public.orders (id, customer) VALUES (30001, 'after the dump');
+       INSERT INTO public.shipments VALUES (1, 'one'), (2, 'two'), (30001, 'new order');`,
+      [],
+      db,
+    );
     try {
-      const r = await runCli(['--procedure', 'table-restore', ...conn, '--database', db, '--table', 'orders', '--mode', 'replace', '--confirm', `${db}.public.orders`, '--repo', repoUrl, '--json'], stateEnv);
-      expect(r.exitCode).toBe(1);
+      const ordersNow = await rowsOf(db, 'public.orders', 'id');
+      const args = ['--procedure', 'table-restore', ...conn, '--database', db, '--table', 'orders', '--mode', 'replace', '--confirm', `${db}.public.orders`, '--repo', repoUrl, '--work-dir', workDir, '--json'];
+      const refused = await runCli(args, stateEnv);
+      const s1 = summaryOf(refused.stdout);
+      expect(refused.exitCode, JSON.stringify(s1)).toBe(3);
+      expect(stepStatuses(s1)).toMatchObject({ compare: 'failed', copy: 'pending' });
+      const check = s1.checks.find((c: any) => c.name === 'keys referenced by public.shipments (shipments_order_id_fkey)');
+      expect(check).toMatchObject({ ok: false });
+      expect(check.detail).toContain('1 id value(s) that public.shipments references (foreign key shipments_order_id_fkey) are not in the dump, e.g. 30001');
+      expect(check.detail).toContain('Nothing was changed');
+      // No confirmation was even asked for, nothing changed.
+      expect(jsonLines(refused.stdout).some((e) => e.type === 'confirm-request')).toBe(false);
+      expect(await rowsOf(db, 'public.orders', 'id')).toEqual(ordersNow);
+      expect(await databaseNames()).not.toContain(tempDatabaseName(s1.runId));
+
+      // The new order's shipment goes: every key still referenced (1 and 2) is in the dump.
+      await cluster.query(`DELETE FROM public.shipments WHERE order_id = 30001`, [], db);
+      const r = await runCli(args, stateEnv);
       const summary = summaryOf(r.stdout);
-      expect(stepStatuses(summary)).toMatchObject({ preflight: 'failed' });
-      expect(summary.error).toContain('shipments (ON DELETE CASCADE)');
-      expect(summary.error).toContain('--mode new-table');
+      expect(r.exitCode, JSON.stringify(summary)).toBe(0);
+      expect(summary.checks.find((c: any) => c.name === 'keys referenced by public.shipments (shipments_order_id_fkey)')).toMatchObject({ ok: true });
+      expect(await rowsOf(db, 'public.orders', 'id')).toEqual(ordersBefore);
+      // ON DELETE CASCADE did not fire: the referencing rows are as they were.
+      expect(await rowsOf(db, 'public.shipments', 'order_id')).toEqual(['(1,one)', '(2,two)']);
     } finally {
-      await cluster.query(`DROP TABLE public.shipments`, [], db);
+      await cluster.query(`DROP TABLE IF EXISTS public.shipments`, [], db);
     }
+  });
+});
+
+/** md5 of every row as text, in the order given: contents compared exactly. */
+async function md5Of(db: string, table: string, orderBy: string): Promise<string> {
+  return (await cluster.query<{ m: string }>(`SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY ${orderBy}), '')) AS m FROM ${table} t`, [], db))[0].m;
+}
+
+async function countOf(db: string, table: string): Promise<number> {
+  return (await cluster.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table}`, [], db))[0].n;
+}
+
+describe('table-restore replace mode: no side effects, foreign keys, partitions', () => {
+  let db: string;
+  let repoUrl: string;
+  let workDir: string;
+  const md5AtDump: Record<string, string> = {};
+  let rowCounts: Record<string, number>;
+  const owner = `tr_owner_${Math.random().toString(16).slice(2, 10)}`;
+  const replace = (table: string, extra: string[] = []) =>
+    runCli(['--procedure', 'table-restore', ...conn, '--database', db, '--table', table, '--mode', 'replace', '--confirm', `${db}.${table}`, '--repo', repoUrl, '--work-dir', workDir, '--json', ...extra], stateEnv);
+
+  beforeAll(async () => {
+    db = await cluster.createDatabase('tr_side');
+    toDrop.push(db);
+    await cluster.query(
+      `CREATE TABLE public.items (id int PRIMARY KEY, name text, touched int DEFAULT 0);
+       CREATE TABLE public.audit_log (id bigserial, op text, item int);
+       CREATE FUNCTION public.bump() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.touched := NEW.touched + 1; NEW.name := NEW.name || ' (changed)'; RETURN NEW; END $$;
+       CREATE FUNCTION public.audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO public.audit_log (op, item) VALUES (TG_OP, CASE WHEN TG_OP = 'DELETE' THEN OLD.id ELSE NEW.id END); RETURN NULL; END $$;
+       CREATE TRIGGER items_bump BEFORE INSERT OR UPDATE ON public.items FOR EACH ROW EXECUTE FUNCTION public.bump();
+       CREATE TRIGGER items_audit AFTER INSERT OR DELETE ON public.items FOR EACH ROW EXECUTE FUNCTION public.audit();
+       ALTER TABLE public.items ENABLE ALWAYS TRIGGER items_audit;
+       INSERT INTO public.items (id, name) SELECT g, 'item ' || g FROM generate_series(1, 550) g;
+
+       CREATE TABLE public.customers (id int PRIMARY KEY, name text);
+       INSERT INTO public.customers SELECT g, 'customer ' || g FROM generate_series(1, 100) g;
+       CREATE TABLE public.invoices (id int PRIMARY KEY, customer_id int NOT NULL REFERENCES public.customers (id), amount int);
+       INSERT INTO public.invoices SELECT g, 1 + g % 100, g FROM generate_series(1, 400) g;
+
+       CREATE TABLE public.measurements (id int, region text, v numeric) PARTITION BY LIST (region);
+       CREATE TABLE public.m_north PARTITION OF public.measurements FOR VALUES IN ('north');
+       CREATE TABLE public.m_south PARTITION OF public.measurements FOR VALUES IN ('south');
+       CREATE TABLE public.m_other PARTITION OF public.measurements DEFAULT;
+       CREATE FUNCTION public.double_v() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.v := NEW.v * 2; RETURN NEW; END $$;
+       CREATE TRIGGER m_double BEFORE INSERT ON public.measurements FOR EACH ROW EXECUTE FUNCTION public.double_v();
+       ALTER TABLE public.measurements ENABLE ALWAYS TRIGGER m_double;
+       INSERT INTO public.measurements SELECT g, (ARRAY['north', 'south', 'east'])[1 + g % 3], g / 4.0 FROM generate_series(1, 3000) g;
+
+       CREATE TABLE public.prices (id int PRIMARY KEY, p numeric(10,2));
+       INSERT INTO public.prices SELECT g, g + 0.10 FROM generate_series(1, 50) g;
+
+       CREATE ROLE ${owner} LOGIN CREATEDB;
+       CREATE TABLE public.owned (id int PRIMARY KEY, name text, touched int DEFAULT 0);
+       CREATE TRIGGER owned_bump BEFORE INSERT OR UPDATE ON public.owned FOR EACH ROW EXECUTE FUNCTION public.bump();
+       INSERT INTO public.owned (id, name) SELECT g, 'owned ' || g FROM generate_series(1, 200) g;
+       ALTER TABLE public.owned OWNER TO ${owner};`,
+      [],
+      db,
+    );
+    rolesToDrop.push(owner);
+    for (const t of ['public.items', 'public.customers', 'public.invoices', 'public.m_north', 'public.m_south', 'public.m_other', 'public.prices', 'public.owned']) md5AtDump[t] = await md5Of(db, t, 'id');
+    md5AtDump['public.measurements'] = await md5Of(db, 'public.measurements', 'id, region, v');
+    repoUrl = `file://${tempDir('pgrunbook-tr-side-repo-')}`;
+    const r = await runCli(['--procedure', 'backup-logical', ...conn, '--databases', db, '--repo', repoUrl, '--json'], stateEnv);
+    expect(r.exitCode, r.stderr + r.stdout.slice(-2000)).toBe(0);
+    const { readCatalog } = await import('../src/storage/catalog.js');
+    const { openRepository } = await import('../src/storage/repository.js');
+    const repo = await openRepository(repoUrl);
+    try {
+      rowCounts = (await readCatalog(repo.store)).dumps.find((d) => d.database === db && d.complete)!.meta!.rowCounts!;
+    } finally {
+      await repo.close();
+    }
+    workDir = tempDir('pgrunbook-tr-side-work-');
+  });
+
+  it('dump.json counts a partitioned table once: its partitions, which add up to its real rows', () => {
+    expect(rowCounts).not.toHaveProperty('public.measurements');
+    expect(rowCounts['public.m_north'] + rowCounts['public.m_south'] + rowCounts['public.m_other']).toBe(3000);
+    expect(Object.values(rowCounts).reduce((a, b) => a + b, 0)).toBe(550 + 550 + 100 + 400 + 3000 + 50 + 200);
+  });
+
+  it('replaces a table with BEFORE and AFTER triggers without firing them: contents exactly as dumped, the audit table unchanged, the triggers as they were', async () => {
+    await cluster.query(`DELETE FROM public.items WHERE id > 500; UPDATE public.items SET name = 'damaged' WHERE id <= 10`, [], db);
+    expect(await md5Of(db, 'public.items', 'id')).not.toBe(md5AtDump['public.items']);
+    const auditBefore = await countOf(db, 'public.audit_log');
+    const r = await replace('public.items');
+    const summary = summaryOf(r.stdout);
+    expect(r.exitCode, JSON.stringify(summary)).toBe(0);
+    const triggers = summary.checks.find((c: any) => c.name === 'triggers');
+    expect(triggers).toMatchObject({ ok: true });
+    expect(triggers.detail).toContain(`public.items: items_audit: disabled inside the copy's transaction`);
+    expect(triggers.detail).toContain('public.items: items_bump: do not fire during the copy (session_replication_role = replica)');
+    expect(await md5Of(db, 'public.items', 'id')).toBe(md5AtDump['public.items']);
+    expect(await countOf(db, 'public.audit_log')).toBe(auditBefore);
+    expect(await cluster.query(`SELECT tgname, tgenabled::text AS e FROM pg_trigger WHERE tgrelid = 'public.items'::regclass AND NOT tgisinternal ORDER BY 1`, [], db)).toEqual([
+      { tgname: 'items_audit', e: 'A' },
+      { tgname: 'items_bump', e: 'O' },
+    ]);
+    // The triggers work again afterwards.
+    await cluster.query(`INSERT INTO public.items (id, name) VALUES (9999, 'new')`, [], db);
+    expect(await cluster.query(`SELECT name, touched FROM public.items WHERE id = 9999`, [], db)).toEqual([{ name: 'new (changed)', touched: 1 }]);
+    expect(await countOf(db, 'public.audit_log')).toBe(auditBefore + 1);
+    await cluster.query(`ALTER TABLE public.items DISABLE TRIGGER items_audit; DELETE FROM public.items WHERE id = 9999; ALTER TABLE public.items ENABLE ALWAYS TRIGGER items_audit`, [], db);
+  });
+
+  it('a referenced table: refused before any change when a referenced key would vanish (naming the constraint and the key); replaced when every key comes back', async () => {
+    await cluster.query(`INSERT INTO public.customers VALUES (101, 'after the dump'); INSERT INTO public.invoices VALUES (401, 101, 1)`, [], db);
+    const customersNow = await md5Of(db, 'public.customers', 'id');
+    const refused = await replace('public.customers');
+    const s1 = summaryOf(refused.stdout);
+    expect(refused.exitCode, JSON.stringify(s1)).toBe(3);
+    expect(stepStatuses(s1)).toMatchObject({ compare: 'failed', copy: 'pending' });
+    expect(s1.checks.find((c: any) => c.name === 'keys referenced by public.invoices (invoices_customer_id_fkey)')).toMatchObject({
+      ok: false,
+      detail: expect.stringContaining('1 id value(s) that public.invoices references (foreign key invoices_customer_id_fkey) are not in the dump, e.g. 101'),
+    });
+    expect(await md5Of(db, 'public.customers', 'id')).toBe(customersNow);
+    expect(await databaseNames()).not.toContain(tempDatabaseName(s1.runId));
+
+    await cluster.query(`DELETE FROM public.invoices WHERE id = 401; UPDATE public.customers SET name = 'damaged' WHERE id <= 50`, [], db);
+    const r = await replace('public.customers');
+    const summary = summaryOf(r.stdout);
+    expect(r.exitCode, JSON.stringify(summary)).toBe(0);
+    expect(summary.checks.find((c: any) => c.name === 'keys referenced by public.invoices (invoices_customer_id_fkey)')).toMatchObject({ ok: true });
+    expect(await md5Of(db, 'public.customers', 'id')).toBe(md5AtDump['public.customers']);
+    expect(await md5Of(db, 'public.invoices', 'id')).toBe(md5AtDump['public.invoices']);
+    // The foreign key still holds and is enforced.
+    await expect(cluster.query(`INSERT INTO public.invoices VALUES (402, 555, 1)`, [], db)).rejects.toThrow(/invoices_customer_id_fkey/);
+  });
+
+  it('a partitioned table: every partition replaced in one transaction, each exactly as dumped, its trigger not fired', async () => {
+    await cluster.query(`DELETE FROM public.m_north WHERE id < 1000; UPDATE public.measurements SET v = -1 WHERE region = 'south'; DELETE FROM public.m_other WHERE id % 2 = 0`, [], db);
+    const triggerStates = `SELECT tgrelid::regclass::text AS t, tgname, tgenabled::text AS e FROM pg_trigger WHERE tgname = 'm_double' ORDER BY 1`;
+    const statesBefore = await cluster.query(triggerStates, [], db);
+    expect(statesBefore.length).toBe(4);
+    const r = await replace('public.measurements');
+    const summary = summaryOf(r.stdout);
+    expect(r.exitCode, JSON.stringify(summary)).toBe(0);
+    expect(summary.checks.find((c: any) => c.name === 'restored rows')).toMatchObject({ ok: true, detail: '3000 rows, as dump.json records' });
+    expect(summary.checks.find((c: any) => c.name === 'partitions')).toMatchObject({ ok: true });
+    for (const t of ['public.m_north', 'public.m_south', 'public.m_other']) expect(await md5Of(db, t, 'id'), t).toBe(md5AtDump[t]);
+    expect(await countOf(db, 'public.measurements')).toBe(3000);
+    expect(await cluster.query(triggerStates, [], db)).toEqual(statesBefore);
+  });
+
+  it('a partitioned table in new-table mode comes back as one plain table holding all its partitions\' rows', async () => {
+    const r = await runCli(['--procedure', 'table-restore', ...conn, '--database', db, '--table', 'public.measurements', '--new-table', 'measurements_copy', '--repo', repoUrl, '--work-dir', workDir, '--json'], stateEnv);
+    const summary = summaryOf(r.stdout);
+    expect(r.exitCode, JSON.stringify(summary)).toBe(0);
+    expect(await md5Of(db, 'public.measurements_copy', 'id, region, v')).toBe(md5AtDump['public.measurements']);
+    await cluster.query(`DROP TABLE public.measurements_copy`, [], db);
+  });
+
+  it('as the table\'s owner, not a superuser: its trigger is disabled inside the transaction (not fired), the contents exactly as dumped', async () => {
+    await cluster.query(`DELETE FROM public.owned WHERE id > 150; UPDATE public.owned SET name = 'damaged' WHERE id < 20`, [], db);
+    const r = await runCli(
+      ['--procedure', 'table-restore', '--host', cluster.host, '--port', String(cluster.port), '--user', owner, '--dbname', 'postgres', '--database', db, '--table', 'public.owned', '--mode', 'replace', '--confirm', `${db}.public.owned`, '--repo', repoUrl, '--work-dir', workDir, '--json'],
+      stateEnv,
+    );
+    const summary = summaryOf(r.stdout);
+    expect(r.exitCode, JSON.stringify(summary)).toBe(0);
+    expect(summary.checks.find((c: any) => c.name === 'triggers')).toMatchObject({ ok: true, detail: expect.stringContaining('public.owned: owned_bump') });
+    const logs = jsonLines(r.stdout).filter((e) => e.type === 'log').map((e) => e.message as string);
+    expect(logs.some((l) => l.includes('session_replication_role = replica'))).toBe(false);
+    expect(await md5Of(db, 'public.owned', 'id')).toBe(md5AtDump['public.owned']);
+    expect(await cluster.query(`SELECT tgenabled::text AS e FROM pg_trigger WHERE tgname = 'owned_bump'`, [], db)).toEqual([{ e: 'O' }]);
+    expect(await databaseNames()).not.toContain(tempDatabaseName(summary.runId));
+  });
+
+  it('contents that differ from the dump before COMMIT roll back with the reason (exit 1): nothing committed', async () => {
+    // A later change of the column's type: the same values read back differently (1.10 -> 1.100).
+    await cluster.query(`DELETE FROM public.prices WHERE id > 40; ALTER TABLE public.prices ALTER p TYPE numeric(10,3)`, [], db);
+    const now = await md5Of(db, 'public.prices', 'id');
+    const r = await replace('public.prices');
+    const summary = summaryOf(r.stdout);
+    expect(r.exitCode, JSON.stringify(summary)).toBe(1);
+    expect(stepStatuses(summary)).toMatchObject({ copy: 'failed', verify: 'pending' });
+    expect(summary.error).toContain('the rows are not the dumped ones; rolling back');
+    expect(summary.error).toContain('the live rows of public.prices are unchanged');
+    expect(await md5Of(db, 'public.prices', 'id')).toBe(now);
+    expect(await databaseNames()).not.toContain(tempDatabaseName(summary.runId));
   });
 });
 

@@ -108,8 +108,9 @@ export interface Toc {
 }
 
 /** `pg_restore --list FILE`, parsed. Names are printed unquoted, so a name with spaces is ambiguous in theory. */
-export async function readToc(pgRestore: string, file: string, opts: { env?: NodeJS.ProcessEnv; signal?: AbortSignal } = {}): Promise<Toc> {
-  const r = await execa(pgRestore, ['--list', file], {
+export async function readToc(pgRestore: string, file: string, opts: { env?: NodeJS.ProcessEnv; signal?: AbortSignal; create?: boolean } = {}): Promise<Toc> {
+  // With --create the listing includes the entries for the database itself (DATABASE ...), left out otherwise.
+  const r = await execa(pgRestore, ['--list', ...(opts.create ? ['--create'] : []), file], {
     env: opts.env ?? process.env,
     extendEnv: false,
     reject: false,
@@ -258,7 +259,9 @@ export interface CopyRowsOptions {
   /** The receiving table and columns: COPY <into> FROM STDIN. */
   into: string;
   /** The receiving table must hold exactly this many rows before COMMIT, or everything rolls back. */
-  expectRows: { table: string; rows: number };
+  expectRows?: { table: string; rows: number };
+  /** SQL run after the rows and before COMMIT (checks that RAISE to roll back, re-enabling triggers ...), each ending in ';'. */
+  after?: string[];
   /** Same for both sides, so the text of the rows means the same thing. */
   clientEncoding?: string;
   env?: NodeJS.ProcessEnv;
@@ -361,10 +364,13 @@ export async function copyRows(opts: CopyRowsOptions): Promise<CopyRowsResult> {
       const tail = sourceErr.lastLines();
       throw new Error(`psql reading from ${opts.source.database} ${src.exitCode !== undefined ? `exited with code ${src.exitCode}` : `was killed by ${src.signal}`}${tail.length ? `: ${tail.join(' | ')}` : ''}`);
     }
-    const check =
-      `DO $pgrunbook$ DECLARE n bigint; BEGIN SELECT count(*) INTO n FROM ${opts.expectRows.table}; ` +
-      `IF n <> ${Math.trunc(opts.expectRows.rows)} THEN RAISE EXCEPTION 'pgrunbook: % rows after the copy, expected ${Math.trunc(opts.expectRows.rows)}; rolling back', n; END IF; END $pgrunbook$;`;
-    await write(['\\.', check, 'COMMIT;', ''].join('\n'));
+    const check = opts.expectRows
+      ? [
+          `DO $pgrunbook$ DECLARE n bigint; BEGIN SELECT count(*) INTO n FROM ${opts.expectRows.table}; ` +
+            `IF n <> ${Math.trunc(opts.expectRows.rows)} THEN RAISE EXCEPTION 'pgrunbook: % rows after the copy, expected ${Math.trunc(opts.expectRows.rows)}; rolling back', n; END IF; END $pgrunbook$;`,
+        ]
+      : [];
+    await write(['\\.', ...check, ...(opts.after ?? []), 'COMMIT;', ''].join('\n'));
     stdin.end();
     const r = await sinkDone;
     sinkErr.end();

@@ -1,14 +1,14 @@
 // One definition for backup-logical (which counts these tables' rows into dump.json) and
 // logical-restore (which compares them): both must mean the same tables.
-// The tables whose rows pg_dump writes: ordinary and partitioned tables outside the system schemas,
-// not temporary (other sessions' pg_temp_N), not owned by an extension (CREATE EXTENSION recreates
-// those on restore; pg_dump does not dump their rows). A partitioned table's count includes its
-// partitions, which are counted on their own too.
+// The tables whose rows pg_dump writes: ordinary tables and leaf partitions outside the system
+// schemas, not temporary (other sessions' pg_temp_N), not owned by an extension (CREATE EXTENSION
+// recreates those on restore; pg_dump does not dump their rows). A partitioned table holds no rows
+// of its own (relkind 'p'): its rows are counted once, in its leaf partitions, never twice.
 export const USER_TABLES_SQL = `
   SELECT n.nspname, c.relname
     FROM pg_catalog.pg_class c
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-   WHERE c.relkind IN ('r', 'p')
+   WHERE c.relkind = 'r'
      AND c.relpersistence <> 't'
      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
      AND n.nspname NOT LIKE 'pg\\_toast%'
@@ -16,3 +16,12 @@ export const USER_TABLES_SQL = `
      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
                       WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
    ORDER BY n.nspname, c.relname`;
+
+/** Ordinary and partitioned tables by "schema.table" (for looking up the keys of a dump.json, old or new). */
+export const ANY_TABLES_SQL = `
+  SELECT n.nspname, c.relname, c.relkind::text AS relkind
+    FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+   WHERE c.relkind IN ('r', 'p')
+     AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+     AND n.nspname NOT LIKE 'pg\\_temp\\_%'`;

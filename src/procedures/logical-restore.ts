@@ -1,12 +1,14 @@
 // Logical restore: a dump made by backup-logical restored into a NEW database (never over an
-// existing one), `pg_restore -j` from a private temporary copy of the dump whose SHA-256 is checked
-// while it downloads, every table's row count compared with dump.json, the connection strings to
-// change, and, after a typed confirmation, an atomic swap of names with the original (kept under
-// a dated name, never dropped).
+// existing one) owned by the role that owned the original (as the dump records it), `pg_restore -j`
+// from a private temporary copy of the dump whose SHA-256 is checked while it downloads, every
+// table's row count compared with dump.json, the connection strings to change, and, after a typed
+// confirmation (asked before anything is created, and again before renaming), an atomic swap of
+// names with the original (kept under a dated name, never dropped).
 import os from 'node:os';
 import fsp from 'node:fs/promises';
 import type { Procedure, StepContext } from '../engine/types.js';
-import { errorMessage } from '../engine/runner.js';
+import { ConfirmationRefusedError } from '../engine/types.js';
+import { errorMessage, shellQuote } from '../engine/runner.js';
 import { formatBytes } from '../engine/format.js';
 import { describeConnection, type ConnectionSettings } from '../config/connection.js';
 import { withPg } from '../postgres/client.js';
@@ -20,10 +22,11 @@ import {
   readToc,
   removeWorkDir,
   runPgRestore,
+  type Toc,
 } from '../postgres/pgrestore.js';
 import { DUMP_META, DUMP_PREFIX, type DumpMeta } from '../storage/catalog.js';
 import { openRepository, safeName, type Repository } from '../storage/repository.js';
-import { USER_TABLES_SQL } from '../postgres/user-tables.js';
+import { ANY_TABLES_SQL, USER_TABLES_SQL } from '../postgres/user-tables.js';
 import { services } from './services.js';
 
 const MAX_JOBS = 32;
@@ -319,6 +322,10 @@ interface Plan {
   /** Superuser: owners and privileges restored as dumped; otherwise --no-owner --no-privileges. */
   keepOwners: boolean;
   serverVersionNum: number;
+  /** The original database's owner on the server at the checks (undefined when it does not exist). */
+  originalOwner?: string;
+  /** The user restoring. */
+  user: string;
 }
 
 function plan(ctx: StepContext): Plan {
@@ -376,6 +383,7 @@ export const logicalRestoreProcedure: Procedure = {
         `list ${DUMP_PREFIX}${safeName(String(ctx.params.database))}/ in ${describeRepo(ctx)}; pick ${ctx.params.dump ? `dump ${String(ctx.params.dump)}` : 'the newest dump with a dump.json'}`,
         `connect to ${describeConnection(services(ctx).connection)}; refuse if database ${String(ctx.params.newDatabase ?? `${String(ctx.params.database)}_restored_<YYYYMMDDHHMM>`)} exists`,
         `check free space in ${workDirParam(ctx)} for the dump`,
+        ...(ctx.params.swap ? [`ask to confirm the swap now, before anything is created (type "${String(ctx.params.database)}" or pass --confirm ${shellQuote(String(ctx.params.database))}); it is asked again right before the renames`] : []),
       ],
       run: preflight,
     },
@@ -391,7 +399,8 @@ export const logicalRestoreProcedure: Procedure = {
           const wf = await ensureDumpFile(ctx, p.dump, p.workDir, { progress: true });
           const toc = await readToc(p.pgRestore, wf.file, { env: services(ctx).env, signal: ctx.signal });
           ctx.state.tocEntries = toc.entries.length;
-          ctx.log(`the dump's table of contents has ${toc.entries.length} entries`);
+          ctx.state.dumpOwner = dumpDatabaseOwner(await readToc(p.pgRestore, wf.file, { env: services(ctx).env, signal: ctx.signal, create: true }), p.dump.database);
+          ctx.log(`the dump's table of contents has ${toc.entries.length} entries${ctx.state.dumpOwner ? `; ${p.dump.database} belonged to "${String(ctx.state.dumpOwner)}" when dumped` : ''}`);
         } catch (err) {
           await dropWorkFile(ctx);
           throw err;
@@ -409,7 +418,7 @@ export const logicalRestoreProcedure: Procedure = {
           : 'CREATE DATABASE, then pg_restore -j into it.';
       },
       plan: (ctx) => [
-        `CREATE DATABASE ${String(ctx.params.newDatabase ?? `${String(ctx.params.database)}_restored_<YYYYMMDDHHMM>`)} TEMPLATE template0 (encoding and locale of ${String(ctx.params.database)})`,
+        `CREATE DATABASE ${String(ctx.params.newDatabase ?? `${String(ctx.params.database)}_restored_<YYYYMMDDHHMM>`)} TEMPLATE template0 (encoding and locale of ${String(ctx.params.database)}) OWNER <its owner as the dump records it>`,
         `pg_restore --verbose --exit-on-error --jobs=${Number(ctx.params.jobs ?? 2)} --dbname <new database> <the downloaded dump>; then delete the downloaded copy`,
       ],
       run: restore,
@@ -419,7 +428,7 @@ export const logicalRestoreProcedure: Procedure = {
       title: 'Compare every table\'s row count with the dump',
       kind: 'verify',
       describe: (ctx) => `Counting the rows of every table in ${ctx.state.plan ? plan(ctx).newDatabase : 'the new database'} (SELECT count(*)) against the counts dump.json recorded in the dump's own snapshot.`,
-      plan: () => ['SELECT count(*) of every table listed in dump.json in the new database; each must equal dump.json'],
+      plan: () => ['the new database\'s owner must be the original\'s; SELECT count(*) of every table listed in dump.json in the new database; each must equal dump.json'],
       run: compareCounts,
     },
     {
@@ -600,12 +609,66 @@ async function preflight(ctx: StepContext): Promise<void> {
         workDir,
         keepOwners: server.superuser,
         serverVersionNum: server.versionNum,
+        originalOwner: server.owner,
+        user: server.user,
       };
       ctx.state.plan = p;
       if (!p.keepOwners) ctx.log(`user "${server.user}" is not a superuser: objects are restored owned by "${server.user}" (pg_restore --no-owner --no-privileges)`, 'warn');
     }
   }
   if (problems.length) throw new Error(`cannot restore: ${problems.join('; ')}. Nothing was created`);
+
+  // The swap's typed confirmation, asked now: a swap that will be refused must not leave a
+  // restored database behind. The swap step asks again right before renaming.
+  if (ctx.params.swap) {
+    const what = swapWhat(ctx);
+    const expected = String(ctx.params.database);
+    const allowed = await ctx.confirm({ message: `After the restore and its checks: ${what}. Type "${expected}" to continue.`, destructive: { what, expected } });
+    if (!allowed) {
+      if (ctx.signal.aborted) throw ctx.signal.reason ?? new Error('interrupted');
+      delete ctx.state.plan;
+      const err = new ConfirmationRefusedError(`not confirmed: ${what} (--swap); to allow it pass --confirm ${shellQuote(expected)}, or leave out --swap. Nothing was created`);
+      (err as ConfirmationRefusedError & { hint?: string }).hint = `to allow it, run the restore again with --confirm ${shellQuote(expected)}, or without --swap`;
+      throw err;
+    }
+  }
+}
+
+/** The owner recorded in the dump's DATABASE entry ("DATABASE - <name> <owner>"), if there is one. */
+export function dumpDatabaseOwner(toc: Toc, database: string): string | undefined {
+  const prefix = `DATABASE - ${database} `;
+  const e = toc.entries.find((x) => x.text.startsWith(prefix));
+  const owner = e?.text.slice(prefix.length).trim();
+  return owner ? owner : undefined;
+}
+
+/** The role the restored database is to belong to: the dump's owner, else the original's, if it exists here and may be given. */
+async function chooseOwner(ctx: StepContext, maint: ConnectionSettings): Promise<string | undefined> {
+  const p = plan(ctx);
+  const candidates = [ctx.state.dumpOwner as string | undefined, p.originalOwner].filter((x): x is string => Boolean(x));
+  if (!candidates.length) {
+    ctx.log(`neither the dump nor the server names an owner of ${p.dump.database}: the new database belongs to "${p.user}"`, 'warn');
+    return undefined;
+  }
+  return withPg(maint, async (c) => {
+    for (const role of candidates) {
+      const r = await c.query<{ ok: boolean }>(
+        `SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) OR pg_has_role(current_user, oid, 'MEMBER') AS ok FROM pg_roles WHERE rolname = $1`,
+        [role],
+      );
+      if (!r.rows.length) {
+        ctx.log(`role "${role}" (owner of ${p.dump.database}) does not exist on this server`, 'warn');
+        continue;
+      }
+      if (!r.rows[0].ok) {
+        ctx.log(`user "${p.user}" may not give a database to role "${role}" (not a superuser, not a member): the new database belongs to "${p.user}"; as a superuser: ALTER DATABASE ${quoteIdent(p.newDatabase)} OWNER TO ${quoteIdent(role)};`, 'warn');
+        return undefined;
+      }
+      return role;
+    }
+    ctx.log(`the new database belongs to "${p.user}"; create the owner role, then: ALTER DATABASE ${quoteIdent(p.newDatabase)} OWNER TO <role>;`, 'warn');
+    return undefined;
+  });
 }
 
 async function restore(ctx: StepContext): Promise<void> {
@@ -622,7 +685,9 @@ async function restore(ctx: StepContext): Promise<void> {
       ctx.state.created = false;
     }
     if (!ctx.state.created) {
-      const clauses = await createDatabaseClauses(maint, p.originalExists ? p.dump.database : undefined);
+      const owner = await chooseOwner(ctx, maint);
+      ctx.state.owner = owner;
+      const clauses = (await createDatabaseClauses(maint, p.originalExists ? p.dump.database : undefined)) + (owner ? ` OWNER ${quoteIdent(owner)}` : '');
       await withPg(maint, async (c) => {
         // Checked again: another session may have taken the name since the preflight.
         if (await databaseExists(c, p.newDatabase)) {
@@ -687,11 +752,21 @@ async function compareCounts(ctx: StepContext): Promise<void> {
   let ok = true;
   let done = 0;
   await withPg({ ...svc.connection, database: p.newDatabase }, async (c) => {
+    const owner = (await c.query<{ o: string }>(`SELECT pg_get_userbyid(datdba) AS o FROM pg_database WHERE datname = current_database()`)).rows[0].o;
+    const wanted = (ctx.state.owner as string | undefined) ?? p.user;
+    const sameAsOriginal = owner === ((ctx.state.dumpOwner as string | undefined) ?? p.originalOwner ?? owner);
+    ctx.check('owner', owner === wanted, owner === wanted ? `${p.newDatabase} belongs to "${owner}"${sameAsOriginal ? `, as ${p.dump.database} did` : ` (${p.dump.database} belonged to another role; see the warning above)`}` : `${p.newDatabase} belongs to "${owner}", expected "${wanted}"`);
+    if (owner !== wanted) ok = false;
     const tables = new Map<string, { nspname: string; relname: string }>();
+    // dump.json counts ordinary tables and leaf partitions (USER_TABLES_SQL); a dump.json written
+    // before that also counted partitioned parents (all their partitions' rows): those keys are
+    // looked up among partitioned tables too, and count(*) of a parent is what it recorded.
     for (const t of (await c.query<{ nspname: string; relname: string }>(USER_TABLES_SQL)).rows) tables.set(`${t.nspname}.${t.relname}`, t);
+    const anyTables = new Map<string, { nspname: string; relname: string }>();
+    for (const t of (await c.query<{ nspname: string; relname: string }>(ANY_TABLES_SQL)).rows) anyTables.set(`${t.nspname}.${t.relname}`, t);
     for (const key of keys) {
       ctx.signal.throwIfAborted();
-      const t = tables.get(key);
+      const t = tables.get(key) ?? anyTables.get(key);
       if (!t) {
         ok = false;
         ctx.check(`rows ${key}`, false, `missing: no table ${key} in ${p.newDatabase}; dump.json says ${expected[key]} rows`);

@@ -1,16 +1,22 @@
 // Table restore: one table from a dump made by backup-logical, brought back into production
 // through a temporary database. The dump is downloaded (SHA-256 checked) and its table of
-// contents must list the table; the schema (pre-data) and that table's rows are restored into
-// `pgrunbook_tmp_<run>`; the counts are shown (live, restored, dump.json); the rows are streamed
-// into production with COPY, either as a new table `<name>_restored_<stamp>` or replacing the live
-// rows in ONE transaction after a typed confirmation; the copy is verified (row count and an
-// order-independent checksum of the rows); the temporary database is dropped.
+// contents must list the table; the schema (pre-data) and that table's rows (a partitioned
+// table's: its leaf partitions') are restored into `pgrunbook_tmp_<run>`; the counts are shown
+// (live, restored, dump.json); in replace mode every key other tables reference must be among the
+// dumped rows; the rows are streamed into production with COPY, either as a new table
+// `<name>_restored_<stamp>` or replacing the live rows in ONE transaction after a typed
+// confirmation, with no trigger firing (user triggers disabled inside the transaction,
+// session_replication_role = replica when allowed, foreign keys then checked explicitly); the
+// contents (row count and an order-independent checksum) are checked inside the transaction,
+// before COMMIT, and again after it; the temporary database is dropped.
 //
 // Cleanup: the engine has no "finally" step and stops at the first failed step, so every step
 // after the temporary database exists drops it itself when it fails, is interrupted, or (replace
 // mode) is refused; the last step drops it after success. A resumed run restores it again when a
 // later step needs it.
 import os from 'node:os';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
 import type { Procedure, StepContext } from '../engine/types.js';
 import { ConfirmationRefusedError } from '../engine/types.js';
 import { errorMessage, shellQuote } from '../engine/runner.js';
@@ -25,6 +31,7 @@ import {
   freeSpaceMessage,
   qualified,
   quoteIdent,
+  quoteLiteral,
   readToc,
   runPgRestore,
   tablesInToc,
@@ -80,11 +87,37 @@ interface Plan {
   psql: string;
   workDir: string;
   encoding: string;
+  /** Replace mode: the copy runs with session_replication_role = replica (no trigger fires, foreign keys checked explicitly). */
+  replica?: boolean;
+  /** dump.json's counts of the table's leaf partitions, when dump.json has none for the partitioned table itself. */
+  dumpCounts?: Record<string, number>;
+}
+
+interface Leaf {
+  schema: string;
+  table: string;
 }
 
 interface Restored {
   rows: number;
   columns: Column[];
+  /** A partitioned table: its rows are in these leaf partitions (the dump's). */
+  partitioned?: boolean;
+  leaves?: Leaf[];
+}
+
+/** A foreign key that touches the table (or its partitions), from either side. */
+interface ForeignKey {
+  name: string;
+  /** The referencing table, schema-qualified and quoted. */
+  child: string;
+  childOid: string;
+  childCols: string[];
+  childTypes: string[];
+  parent: string;
+  parentOid: string;
+  parentCols: string[];
+  onDelete: string;
 }
 
 /** "schema.table", "table" (schema public) or quoted parts ("My Schema"."Odd.Name"). */
@@ -210,10 +243,7 @@ const SESSION_SETTINGS = [
 async function tableFingerprint(conn: ConnectionSettings, schema: string, table: string, columns: string[]): Promise<{ rows: number; sum: string }> {
   return withPg(conn, async (c) => {
     for (const s of SESSION_SETTINGS) await c.query(s);
-    const row = columns.length ? `ROW(${columns.map(quoteIdent).join(', ')})::text` : `''`;
-    const r = await c.query<{ n: string; sum: string }>(
-      `SELECT count(*) AS n, coalesce(sum(('x' || substr(md5(${row}), 1, 15))::bit(60)::bigint), 0)::text AS sum FROM ${qualified(schema, table)}`,
-    );
+    const r = await c.query<{ n: string; sum: string }>(fingerprintSql(qualified(schema, table), columns));
     return { rows: Number(r.rows[0].n), sum: r.rows[0].sum };
   });
 }
@@ -224,6 +254,78 @@ async function liveTable(c: { query: (sql: string, params?: unknown[]) => Promis
     [schema, table],
   );
   return r.rows[0];
+}
+
+type Queryable = { query: (sql: string, params?: unknown[]) => Promise<{ rows: any[] }> };
+
+/** The table and every partition under it (pg_partition_tree), as oids. */
+async function familyOids(c: Queryable, oid: string): Promise<string[]> {
+  // pg_partition_tree returns no rows for a table that is not partitioned.
+  const tree = (await c.query(`SELECT relid::oid::text AS oid FROM pg_partition_tree($1::oid::regclass)`, [oid])).rows.map((r: { oid: string }) => r.oid);
+  return tree.length ? tree : [oid];
+}
+
+const QNAME = (alias: string) => `quote_ident(${alias}n.nspname) || '.' || quote_ident(${alias}c.relname)`;
+
+/** Foreign keys (the top-level constraint, not its per-partition clones) that reference or are declared on any of `oids`. */
+async function foreignKeys(c: Queryable, oids: string[]): Promise<ForeignKey[]> {
+  const cols = (rel: string, key: string, what: string) =>
+    `ARRAY(SELECT ${what} FROM unnest(k.${key}) WITH ORDINALITY u(n, i) JOIN pg_attribute a ON a.attrelid = k.${rel} AND a.attnum = u.n ORDER BY u.i)::text[]`;
+  const r = await c.query(
+    `SELECT k.conname AS name, k.conrelid::text AS child_oid, k.confrelid::text AS parent_oid, k.confdeltype::text AS on_delete,
+            ${QNAME('c')} AS child, ${QNAME('p')} AS parent,
+            ${cols('conrelid', 'conkey', 'a.attname')} AS child_cols,
+            ${cols('conrelid', 'conkey', 'format_type(a.atttypid, a.atttypmod)')} AS child_types,
+            ${cols('confrelid', 'confkey', 'a.attname')} AS parent_cols
+       FROM pg_constraint k
+       JOIN pg_class cc ON cc.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace
+       JOIN pg_class pc ON pc.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+      WHERE k.contype = 'f' AND k.conparentid = 0 AND (k.confrelid::text = ANY($1::text[]) OR k.conrelid::text = ANY($1::text[]))
+      ORDER BY k.conname`,
+    [oids],
+  );
+  return r.rows.map((x: any) => ({
+    name: x.name,
+    child: x.child,
+    childOid: x.child_oid,
+    childCols: x.child_cols,
+    childTypes: x.child_types,
+    parent: x.parent,
+    parentOid: x.parent_oid,
+    parentCols: x.parent_cols,
+    onDelete: x.on_delete,
+  }));
+}
+
+interface Trigger {
+  /** The table it is on, schema-qualified and quoted. */
+  table: string;
+  name: string;
+  /** pg_trigger.tgenabled: O (origin and local), A (always), R (replica). */
+  enabled: string;
+}
+
+/** Enabled user triggers (not the internal ones that implement foreign keys) on any of `oids`. */
+async function userTriggers(c: Queryable, oids: string[]): Promise<Trigger[]> {
+  const r = await c.query(
+    `SELECT ${QNAME('')} AS table, t.tgname AS name, t.tgenabled::text AS enabled
+       FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE t.tgrelid::text = ANY($1::text[]) AND NOT t.tgisinternal AND t.tgenabled <> 'D'
+      ORDER BY n.nspname, c.relname, t.tgname`,
+    [oids],
+  );
+  return r.rows as Trigger[];
+}
+
+/** The triggers to disable for the copy: all of them, or with session_replication_role = replica only those that fire in it (ALWAYS, REPLICA). */
+function triggersToDisable(triggers: Trigger[], replica: boolean): Trigger[] {
+  return replica ? triggers.filter((t) => t.enabled === 'A' || t.enabled === 'R') : triggers;
+}
+
+/** Row count and order-independent checksum of `source` (the copied columns), as one SELECT: run with SESSION_SETTINGS. */
+function fingerprintSql(source: string, columns: string[]): string {
+  const row = columns.length ? `ROW(${columns.map(quoteIdent).join(', ')})::text` : `''`;
+  return `SELECT count(*) AS n, coalesce(sum(('x' || substr(md5(${row}), 1, 15))::bit(60)::bigint), 0)::text AS sum FROM ${source}`;
 }
 
 export const tableRestoreProcedure: Procedure = {
@@ -269,7 +371,7 @@ export const tableRestoreProcedure: Procedure = {
         `list ${DUMP_PREFIX}${safeName(String(ctx.params.database))}/ in the repository; pick ${ctx.params.dump ? `dump ${String(ctx.params.dump)}` : 'the newest dump with a dump.json'}`,
         `connect to ${describeConnection(services(ctx).connection)}; count the live rows of ${String(ctx.params.table)} in ${String(ctx.params.database)} (it may not exist any more)`,
         modeParam(ctx) === 'replace'
-          ? 'refuse if other tables reference it with ON DELETE CASCADE / SET NULL / SET DEFAULT (replacing would change their rows)'
+          ? 'list its triggers and the foreign keys that reference it; refuse if triggers could not be disabled, or (without the right to set session_replication_role) other tables reference it with ON DELETE CASCADE / SET NULL / SET DEFAULT'
           : `refuse if the new table's name is taken`,
       ],
       run: preflight,
@@ -287,8 +389,8 @@ export const tableRestoreProcedure: Procedure = {
           const toc = await readToc(p.pgRestore, wf.file, { env: services(ctx).env, signal: ctx.signal });
           const found = findTableInToc(toc, p.schema, p.table);
           if (!found.table) throw new Error(notInDumpMessage(p.schema, p.table, p, tablesInToc(toc)));
-          if (!found.data) throw new Error(`the dump defines ${label(p.schema, p.table)} but holds no rows for it (no TABLE DATA entry: a partitioned table's rows are in its partitions, restore those)`);
-          ctx.log(`found ${label(p.schema, p.table)} in the dump's table of contents (entries ${found.table.id} and ${found.data.id})`);
+          if (found.data) ctx.log(`found ${label(p.schema, p.table)} in the dump's table of contents (entries ${found.table.id} and ${found.data.id})`);
+          else ctx.log(`found ${label(p.schema, p.table)} in the dump's table of contents (entry ${found.table.id}), without rows of its own: if it is partitioned, its partitions' rows are restored`);
         } catch (err) {
           await dropWorkFile(ctx);
           throw err;
@@ -305,7 +407,7 @@ export const tableRestoreProcedure: Procedure = {
       },
       plan: (ctx) => [
         `CREATE DATABASE ${tempDatabaseName(ctx.runId)} TEMPLATE template0 (encoding and locale of ${String(ctx.params.database)})`,
-        `pg_restore --section=pre-data --no-owner --no-privileges into it; pg_restore --section=data --schema=<schema> --table=<table>; then delete the downloaded copy`,
+        `pg_restore --section=pre-data --no-owner --no-privileges into it; pg_restore --section=data --use-list=<the table's TABLE DATA entry, or its leaf partitions'>; then delete the downloaded copy`,
       ],
       async run(ctx) {
         await withTempCleanup(ctx, 'restoring into it failed', async () => {
@@ -318,8 +420,13 @@ export const tableRestoreProcedure: Procedure = {
       id: 'compare',
       title: 'Compare the row counts',
       kind: 'verify',
-      describe: () => 'The live table\'s rows now, the rows restored from the dump, and the count dump.json recorded: the restored count must equal dump.json\'s.',
-      plan: () => ['SELECT count(*) of the live table and of the restored one; compare with dump.json'],
+      describe: () =>
+        'The live table\'s rows now, the rows restored from the dump, and the count dump.json recorded: the restored count must equal dump.json\'s. ' +
+        'Replace mode: the columns and partitions must match, and every key that other tables reference now must be among the dumped rows (else nothing is changed).',
+      plan: (ctx) => [
+        'SELECT count(*) of the live table and of the restored one; compare with dump.json',
+        ...(modeParam(ctx) === 'replace' ? ['for each foreign key referencing the table: stream the referenced keys from production into the temporary database and look for keys the dump lacks'] : []),
+      ],
       async run(ctx) {
         await withTempCleanup(ctx, 'the comparison failed', async () => {
           const ok = await compare(ctx);
@@ -335,7 +442,9 @@ export const tableRestoreProcedure: Procedure = {
         const p = ctx.state.plan as Plan | undefined;
         if (!p) return 'Copying the restored rows into production.';
         return p.mode === 'replace'
-          ? `After a typed confirmation (${confirmText(p)}): in ONE transaction on ${p.database}, LOCK TABLE ${label(p.schema, p.table)} IN EXCLUSIVE MODE (reads go on), DELETE its rows, COPY the restored rows in, check the count, COMMIT. A failure anywhere rolls back: the live rows stay as they are.`
+          ? `After a typed confirmation (${confirmText(p)}): in ONE transaction on ${p.database}, LOCK TABLE ${label(p.schema, p.table)} IN EXCLUSIVE MODE (reads go on; all its partitions), ` +
+              `${p.replica ? 'SET LOCAL session_replication_role = replica, ' : ''}disable its triggers, DELETE its rows, COPY the restored rows in, enable the triggers, ` +
+              `check the count and checksum${p.replica ? ' and the foreign keys' : ''}, COMMIT. No trigger fires; a failure anywhere rolls back: the live rows stay as they are.`
           : `CREATE TABLE ${label(p.schema, p.newTable!)} (the dumped columns and types, NOT NULL; no defaults, indexes or constraints) and COPY the restored rows into it, in one transaction.`;
       },
       plan: (ctx) =>
@@ -345,9 +454,10 @@ export const tableRestoreProcedure: Procedure = {
                 const t = parseTableName(String(ctx.params.table));
                 return 'error' in t ? String(ctx.params.table) : label(t.schema, t.table);
               })()}" or pass --confirm)`,
-              `psql: BEGIN; SET LOCAL lock_timeout = '${LOCK_TIMEOUT}'; LOCK TABLE ... IN EXCLUSIVE MODE; DELETE FROM ...; COPY ... FROM STDIN (rows streamed from the temporary database's COPY ... TO STDOUT); count check; COMMIT`,
+              `psql: BEGIN; SET LOCAL lock_timeout = '${LOCK_TIMEOUT}'; LOCK TABLE ... IN EXCLUSIVE MODE; SET LOCAL session_replication_role = replica (when allowed); ALTER TABLE ONLY ... DISABLE TRIGGER <each user trigger>; DELETE FROM ...; ` +
+                `COPY ... FROM STDIN (rows streamed from the temporary database's COPY ... TO STDOUT); ALTER TABLE ONLY ... ENABLE TRIGGER ...; count, checksum and foreign-key checks; COMMIT`,
             ]
-          : [`psql: BEGIN; CREATE TABLE <schema>.<table>_restored_<stamp> (...); COPY ... FROM STDIN (streamed from the temporary database); count check; COMMIT`],
+          : [`psql: BEGIN; CREATE TABLE <schema>.<table>_restored_<stamp> (...); COPY ... FROM STDIN (streamed from the temporary database); count and checksum check; COMMIT`],
       async run(ctx) {
         await withTempCleanup(ctx, 'the copy did not complete', () => copyIntoProduction(ctx));
       },
@@ -397,6 +507,8 @@ async function preflight(ctx: StepContext): Promise<void> {
 
   let chosen: ChosenDump | undefined;
   let dumpRows: number | undefined;
+  /** Not in dump.json's counts: refused below unless the live table is partitioned (its rows are counted in its partitions). */
+  let notCounted: { message: string; counts: Record<string, number> } | undefined;
   const repo = await openRepository(svc.repo, svc.env);
   try {
     const { chosen: c, meta } = await chooseDump(repo, database, ctx.params.dump as string | undefined);
@@ -404,9 +516,7 @@ async function preflight(ctx: StepContext): Promise<void> {
     const key = label(schema, table);
     // dump.json lists every table whose rows were dumped: a missing one is refused before downloading anything.
     if (meta.rowCounts && !(key in meta.rowCounts)) {
-      const message = notInDumpMessage(schema, table, { dump: c }, Object.keys(meta.rowCounts));
-      ctx.check('table in the dump', false, message);
-      problems.push(message);
+      notCounted = { message: notInDumpMessage(schema, table, { dump: c }, Object.keys(meta.rowCounts)), counts: meta.rowCounts };
     } else {
       dumpRows = meta.rowCounts?.[key];
       ctx.check('dump', true, `${describeDump(c)}${dumpRows !== undefined ? `; ${key}: ${dumpRows} rows in dump.json` : ''}`);
@@ -440,6 +550,9 @@ async function preflight(ctx: StepContext): Promise<void> {
 
   let live: Plan['live'] = { exists: false };
   let encoding = 'UTF8';
+  let replica = false;
+  let dumpCounts: Record<string, number> | undefined;
+  let livePartitioned = false;
   if (server) {
     if (!server.superuser && !server.createdb) {
       const message = `user "${server.user}" may not create the temporary database (needs CREATEDB or superuser): ALTER ROLE ${quoteIdent(server.user)} CREATEDB, or connect as another user`;
@@ -462,22 +575,29 @@ async function preflight(ctx: StepContext): Promise<void> {
           const schemaExists = (await c.query(`SELECT 1 FROM pg_namespace WHERE nspname = $1`, [schema])).rows.length > 0;
           const rel = await liveTable(c, schema, table);
           let rows: number | undefined;
-          let refs: { child: string; action: string }[] = [];
-          let triggers: string[] = [];
+          let refs: ForeignKey[] = [];
+          let triggers: Trigger[] = [];
+          let mayAlter = false;
+          let mayReplica = false;
           if (rel && (rel.relkind === 'r' || rel.relkind === 'p')) {
             rows = Number((await c.query<{ n: string }>(`SELECT count(*) AS n FROM ${qualified(schema, table)}`)).rows[0].n);
-            refs = (
-              await c.query<{ child: string; action: string }>(
-                `SELECT conrelid::regclass::text AS child, confdeltype::text AS action FROM pg_constraint WHERE contype = 'f' AND confrelid = $1::oid AND conrelid <> confrelid`,
-                [rel.oid],
-              )
-            ).rows;
-            triggers = (await c.query<{ tgname: string }>(`SELECT tgname FROM pg_trigger WHERE tgrelid = $1::oid AND NOT tgisinternal ORDER BY tgname`, [rel.oid])).rows.map((r) => r.tgname);
+            const family = await familyOids(c, rel.oid);
+            refs = (await foreignKeys(c, family)).filter((k) => !family.includes(k.childOid));
+            triggers = await userTriggers(c, family);
+            const priv = await c.query<{ owner: boolean; replica: boolean }>(
+              `SELECT pg_has_role(current_user, c.relowner, 'USAGE') AS owner,
+                      (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) ${server!.versionNum >= 150000 ? `OR has_parameter_privilege('session_replication_role', 'SET')` : ''} AS replica
+                 FROM pg_class c WHERE c.oid = $1::oid`,
+              [rel.oid],
+            );
+            mayAlter = priv.rows[0].owner || server!.superuser;
+            mayReplica = priv.rows[0].replica;
           }
           const newTaken = newTable ? Boolean(await liveTable(c, schema, newTable)) : false;
-          return { enc, schemaExists, rel, rows, refs, triggers, newTaken };
+          return { enc, schemaExists, rel, rows, refs, triggers, newTaken, mayAlter, mayReplica };
         });
         encoding = info.enc;
+        livePartitioned = info.rel?.relkind === 'p';
         if (info.rel && info.rel.relkind !== 'r' && info.rel.relkind !== 'p') {
           const message = `${label(schema, table)} in ${database} is not a table (relkind ${info.rel.relkind}); table-restore restores tables`;
           ctx.check('live table', false, message);
@@ -499,16 +619,53 @@ async function preflight(ctx: StepContext): Promise<void> {
             ctx.check('replace possible', false, message);
             problems.push(message);
           } else {
-            const changing = info.refs.filter((r) => r.action === 'c' || r.action === 'n' || r.action === 'd');
-            if (changing.length) {
-              const what = changing.map((r) => `${r.child} (ON DELETE ${r.action === 'c' ? 'CASCADE' : r.action === 'n' ? 'SET NULL' : 'SET DEFAULT'})`).join(', ');
-              const message = `deleting the rows of ${label(schema, table)} would change rows of other tables that reference it: ${what}. Use --mode new-table and merge the rows you need by hand`;
+            replica = info.mayReplica;
+            const changing = info.refs.filter((r) => r.onDelete === 'c' || r.onDelete === 'n' || r.onDelete === 'd');
+            const referenced = info.refs.map((r) => `${r.child} (${r.name})`).join(', ');
+            if (replica) {
+              // No trigger fires during the copy, ON DELETE actions included: the rows of the
+              // referencing tables stay as they are, so every key they reference must come back.
+              ctx.check(
+                'replace possible',
+                true,
+                info.refs.length ? `referenced by ${referenced}: every key they reference must be in the dump (checked before any change, and again before COMMIT)` : 'no other table references it',
+              );
+            } else if (changing.length) {
+              const what = changing.map((r) => `${r.child} (ON DELETE ${r.onDelete === 'c' ? 'CASCADE' : r.onDelete === 'n' ? 'SET NULL' : 'SET DEFAULT'})`).join(', ');
+              const message =
+                `deleting the rows of ${label(schema, table)} would change rows of other tables that reference it: ${what}, and user "${server.user}" may not set session_replication_role to keep them as they are. ` +
+                `Connect as a superuser, or use --mode new-table and merge the rows you need by hand`;
               ctx.check('replace possible', false, message);
               problems.push(message);
             } else {
-              ctx.check('replace possible', true, info.refs.length ? `referenced by ${info.refs.map((r) => r.child).join(', ')} (no action/restrict: if a deleted row is still referenced, the replace fails and rolls back)` : 'no other table references it');
+              ctx.check(
+                'replace possible',
+                true,
+                info.refs.length
+                  ? `referenced by ${referenced} (user "${server.user}" may not set session_replication_role: if a deleted row is still referenced when checked, the replace fails and rolls back; deferrable constraints are checked at COMMIT. ` +
+                      `To keep the foreign keys' triggers from firing, connect as a superuser or have one run: GRANT SET ON PARAMETER session_replication_role TO ${quoteIdent(server.user)})`
+                  : 'no other table references it',
+              );
             }
-            if (info.triggers.length) ctx.log(`triggers on ${label(schema, table)} fire for every deleted and inserted row: ${info.triggers.join(', ')}`, 'warn');
+            if (info.triggers.length) {
+              const names = [...new Set(info.triggers.map((t) => `${t.table}: ${t.name}`))].join(', ');
+              const toDisable = triggersToDisable(info.triggers, replica);
+              if (!toDisable.length) {
+                ctx.check('triggers', true, `${names}: they do not fire during the copy (session_replication_role = replica)`);
+              } else if (!info.mayAlter) {
+                const message = `${label(schema, table)} has triggers (${names}) that would fire for every restored row, and user "${server.user}" may not disable them (it is not the table's owner or a superuser). Connect as its owner or a superuser, or use --mode new-table`;
+                ctx.check('triggers', false, message);
+                problems.push(message);
+              } else {
+                const other = info.triggers.filter((t) => !toDisable.includes(t));
+                ctx.check(
+                  'triggers',
+                  true,
+                  `${toDisable.map((t) => `${t.table}: ${t.name}`).join(', ')}: disabled inside the copy's transaction (they do not fire for the deleted and restored rows) and enabled again before COMMIT` +
+                    (other.length ? `; ${other.map((t) => `${t.table}: ${t.name}`).join(', ')}: do not fire during the copy (session_replication_role = replica)` : ''),
+                );
+              }
+            }
           }
         } else if (info.newTaken) {
           const message = `${label(schema, newTable!)} already exists in ${database}; pass another name with --new-table NAME`;
@@ -553,8 +710,18 @@ async function preflight(ctx: StepContext): Promise<void> {
     }
   }
 
+  if (notCounted) {
+    if (livePartitioned) {
+      // dump.json counts a partitioned table's rows in its leaf partitions: summed once the dump's partitions are known.
+      dumpCounts = notCounted.counts;
+      ctx.check('dump', true, `${describeDump(chosen!)}; ${label(schema, table)} is partitioned: dump.json counts its rows in its partitions`);
+    } else {
+      ctx.check('table in the dump', false, notCounted.message);
+      problems.push(notCounted.message);
+    }
+  }
   if (problems.length) throw new Error(`cannot restore the table: ${problems.join('; ')}. Nothing was created or changed`);
-  const p: Plan = { dump: chosen!, database, schema, table, mode, newTable, tempDatabase, live, dumpRows, pgRestore: pgRestore!, psql: psql!, workDir, encoding };
+  const p: Plan = { dump: chosen!, database, schema, table, mode, newTable, tempDatabase, live, dumpRows, pgRestore: pgRestore!, psql: psql!, workDir, encoding, replica, dumpCounts };
   ctx.state.plan = p;
 }
 
@@ -606,7 +773,45 @@ async function ensureTempRestored(ctx: StepContext): Promise<Restored> {
   // Publications and subscriptions are post-data, and a subscription would connect to its publisher.
   await runPgRestore({ ...common, args: ['--section=pre-data', '--no-owner', '--no-privileges', '--no-publications', '--no-subscriptions', '--no-tablespaces'] });
   ctx.log(`restored the dump's schema (pre-data) into ${p.tempDatabase}`);
-  await runPgRestore({ ...common, args: ['--section=data', `--schema=${p.schema}`, `--table=${p.table}`, '--no-owner', '--no-privileges'] });
+  // The rows: the table's own TABLE DATA entry, or a partitioned table's leaf partitions' (as the dump defines them).
+  const shape = await withPg(temp, async (c) => {
+    const rel = await liveTable(c, p.schema, p.table);
+    if (!rel) throw new Error(`${label(p.schema, p.table)} is not in the schema restored from the dump`);
+    if (rel.relkind !== 'p') return { partitioned: false, leaves: [{ schema: p.schema, table: p.table }], skipped: [] as string[] };
+    const r = await c.query<{ schema: string; table: string; relkind: string }>(
+      `SELECT n.nspname AS schema, c.relname AS table, c.relkind::text AS relkind
+         FROM pg_partition_tree($1::oid::regclass) t JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE t.isleaf ORDER BY 1, 2`,
+      [rel.oid],
+    );
+    return {
+      partitioned: true,
+      leaves: r.rows.filter((x) => x.relkind === 'r').map((x) => ({ schema: x.schema, table: x.table })),
+      skipped: r.rows.filter((x) => x.relkind !== 'r').map((x) => `${label(x.schema, x.table)} (relkind ${x.relkind})`),
+    };
+  });
+  if (shape.skipped.length) ctx.log(`partitions whose rows are not in a dump (not restored): ${shape.skipped.join(', ')}`, 'warn');
+  const toc = await readToc(p.pgRestore, wf.file, { env: svc.env, signal: ctx.signal });
+  const ids: number[] = [];
+  const noRows: string[] = [];
+  for (const leaf of shape.leaves) {
+    const id = findTableInToc(toc, leaf.schema, leaf.table).data?.id;
+    if (id === undefined) noRows.push(label(leaf.schema, leaf.table));
+    else ids.push(id);
+  }
+  if (noRows.length) {
+    throw new Error(
+      shape.partitioned
+        ? `the dump holds no rows (no TABLE DATA entry) for these partitions of ${label(p.schema, p.table)}: ${noRows.join(', ')}; choose another --dump`
+        : `the dump defines ${label(p.schema, p.table)} but holds no rows for it (no TABLE DATA entry); choose another --dump`,
+    );
+  }
+  if (ids.length) {
+    const listFile = path.join(wf.dir, 'data.list');
+    await fsp.writeFile(listFile, ids.map((id) => `${id}\n`).join(''), { mode: 0o600 });
+    await runPgRestore({ ...common, args: ['--section=data', `--use-list=${listFile}`, '--no-owner', '--no-privileges'] });
+  }
+  if (shape.partitioned) ctx.log(`${label(p.schema, p.table)} is partitioned: restored the rows of its ${shape.leaves.length} partitions (${shape.leaves.map((l) => label(l.schema, l.table)).join(', ')})`);
   const restored = await withPg(temp, async (c) => {
     await c.query(`SET search_path = pg_catalog`);
     const cols = await c.query<{ name: string; type: string; not_null: boolean; generated: boolean; collation: string | null }>(
@@ -622,7 +827,12 @@ async function ensureTempRestored(ctx: StepContext): Promise<Restored> {
       [p.schema, p.table],
     );
     const n = Number((await c.query<{ n: string }>(`SELECT count(*) AS n FROM ${qualified(p.schema, p.table)}`)).rows[0].n);
-    return { rows: n, columns: cols.rows.map((r) => ({ name: r.name, type: r.type, notNull: r.not_null, generated: r.generated, collation: r.collation })) };
+    return {
+      rows: n,
+      columns: cols.rows.map((r) => ({ name: r.name, type: r.type, notNull: r.not_null, generated: r.generated, collation: r.collation })),
+      partitioned: shape.partitioned,
+      leaves: shape.leaves,
+    };
   });
   ctx.state.restored = restored;
   ctx.log(`restored ${restored.rows} rows of ${label(p.schema, p.table)} into ${p.tempDatabase}`);
@@ -640,7 +850,11 @@ async function compare(ctx: StepContext): Promise<boolean> {
       `SELECT attname AS name, attgenerated <> '' AS generated FROM pg_attribute WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped`,
       [rel.oid],
     );
-    return { rows: n, columns: cols.rows };
+    const leaves = await c.query<{ name: string }>(
+      `SELECT n.nspname || '.' || c.relname AS name FROM pg_partition_tree($1::oid::regclass) t JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE t.isleaf AND c.relkind = 'r'`,
+      [rel.oid],
+    );
+    return { rows: n, columns: cols.rows, partitioned: rel.relkind === 'p', leaves: rel.relkind === 'p' ? leaves.rows.map((r) => r.name) : [] };
   });
   const name = label(p.schema, p.table);
   ctx.state.counts = { live: live?.rows ?? null, restored: restored.rows, dumpJson: p.dumpRows ?? null };
@@ -652,10 +866,20 @@ async function compare(ctx: StepContext): Promise<boolean> {
     ctx.log(d === 0 ? 'the live table has as many rows as the dump' : `the live table has ${Math.abs(d)} ${d > 0 ? 'fewer' : 'more'} rows than the dump`);
   }
   let ok = true;
-  if (p.dumpRows !== undefined) {
-    const same = restored.rows === p.dumpRows;
+  let dumpRows = p.dumpRows;
+  if (dumpRows === undefined && restored.partitioned && p.dumpCounts) {
+    const keys = (restored.leaves ?? []).map((l) => label(l.schema, l.table));
+    const missing = keys.filter((k) => !(k in p.dumpCounts!));
+    if (missing.length) ctx.log(`dump.json has no count for these partitions: ${missing.join(', ')}`, 'warn');
+    else {
+      dumpRows = keys.reduce((a, k) => a + p.dumpCounts![k], 0);
+      ctx.log(`${name} in dump.json: ${dumpRows} rows in its ${keys.length} partitions`);
+    }
+  }
+  if (dumpRows !== undefined) {
+    const same = restored.rows === dumpRows;
     ok &&= same;
-    ctx.check('restored rows', same, same ? `${restored.rows} rows, as dump.json records` : `${restored.rows} rows restored, dump.json says ${p.dumpRows}: the dump does not hold what was counted; choose another --dump`);
+    ctx.check('restored rows', same, same ? `${restored.rows} rows, as dump.json records` : `${restored.rows} rows restored, dump.json says ${dumpRows}: the dump does not hold what was counted; choose another --dump`);
   } else {
     ctx.check('restored rows', true, `${restored.rows} rows (dump.json has no count to compare with)`);
   }
@@ -678,8 +902,88 @@ async function compare(ctx: StepContext): Promise<boolean> {
           ? `${copied.length} columns copied: ${copied.map((c) => c.name).join(', ')}${extra.length ? `; columns only the live table has get their defaults: ${extra.join(', ')}` : ''}`
           : `the live table's columns differ from the dump's (${[missing.length ? `not in the live table: ${missing.join(', ')}` : '', generatedNow.length ? `generated in the live table: ${generatedNow.join(', ')}` : ''].filter(Boolean).join('; ')}); use --mode new-table and merge by hand`,
       );
+      if (restored.partitioned) {
+        const dumped = (restored.leaves ?? []).map((l) => label(l.schema, l.table)).sort();
+        const now = live.leaves.slice().sort();
+        const same = dumped.length === now.length && dumped.every((x, i) => x === now[i]);
+        ok &&= same;
+        ctx.check(
+          'partitions',
+          same,
+          same
+            ? `${dumped.length} partitions, the same in the dump and in ${p.database}: all are replaced in one transaction`
+            : `the partitions differ (in the dump: ${dumped.join(', ') || 'none'}; in ${p.database}: ${now.join(', ') || 'none'}); use --mode new-table and merge by hand`,
+        );
+      } else if (live.partitioned) {
+        ok = false;
+        ctx.check('partitions', false, `${name} is partitioned in ${p.database} but not in the dump; use --mode new-table and merge by hand`);
+      }
+      if (ok) ok = await checkReferencedKeys(ctx, restored);
     }
   }
+  return ok;
+}
+
+/**
+ * Replace mode, before anything changes: every key that other tables reference now must be among
+ * the dumped rows. The referencing keys are streamed from production into the temporary database
+ * (never into memory) and looked up there.
+ */
+async function checkReferencedKeys(ctx: StepContext, restored: Restored): Promise<boolean> {
+  const p = plan(ctx);
+  const svc = services(ctx);
+  const prod: ConnectionSettings = { ...svc.connection, database: p.database };
+  const temp: ConnectionSettings = { ...svc.connection, database: p.tempDatabase };
+  const fks = await withPg(prod, async (c) => {
+    const rel = await liveTable(c, p.schema, p.table);
+    if (!rel) return [];
+    const family = await familyOids(c, rel.oid);
+    return (await foreignKeys(c, family)).filter((k) => !family.includes(k.childOid) && family.includes(k.parentOid));
+  });
+  if (!fks.length) return true;
+  const scratch = 'pgrunbook_key_check';
+  await withPg(temp, async (c) => {
+    await c.query(`DROP SCHEMA IF EXISTS ${quoteIdent(scratch)} CASCADE`);
+    await c.query(`CREATE SCHEMA ${quoteIdent(scratch)}`);
+  });
+  let ok = true;
+  for (const [i, fk] of fks.entries()) {
+    ctx.signal.throwIfAborted();
+    const keys = qualified(scratch, `keys_${i}`);
+    const kcols = fk.childCols.map((_, j) => `k${j}`);
+    await copyRows({
+      psql: p.psql,
+      source: prod,
+      sourceQuery: `SELECT DISTINCT ${fk.childCols.map(quoteIdent).join(', ')} FROM ${fk.child} WHERE ${fk.childCols.map((col) => `${quoteIdent(col)} IS NOT NULL`).join(' AND ')}`,
+      target: temp,
+      before: [`CREATE TABLE ${keys} (${kcols.map((k, j) => `${k} ${fk.childTypes[j]}`).join(', ')});`],
+      into: `${keys} (${kcols.join(', ')})`,
+      clientEncoding: p.encoding,
+      env: svc.env,
+      signal: ctx.signal,
+      applicationName: `pgrunbook table-restore ${ctx.runId}`,
+    });
+    const keyText = kcols.length === 1 ? `k.${kcols[0]}::text` : `ROW(${kcols.map((k) => `k.${k}`).join(', ')})::text`;
+    const r = await withPg(temp, async (c) => {
+      const q = await c.query<{ n: string; sample: string | null }>(
+        `SELECT count(*) AS n, array_to_string((array_agg(x ORDER BY x))[1:5], ', ') AS sample
+           FROM (SELECT ${keyText} AS x FROM ${keys} k
+                  WHERE NOT EXISTS (SELECT 1 FROM ${fk.parent} t WHERE ${fk.parentCols.map((col, j) => `t.${quoteIdent(col)} = k.${kcols[j]}`).join(' AND ')})) m`,
+      );
+      return { missing: Number(q.rows[0].n), sample: q.rows[0].sample };
+    });
+    const good = r.missing === 0;
+    ok &&= good;
+    ctx.check(
+      `keys referenced by ${fk.child} (${fk.name})`,
+      good,
+      good
+        ? `every ${fk.parentCols.join(', ')} that ${fk.child} references is in the dump`
+        : `${r.missing} ${fk.parentCols.join(', ')} value(s) that ${fk.child} references (foreign key ${fk.name}) are not in the dump, e.g. ${r.sample}: ` +
+            `replacing ${label(p.schema, p.table)} would leave those rows pointing at nothing. Nothing was changed. Use --mode new-table and merge by hand, or choose another --dump`,
+    );
+  }
+  await withPg(temp, (c) => c.query(`DROP SCHEMA IF EXISTS ${quoteIdent(scratch)} CASCADE`));
   return ok;
 }
 
@@ -718,6 +1022,8 @@ async function copyIntoProduction(ctx: StepContext): Promise<void> {
 
   let before: string[];
   let columns: Column[];
+  let triggers: Trigger[] = [];
+  let fks: ForeignKey[] = [];
   const target = targetTable(p);
   if (p.mode === 'replace') {
     columns = restored.columns.filter((c) => !c.generated);
@@ -733,10 +1039,30 @@ async function copyIntoProduction(ctx: StepContext): Promise<void> {
       throw err;
     }
     // DELETE rather than TRUNCATE: readers keep seeing the old rows until COMMIT (TRUNCATE takes an
-    // ACCESS EXCLUSIVE lock and is not MVCC-safe), row triggers fire, and foreign keys are checked
-    // instead of TRUNCATE refusing (or, with CASCADE, emptying the referencing tables). EXCLUSIVE
-    // mode blocks other writers, whose rows would otherwise mix with the restored ones, not readers.
-    before = [`SET LOCAL lock_timeout = '${LOCK_TIMEOUT}';`, `LOCK TABLE ${qualified(p.schema, p.table)} IN EXCLUSIVE MODE;`, `DELETE FROM ${qualified(p.schema, p.table)};`];
+    // ACCESS EXCLUSIVE lock and is not MVCC-safe), and TRUNCATE would refuse (or, with CASCADE,
+    // empty) the referencing tables. EXCLUSIVE mode (taken on every partition too) blocks other
+    // writers, whose rows would otherwise mix with the restored ones, not readers.
+    // No trigger fires for the deleted and restored rows: the user triggers are disabled inside
+    // this transaction (enabled again before COMMIT; a rollback undoes both), and with
+    // session_replication_role = replica the foreign keys' triggers do not fire either: the keys
+    // are checked explicitly before COMMIT instead, both ways.
+    const live = await withPg(prod, async (c) => {
+      const rel = await liveTable(c, p.schema, p.table);
+      if (!rel) throw new Error(`${label(p.schema, p.table)} does not exist in ${p.database} any more; nothing was changed`);
+      const family = await familyOids(c, rel.oid);
+      return { triggers: await userTriggers(c, family), fks: p.replica ? await foreignKeys(c, family) : [] };
+    });
+    triggers = triggersToDisable(live.triggers, Boolean(p.replica));
+    fks = live.fks;
+    before = [
+      `SET LOCAL lock_timeout = '${LOCK_TIMEOUT}';`,
+      `LOCK TABLE ${qualified(p.schema, p.table)} IN EXCLUSIVE MODE;`,
+      p.replica ? `SET LOCAL session_replication_role = replica;` : `SET CONSTRAINTS ALL DEFERRED;`,
+      ...triggers.map((t) => `ALTER TABLE ONLY ${t.table} DISABLE TRIGGER ${quoteIdent(t.name)};`),
+      `DELETE FROM ${qualified(p.schema, p.table)};`,
+    ];
+    if (triggers.length) ctx.log(`triggers disabled for the copy, inside its transaction: ${triggers.map((t) => `${t.table}: ${t.name}`).join(', ')}`);
+    if (p.replica) ctx.log(`session_replication_role = replica for the copy's transaction: foreign keys are checked explicitly before COMMIT${fks.length ? ` (${fks.map((k) => k.name).join(', ')})` : ''}`);
   } else {
     columns = restored.columns;
     // Columns, types and NOT NULL only: defaults would share (or miss) the live table's sequences,
@@ -745,6 +1071,34 @@ async function copyIntoProduction(ctx: StepContext): Promise<void> {
     before = [`CREATE TABLE ${qualified(target.schema, target.table)} (${defs.join(', ')});`];
   }
   const colList = columns.map((c) => quoteIdent(c.name)).join(', ');
+  // What the rows must add up to, from the temporary database (nothing else writes there): checked
+  // inside the transaction, before COMMIT, so a mismatch rolls back instead of being committed.
+  const names = columns.map((c) => c.name);
+  const expected = await tableFingerprint(temp, p.schema, p.table, names);
+  const leafCounts =
+    p.mode === 'replace' && restored.partitioned
+      ? await withPg(temp, async (c) => {
+          const out: { leaf: Leaf; rows: number }[] = [];
+          for (const leaf of restored.leaves ?? []) out.push({ leaf, rows: Number((await c.query<{ n: string }>(`SELECT count(*) AS n FROM ${qualified(leaf.schema, leaf.table)}`)).rows[0].n) });
+          return out;
+        })
+      : [];
+  const targetLabel = label(target.schema, target.table);
+  const after = [
+    ...(p.mode === 'replace' && !p.replica ? ['SET CONSTRAINTS ALL IMMEDIATE;'] : []),
+    ...triggers.map((t) => `ALTER TABLE ONLY ${t.table} ENABLE ${t.enabled === 'A' ? 'ALWAYS ' : t.enabled === 'R' ? 'REPLICA ' : ''}TRIGGER ${quoteIdent(t.name)};`),
+    ...SESSION_SETTINGS.map((s) => `${s.replace(/^SET /, 'SET LOCAL ')};`),
+    `DO $pgrunbook$ DECLARE n bigint; s text; BEGIN ` +
+      `SELECT q.n, q.sum INTO n, s FROM (${fingerprintSql(qualified(target.schema, target.table), names)}) q; ` +
+      `IF n <> ${expected.rows} OR s <> ${quoteLiteral(expected.sum)} THEN RAISE EXCEPTION 'pgrunbook: before COMMIT % held % rows (checksum %), the dump % rows (checksum %): the rows are not the dumped ones; rolling back', ` +
+      `${quoteLiteral(targetLabel)}, n, s, ${expected.rows}, ${quoteLiteral(expected.sum)}; END IF; END $pgrunbook$;`,
+    ...leafCounts.map(
+      ({ leaf, rows }) =>
+        `DO $pgrunbook$ DECLARE n bigint; BEGIN SELECT count(*) INTO n FROM ${qualified(leaf.schema, leaf.table)}; ` +
+        `IF n <> ${rows} THEN RAISE EXCEPTION 'pgrunbook: before COMMIT partition % held % rows, the dump % rows; rolling back', ${quoteLiteral(label(leaf.schema, leaf.table))}, n, ${rows}; END IF; END $pgrunbook$;`,
+    ),
+    ...fks.map((fk) => foreignKeyCheckSql(fk)),
+  ];
   ctx.log(`copying ${restored.rows} rows from ${p.tempDatabase} into ${label(target.schema, target.table)} in ${p.database}, in one transaction`);
   ctx.progress({ done: 0, total: restored.rows, unit: 'rows' });
   const r = await copyRows({
@@ -754,7 +1108,7 @@ async function copyIntoProduction(ctx: StepContext): Promise<void> {
     target: prod,
     before,
     into: `${qualified(target.schema, target.table)} (${colList})`,
-    expectRows: { table: qualified(target.schema, target.table), rows: restored.rows },
+    after,
     clientEncoding: p.encoding,
     env: svc.env,
     signal: ctx.signal,
@@ -779,6 +1133,19 @@ async function copyIntoProduction(ctx: StepContext): Promise<void> {
   }
 }
 
+/** A DO block that fails (rolling the transaction back) when rows of the foreign key's table reference keys its referenced table lacks. */
+function foreignKeyCheckSql(fk: ForeignKey): string {
+  const keyText = fk.childCols.length === 1 ? `c.${quoteIdent(fk.childCols[0])}::text` : `ROW(${fk.childCols.map((col) => `c.${quoteIdent(col)}`).join(', ')})::text`;
+  return (
+    `DO $pgrunbook$ DECLARE n bigint; sample text; BEGIN ` +
+    `SELECT count(*), array_to_string((array_agg(x ORDER BY x))[1:5], ', ') INTO n, sample FROM (SELECT ${keyText} AS x FROM ${fk.child} c ` +
+    `WHERE ${fk.childCols.map((col) => `c.${quoteIdent(col)} IS NOT NULL`).join(' AND ')} ` +
+    `AND NOT EXISTS (SELECT 1 FROM ${fk.parent} t WHERE ${fk.parentCols.map((col, j) => `t.${quoteIdent(col)} = c.${quoteIdent(fk.childCols[j])}`).join(' AND ')})) m; ` +
+    `IF n > 0 THEN RAISE EXCEPTION 'pgrunbook: foreign key % of %: % rows reference keys (%) that % does not hold, e.g. %; rolling back', ` +
+    `${quoteLiteral(fk.name)}, ${quoteLiteral(fk.child)}, n, ${quoteLiteral(fk.childCols.join(', '))}, ${quoteLiteral(fk.parent)}, sample; END IF; END $pgrunbook$;`
+  );
+}
+
 async function verifyCopy(ctx: StepContext): Promise<boolean> {
   const p = plan(ctx);
   const svc = services(ctx);
@@ -793,6 +1160,6 @@ async function verifyCopy(ctx: StepContext): Promise<boolean> {
   const countsOk = prod.rows === temp.rows;
   ctx.check(`rows in ${copied.table}`, countsOk, countsOk ? `${prod.rows} rows, as restored from the dump` : `${prod.rows} rows in ${p.database}, ${temp.rows} restored from the dump`);
   const sumOk = prod.sum === temp.sum;
-  ctx.check(`contents of ${copied.table}`, sumOk, sumOk ? `every row matches the dump (checksum of ${copied.columns.length} columns)` : `the rows differ from the dump's (checksums ${prod.sum} and ${temp.sum}): something changed them since the copy`);
+  ctx.check(`contents of ${copied.table}`, sumOk, sumOk ? `every row matches the dump (checksum of ${copied.columns.length} columns)` : `the rows differ from the dump's now (checksums ${prod.sum} and ${temp.sum}), though they matched before COMMIT (checked inside the copy's transaction): they were changed after the commit, by another session or a deferred trigger`);
   return countsOk && sumOk;
 }
