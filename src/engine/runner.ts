@@ -53,6 +53,8 @@ interface StepOutcome {
   error?: string;
   reason?: string;
   hint?: string;
+  /** A failure that carries its own exit code (e.g. 75, a lock held by another run). */
+  exitCode?: number;
 }
 
 export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
@@ -119,6 +121,7 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
   let runStatus: RunStatus = dryRun ? 'planned' : 'ok';
   let runError: string | undefined;
   let runHint: string | undefined;
+  let runExitCode: number | undefined;
   let verificationFailed = false;
   let lastRefusalReason: string | undefined;
 
@@ -180,6 +183,7 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
       runStatus = 'failed';
       runError = `step "${step.title}" failed: ${outcome.error}`;
       runHint = outcome.hint;
+      runExitCode = outcome.exitCode;
       break;
     }
     if (outcome.status === 'refused') {
@@ -209,7 +213,7 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
     runId,
     procedure: procedure.id,
     status: runStatus,
-    exitCode: exitCodeFor(runStatus),
+    exitCode: runStatus === 'failed' && runExitCode !== undefined ? runExitCode : exitCodeFor(runStatus),
     durationMs: Date.now() - runStarted,
     steps: stepSummaries,
     checks,
@@ -360,7 +364,9 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
     if (err instanceof ConfirmationRefusedError) {
       return { status: 'refused', error: err.message, hint: (err as { hint?: string }).hint };
     }
-    return { status: 'failed', error: errorMessage(err), hint: (err as { hint?: string } | undefined)?.hint };
+    // Opt-in only (execa's errors carry an unrelated exitCode): e.g. LockHeldError's 75.
+    const own = (err as { procedureExitCode?: unknown } | undefined)?.procedureExitCode;
+    return { status: 'failed', error: errorMessage(err), hint: (err as { hint?: string } | undefined)?.hint, exitCode: typeof own === 'number' && Number.isInteger(own) && own > 0 ? own : undefined };
   }
 }
 
