@@ -144,17 +144,17 @@ export class LocalStore implements ObjectStore {
     for (const at of [dir, this.root]) {
       try {
         const fsInfo = await statfs(at);
-        free = `, ${formatBytesShort(Number(fsInfo.bavail) * Number(fsInfo.bsize))} free there now`;
+        free = `, ${formatBytesShort(Number(fsInfo.bavail) * Number(fsInfo.bsize))} free there when it failed`;
         break;
       } catch {
         // gone or unavailable: try the root, else say what is known
       }
     }
     const done = written === undefined ? '' : `; ${formatBytesShort(written)} of it written`;
-    const want = expected === undefined ? '' : ` (about ${formatBytesShort(expected)} expected)`;
+    const want = expected === undefined ? '' : ` (the writer expected up to about ${formatBytesShort(expected)})`;
     return new StorageError(
       `cannot ${operation} '${key}' in ${this.description}: no space left on the file system of ${dir} (${code === 'EDQUOT' ? 'disk quota exceeded' : 'ENOSPC'})` +
-        `${done}${want}${free}. The partial file was removed. Free space there or use a repository with more room, then run again`,
+        `${done}${want}${free}. The partial file was removed. Free space there (df -h ${this.root}) or use a repository with more room, then run again`,
       { code: 'io', operation, key, store: this.description, causeCode: code },
     );
   }
@@ -247,15 +247,18 @@ export class LocalStore implements ObjectStore {
       await fsyncDir(dir);
       return { key, size: hasher.byteCount, sha256: hasher.sha256 };
     } catch (err) {
-      await Promise.all(temps.map(unlinkQuiet));
-      if (err instanceof StorageError) throw err;
-      if (opts.signal?.aborted) throw opts.signal.reason ?? err;
+      // Measured before the temp files go: what was free when the write failed.
+      let failure: unknown;
+      if (err instanceof StorageError) failure = err;
+      else if (opts.signal?.aborted) failure = opts.signal.reason ?? err;
       // The file system failed (ENOSPC, EACCES...): that is the cause, even though the pipeline then
       // destroyed the body with an AbortError ("The operation was aborted").
-      if (fsError !== undefined) throw await this.writeError('put', key, fsError, dir, written, opts.contentLength ?? opts.sizeHint);
-      if (sourceError !== undefined && !isAbortError(sourceError)) throw sourceError; // the body failed, not the file system
-      if (errno(err) !== undefined || sourceError === undefined) throw await this.writeError('put', key, err, dir, written, opts.contentLength ?? opts.sizeHint);
-      throw sourceError;
+      else if (fsError !== undefined) failure = await this.writeError('put', key, fsError, dir, written, opts.contentLength ?? opts.sizeHint);
+      else if (sourceError !== undefined && !isAbortError(sourceError)) failure = sourceError; // the body failed, not the file system
+      else if (errno(err) !== undefined || sourceError === undefined) failure = await this.writeError('put', key, err, dir, written, opts.contentLength ?? opts.sizeHint);
+      else failure = sourceError;
+      await Promise.all(temps.map(unlinkQuiet));
+      throw failure;
     }
   }
 
