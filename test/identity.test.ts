@@ -13,7 +13,8 @@ import { isRoot } from '../src/postgres/osuser.js';
 import { openStore } from '../src/storage/url.js';
 import { readCatalog } from '../src/storage/catalog.js';
 import { IDENTITY_KEY, readRepositoryIdentity, systemIdentifierFromSegment } from '../src/storage/identity.js';
-import { lockKey } from '../src/storage/lock.js';
+import { acquireLock, LockHeldError, lockKey, readLock } from '../src/storage/lock.js';
+import { waitFor } from './helpers/wait.js';
 import type { ObjectStore } from '../src/storage/types.js';
 
 const made: string[] = [];
@@ -276,6 +277,39 @@ describe.each(['file', 's3'] as const)('backups never collide (%s)', (kind) => {
     const keys = await keysOf(url, env);
     expect(keys).not.toContain(BASE_LOCK);
     expect(keys.filter((k) => k.endsWith('/backup.json'))).toHaveLength(1);
+  });
+});
+
+describe('the lock itself (file://)', () => {
+  it('is refreshed while held, released at the end; a lock of an earlier attempt of the same run whose process is gone is taken over at once', async () => {
+    const url = `file://${path.join(madeDir('pgrunbook-id-lockunit-'), 'repo')}`;
+    await withStore(url, {}, async (store) => {
+      const lock = await acquireLock(store, BASE_LOCK, { runId: 'run-1', procedure: 'backup-base', ttlMs: 4000 });
+      const first = (await readLock(store, BASE_LOCK))!;
+      expect(first.runId).toBe('run-1');
+      lock.startRefreshing(300);
+      await waitFor('the lock to be refreshed', async () => Date.parse((await readLock(store, BASE_LOCK))!.expiresAt) > Date.parse(first.expiresAt), 5000);
+      // A second taker is refused while it is fresh, and told who holds it.
+      const refused = await acquireLock(store, BASE_LOCK, { runId: 'run-2' }).catch((e: unknown) => e);
+      expect(refused).toBeInstanceOf(LockHeldError);
+      expect((refused as LockHeldError).procedureExitCode).toBe(75);
+      expect((refused as LockHeldError).message).toContain('run run-1 (backup-base)');
+      await lock.release();
+      expect(await store.head(BASE_LOCK)).toBeUndefined();
+
+      // Left behind by a process of run-3 that is gone (not expired): run-3 resumed takes it over.
+      const dead = execa('true');
+      await dead;
+      const left = { ...first, runId: 'run-3', pid: dead.pid!, token: 'e'.repeat(32), expiresAt: new Date(Date.now() + 600_000).toISOString() };
+      await store.put(BASE_LOCK, Buffer.from(JSON.stringify(left)));
+      const other = await acquireLock(store, BASE_LOCK, { runId: 'run-4' }).catch((e: unknown) => e);
+      expect(other).toBeInstanceOf(LockHeldError);
+      const warnings: string[] = [];
+      const resumed = await acquireLock(store, BASE_LOCK, { runId: 'run-3', onWarn: (m) => warnings.push(m) });
+      expect(warnings.join('\n')).toContain('left by an earlier attempt of this run');
+      expect((await readLock(store, BASE_LOCK))!.token).toBe(resumed.token);
+      await resumed.release();
+    });
   });
 });
 

@@ -66,6 +66,16 @@ async function readWhole(store: ObjectStore, key: string): Promise<Buffer | unde
   }
 }
 
+function pidAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
@@ -219,12 +229,15 @@ export async function acquireLock(store: ObjectStore, key: string, opts: Acquire
     const holder = await readLock(store, key);
     if (!holder) continue; // released meanwhile: try again
     const expires = Date.parse(holder.expiresAt);
-    if (Number.isFinite(expires) && expires > now().getTime()) throw new LockHeldError(key, holder, store.describe());
+    // An earlier attempt of this very run (resumed after a crash or an unreachable store) whose
+    // process is gone: its lock is ours to take over at once.
+    const ownEarlierAttempt = holder.runId === opts.runId && holder.host === os.hostname() && holder.pid !== process.pid && !pidAlive(holder.pid);
+    if (!ownEarlierAttempt && Number.isFinite(expires) && expires > now().getTime()) throw new LockHeldError(key, holder, store.describe());
     // Expired: the holder died (or stopped refreshing). Remove exactly that record, then race for it.
     const again = await readLock(store, key);
     if (again && again.token !== holder.token) continue; // someone else took it over meanwhile
     onWarn(
-      `taking over the expired lock ${key} in ${store.describe()}: it was held by run ${holder.runId} by ${holder.owner} on ${holder.host} (pid ${holder.pid}), ` +
+      `taking over the ${ownEarlierAttempt ? 'lock left by an earlier attempt of this run,' : 'expired lock'} ${key} in ${store.describe()}: it was held by run ${holder.runId} by ${holder.owner} on ${holder.host} (pid ${holder.pid}), ` +
         `which last refreshed it at ${holder.refreshedAt} and let it expire at ${holder.expiresAt}`,
     );
     await store.delete(key);
