@@ -44,6 +44,8 @@ import {
 const TMP_PREFIX = `${RESERVED_NAME_PREFIX}tmp-`;
 const META_PREFIX = `${RESERVED_NAME_PREFIX}meta-`;
 const FILE_MODE = 0o640;
+/** putIfAbsent's small records: wal-push (as postgres) and backups (as another user) both read them. */
+const SHARED_FILE_MODE = 0o644;
 const DIR_MODE = 0o750;
 
 export function createStore(loc: RepoLocation): ObjectStore {
@@ -272,6 +274,8 @@ export class LocalStore implements ObjectStore {
       const tmp = await this.openTemp(dir);
       tmpPath = tmp.path;
       try {
+        // Records every user of the repository reads (the format record, locks): not secret.
+        await tmp.fh.chmod(SHARED_FILE_MODE);
         await tmp.fh.writeFile(body);
         await tmp.fh.sync();
       } finally {
