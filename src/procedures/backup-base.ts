@@ -195,7 +195,7 @@ export const backupBaseProcedure: Procedure = {
         // A repository holds one cluster: another cluster's is refused before anything is written.
         const sysid = r.systemIdentifier ?? systemIdentifier;
         if (identity && sysid) {
-          checkRepositoryIdentity(repo.store, identity, sysid);
+          for (const w of checkRepositoryIdentity(repo.store, identity, sysid, { pgMajor: major, walSegmentSize: r.walSegmentSize })) ctx.log(w, 'warn');
           ctx.check('repository belongs to this cluster', true, `${IDENTITY_KEY}: system identifier ${identity.systemIdentifier}`);
         } else if (!identity) {
           ctx.log(`${repo.describe()} has no format record (${IDENTITY_KEY}) yet: the first backup committed adopts it for system identifier ${sysid || '(not known yet)'}`);

@@ -178,7 +178,7 @@ async function preflight(ctx: StepContext): Promise<void> {
       ctx.check('repository belongs to this cluster', false, message);
       problems.push(message);
     } else {
-      checkRepositoryIdentity(repoStore, identity, server.systemIdentifier);
+      for (const w of checkRepositoryIdentity(repoStore, identity, server.systemIdentifier, { pgMajor: serverMajor(server.versionNum), walSegmentSize: server.walSegmentSize })) ctx.log(w, 'warn');
       ctx.check('repository belongs to this cluster', true, `${IDENTITY_KEY}: system identifier ${identity.systemIdentifier}`);
     }
   }

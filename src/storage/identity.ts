@@ -80,9 +80,33 @@ export async function readRepositoryIdentity(store: ObjectStore): Promise<Reposi
   return parse(raw, store.describe());
 }
 
-/** Throws IdentityMismatchError when the record names another cluster. */
-export function checkRepositoryIdentity(store: ObjectStore, record: RepositoryIdentity, systemIdentifier: string, what?: string): void {
-  if (record.systemIdentifier !== systemIdentifier) throw new IdentityMismatchError(record.systemIdentifier, systemIdentifier, store.describe(), what);
+/**
+ * Throws IdentityMismatchError when the record names another cluster, and an Error when the WAL
+ * segment size differs (WAL file names and positions would not mean the same). Returns warnings
+ * (another major version: the same cluster upgraded; older backups cannot be restored with it).
+ */
+export function checkRepositoryIdentity(
+  store: ObjectStore,
+  record: RepositoryIdentity,
+  systemIdentifier: string,
+  cluster: { pgMajor?: number; walSegmentSize?: number } = {},
+): string[] {
+  if (record.systemIdentifier !== systemIdentifier) throw new IdentityMismatchError(record.systemIdentifier, systemIdentifier, store.describe());
+  if (record.walSegmentSize !== undefined && cluster.walSegmentSize !== undefined && record.walSegmentSize !== cluster.walSegmentSize) {
+    throw Object.assign(
+      new Error(
+        `the repository ${store.describe()} holds WAL of ${record.walSegmentSize}-byte segments; this server's wal_segment_size is ${cluster.walSegmentSize} (changed with pg_resetwal?). Nothing was stored`,
+      ),
+      { hint: 'use a new repository (--repo) for the cluster as it is now' },
+    );
+  }
+  const warnings: string[] = [];
+  if (record.pgMajor !== undefined && cluster.pgMajor !== undefined && record.pgMajor !== cluster.pgMajor) {
+    warnings.push(
+      `the repository was started by PostgreSQL ${record.pgMajor}; this server is ${cluster.pgMajor}: backups taken before the upgrade restore only with PostgreSQL ${record.pgMajor}`,
+    );
+  }
+  return warnings;
 }
 
 /**

@@ -12,7 +12,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { ObjectNotFoundError, StorageError, type ObjectInfo, type ObjectStore } from './types.js';
 import { sha256Hex } from './checksum.js';
 import { parseWalFileName } from './walnames.js';
-import { ensureRepositoryIdentity, systemIdentifierFromSegment } from './identity.js';
+import { checkRepositoryIdentity, ensureRepositoryIdentity, systemIdentifierFromSegment } from './identity.js';
 
 const gzip = promisify(zlib.gzip);
 
@@ -78,7 +78,10 @@ export async function pushWal(store: ObjectStore, sourcePath: string, opts: WalP
   // (adopted by the first writer). History and .backup files carry no identifier.
   if (parsed.kind === 'segment' || parsed.kind === 'partial') {
     const id = systemIdentifierFromSegment(raw);
-    if (id) await ensureRepositoryIdentity(store, { systemIdentifier: id.systemIdentifier, walSegmentSize: id.segmentSize, compression: opts.compression });
+    if (id) {
+      const record = await ensureRepositoryIdentity(store, { systemIdentifier: id.systemIdentifier, walSegmentSize: id.segmentSize, compression: opts.compression });
+      checkRepositoryIdentity(store, record, id.systemIdentifier, { walSegmentSize: id.segmentSize });
+    }
   }
   const rawSha = sha256Hex(raw);
   const key = walKey(name, opts.compression);
