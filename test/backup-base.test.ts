@@ -411,7 +411,7 @@ describe('backup-base of a ~100 MB cluster, interrupted', () => {
     expect(r.exitCode, String(r.stderr)).toBe(1);
     const summary = events.at(-1)!.summary;
     expect(summary.steps.find((s: any) => s.id === 'backup').status).toBe('failed');
-    expect(summary.error).toMatch(/storing the backup failed: S3 put 'basebackups\/\w+\/base.tar.gz' in s3:\/\/.*ECONNREFUSED/);
+    expect(summary.error).toMatch(/storing the backup failed: S3 put 'basebackups\/[\w-]+\/base.tar.gz' in s3:\/\/.*ECONNREFUSED/);
     expect(summary.error).toContain('pg_basebackup was stopped; nothing was committed (no backup.json)');
     expect(summary.hint).toContain(`--resume ${summary.runId}`);
 

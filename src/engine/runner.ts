@@ -77,6 +77,8 @@ interface StepOutcome {
   error?: string;
   reason?: string;
   hint?: string;
+  /** A failure that carries its own exit code (e.g. 75, a lock held by another run; 3, corruption). */
+  exitCode?: number;
 }
 
 export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
@@ -183,6 +185,7 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
   let runStatus: RunStatus = dryRun ? 'planned' : 'ok';
   let runError: string | undefined;
   let runHint: string | undefined;
+  let runExitCode: number | undefined;
   let verificationFailed = false;
   let lastRefusalReason: string | undefined;
 
@@ -250,6 +253,7 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
         runStatus = 'failed';
         runError = `step "${step.title}" failed: ${outcome.error}`;
         runHint = outcome.hint;
+        runExitCode = outcome.exitCode;
         break;
       }
       if (outcome.status === 'refused') {
@@ -296,7 +300,7 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
       runId,
       procedure: procedure.id,
       status,
-      exitCode: exitCodeFor(status),
+      exitCode: status === 'failed' && runExitCode !== undefined ? runExitCode : exitCodeFor(status),
       durationMs: Date.now() - runStarted,
       steps: stepSummaries,
       checks,
@@ -490,7 +494,7 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
     if (err instanceof ConfirmationRefusedError) {
       return { status: 'refused', error: err.message, hint: hintOf(err) };
     }
-    return { status: 'failed', error: errorMessage(err), hint: hintOf(err) };
+    return { status: 'failed', error: errorMessage(err), hint: hintOf(err), exitCode: ownExitCode(err) };
   }
 
   /** Resolves 'abandoned' when the supervisor says the current step can never settle. */
@@ -545,6 +549,18 @@ function safeDescribe(step: Step, ctx: StepContext): string | undefined {
 function failedChecksText(checks: CheckResult[]): string {
   const failed = checks.filter((c) => !c.ok);
   return failed.map((c) => (c.detail ? `${c.name}: ${c.detail}` : c.name)).join('; ');
+}
+
+/**
+ * Opt-in only (execa's errors carry an unrelated exitCode): an error may name its exit code
+ * (`procedureExitCode`, e.g. LockHeldError's 75), and one that reports damaged data
+ * (`corrupt: true`, e.g. a checksum mismatch) is a failed verification, exit 3.
+ */
+function ownExitCode(err: unknown): number | undefined {
+  const own = (err as { procedureExitCode?: unknown } | undefined)?.procedureExitCode;
+  if (typeof own === 'number' && Number.isInteger(own) && own > 0) return own;
+  if ((err as { corrupt?: unknown } | undefined)?.corrupt === true) return EXIT.verification;
+  return undefined;
 }
 
 export function exitCodeFor(status: RunStatus): number {

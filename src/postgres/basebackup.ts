@@ -577,6 +577,8 @@ export interface BaseBackupReadiness {
   extraTablespaces: { name: string; location: string }[];
   /** Sum of pg_database_size over the databases we may size: an estimate of the backup's size. */
   sizeEstimate: number;
+  /** pg_control_system().system_identifier; undefined when this role may not call it. */
+  systemIdentifier?: string;
 }
 
 export async function readBaseBackupReadiness(conn: ConnectionSettings): Promise<BaseBackupReadiness> {
@@ -611,8 +613,16 @@ export async function readBaseBackupReadiness(conn: ConnectionSettings): Promise
       `SELECT sum(pg_database_size(oid)) AS total FROM pg_database
         WHERE has_database_privilege(oid, 'CONNECT') OR pg_has_role('pg_read_all_stats', 'MEMBER')`,
     );
+    // pg_control_system() may be revoked from this role: IDENTIFY_SYSTEM gives it too, later.
+    let systemIdentifier: string | undefined;
+    try {
+      systemIdentifier = (await c.query<{ id: string }>(`SELECT system_identifier::text AS id FROM pg_control_system()`)).rows[0]?.id;
+    } catch {
+      systemIdentifier = undefined;
+    }
     const r = s.rows[0];
     return {
+      systemIdentifier,
       serverVersion: r.version,
       serverVersionNum: Number(r.version_num),
       walLevel: r.wal_level,

@@ -32,7 +32,9 @@ import {
   type TarEntrySink,
   type WalHold,
 } from '../postgres/basebackup.js';
-import { openRepository, backupId, type ObjectRecord, type Repository } from '../storage/repository.js';
+import { openRepository, uniqueBackupId, type ObjectRecord, type Repository } from '../storage/repository.js';
+import { checkRepositoryIdentity, ensureRepositoryIdentity, IDENTITY_KEY, IdentityMismatchError, readRepositoryIdentity, type RepositoryIdentity } from '../storage/identity.js';
+import { acquireLock, lockKey, type HeldLock } from '../storage/lock.js';
 import { BACKUP_META, BASEBACKUP_PREFIX, type BaseBackupMeta } from '../storage/catalog.js';
 import { ChecksumMismatchError, StorageError } from '../storage/types.js';
 import { describeLocation, parseRepoUrl, secretsOf } from '../storage/url.js';
@@ -54,7 +56,11 @@ interface PreflightState {
   tool: string;
   /** The repository checked (secrets removed): a resumed run must use the same one. */
   repository: string;
+  pgMajor?: number;
 }
+
+/** One base backup at a time per repository. */
+const BACKUP_LOCK = lockKey('backup-base');
 
 export const backupBaseProcedure: Procedure = {
   id: 'backup-base',
@@ -91,7 +97,7 @@ export const backupBaseProcedure: Procedure = {
       describe: (ctx) =>
         `Checking that ${repoDescription(ctx)} is reachable, and that ${describeConnection(services(ctx).connection)} allows a base backup: wal_level, max_wal_senders, the REPLICATION privilege, a replication connection (pg_hba.conf), no tablespaces outside the data directory, and a pg_basebackup at least as new as the server.`,
       plan: (ctx) => [
-        `list ${BASEBACKUP_PREFIX} in ${repoDescription(ctx)} (the repository is reachable)`,
+        `list ${BASEBACKUP_PREFIX} in ${repoDescription(ctx)} (the repository is reachable); get ${IDENTITY_KEY}, the repository's format record: its system identifier must be this cluster's`,
         `connect to ${describeConnection(services(ctx).connection)}: read wal_level, max_wal_senders, the role's REPLICATION/SUPERUSER, pg_tablespace, sum(pg_database_size)`,
         `open a replication connection and run IDENTIFY_SYSTEM (system identifier, timeline; proves pg_hba.conf allows it)`,
         `pg_basebackup --version (must be at least the server's major version)`,
@@ -99,6 +105,7 @@ export const backupBaseProcedure: Procedure = {
       async run(ctx) {
         const svc = services(ctx);
         const repo = await openRepo(ctx);
+        let identity: RepositoryIdentity | undefined;
         try {
           try {
             for await (const entry of repo.store.list(BASEBACKUP_PREFIX)) {
@@ -108,6 +115,7 @@ export const backupBaseProcedure: Procedure = {
           } catch (err) {
             throw new Error(`the repository ${repo.describe()} is not reachable: ${(err as Error).message}`);
           }
+          identity = await readRepositoryIdentity(repo.store);
         } finally {
           await repo.close().catch(() => {});
         }
@@ -184,10 +192,20 @@ export const backupBaseProcedure: Procedure = {
           }
         }
 
+        // A repository holds one cluster: another cluster's is refused before anything is written.
+        const sysid = r.systemIdentifier ?? systemIdentifier;
+        if (identity && sysid) {
+          for (const w of checkRepositoryIdentity(repo.store, identity, sysid, { pgMajor: major, walSegmentSize: r.walSegmentSize })) ctx.log(w, 'warn');
+          ctx.check('repository belongs to this cluster', true, `${IDENTITY_KEY}: system identifier ${identity.systemIdentifier}`);
+        } else if (!identity) {
+          ctx.log(`${repo.describe()} has no format record (${IDENTITY_KEY}) yet: the first backup committed adopts it for system identifier ${sysid || '(not known yet)'}`);
+        }
+
         const state: PreflightState = {
           serverVersion: r.serverVersion,
           serverVersionNum: r.serverVersionNum,
-          systemIdentifier,
+          pgMajor: major,
+          systemIdentifier: systemIdentifier || sysid || '',
           walSegmentSize: r.walSegmentSize,
           // The databases, plus at least one WAL segment inside the tar.
           sizeEstimate: r.sizeEstimate + r.walSegmentSize,
@@ -205,6 +223,7 @@ export const backupBaseProcedure: Procedure = {
       describe: (ctx) =>
         `Running pg_basebackup (tar, WAL included, ${String(ctx.params.checkpoint ?? 'spread')} checkpoint) and streaming it, gzip-compressed, to ${repoDescription(ctx)}; its backup_manifest is stored alongside. Nothing is offered for restore until the backup has been verified and committed.`,
       plan: (ctx) => [
+        `create ${BACKUP_LOCK} (owner, host, pid, run id, expiry) if absent: another base backup into this repository holding it stops this run with exit 75; refreshed while the backup runs, removed at the end`,
         `SELECT pg_create_physical_replication_slot('pgrunbook_<id>_<pid>', true, true): a temporary slot holding WAL until the backup has fetched it (it goes with the session)`,
         `pg_basebackup ${pgBasebackupArgs({ label: 'pgrunbook-<id>', checkpoint: checkpointOf(ctx), maxRate: maxRateOf(ctx) }).join(' ')} | gzip -1 -> put ${BASEBACKUP_PREFIX}<id>/${DATA_OBJECT}`,
         `put ${BASEBACKUP_PREFIX}<id>/${MANIFEST_OBJECT} (taken from the tar stream as it passes)`,
@@ -212,10 +231,15 @@ export const backupBaseProcedure: Procedure = {
       async run(ctx) {
         const pre = ctx.state.preflight as PreflightState;
         const repo = await openRepo(ctx);
+        let done = false;
         try {
           if (pre.repository && repo.describe() !== pre.repository) {
             throw new Error(`this run checked the repository ${pre.repository}, but now has ${repo.describe()}: when resuming, pass the same --repo (and connection flags) as the first attempt`);
           }
+          await holdBackupLock(ctx);
+          // Checked again under the lock: another cluster may have adopted the repository since preflight.
+          const identity = await readRepositoryIdentity(repo.store);
+          if (identity && pre.systemIdentifier) checkRepositoryIdentity(repo.store, identity, pre.systemIdentifier);
           // An earlier attempt of this run that stopped half-way left objects without backup.json: remove them.
           const previous = ctx.state.backupId as string | undefined;
           if (previous && !ctx.state.committed) await removeBackupObjects(ctx, repo, previous, 'earlier unfinished');
@@ -229,7 +253,9 @@ export const backupBaseProcedure: Procedure = {
             await removeBackupObjects(ctx, repo, id, ctx.signal.aborted ? 'interrupted' : 'failed');
             throw err;
           }
+          done = true;
         } finally {
+          if (!done || ctx.signal.aborted) await releaseBackupLock(ctx);
           await repo.close().catch(() => {});
         }
       },
@@ -247,13 +273,18 @@ export const backupBaseProcedure: Procedure = {
       async run(ctx) {
         const meta = ctx.state.meta as BaseBackupMeta;
         const repo = await openRepo(ctx);
+        let done = false;
         try {
+          await holdBackupLock(ctx);
           const failed = await verifyBackup(ctx, repo, meta);
           if (failed) {
             ctx.log(`verification failed: removing ${BASEBACKUP_PREFIX}${meta.id}/ so that it is never offered for restore`, 'error');
             await removeBackupObjects(ctx, repo, meta.id, 'rejected');
+          } else {
+            done = true;
           }
         } finally {
+          if (!done || ctx.signal.aborted) await releaseBackupLock(ctx);
           await repo.close().catch(() => {});
         }
       },
@@ -263,14 +294,33 @@ export const backupBaseProcedure: Procedure = {
       title: 'Commit the backup (write backup.json)',
       kind: 'action',
       describe: () => 'Writing backup.json last: from now on the backup is complete and offered for restore.',
-      plan: () => [`put ${BASEBACKUP_PREFIX}<id>/${BACKUP_META} (written last: the backup becomes complete)`],
+      plan: () => [
+        `create ${IDENTITY_KEY} (this cluster's system identifier, major version, WAL segment size) if the repository has none; refused if it names another cluster`,
+        `put ${BASEBACKUP_PREFIX}<id>/${BACKUP_META} (written last: the backup becomes complete)`,
+        `remove ${BACKUP_LOCK}`,
+      ],
       async run(ctx) {
         const meta = ctx.state.meta as BaseBackupMeta;
+        const pre = ctx.state.preflight as PreflightState;
         const repo = await openRepo(ctx);
         try {
+          await holdBackupLock(ctx);
           if (await repo.store.head(repo.baseBackupKey(meta.id, BACKUP_META))) {
             ctx.log(`backup ${meta.id} was already committed`);
           } else {
+            // The first committed backup adopts the repository for this cluster; if another cluster
+            // got there first, this backup is removed, never committed.
+            try {
+              await ensureRepositoryIdentity(repo.store, {
+                systemIdentifier: meta.systemIdentifier ?? pre.systemIdentifier,
+                pgMajor: pre.pgMajor ?? Math.floor(pre.serverVersionNum / 10000),
+                walSegmentSize: pre.walSegmentSize,
+                compression: 'gzip',
+              });
+            } catch (err) {
+              if (err instanceof IdentityMismatchError) await removeBackupObjects(ctx, repo, meta.id, 'refused');
+              throw err;
+            }
             await repo.commitBaseBackup(meta);
           }
           ctx.state.committed = true;
@@ -278,6 +328,7 @@ export const backupBaseProcedure: Procedure = {
             `base backup ${meta.id} complete in ${repo.describe()}: ${meta.startLsn} .. ${meta.stopLsn} on timeline ${meta.timeline}, ${formatBytes(meta.size ?? 0)} stored (${formatBytes(meta.uncompressedSize ?? 0)} uncompressed)`,
           );
         } finally {
+          await releaseBackupLock(ctx);
           await repo.close().catch(() => {});
         }
       },
@@ -337,11 +388,44 @@ function replicationConnectHint(message: string, user: string): string {
   return `a replication connection (as pg_basebackup opens) failed: ${message}`;
 }
 
-/** Backup ids sort by time; a second backup in the same second gets a suffix. */
+/** Held locks of runs in this process, by run id: taken by the backup step, kept through verify and commit. */
+const heldLocks = new Map<string, { lock: HeldLock; repo: Repository; log: (message: string, level?: 'info' | 'warn' | 'error') => void }>();
+
+/** Take (or keep) the repository's base backup lock for this run; LockHeldError (exit 75) names the holder. */
+async function holdBackupLock(ctx: StepContext): Promise<HeldLock> {
+  const have = heldLocks.get(ctx.runId);
+  if (have && !have.lock.lost) {
+    have.log = (m, l) => ctx.log(m, l);
+    return have.lock;
+  }
+  if (have) await releaseBackupLock(ctx);
+  // Its own connection: it outlives each step's and refreshes the lock in the background.
+  const repo = await openRepo(ctx);
+  try {
+    const entry = { repo, log: (m: string, l?: 'info' | 'warn' | 'error') => ctx.log(m, l) } as { lock: HeldLock; repo: Repository; log: (m: string, l?: 'info' | 'warn' | 'error') => void };
+    entry.lock = await acquireLock(repo.store, BACKUP_LOCK, { runId: ctx.runId, procedure: 'backup-base', onWarn: (m) => entry.log(m, 'warn') });
+    entry.lock.startRefreshing();
+    heldLocks.set(ctx.runId, entry);
+    ctx.log(`took the repository's base backup lock ${BACKUP_LOCK} (valid until ${entry.lock.expiresAt}; refreshed while this run goes on)`);
+    return entry.lock;
+  } catch (err) {
+    await repo.close().catch(() => {});
+    throw err;
+  }
+}
+
+async function releaseBackupLock(ctx: StepContext): Promise<void> {
+  const have = heldLocks.get(ctx.runId);
+  if (!have) return;
+  heldLocks.delete(ctx.runId);
+  await have.lock.release();
+  await have.repo.close().catch(() => {});
+}
+
+/** Unique ids (time plus a random part): two runs never pick the same one; checked anyway. */
 async function freshBackupId(repo: Repository): Promise<string> {
-  const base = backupId(new Date());
-  for (let n = 0; n < 100; n++) {
-    const id = n === 0 ? base : backupId(new Date(), String(n + 1));
+  for (let n = 0; n < 5; n++) {
+    const id = uniqueBackupId(new Date());
     let taken = false;
     for await (const entry of repo.store.list(`${BASEBACKUP_PREFIX}${id}/`)) {
       void entry;
@@ -350,7 +434,7 @@ async function freshBackupId(repo: Repository): Promise<string> {
     }
     if (!taken) return id;
   }
-  throw new Error(`could not find a free backup id under ${BASEBACKUP_PREFIX}${base} in ${repo.describe()}`);
+  throw new Error(`could not find a free backup id under ${BASEBACKUP_PREFIX} in ${repo.describe()}`);
 }
 
 /** Best effort, bounded in time: a dead repository must not hold up the end of the run. */

@@ -10,9 +10,10 @@ import { describeConnection, type ConnectionSettings } from '../config/connectio
 import { connectPg, withPg } from '../postgres/client.js';
 import { findPgClientFor, readThroughRestoreList, serverMajor, startPgDump } from '../postgres/pgdump.js';
 import { USER_TABLES_SQL } from '../postgres/user-tables.js';
-import { backupId, openRepository, safeName, type Repository } from '../storage/repository.js';
+import { backupId, openRepository, safeName, uniqueBackupId, type Repository } from '../storage/repository.js';
 import { DUMP_META, DUMP_PREFIX, type DumpMeta } from '../storage/catalog.js';
 import { describeLocation, parseRepoUrl } from '../storage/url.js';
+import { checkRepositoryIdentity, ensureRepositoryIdentity, IDENTITY_KEY, readRepositoryIdentity, type RepositoryIdentity } from '../storage/identity.js';
 import { services } from './services.js';
 
 /** What preflight learned, journaled so a resumed run dumps exactly what was checked. */
@@ -25,6 +26,10 @@ interface Preflight {
   pgRestore?: string;
   /** pg_database_size: the space on disk, an upper bound rather than a forecast of the dump's size. */
   databaseSizes: Record<string, number>;
+  /** The source cluster (pg_control_system()), checked against the repository's format record. */
+  systemIdentifier?: string;
+  walSegmentSize?: number;
+  databaseOids?: Record<string, number>;
 }
 
 /** One committed dump, as the verify step needs it. */
@@ -111,9 +116,13 @@ async function preflight(ctx: StepContext): Promise<void> {
   const problems: string[] = [];
 
   let repo: Repository | undefined;
+  let identity: RepositoryIdentity | undefined;
+  let repoStore: Repository['store'] | undefined;
   try {
     repo = await openRepository(svc.repo, svc.env);
     await probeRepository(repo);
+    repoStore = repo.store;
+    identity = await readRepositoryIdentity(repo.store);
     ctx.check('repository reachable', true, repo.describe());
   } catch (err) {
     // An unparsable URL says so itself; a store that does not answer gets told where to look.
@@ -127,19 +136,32 @@ async function preflight(ctx: StepContext): Promise<void> {
   }
 
   const conn = svc.connection;
-  let server: { version: string; versionNum: number; databases: { name: string; allowConn: boolean; template: boolean; size: number | null }[] } | undefined;
+  let server:
+    | { version: string; versionNum: number; systemIdentifier?: string; walSegmentSize?: number; databases: { name: string; oid: number; allowConn: boolean; template: boolean; size: number | null }[] }
+    | undefined;
   try {
     server = await withPg(conn, async (c) => {
-      const v = await c.query<{ version: string; num: string }>(`SELECT current_setting('server_version') AS version, current_setting('server_version_num') AS num`);
-      const dbs = await c.query<{ name: string; allow_conn: boolean; template: boolean; size: string | null }>(
-        `SELECT datname AS name, datallowconn AS allow_conn, datistemplate AS template,
+      const v = await c.query<{ version: string; num: string; seg: string }>(
+        `SELECT current_setting('server_version') AS version, current_setting('server_version_num') AS num, pg_size_bytes(current_setting('wal_segment_size')) AS seg`,
+      );
+      // May be revoked from this role: then the repository cannot be checked, and says so below.
+      let systemIdentifier: string | undefined;
+      try {
+        systemIdentifier = (await c.query<{ id: string }>(`SELECT system_identifier::text AS id FROM pg_control_system()`)).rows[0]?.id;
+      } catch {
+        systemIdentifier = undefined;
+      }
+      const dbs = await c.query<{ name: string; oid: string; allow_conn: boolean; template: boolean; size: string | null }>(
+        `SELECT datname AS name, oid::int8 AS oid, datallowconn AS allow_conn, datistemplate AS template,
                 CASE WHEN has_database_privilege(oid, 'CONNECT') THEN pg_database_size(oid) END AS size
            FROM pg_database ORDER BY datname`,
       );
       return {
         version: v.rows[0].version,
         versionNum: Number(v.rows[0].num),
-        databases: dbs.rows.map((r) => ({ name: r.name, allowConn: r.allow_conn, template: r.template, size: r.size === null ? null : Number(r.size) })),
+        walSegmentSize: Number(v.rows[0].seg),
+        systemIdentifier,
+        databases: dbs.rows.map((r) => ({ name: r.name, oid: Number(r.oid), allowConn: r.allow_conn, template: r.template, size: r.size === null ? null : Number(r.size) })),
       };
     });
     ctx.check('server reachable', true, `${describeConnection(conn)}, PostgreSQL ${server.version}`);
@@ -147,6 +169,18 @@ async function preflight(ctx: StepContext): Promise<void> {
     const message = errorMessage(err);
     ctx.check('server reachable', false, message);
     problems.push(message);
+  }
+
+  // A repository holds one cluster: another cluster's is refused before anything is written.
+  if (identity && repoStore && server) {
+    if (!server.systemIdentifier) {
+      const message = `the repository belongs to the cluster with system identifier ${identity.systemIdentifier}, and user "${conn.user}" may not read this server's (pg_control_system()); connect as a role that may (a superuser or pg_monitor member), or GRANT EXECUTE ON FUNCTION pg_control_system() TO ${conn.user}`;
+      ctx.check('repository belongs to this cluster', false, message);
+      problems.push(message);
+    } else {
+      for (const w of checkRepositoryIdentity(repoStore, identity, server.systemIdentifier, { pgMajor: serverMajor(server.versionNum), walSegmentSize: server.walSegmentSize })) ctx.log(w, 'warn');
+      ctx.check('repository belongs to this cluster', true, `${IDENTITY_KEY}: system identifier ${identity.systemIdentifier}`);
+    }
   }
 
   let pgDump: { path: string; version: string } | undefined;
@@ -200,6 +234,9 @@ async function preflight(ctx: StepContext): Promise<void> {
     pgDump: pgDump!,
     pgRestore,
     databaseSizes: Object.fromEntries(targets.map((db) => [db, server!.databases.find((d) => d.name === db)!.size ?? 0])),
+    systemIdentifier: server!.systemIdentifier,
+    walSegmentSize: server!.walSegmentSize,
+    databaseOids: Object.fromEntries(targets.map((db) => [db, server!.databases.find((d) => d.name === db)!.oid])),
   };
   ctx.state.preflight = pre;
 }
@@ -267,7 +304,7 @@ async function planDump(ctx: StepContext): Promise<string[]> {
   }
   const id = backupId(new Date());
   const repo = { dumpKey: (db: string, name: string) => `${DUMP_PREFIX}${safeName(db)}/${safeName(id)}/${name}` };
-  lines.push(`backup id ${id} (the start time; a suffix is added if it is taken); ${Number(ctx.params.parallel ?? 1)} database(s) at a time`);
+  lines.push(`backup id ${id}-<ms>-<random> (the start time plus a random part); ${Number(ctx.params.parallel ?? 1)} database(s) at a time`);
   for (const db of dbs) {
     lines.push(
       `${db}: BEGIN ISOLATION LEVEL REPEATABLE READ; pg_export_snapshot(); pg_dump --format=custom --snapshot=<that snapshot> ` +
@@ -363,11 +400,11 @@ async function readCommittedDump(repo: Repository, db: string, id: string): Prom
   };
 }
 
-/** The start time as id; a suffix when a dump of one of these databases already uses it. */
+/** The start time plus a random part (no other run picks the same); checked against what is there anyway. */
 async function freshDumpId(repo: Repository, dbs: string[]): Promise<string> {
   const now = new Date();
-  for (let n = 1; n < 1000; n++) {
-    const id = backupId(now, n === 1 ? undefined : String(n));
+  for (let n = 1; n < 10; n++) {
+    const id = uniqueBackupId(now);
     let taken = false;
     for (const db of dbs) {
       for await (const entry of repo.store.list(`${DUMP_PREFIX}${safeName(db)}/${safeName(id)}/`)) {
@@ -470,9 +507,16 @@ async function dumpDatabase(ctx: StepContext, repo: Repository, pre: Preflight, 
       pgDumpVersion: pre.pgDump.version,
       serverVersion: pre.serverVersion,
       databaseSize: pre.databaseSizes[db],
+      ...(pre.systemIdentifier ? { systemIdentifier: pre.systemIdentifier } : {}),
+      ...(pre.databaseOids?.[db] !== undefined ? { databaseOid: pre.databaseOids[db] } : {}),
     };
     // The operator asked to stop: commit nothing more, even a dump that just finished.
     ctx.signal.throwIfAborted();
+    // The first committed dump adopts the repository for this cluster; another cluster's record
+    // (adopted since preflight) refuses it, and the dump's data is removed below.
+    if (pre.systemIdentifier) {
+      await ensureRepositoryIdentity(repo.store, { systemIdentifier: pre.systemIdentifier, pgMajor: pre.serverMajor, walSegmentSize: pre.walSegmentSize });
+    }
     commitAttempted = true;
     await repo.commitDump(meta);
     const rows = Object.values(rowCounts).reduce((a, b) => a + b, 0);

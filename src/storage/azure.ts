@@ -175,6 +175,22 @@ export class AzureStore implements ObjectStore {
     }
   }
 
+  /** Creates a small blob only if absent: If-None-Match: * (409 BlobAlreadyExists when taken). */
+  async putIfAbsent(key: string, body: Buffer): Promise<boolean> {
+    const name = this.nameOf(key);
+    try {
+      await this.container.getBlockBlobClient(name).upload(body, body.length, {
+        conditions: { ifNoneMatch: '*' },
+        blobHTTPHeaders: { blobContentType: 'application/octet-stream' },
+      });
+      return true;
+    } catch (err) {
+      const status = statusOf(err);
+      if (status === 409 || status === 412 || codeOf(err) === 'BlobAlreadyExists' || codeOf(err) === 'ConditionNotMet') return false;
+      throw this.error('put', key, err);
+    }
+  }
+
   async get(key: string, opts: GetOptions = {}): Promise<GetResult> {
     const name = this.nameOf(key);
     validateRange(opts.range, opts.expectedSha256);

@@ -17,13 +17,14 @@
 
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, rename, rmdir, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Readable, addAbortSignal } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { HashingStream, verifyingStream } from './checksum.js';
 import { describeLocation, type RepoLocation } from './url.js';
 import {
+  isAbortError,
   ObjectNotFoundError,
   RESERVED_NAME_PREFIX,
   StorageError,
@@ -43,6 +44,8 @@ import {
 const TMP_PREFIX = `${RESERVED_NAME_PREFIX}tmp-`;
 const META_PREFIX = `${RESERVED_NAME_PREFIX}meta-`;
 const FILE_MODE = 0o640;
+/** putIfAbsent's small records: wal-push (as postgres) and backups (as another user) both read them. */
+const SHARED_FILE_MODE = 0o644;
 const DIR_MODE = 0o750;
 
 export function createStore(loc: RepoLocation): ObjectStore {
@@ -70,6 +73,18 @@ async function fsyncDir(dir: string): Promise<void> {
 
 async function unlinkQuiet(path: string): Promise<void> {
   await unlink(path).catch(() => undefined);
+}
+
+function formatBytesShort(n: number): string {
+  if (!Number.isFinite(n)) return `${n} bytes`;
+  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${n} bytes` : `${v.toFixed(1)} ${units[u]} (${n} bytes)`;
 }
 
 export class LocalStore implements ObjectStore {
@@ -120,6 +135,32 @@ export class LocalStore implements ObjectStore {
     );
   }
 
+  /**
+   * A full or forbidden file system, said so an operator can act on it: the directory, what was
+   * written and what was expected (when known), and what is free there now.
+   */
+  private async writeError(operation: string, key: string, err: unknown, dir: string, written?: number, expected?: number): Promise<StorageError> {
+    const code = errno(err);
+    if (code !== 'ENOSPC' && code !== 'EDQUOT') return this.ioError(operation, key, err);
+    let free = '';
+    for (const at of [dir, this.root]) {
+      try {
+        const fsInfo = await statfs(at);
+        free = `, ${formatBytesShort(Number(fsInfo.bavail) * Number(fsInfo.bsize))} free there when it failed`;
+        break;
+      } catch {
+        // gone or unavailable: try the root, else say what is known
+      }
+    }
+    const done = written === undefined ? '' : `; ${formatBytesShort(written)} of it written`;
+    const want = expected === undefined ? '' : ` (the writer expected up to about ${formatBytesShort(expected)})`;
+    return new StorageError(
+      `cannot ${operation} '${key}' in ${this.description}: no space left on the file system of ${dir} (${code === 'EDQUOT' ? 'disk quota exceeded' : 'ENOSPC'})` +
+        `${done}${want}${free}. The partial file was removed. Free space there (df -h ${this.root}) or use a repository with more room, then run again`,
+      { code: 'io', operation, key, store: this.description, causeCode: code },
+    );
+  }
+
   /** mkdir -p, fsyncing the parent of every directory it created. */
   private async ensureDir(dir: string): Promise<void> {
     const first = await mkdir(dir, { recursive: true, mode: DIR_MODE });
@@ -152,6 +193,8 @@ export class LocalStore implements ObjectStore {
     const dir = dirname(finalPath);
     const temps: string[] = [];
     let sourceError: unknown;
+    let fsError: unknown;
+    let written: number | undefined;
     if (!Buffer.isBuffer(body)) body.once('error', (err) => (sourceError ??= err));
     try {
       const tmp = await this.openTemp(dir);
@@ -163,12 +206,23 @@ export class LocalStore implements ObjectStore {
           source,
           hasher,
           async (chunks: AsyncIterable<Buffer>) => {
-            for await (const chunk of chunks) await tmp.fh.write(chunk);
+            for await (const chunk of chunks) {
+              try {
+                await tmp.fh.write(chunk);
+              } catch (err) {
+                fsError ??= err;
+                throw err;
+              }
+            }
           },
           { signal: opts.signal },
         );
-        await tmp.fh.sync();
+        await tmp.fh.sync().catch((err: unknown) => {
+          fsError ??= err;
+          throw err;
+        });
       } finally {
+        written = hasher.byteCount;
         await tmp.fh.close();
       }
 
@@ -195,11 +249,51 @@ export class LocalStore implements ObjectStore {
       await fsyncDir(dir);
       return { key, size: hasher.byteCount, sha256: hasher.sha256 };
     } catch (err) {
+      // Measured before the temp files go: what was free when the write failed.
+      let failure: unknown;
+      if (err instanceof StorageError) failure = err;
+      else if (opts.signal?.aborted) failure = opts.signal.reason ?? err;
+      // The file system failed (ENOSPC, EACCES...): that is the cause, even though the pipeline then
+      // destroyed the body with an AbortError ("The operation was aborted").
+      else if (fsError !== undefined) failure = await this.writeError('put', key, fsError, dir, written, opts.contentLength ?? opts.sizeHint);
+      else if (sourceError !== undefined && !isAbortError(sourceError)) failure = sourceError; // the body failed, not the file system
+      else if (errno(err) !== undefined || sourceError === undefined) failure = await this.writeError('put', key, err, dir, written, opts.contentLength ?? opts.sizeHint);
+      else failure = sourceError;
       await Promise.all(temps.map(unlinkQuiet));
+      throw failure;
+    }
+  }
+
+  /** Creates `key` only if it does not exist, atomically: the bytes go to a temp file that is then
+   *  hard-linked to the final name (link(2) fails with EEXIST instead of replacing). */
+  async putIfAbsent(key: string, body: Buffer): Promise<boolean> {
+    const finalPath = this.pathOf(key);
+    const dir = dirname(finalPath);
+    let tmpPath: string | undefined;
+    try {
+      const tmp = await this.openTemp(dir);
+      tmpPath = tmp.path;
+      try {
+        // Records every user of the repository reads (the format record, locks): not secret.
+        await tmp.fh.chmod(SHARED_FILE_MODE);
+        await tmp.fh.writeFile(body);
+        await tmp.fh.sync();
+      } finally {
+        await tmp.fh.close();
+      }
+      try {
+        await link(tmp.path, finalPath);
+      } catch (err) {
+        if (errno(err) === 'EEXIST') return false;
+        throw err;
+      }
+      await fsyncDir(dir);
+      return true;
+    } catch (err) {
       if (err instanceof StorageError) throw err;
-      if (opts.signal?.aborted) throw opts.signal.reason ?? err;
-      if (sourceError !== undefined) throw sourceError; // the body failed, not the file system
-      throw this.ioError('put', key, err);
+      throw await this.writeError('put', key, err, dir, undefined, body.length);
+    } finally {
+      if (tmpPath) await unlinkQuiet(tmpPath);
     }
   }
 

@@ -1,6 +1,7 @@
 // The backup repository on top of an ObjectStore: where things go, how a backup is
 // committed (its metadata file written last, after every data object), and how objects are
 // read back with their checksums checked. Procedures use this, never the drivers directly.
+import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { openStore } from './url.js';
 import type { ObjectStore, PutResult } from './types.js';
@@ -19,6 +20,15 @@ export function safeName(name: string): string {
 export function backupId(now = new Date(), suffix?: string): string {
   const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
   return suffix ? `${stamp}-${suffix}` : stamp;
+}
+
+/**
+ * A backup id no other run picks: the time (second, then millisecond) plus a random part, e.g.
+ * 20261124T031500Z-042-9f3c1a. Ids still sort by time; two runs in one millisecond still differ.
+ */
+export function uniqueBackupId(now = new Date()): string {
+  const ms = String(now.getUTCMilliseconds()).padStart(3, '0');
+  return backupId(now, `${ms}-${randomBytes(3).toString('hex')}`);
 }
 
 export interface ObjectRecord {

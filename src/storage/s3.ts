@@ -21,6 +21,7 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
+  PutObjectCommand,
   S3Client,
   type GetObjectCommandOutput,
   type S3ClientConfig,
@@ -425,6 +426,49 @@ export class S3Store implements ObjectStore {
           throw this.error('get', key, reopenErr);
         }
       }
+    }
+  }
+
+  /**
+   * Creates a small object only when the key is free: a head first (servers that ignore
+   * If-None-Match, like s3rver, are caught here), then PutObject with If-None-Match: * (atomic on
+   * AWS S3 and compatible servers: 412 when someone else created it meanwhile). Callers read the
+   * object back to confirm (createIfAbsent in lock.ts): on a server that ignores the condition, a
+   * race between two creators is decided by the last writer.
+   */
+  async putIfAbsent(key: string, body: Buffer): Promise<boolean> {
+    const Key = this.keyOf(key);
+    if (await this.head(key)) return false;
+    const send = (conditional: boolean) =>
+      this.client.send(
+        new PutObjectCommand({
+          Bucket: this.bucket,
+          Key,
+          Body: body,
+          ContentLength: body.length,
+          ContentType: 'application/octet-stream',
+          IfNoneMatch: conditional ? '*' : undefined,
+          ServerSideEncryption: this.loc.sse,
+          SSEKMSKeyId: this.loc.kmsKeyId,
+        }),
+      );
+    try {
+      await send(true);
+      return true;
+    } catch (err) {
+      const status = statusOf(err);
+      const name = nameOf(err);
+      if (status === 412 || name === 'PreconditionFailed' || status === 409 || name === 'ConditionalRequestConflict') return false;
+      if (status === 501 || name === 'NotImplemented') {
+        // The server does not do conditional writes: the head above was the check.
+        try {
+          await send(false);
+          return true;
+        } catch (err2) {
+          throw this.error('put', key, err2);
+        }
+      }
+      throw this.error('put', key, err);
     }
   }
 

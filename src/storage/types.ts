@@ -71,6 +71,10 @@ export interface ObjectStore {
   list(prefix: string): AsyncIterable<ListEntry>;
   /** A missing key is fine. */
   delete(key: string): Promise<void>;
+  /** Stores a small object only when nothing exists under `key`: true when this call created it,
+   *  false when the key was taken. Atomic where the backend offers it (local: link(2); S3: If-None-Match);
+   *  drivers without it are handled by createIfAbsent in lock.ts (head, put, read back). No metadata. */
+  putIfAbsent?(key: string, body: Buffer): Promise<boolean>;
   /** Releases sockets/agents. The store must not be used afterwards. */
   close(): Promise<void>;
 }
@@ -163,6 +167,8 @@ export class ObjectNotFoundError extends StorageError {
 }
 
 export class ChecksumMismatchError extends StorageError {
+  /** Damaged bytes: a failed verification (exit 3) wherever it surfaces. */
+  readonly corrupt = true;
   readonly expected: string;
   readonly actual: string;
 

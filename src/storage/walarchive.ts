@@ -12,6 +12,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { ObjectNotFoundError, StorageError, type ObjectInfo, type ObjectStore } from './types.js';
 import { sha256Hex } from './checksum.js';
 import { parseWalFileName } from './walnames.js';
+import { checkRepositoryIdentity, ensureRepositoryIdentity, systemIdentifierFromSegment } from './identity.js';
 
 const gzip = promisify(zlib.gzip);
 
@@ -68,10 +69,20 @@ export class WalNameError extends Error {}
  */
 export async function pushWal(store: ObjectStore, sourcePath: string, opts: WalPushOptions): Promise<WalPushResult> {
   const name = path.basename(sourcePath);
-  if (!parseWalFileName(name)) {
+  const parsed = parseWalFileName(name);
+  if (!parsed) {
     throw new WalNameError(`"${name}" is not a WAL file name (expected e.g. 000000010000000000000001, 00000002.history); archive_command should pass %p`);
   }
   const raw = await fsp.readFile(sourcePath);
+  // A segment names its cluster in its first page: the repository must belong to that cluster
+  // (adopted by the first writer). History and .backup files carry no identifier.
+  if (parsed.kind === 'segment' || parsed.kind === 'partial') {
+    const id = systemIdentifierFromSegment(raw);
+    if (id) {
+      const record = await ensureRepositoryIdentity(store, { systemIdentifier: id.systemIdentifier, walSegmentSize: id.segmentSize, compression: opts.compression });
+      checkRepositoryIdentity(store, record, id.systemIdentifier, { walSegmentSize: id.segmentSize });
+    }
+  }
   const rawSha = sha256Hex(raw);
   const key = walKey(name, opts.compression);
 
@@ -149,6 +160,8 @@ export interface WalFetchResult {
 
 /** The archived copy does not match the checksums recorded when it was pushed. */
 export class WalCorruptError extends Error {
+  /** Damaged bytes: a failed verification (exit 3) wherever it surfaces. */
+  readonly corrupt = true;
   constructor(name: string, key: string, store: string, which: string) {
     super(
       `${name} in ${store} (${key}) is corrupt: its ${which} SHA-256 does not match the one recorded when it was archived. ` +
