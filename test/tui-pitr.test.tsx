@@ -171,7 +171,7 @@ describe('recovery timeline model', () => {
 
     expect(checkTarget(m, 'latest')).toMatchObject({ ok: true, backupId: 'b2' });
     expect(checkTarget(m, '2026-01-01T10:30:00Z')).toMatchObject({ ok: true, backupId: 'b1', target: '2026-01-01T10:30:00Z' });
-    expect(checkTarget(m, '2026-01-01T11:00:00+00:00')).toMatchObject({ ok: false, error: expect.stringMatching(/time 2026-01-01T11:00:00.000Z is in a gap/) });
+    expect(checkTarget(m, '2026-01-01T11:00:00+00:00')).toMatchObject({ ok: false, error: expect.stringMatching(/time 2026-01-01T11:00:00.000000Z is in a gap/) });
     expect(checkTarget(m, '2026-01-01T10:30:00')).toMatchObject({ ok: false, error: expect.stringMatching(/add a time zone/) });
     expect(checkTarget(m, 'lsn:0/3000000')).toMatchObject({ ok: true, backupId: 'b1' });
     expect(checkTarget(m, 'lsn:zz')).toMatchObject({ ok: false, error: expect.stringMatching(/is not an LSN/) });

@@ -22,6 +22,7 @@ import { fetchWal, WalCorruptError } from '../storage/walarchive.js';
 import { lsnOfSegno, parseLsn, segmentName, segnoOfLsn } from '../storage/walnames.js';
 import { findPgBinary } from '../postgres/binaries.js';
 import { describeTarget, formatMicrosForPostgres, formatMicrosIso, parseTarget, type RecoveryTarget } from '../restore/target.js';
+import { readRepositoryIdentity } from '../storage/identity.js';
 import { planRecovery, RepositoryCorruptError, type RecoveryPlan } from '../restore/plan.js';
 import { SegmentIndex, segmentOnPath, type PathPart } from '../restore/timelines.js';
 import { services } from './services.js';
@@ -107,6 +108,12 @@ export const pitrProcedure: Procedure = {
 
         const repo = await openRepo(ctx);
         try {
+          const identity = await readRepositoryIdentity(repo.store);
+          if (identity && server.systemIdentifier && identity.systemIdentifier !== server.systemIdentifier) {
+            throw new Error(
+              `the repository ${repo.describe()} belongs to another cluster (system identifier ${identity.systemIdentifier}); ${server.source} is cluster ${server.systemIdentifier}. Nothing was touched. Check --repo and --pgdata.`,
+            );
+          }
           const catalog = await repo.catalog();
           ctx.check('repository readable', true, `${repo.describe()}: ${catalog.baseBackups.filter((b) => b.complete).length} complete base backups, ${catalog.wal.files} WAL files`);
           let plannedBytes = 0;

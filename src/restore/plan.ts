@@ -186,7 +186,7 @@ export async function planRecovery(input: PlanInput): Promise<RecoveryPlan> {
         chosen = c;
         await input.readBackup(chosen);
         const r = await walk.toLsn(startSegment(chosen, ss), target.lsn);
-        if (r.gap) throw outside(`LSN ${formatLsn(target.lsn)} lies beyond a gap in the WAL archive (${r.gap} is missing)`, candidates);
+        if (r.gap) throw outside(`LSN ${formatLsn(target.lsn)} lies beyond a gap in the WAL archive (WAL segment ${r.gap} is missing)`, candidates);
         if (!r.reached) throw outside(`LSN ${formatLsn(target.lsn)} is beyond the archived WAL on ${describePath(tlPath)} (it ends near ${r.lastRecordStart ?? chosen.meta.stopLsn})`, candidates);
         settings = [['recovery_target_lsn', formatLsn(target.lsn)]];
         if (exclusive) settings.push(['recovery_target_inclusive', 'off']);
@@ -214,7 +214,7 @@ export async function planRecovery(input: PlanInput): Promise<RecoveryPlan> {
           return false;
         });
         if (!firstAfter) {
-          if (r.gap) throw outside(`time ${formatMicrosIso(target.micros)} cannot be proven: WAL segment ${r.gap} is missing before any commit after it`, candidates);
+          if (r.gap) throw outside(`time ${formatMicrosIso(target.micros)} cannot be proven: a gap in the WAL archive (WAL segment ${r.gap} is missing) comes before any commit after it`, candidates);
           throw outside(
             `time ${formatMicrosIso(target.micros)} is after the last commit in the archived WAL${lastKept ? ` (${formatMicrosIso(lastKept.micros)}, transaction ${lastKept.xid})` : ''}: recovery to a time stops at the first commit after it, and there is none yet (archive the newest WAL with SELECT pg_switch_wal(), or use --target latest)`,
             candidates,
@@ -253,7 +253,7 @@ export async function planRecovery(input: PlanInput): Promise<RecoveryPlan> {
               `if you really mean that abandoned history, pass --timeline ${elsewhere.timeline} explicitly`,
             );
           }
-          if (r.gap) throw outside(`${describeTarget(target)} was not found before a gap in the WAL archive (${r.gap} is missing)`, candidates);
+          if (r.gap) throw outside(`${describeTarget(target)} was not found before a gap in the WAL archive (WAL segment ${r.gap} is missing)`, candidates);
           throw outside(`${describeTarget(target)} was not found in the archived WAL on ${describePath(tlPath)}`, candidates);
         }
         const rec = found as WalRecord;
