@@ -240,6 +240,9 @@ describe.each(['file', 's3'] as const)('backups never collide (%s)', (kind) => {
       }
       expect(await store.head(BASE_LOCK)).toBeUndefined();
     });
+    // Every backup listed complete passes a full verify (manifest, checksums, WAL it needs).
+    const verified = await runCli(['catalog', '--verify', '--repo', url], { ...stateEnv, ...env });
+    expect(verified.exitCode, verified.stdout + verified.stderr).toBe(0);
   });
 
   it('a lock held by a live run refuses with exit 75 naming it, writing nothing; an expired one is taken over with a warning', async () => {

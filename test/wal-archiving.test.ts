@@ -127,10 +127,11 @@ describe('wal-archiving procedure', () => {
     expect(events.some((e) => e.type === 'confirm-answer' && e.stepId === 'propose' && e.allowed)).toBe(true);
     expect(events.some((e) => e.type === 'log' && /ALTER SYSTEM/.test(e.message) && (e.stepId === 'apply' || e.stepId === 'apply-restart'))).toBe(false);
 
-    // Resuming it with the confirmation but without --repo (a global flag, not journaled) must not apply a proposal made for it.
-    const resumed = await runCli(withData('--resume', end.summary.runId, '--yes', '--confirm', confirmName, '--json'), env);
-    expect(resumed.exitCode, resumed.stdout + resumed.stderr).toBe(1);
-    expect(endOf(resumed.stdout).summary.error).toContain('pass the same --repo URL as the run being resumed');
+    // Resuming it against another repository must not apply a proposal made for this one.
+    const elsewhere = `${repoUrl}-elsewhere`;
+    const resumed = await runCli(withData('--resume', end.summary.runId, '--repo', elsewhere, '--yes', '--confirm', confirmName, '--json'), env);
+    expect(resumed.exitCode, resumed.stdout + resumed.stderr).toBe(2);
+    expect(resumed.stdout + resumed.stderr).toContain(elsewhere);
 
     const wrong = await runCli(withData('--repo', repoUrl, '--yes', '--confirm', 'main', '--json'), env);
     expect(wrong.exitCode).toBe(4);

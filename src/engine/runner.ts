@@ -178,6 +178,8 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
     dryRun,
   });
 
+  // Declared before finish() can run: a failure's own exit code (75 a held lock, 3 corruption).
+  let runExitCode: number | undefined;
   if (journalOpenError !== undefined) {
     return finish('failed', `cannot write the journal ${journalPath}: ${journalOpenError}; nothing was run`, 'check that the state directory exists and is writable (PGRUNBOOK_STATE_DIR or --state-dir)');
   }
@@ -185,7 +187,6 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
   let runStatus: RunStatus = dryRun ? 'planned' : 'ok';
   let runError: string | undefined;
   let runHint: string | undefined;
-  let runExitCode: number | undefined;
   let verificationFailed = false;
   let lastRefusalReason: string | undefined;
 

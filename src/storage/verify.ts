@@ -8,6 +8,7 @@
 //
 // The result is recorded in the repository (verify/last.json) so `status` can say when the
 // repository was last proven readable and whether it was intact.
+import { IDENTITY_KEY } from './identity.js';
 import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import { PassThrough, type Transform } from 'node:stream';
@@ -260,7 +261,16 @@ export async function verifyRepository(store: ObjectStore, opts: VerifyOptions =
       const keep = key.endsWith('.json');
       const r = await readHashed(key, keep ? (c) => void chunks.push(Buffer.from(c)) : undefined);
       const want = expected ?? r.metadata.sha256;
-      if (!want || !HEX64.test(want)) {
+      if (key === IDENTITY_KEY || key.startsWith('locks/')) {
+        // Small records rewritten in place by design (no recorded checksum): they must parse.
+        try {
+          JSON.parse(Buffer.concat(chunks).toString('utf8'));
+          counts.verified++;
+        } catch (e) {
+          addBad({ key, problem: 'corrupt', detail: `not a readable JSON record: ${(e as Error).message}` });
+          return undefined;
+        }
+      } else if (!want || !HEX64.test(want)) {
         unverified(key);
       } else if (want !== r.sha256) {
         addBad({ key, problem: 'checksum-mismatch', detail: `SHA-256 is ${r.sha256}, ${want} was recorded when it was written` });
