@@ -24,44 +24,77 @@ export interface ParamSpec {
 export type ParamValue = string | number | boolean | string[] | undefined;
 export type Params = Record<string, ParamValue>;
 
-export interface DestructiveSpec {
-  /** What this step destroys or replaces, in an operator's words. */
-  what: (ctx: StepContext) => string;
-  /** The exact text an operator must type (TUI) or pass as `--confirm` (headless). */
-  confirmText: (ctx: StepContext) => string;
+/**
+ * A procedure's types, declared once: its parameters (as parsed from its ParamSpecs), the state
+ * its steps share (journaled, so JSON; every field optional until a step sets it) and the
+ * services its steps use. Declare params and state with `type`, not `interface`, so a typed
+ * procedure fits the registry's plain Procedure.
+ */
+export interface ProcedureTypes {
+  params: object;
+  state: object;
+  services: unknown;
 }
 
-export interface Step {
+export interface Untyped extends ProcedureTypes {
+  params: Params;
+  state: Record<string, unknown>;
+  services: unknown;
+}
+
+// Methods (not function-valued properties) on purpose: a typed procedure then fits the
+// registry's untyped Procedure, whose steps receive what the runner builds.
+export interface DestructiveSpec<T extends ProcedureTypes = Untyped> {
+  /** What this step destroys or replaces, in an operator's words. */
+  what(ctx: StepContext<T>): string;
+  /** The exact text an operator must type (TUI) or pass as `--confirm` (headless). */
+  confirmText(ctx: StepContext<T>): string;
+}
+
+export interface Step<T extends ProcedureTypes = Untyped> {
   id: string;
   title: string;
   kind: StepKind;
   /** What the step is about to do and why, shown before it runs. */
-  describe?: (ctx: StepContext) => string;
-  destructive?: DestructiveSpec;
+  describe?(ctx: StepContext<T>): string;
+  destructive?: DestructiveSpec<T>;
   /** Lines for `--dry-run`: the commands and objects it would touch. No side effects. */
-  plan?: (ctx: StepContext) => string[] | Promise<string[]>;
+  plan?(ctx: StepContext<T>): string[] | Promise<string[]>;
   /** Skip the step (recorded as skipped) when this returns a reason. */
-  skipIf?: (ctx: StepContext) => string | undefined;
-  run: (ctx: StepContext) => Promise<void>;
+  skipIf?(ctx: StepContext<T>): string | undefined;
+  run(ctx: StepContext<T>): Promise<void>;
 }
 
 export type ProcedureGroup = 'backup' | 'restore' | 'verify' | 'drill' | 'other';
 
-export interface Procedure {
+export interface Procedure<T extends ProcedureTypes = Untyped> {
   id: string;
   title: string;
   summary: string;
   group: ProcedureGroup;
   params: ParamSpec[];
   /** Cross-field validation after types are checked; each message names the flag and the fix. */
-  validate?: (params: Params) => string[];
-  steps: Step[];
+  validate?(params: Partial<T['params']>): string[];
+  steps: Step<T>[];
 }
 
 export interface ProgressUpdate {
   done: number;
   total?: number;
   unit: string;
+  /** WAL replay, typed for every renderer (no one parses log text): where replay is, against where it must get to. */
+  replay?: ReplayProgress;
+}
+
+export interface ReplayProgress {
+  /** pg_last_wal_replay_lsn() now. */
+  lsn: string;
+  /** Where the plan says replay must get to. */
+  targetLsn: string;
+  /** The last replayed commit's time (ISO 8601, microseconds), when there is one. */
+  commitTime?: string;
+  paused?: boolean;
+  promoted?: boolean;
 }
 
 export interface ConfirmOptions {
@@ -77,17 +110,17 @@ export interface CheckResult {
   detail?: string;
 }
 
-export interface StepContext {
+export interface StepContext<T extends ProcedureTypes = Untyped> {
   readonly runId: string;
   readonly procedureId: string;
   readonly stepId: string;
-  readonly params: Params;
+  readonly params: T['params'];
   readonly signal: AbortSignal;
   readonly dryRun: boolean;
   /** Shared between steps and journaled after each step; survives --resume. Keep it JSON. */
-  readonly state: Record<string, unknown>;
+  readonly state: T['state'];
   /** Opaque to the engine: procedures bring their adapters (pg, storage, config). */
-  readonly services: unknown;
+  readonly services: T['services'];
   log(message: string, level?: LogLevel): void;
   progress(update: ProgressUpdate): void;
   confirm(options: ConfirmOptions): Promise<boolean>;
