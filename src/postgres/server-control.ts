@@ -253,6 +253,33 @@ export async function postmasterPid(pgdata: string): Promise<number | undefined>
   }
 }
 
+/** The port in DATADIR/postmaster.pid (its fourth line), when the file is there and readable. */
+export async function postmasterPort(pgdata: string): Promise<number | undefined> {
+  try {
+    const port = Number((await readFile(path.join(pgdata, 'postmaster.pid'), 'utf8')).split('\n')[3]);
+    return Number.isInteger(port) && port > 0 ? port : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The names (never the values) of the variables in the running postmaster's environment, from
+ * /proc/PID/environ; undefined when not on Linux, not permitted, or no server runs there.
+ */
+export async function postmasterEnvironmentNames(pgdata: string): Promise<string[] | undefined> {
+  const pid = await postmasterPid(pgdata);
+  if (!pid) return undefined;
+  try {
+    return (await readFile(`/proc/${pid}/environ`, 'utf8'))
+      .split('\0')
+      .map((e) => e.slice(0, Math.max(0, e.indexOf('='))))
+      .filter(Boolean);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * The file the running postmaster's stderr goes to (where pg_ctl -l pointed it), read from
  * /proc/PID/fd/2. Undefined when not on Linux, not permitted, or stderr is not a regular file.
