@@ -128,7 +128,8 @@ export async function configFileErrors(c: pg.Client): Promise<string[]> {
 
 /** The statement that sets `name` to `value` in postgresql.auto.conf, as run and as shown. */
 export function alterSystemText(name: string, value: string): string {
-  return `ALTER SYSTEM SET ${name} = ${literal(value)}`;
+  // escapeLiteral writes a value with backslashes as " E'...'", with a leading space.
+  return `ALTER SYSTEM SET ${name} = ${literal(value).trimStart()}`;
 }
 
 /** The statement that removes `name` from postgresql.auto.conf, as run and as shown. */
