@@ -104,7 +104,6 @@ export async function checkWorkDir(dir: string): Promise<string | undefined> {
 // ---------------------------------------------------------------------------------------------
 // Finding a dump
 
-
 /** The dump a run restores, as journaled in the run's state (JSON; no row counts: dump.json is re-read). */
 export interface ChosenDump {
   database: string;
