@@ -1,11 +1,12 @@
-// Quoting for SQL text we must build (ALTER SYSTEM takes no parameters): node-postgres's own
-// escaping, in one place.
-import { escapeIdentifier, escapeLiteral } from 'pg';
+// Quoting for SQL text, one way for the whole program: node-postgres's own escaping.
+import pg from 'pg';
 
+/** A quoted identifier: "my ""odd"" name". */
 export function ident(name: string): string {
-  return escapeIdentifier(name);
+  return pg.escapeIdentifier(name);
 }
 
+/** A quoted literal: 'it''s', or E'a\\b' when it holds a backslash. */
 export function literal(value: string): string {
-  return escapeLiteral(value);
+  return pg.escapeLiteral(value);
 }

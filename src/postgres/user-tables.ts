@@ -1,3 +1,7 @@
+import type { ConnectionSettings } from '../config/connection.js';
+import { withPg } from './client.js';
+import { ident } from './sql.js';
+
 // One definition for backup-logical (which counts these tables' rows into dump.json) and
 // logical-restore (which compares them): both must mean the same tables.
 // The tables whose rows pg_dump writes: ordinary tables and leaf partitions outside the system
@@ -25,3 +29,32 @@ export const ANY_TABLES_SQL = `
    WHERE c.relkind IN ('r', 'p')
      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
      AND n.nspname NOT LIKE 'pg\\_temp\\_%'`;
+
+type TableName = { nspname: string; relname: string };
+
+/**
+ * Count the rows of every table dump.json names (`keys`, "schema.table") in the database `conn`
+ * is connected to. dump.json counts ordinary tables and leaf partitions (USER_TABLES_SQL); one
+ * written before that also counted partitioned parents (all their partitions' rows): those keys
+ * are looked up among partitioned tables too, and count(*) of a parent is what it recorded.
+ * `extra`: user tables dump.json has no count for.
+ */
+export async function countTables(
+  conn: ConnectionSettings,
+  keys: string[],
+  opts: { signal: AbortSignal; onTable: (key: string, rows: number | undefined) => void },
+): Promise<{ extra: string[] }> {
+  return withPg(conn, async (c) => {
+    const tables = new Map<string, TableName>();
+    for (const t of (await c.query<TableName>(USER_TABLES_SQL)).rows) tables.set(`${t.nspname}.${t.relname}`, t);
+    const anyTables = new Map<string, TableName>();
+    for (const t of (await c.query<TableName>(ANY_TABLES_SQL)).rows) anyTables.set(`${t.nspname}.${t.relname}`, t);
+    for (const key of keys) {
+      opts.signal.throwIfAborted();
+      const t = tables.get(key) ?? anyTables.get(key);
+      opts.onTable(key, t ? Number((await c.query<{ n: string }>(`SELECT count(*) AS n FROM ${ident(t.nspname)}.${ident(t.relname)}`)).rows[0].n) : undefined);
+    }
+    const wanted = new Set(keys);
+    return { extra: [...tables.keys()].filter((k) => !wanted.has(k)) };
+  });
+}

@@ -1,0 +1,61 @@
+// What a logical restore is asked (its params) and what its steps share (its journaled state).
+import type { StepContext } from '../../engine/types.js';
+import type { ChosenDump } from '../../storage/dump-files.js';
+import type { Typed } from '../define.js';
+import type { WorkFileState } from './steps-common.js';
+
+export type LogicalRestoreParams = {
+  database: string;
+  dump?: string;
+  newDatabase?: string;
+  jobs?: number;
+  swap?: boolean;
+  workDir?: string;
+};
+
+/** What the preflight decided; every later step works from it. */
+export type LogicalRestorePlan = {
+  dump: ChosenDump;
+  newDatabase: string;
+  /** The original's name after a swap: <db>_replaced_<stamp>. */
+  replacedName: string;
+  originalExists: boolean;
+  pgRestore: string;
+  pgRestoreVersion: string;
+  jobs: number;
+  workDir: string;
+  /** Superuser: owners and privileges restored as dumped; otherwise --no-owner --no-privileges. */
+  keepOwners: boolean;
+  serverVersionNum: number;
+  /** The original database's owner on the server at the checks (undefined when it does not exist). */
+  originalOwner?: string;
+  /** The user restoring. */
+  user: string;
+};
+
+export type LogicalRestoreState = WorkFileState & {
+  plan?: LogicalRestorePlan;
+  /** Entries in the dump's table of contents (the restore's progress total). */
+  tocEntries?: number;
+  /** The owner the dump records for the database. */
+  dumpOwner?: string;
+  /** The new database exists (this run created it), and pg_restore finished into it. */
+  created?: boolean;
+  restored?: boolean;
+  /** The role the new database was given (undefined: the restoring user). */
+  owner?: string;
+  countsOk?: boolean;
+  connectionStrings?: { form: string; from: string; to: string }[];
+  swapOids?: { restored?: string; original?: string };
+  swapped?: boolean;
+};
+
+export type LogicalRestoreContext = StepContext<Typed<LogicalRestoreParams, LogicalRestoreState>>;
+
+export const MAX_JOBS = 32;
+
+export function planOf(ctx: Pick<LogicalRestoreContext, 'state'>): LogicalRestorePlan {
+  const p = ctx.state.plan;
+  if (!p) throw new Error('the preflight step has not run in this run; start the restore again');
+  return p;
+}

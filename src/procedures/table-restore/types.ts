@@ -1,0 +1,88 @@
+// What a table restore is asked (its params) and what its steps share (its journaled state).
+import type { StepContext } from '../../engine/types.js';
+import type { Column, Leaf } from '../../postgres/tables.js';
+import type { ChosenDump } from '../../storage/dump-files.js';
+import type { Typed } from '../define.js';
+import type { WorkFileState } from '../logical-restore/steps-common.js';
+
+export type Mode = 'new-table' | 'replace';
+
+export type TableRestoreParams = {
+  database: string;
+  table: string;
+  dump?: string;
+  mode?: Mode;
+  newTable?: string;
+  workDir?: string;
+};
+
+/** What the preflight decided; every later step works from it. */
+export type TableRestorePlan = {
+  dump: ChosenDump;
+  database: string;
+  schema: string;
+  table: string;
+  mode: Mode;
+  /** new-table mode: the table created in production. */
+  newTable?: string;
+  tempDatabase: string;
+  live: { exists: boolean; rows?: number };
+  /** dump.json's count for the table, when it has one. */
+  dumpRows?: number;
+  pgRestore: string;
+  psql: string;
+  workDir: string;
+  encoding: string;
+  /** Replace mode: the copy runs with session_replication_role = replica (no trigger fires, foreign keys checked explicitly). */
+  replica?: boolean;
+  /** dump.json's counts of the table's leaf partitions, when dump.json has none for the partitioned table itself. */
+  dumpCounts?: Record<string, number>;
+};
+
+/** The table as restored into the temporary database. */
+export type Restored = {
+  rows: number;
+  columns: Column[];
+  /** A partitioned table: its rows are in these leaf partitions (the dump's). */
+  partitioned?: boolean;
+  leaves?: Leaf[];
+};
+
+export type TableRestoreState = WorkFileState & {
+  plan?: TableRestorePlan;
+  /** The temporary database exists: this run created it (and must drop it). */
+  tempCreated?: boolean;
+  restored?: Restored;
+  counts?: { live: number | null; restored: number; dumpJson: number | null };
+  copied?: { table: string; rows: number; columns: string[] };
+};
+
+export type TableRestoreContext = StepContext<Typed<TableRestoreParams, TableRestoreState>>;
+
+export function planOf(ctx: Pick<TableRestoreContext, 'state'>): TableRestorePlan {
+  const p = ctx.state.plan;
+  if (!p) throw new Error('the preflight step has not run in this run; start the table restore again');
+  return p;
+}
+
+export function modeOf(params: Pick<TableRestoreParams, 'mode'>): Mode {
+  return params.mode ?? 'new-table';
+}
+
+export function label(schema: string, table: string): string {
+  return `${schema}.${table}`;
+}
+
+/** Where the rows go: the live table (replace) or the new one. */
+export function targetTable(p: TableRestorePlan): { schema: string; table: string } {
+  return { schema: p.schema, table: p.mode === 'replace' ? p.table : p.newTable! };
+}
+
+/** The text an operator types to allow replacing the rows: DATABASE.SCHEMA.TABLE. */
+export function confirmText(p: Pick<TableRestorePlan, 'database' | 'schema' | 'table'>): string {
+  return `${p.database}.${p.schema}.${p.table}`;
+}
+
+/** PGRUNBOOK_FAULT=table-restore:copy makes the copy fail after its first chunk of rows (tests). */
+export const FAULT_ENV = 'PGRUNBOOK_FAULT';
+export const FAULT_COPY = 'table-restore:copy';
