@@ -15,7 +15,6 @@ import type { BaseBackupMeta } from '../storage/catalog.js';
 import type { RepositoryIdentity } from '../storage/identity.js';
 import type { Repository } from '../storage/repository.js';
 import {
-  IDENTITY_KEY,
   backupLocation,
   checkOwner,
   commitBaseBackup,
@@ -29,7 +28,7 @@ import {
 import { freshBackupId, holdBackupLock, releaseBackupLock, removeBackupObjects } from '../services/base-backup-repo.js';
 import { streamBaseBackup, type BaseBackupPreflight } from '../services/base-backup-stream.js';
 import { verifyBaseBackup, type VerifiedBackup } from '../services/base-backup-verify.js';
-import { describeRepository, openRunRepository } from '../services/run-repository.js';
+import { describeRepository, noOwnerYet, openRunRepository, ownerCheckDetail } from '../services/run-repository.js';
 import { defineProcedure, type Typed } from './define.js';
 
 type BackupBaseParams = {
@@ -117,9 +116,9 @@ export const backupBaseProcedure = defineProcedure<BackupBaseParams, BackupBaseS
         const sysid = r.systemIdentifier ?? systemIdentifier;
         if (identity && sysid) {
           for (const w of checkOwner(repo, identity, sysid, { pgMajor: major, walSegmentSize: r.walSegmentSize })) ctx.log(w, 'warn');
-          ctx.check('repository belongs to this cluster', true, `${IDENTITY_KEY}: system identifier ${identity.systemIdentifier}`);
+          ctx.check('repository belongs to this cluster', true, ownerCheckDetail(identity));
         } else if (!identity) {
-          ctx.log(`${repo.describe()} has no format record (${IDENTITY_KEY}) yet: the first backup committed adopts it for system identifier ${sysid || '(not known yet)'}`);
+          ctx.log(noOwnerYet(repo, sysid));
         }
 
         ctx.state.preflight = {

@@ -8,8 +8,7 @@ import { errorMessage } from '../engine/runner.js';
 import type { StepContext } from '../engine/types.js';
 import { listDumpableDatabases, systemIdentifierDeniedHint } from '../postgres/cluster.js';
 import { findPgClientFor, serverMajor } from '../postgres/programs/pg_dump.js';
-import { DUMP_PREFIX } from '../storage/catalog.js';
-import { checkRepositoryIdentity, IDENTITY_KEY, readRepositoryIdentity, type RepositoryIdentity } from '../storage/identity.js';
+import { checkRepositoryIdentity, readRepositoryIdentity, type RepositoryIdentity } from '../storage/identity.js';
 import { openRepository, type Repository } from '../storage/repository.js';
 import {
   dumpDatabases,
@@ -17,13 +16,15 @@ import {
   dumpTargetProblems,
   freshDumpId,
   planDumps,
+  planPreflight,
+  probeDumps,
   readDumpSource,
   takeCommittedDumps,
   type DumpRecord,
   type LogicalPreflight,
 } from '../services/logical-dump.js';
 import { verifyDumps } from '../services/logical-dump-verify.js';
-import { describeRepository, probeRepository } from '../services/run-repository.js';
+import { describeRepository, ownerCheckDetail } from '../services/run-repository.js';
 import { defineProcedure, type Typed } from './define.js';
 
 type BackupLogicalParams = {
@@ -74,11 +75,7 @@ export const backupLogicalProcedure = defineProcedure<BackupLogicalParams, Backu
       describe: (ctx) =>
         `Before anything is dumped: the repository answers, ${describeConnection(ctx.services.connection)} answers, ` +
         `pg_dump is at least as new as the server, and every database to dump exists.`,
-      plan: (ctx) => [
-        `open the repository ${describeRepo(ctx)} and list ${DUMP_PREFIX}`,
-        `connect to ${describeConnection(ctx.services.connection)}; read the server version and the databases`,
-        `find pg_dump (its major version must be at least the server's) and pg_restore`,
-      ],
+      plan: (ctx) => planPreflight(describeRepo(ctx), describeConnection(ctx.services.connection)),
       run: preflight,
     },
     {
@@ -147,7 +144,7 @@ async function preflight(ctx: Ctx): Promise<void> {
   let repoStore: Repository['store'] | undefined;
   try {
     repo = await openRepository(ctx.services.repo, env);
-    await probeRepository(repo, DUMP_PREFIX);
+    await probeDumps(repo);
     repoStore = repo.store;
     identity = await readRepositoryIdentity(repo.store);
     ctx.check('repository reachable', true, repo.describe());
@@ -177,7 +174,7 @@ async function preflight(ctx: Ctx): Promise<void> {
       fail('repository belongs to this cluster', `the repository belongs to the cluster with system identifier ${identity.systemIdentifier}, and ${systemIdentifierDeniedHint(conn.user)}`);
     } else {
       for (const w of checkRepositoryIdentity(repoStore, identity, server.systemIdentifier, { pgMajor: serverMajor(server.versionNum), walSegmentSize: server.walSegmentSize })) ctx.log(w, 'warn');
-      ctx.check('repository belongs to this cluster', true, `${IDENTITY_KEY}: system identifier ${identity.systemIdentifier}`);
+      ctx.check('repository belongs to this cluster', true, ownerCheckDetail(identity));
     }
   }
   if (!server) throw new Error(`cannot start the backup: ${problems.join('; ')}`);

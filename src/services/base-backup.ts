@@ -74,8 +74,6 @@ export async function recheckOwner(repo: Repository, systemIdentifier: string): 
   if (identity && systemIdentifier) checkRepositoryIdentity(repo.store, identity, systemIdentifier);
 }
 
-export { IDENTITY_KEY };
-
 /**
  * Writes backup.json last: from then on the backup is complete. The first committed backup adopts
  * the repository for this cluster; if another cluster got there first, this backup is removed,

@@ -13,7 +13,7 @@ import { describeSnapshotDump, ExportedSnapshot } from '../postgres/snapshot.js'
 import { DUMP_META, DUMP_PREFIX, type DumpMeta } from '../storage/catalog.js';
 import { ensureRepositoryIdentity } from '../storage/identity.js';
 import { backupId, safeName, uniqueBackupId, type Repository } from '../storage/repository.js';
-import { anythingUnder, type RunIO } from './run-repository.js';
+import { anythingUnder, probeRepository, type RunIO } from './run-repository.js';
 
 /** What preflight learned, journaled so a resumed run dumps exactly what was checked. */
 export type LogicalPreflight = {
@@ -40,6 +40,19 @@ export type DumpRecord = {
   tables: number;
   rows: number;
 };
+
+export function planPreflight(repo: string, server: string): string[] {
+  return [
+    `open the repository ${repo} and list ${DUMP_PREFIX}`,
+    `connect to ${server}; read the server version and the databases`,
+    `find pg_dump (its major version must be at least the server's) and pg_restore`,
+  ];
+}
+
+/** A listing of the dumps proves the storage answers and the credentials work, without writing anything. */
+export function probeDumps(repo: Repository): Promise<void> {
+  return probeRepository(repo, DUMP_PREFIX);
+}
 
 export type DumpSettings = { connection: ConnectionSettings; env: NodeJS.ProcessEnv };
 

@@ -1,6 +1,7 @@
 // The repository a run works on: opened from the run's --repo (its credentials registered as
 // secrets first, so they are masked wherever they might show), described for plans and messages.
 import type { StepContext } from '../engine/types.js';
+import { IDENTITY_KEY, type RepositoryIdentity } from '../storage/identity.js';
 import { openRepository, type Repository } from '../storage/repository.js';
 import { describeLocation, parseRepoUrl, secretsOf } from '../storage/url.js';
 
@@ -52,4 +53,14 @@ export async function anythingUnder(repo: Repository, prefix: string): Promise<b
 export function sentence(text: string): string {
   const t = text.trim().replace(/\.+$/, '');
   return `${t}.`;
+}
+
+/** The detail of a passed "repository belongs to this cluster" check. */
+export function ownerCheckDetail(identity: RepositoryIdentity): string {
+  return `${IDENTITY_KEY}: system identifier ${identity.systemIdentifier}`;
+}
+
+/** A repository nobody has adopted yet: the first committed backup will. */
+export function noOwnerYet(repo: Repository, systemIdentifier: string | undefined): string {
+  return `${repo.describe()} has no format record (${IDENTITY_KEY}) yet: the first backup committed adopts it for system identifier ${systemIdentifier || '(not known yet)'}`;
 }
