@@ -1,9 +1,10 @@
+// One definition for backup-logical (which counts these tables' rows into dump.json) and
+// logical-restore (which compares them): both must mean the same tables.
+import type pg from 'pg';
 import type { ConnectionSettings } from '../config/connection.js';
 import { withPg } from './client.js';
 import { ident } from './sql.js';
 
-// One definition for backup-logical (which counts these tables' rows into dump.json) and
-// logical-restore (which compares them): both must mean the same tables.
 // The tables whose rows pg_dump writes: ordinary tables and leaf partitions outside the system
 // schemas, not temporary (other sessions' pg_temp_N), not owned by an extension (CREATE EXTENSION
 // recreates those on restore; pg_dump does not dump their rows). A partitioned table holds no rows
@@ -57,4 +58,29 @@ export async function countTables(
     const wanted = new Set(keys);
     return { extra: [...tables.keys()].filter((k) => !wanted.has(k)) };
   });
+}
+
+/**
+ * Exact row counts of the user tables (USER_TABLES_SQL), by "schema.table", read by `client` in
+ * whatever transaction it has open (a dump's exported snapshot). count(*) of a big table can run
+ * for minutes: on abort the query is cancelled server-side, through a connection of its own to
+ * `conn` (the backend is `pid`).
+ */
+export async function countUserTableRows(client: pg.Client, conn: ConnectionSettings, pid: number, signal: AbortSignal): Promise<Record<string, number>> {
+  const tables = await client.query<{ nspname: string; relname: string }>(USER_TABLES_SQL);
+  const counts: Record<string, number> = {};
+  const cancel = () => {
+    void withPg({ ...conn, applicationName: 'pgrunbook cancel' }, (c) => c.query('SELECT pg_cancel_backend($1)', [pid])).catch(() => {});
+  };
+  signal.addEventListener('abort', cancel, { once: true });
+  try {
+    for (const t of tables.rows) {
+      signal.throwIfAborted();
+      const r = await client.query<{ n: string }>(`SELECT count(*) AS n FROM ${ident(t.nspname)}.${ident(t.relname)}`);
+      counts[`${t.nspname}.${t.relname}`] = Number(r.rows[0].n);
+    }
+  } finally {
+    signal.removeEventListener('abort', cancel);
+  }
+  return counts;
 }
