@@ -9,6 +9,7 @@
 // commit can be later than that; the preflight may still find the last commit earlier).
 import type { Catalog, WalGap, WalTimeline } from '../storage/catalog.js';
 import { formatLsn, parseLsn } from '../storage/walnames.js';
+import { windowEndSegment } from '../services/recovery-timeline.js';
 import { chooseBackup, describeTarget, parseTarget, usableWindows, type RecoveryTarget, type TargetPosition, type WindowBounds } from '../restore/target.js';
 
 export const MARK = {
@@ -63,11 +64,6 @@ export interface TimelineModel {
   /** The axis, ms: every window and backup plus a little room either side. */
   start: number;
   end: number;
-}
-
-/** The last segment of a window's gap-free WAL: windows sharing it share their last commit. */
-export function windowEndSegment(window: { runs: { last: string }[] }): string | undefined {
-  return window.runs.at(-1)?.last;
 }
 
 /**

@@ -226,9 +226,15 @@ export interface Timers {
   now(): number;
 }
 
+function isNodeTimer(h: unknown): h is NodeJS.Timeout {
+  return typeof h === 'object' && h !== null && 'unref' in h;
+}
+
 const realTimers: Timers = {
   setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
+  clearTimeout: (h) => {
+    if (isNodeTimer(h)) clearTimeout(h);
+  },
   now: () => Date.now(),
 };
 
