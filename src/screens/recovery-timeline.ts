@@ -10,7 +10,7 @@
 import type { Catalog, WalGap, WalTimeline } from '../storage/catalog.js';
 import { formatLsn, parseLsn } from '../storage/walnames.js';
 import { windowEndSegment } from '../services/recovery-timeline.js';
-import { chooseBackup, describeTarget, parseTarget, usableWindows, type RecoveryTarget, type TargetPosition, type WindowBounds } from '../restore/target.js';
+import { chooseBackup, describeTarget, parseTarget, usableWindows, type RecoveryTarget, type WindowBounds } from '../restore/target.js';
 
 export const MARK = {
   backup: 'B',

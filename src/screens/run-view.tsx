@@ -7,7 +7,7 @@ import { Box, Text } from 'ink';
 import { Spinner } from '@inkjs/ui';
 import { runProcedure } from '../engine/runner.js';
 import { journalPathFor, newRunId } from '../engine/journal.js';
-import { formatDuration, formatQuantity } from '../engine/format.js';
+import { formatDuration } from '../engine/format.js';
 import type { ConfirmAnswerer, Params, Procedure, RunEvent, RunSummary } from '../engine/types.js';
 import { createEventBatcher, initialRunState, runReducer, type ReplayInfo, type RunViewState, type StepView } from './run-state.js';
 import { ConfirmPrompt, confirmReducer, initialConfirmState, type ConfirmAnswer, type ConfirmInputState } from './confirm.js';
