@@ -34,10 +34,10 @@ import {
   columnOf,
   isoTime,
   labelTime,
-  layoutTimeline,
   moveCursor,
   recoverableRange,
 } from '../src/screens/recovery-timeline.js';
+import { layoutTimeline } from '../src/screens/recovery-timeline-layout.js';
 import { initialPickerState, pickerReducer, type PickerState } from '../src/screens/target-picker.js';
 
 // ---------------------------------------------------------------------------------------

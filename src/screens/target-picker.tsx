@@ -13,7 +13,8 @@ import { TARGET_FORMS, usableWindows } from '../restore/target.js';
 import { useKeys } from './keys.js';
 import { useTerminalSize, useTheme } from './theme.js';
 import { clip, linesFor } from './format.js';
-import { MARK, checkTarget, describeGap, describeTimelines, isoTime, layoutTimeline, timeSpan } from './recovery-timeline.js';
+import { MARK, checkTarget, describeGap, describeTimelines, isoTime, timeSpan } from './recovery-timeline.js';
+import { layoutTimeline } from './recovery-timeline-layout.js';
 import { cursorSelection, initialPickerState, pickerReducer } from './target-picker-state.js';
 
 // The reducer lives in target-picker-state.ts; tests and callers import it from here too.
