@@ -136,9 +136,9 @@ function updateStep(steps: StepView[], id: string, patch: Partial<StepView>): St
 export function applyEvent(state: RunViewState, event: RunEvent): RunViewState {
   switch (event.type) {
     case 'run-start': {
-      const steps = event.steps.map((s) => {
+      const steps = event.steps.map((s): StepView => {
         const known = state.steps.find((k) => k.id === s.id);
-        return known && known.state !== 'pending' ? known : { id: s.id, title: s.title, kind: s.kind, destructive: s.destructive, state: 'pending' as const };
+        return known && known.state !== 'pending' ? known : { id: s.id, title: s.title, kind: s.kind, destructive: s.destructive, state: 'pending' };
       });
       return {
         ...state,
@@ -157,7 +157,7 @@ export function applyEvent(state: RunViewState, event: RunEvent): RunViewState {
       const exists = state.steps.some((s) => s.id === event.stepId);
       const steps = exists
         ? updateStep(state.steps, event.stepId, { state: 'running', startedAt: time(event), durationMs: undefined, error: undefined, reason: undefined })
-        : [...state.steps, { id: event.stepId, title: event.title, kind: event.kind, destructive: false, state: 'running' as const, startedAt: time(event) }];
+        : [...state.steps, { id: event.stepId, title: event.title, kind: event.kind, destructive: false, state: 'running', startedAt: time(event) } satisfies StepView];
       return { ...state, steps, currentStepId: event.stepId, about: event.about, progress: undefined };
     }
     case 'log': {
@@ -177,7 +177,7 @@ export function applyEvent(state: RunViewState, event: RunEvent): RunViewState {
       return { ...state, checks: drop ? checks.slice(drop) : checks, checksDropped: state.checksDropped + drop };
     }
     case 'fact': {
-      const logs = [...state.logs, { stepId: event.stepId, level: 'info' as const, message: `${event.label}: ${event.value}` }];
+      const logs: LogLine[] = [...state.logs, { stepId: event.stepId, level: 'info', message: `${event.label}: ${event.value}` }];
       const drop = Math.max(0, logs.length - LOG_TAIL);
       return { ...state, logs: drop ? logs.slice(drop) : logs, logsDropped: state.logsDropped + drop };
     }
