@@ -1,6 +1,8 @@
 // The Ink root: chooses the screen, routes Ctrl-C, and owns exiting. Screens report what
 // happened (a pick, params, a finished run); the root decides what comes next and calls
-// exit() from an effect, after the last frame has been committed.
+// exit() from an effect, after the last frame has been committed. It is also where screens
+// get their services: the recovery timeline and the status check are built here from the
+// procedures' services, so no screen opens a repository or connects to a server itself.
 import React, { useCallback, useEffect, useMemo, useReducer, useRef } from 'react';
 import { render, useApp } from 'ink';
 import { EXIT, UsageError, type Params, type Procedure, type RunSummary } from './engine/types.js';
@@ -14,7 +16,9 @@ import { AppThemeProvider, colorEnabled } from './screens/theme.js';
 import { Home, menuOrder } from './screens/home.js';
 import { HelpOverlay } from './screens/help.js';
 import { ParamsForm, type FieldPicker } from './screens/params-form.js';
-import { RepositoryTargetPicker } from './screens/target-picker.js';
+import { TargetPicker } from './screens/target-picker.js';
+import { loadRecoveryTimeline, type RecoveryTimelineSource } from './services/recovery-timeline.js';
+import { checkStatus, statusOptionsFromServices } from './monitoring/status.js';
 import { RunScreen } from './screens/run-view.js';
 import { Report } from './screens/report.js';
 import { StatusDashboard, StatusPanel, statusPanelRows, useStatusFeed } from './screens/status-dashboard.js';
@@ -114,15 +118,13 @@ export function appReducer(state: AppState, action: AppAction): AppState {
 /** Params chosen on the recovery timeline instead of typed: procedure id -> param name. */
 export const RECOVERY_TARGET_PARAMS: Record<string, string> = { pitr: 'target' };
 
-function pickersFor(procedure: Procedure, services: unknown, env: NodeJS.ProcessEnv): Record<string, FieldPicker> | undefined {
+function pickersFor(procedure: Procedure, timeline: RecoveryTimelineSource): Record<string, FieldPicker> | undefined {
   const param = RECOVERY_TARGET_PARAMS[procedure.id];
   if (!param || !procedure.params.some((p) => p.name === param)) return undefined;
-  const repo = isServices(services) ? services.repo : undefined;
-  const repoEnv = isServices(services) ? services.env : env;
   return {
     [param]: {
       hint: 'pick on the timeline',
-      render: ({ value, onDone }) => <RepositoryTargetPicker repo={repo} env={repoEnv} initial={value} onDone={onDone} />,
+      render: ({ value, onDone }) => <TargetPicker source={timeline} initial={value} onDone={onDone} />,
     },
   };
 }
@@ -131,8 +133,8 @@ export interface AppProps {
   procedures: Procedure[];
   stateDir: string;
   env: NodeJS.ProcessEnv;
-  /** Handed to procedures (ProcedureServices from buildServices). */
-  services?: unknown;
+  /** Handed to procedures (from buildServices); the screens' services are built from it. */
+  services?: ProcedureServices;
   profileName?: string;
   /** Called once, just before the app exits; `forced` when a second Ctrl-C did not wait for the step. */
   onExit?(code: number, info: { forced: boolean }): void;
@@ -143,13 +145,9 @@ export interface AppProps {
   abortGraceMs?: number;
 }
 
-function isServices(s: unknown): s is ProcedureServices {
-  return typeof s === 'object' && s !== null && 'connection' in s && typeof (s as ProcedureServices).connection === 'object';
-}
-
-/** Profile settings that double as procedure params (as headless does). */
-export function connectionLabel(services: unknown, profileName?: string): string | undefined {
-  if (!isServices(services)) return profileName ? `profile ${profileName}` : undefined;
+/** Where the app acts, for Home's connection line. */
+export function connectionLabel(services: ProcedureServices | undefined, profileName?: string): string | undefined {
+  if (!services) return profileName ? `profile ${profileName}` : undefined;
   const name = services.profileName ?? profileName;
   let where: string;
   try {
@@ -161,8 +159,8 @@ export function connectionLabel(services: unknown, profileName?: string): string
 }
 
 /** The drill when nothing is configured (no profile, no PG* connection, no repository); else the first procedure. */
-export function firstChoice(procedures: Procedure[], profileName: string | undefined, env: NodeJS.ProcessEnv, services: unknown): number {
-  const configured = Boolean(profileName || env.PGHOST || env.PGPORT || env.PGDATABASE || env.PGRUNBOOK_REPO || (isServices(services) && services.repo));
+export function firstChoice(procedures: Procedure[], profileName: string | undefined, env: NodeJS.ProcessEnv, services: ProcedureServices | undefined): number {
+  const configured = Boolean(profileName || env.PGHOST || env.PGPORT || env.PGDATABASE || env.PGRUNBOOK_REPO || services?.repo);
   if (configured) return 0;
   return Math.max(0, menuOrder(procedures).findIndex((p) => p.id === 'drill'));
 }
@@ -174,11 +172,12 @@ export function App(props: AppProps) {
   const [state, dispatch] = useReducer(appReducer, { ...initialAppState, homeIndex: firstChoice(procedures, props.profileName, env, services) });
   const stateRef = useRef(state);
   stateRef.current = state;
-  const profile = isServices(services) ? services.profile : undefined;
-  const secrets = useMemo(
-    () => [isServices(services) ? services.connection.password : undefined, env.PGPASSWORD].filter((s): s is string => Boolean(s)),
-    [services, env],
-  );
+  const profile = services?.profile;
+  const secrets = useMemo(() => [services?.connection.password, env.PGPASSWORD].filter((s): s is string => Boolean(s)), [services, env]);
+  // The screens' services: the recovery timeline of the configured repository (opened anew
+  // each time the picker opens), and the status check when there is a repository to check.
+  const timeline = useMemo(() => loadRecoveryTimeline(services?.repo, services?.env ?? env), [services, env]);
+  const statusCheck = useMemo(() => (services?.repo ? () => checkStatus(statusOptionsFromServices(services)) : undefined), [services]);
 
   // One AbortController per run; Ctrl-C aborts it and the runner records the interrupted step.
   const attempt = state.screen.name === 'run' ? state.screen.attempt : -1;
@@ -227,7 +226,7 @@ export function App(props: AppProps) {
   );
   const toHome = useCallback(() => dispatch({ type: 'home' }), []);
   // Status of the backups, checked in the background when a repository is configured; again after each run.
-  const statusFeed = useStatusFeed(isServices(services) && services.repo ? services : undefined);
+  const statusFeed = useStatusFeed(statusCheck);
   useEffect(() => {
     if (state.screen.name === 'report') statusFeed?.refresh();
   }, [state.screen.name]);
@@ -257,7 +256,7 @@ export function App(props: AppProps) {
           procedure={screen.procedure}
           env={env}
           defaults={profileDefaults(screen.procedure, profile)}
-          pickers={pickersFor(screen.procedure, services, env)}
+          pickers={pickersFor(screen.procedure, timeline)}
           onSubmit={(params) => dispatch({ type: 'run', params })}
           onBack={toHome}
         />

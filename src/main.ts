@@ -40,7 +40,7 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
     try {
       return await profileCommand(argv.slice(1), io);
     } catch (err) {
-      return fail(EXIT.usage, (err as Error).message);
+      return fail(EXIT.usage, errorMessage(err));
     }
   }
 
@@ -49,7 +49,7 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
       const { catalogCommand } = await import('./commands/catalog.js');
       return await catalogCommand(argv.slice(1), io);
     } catch (err) {
-      return fail(EXIT.failed, (err as Error).message);
+      return fail(EXIT.failed, errorMessage(err));
     }
   }
 
@@ -59,7 +59,7 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
       return await statusCommand(argv.slice(1), io);
     } catch (err) {
       // Nagios UNKNOWN: the status could not be determined.
-      io.stderr.write(`pgrunbook status: ${(err as Error).message}\n`);
+      io.stderr.write(`pgrunbook status: ${errorMessage(err)}\n`);
       return 3;
     }
   }
@@ -68,7 +68,7 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
   try {
     procedures = await loadProcedures(env);
   } catch (err) {
-    return fail(EXIT.usage, (err as Error).message);
+    return fail(EXIT.usage, errorMessage(err));
   }
   const names = procedures.map((p) => p.id).join(', ');
 
@@ -105,7 +105,7 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
     try {
       resumeFrom = readResumePoint(stateDir, String(flags.resume));
     } catch (err) {
-      return fail(EXIT.usage, (err as Error).message);
+      return fail(EXIT.usage, errorMessage(err));
     }
     if (resumeFrom.lastStatus === 'ok') return fail(EXIT.usage, `run ${resumeFrom.runId} already finished successfully; nothing to resume`);
     procedure = procedures.find((p) => p.id === resumeFrom!.procedure);

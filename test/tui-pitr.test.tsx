@@ -13,7 +13,7 @@ import { cleanup, render } from 'ink-testing-library';
 import type { Key } from 'ink';
 import { gate, key, poll as waitFor, stripAnsi, waitForFrame } from './helpers/ink.js';
 import { App } from '../src/app.js';
-import type { Procedure, RunSummary } from '../src/engine/types.js';
+import type { Procedure, RunEvent, RunSummary } from '../src/engine/types.js';
 import { pitrProcedure } from '../src/procedures/pitr.js';
 import { buildServices } from '../src/procedures/services.js';
 import { openRepository } from '../src/storage/repository.js';
@@ -22,7 +22,8 @@ import { walKey } from '../src/storage/walarchive.js';
 import { formatLsn, lsnOfSegno, segmentName } from '../src/storage/walnames.js';
 import { AppThemeProvider } from '../src/screens/theme.js';
 import { KeysProvider } from '../src/screens/keys.js';
-import { RunScreen, labelledProgressText, replayInfoReducer } from '../src/screens/run-view.js';
+import { RunScreen, RunView, labelledProgressText } from '../src/screens/run-view.js';
+import { replayInfoReducer, runReducer, initialRunState } from '../src/screens/run-state.js';
 import {
   BIG_STEP,
   MARK,
@@ -33,10 +34,10 @@ import {
   columnOf,
   isoTime,
   labelTime,
-  layoutTimeline,
   moveCursor,
   recoverableRange,
 } from '../src/screens/recovery-timeline.js';
+import { layoutTimeline } from '../src/screens/recovery-timeline-layout.js';
 import { initialPickerState, pickerReducer, type PickerState } from '../src/screens/target-picker.js';
 
 // ---------------------------------------------------------------------------------------
@@ -443,10 +444,16 @@ function replayProcedure(hold: Promise<void>, answers: boolean[]): Procedure {
         describe: () => 'Starting the server in recovery; progress is the replayed LSN against 0/2000000.',
         async run(ctx) {
           ctx.log('started: pg_ctl start');
-          ctx.progress({ done: 8 * MiB, total: 16 * MiB, unit: 'bytes' });
+          // Typed replay progress, as pitr reports it; the log lines say nothing the panel reads.
+          ctx.progress({ done: 8 * MiB, total: 16 * MiB, unit: 'bytes', replay: { lsn: '0/1000000', targetLsn: '0/2000000' } });
           await hold;
-          ctx.progress({ done: 16 * MiB, total: 16 * MiB, unit: 'bytes' });
-          ctx.log('paused at the target: replayed to 0/2000028, last commit 2026-01-01T10:29:58.000Z');
+          ctx.progress({
+            done: 16 * MiB,
+            total: 16 * MiB,
+            unit: 'bytes',
+            replay: { lsn: '0/2000028', targetLsn: '0/2000000', commitTime: '2026-01-01T10:29:58.000Z', paused: true },
+          });
+          ctx.log('recovery is waiting at the target');
         },
       },
       { id: 'verify-connect', title: 'Verify: connect', kind: 'verify', async run(ctx) { ctx.check('connects', true); } },
@@ -457,7 +464,7 @@ function replayProcedure(hold: Promise<void>, answers: boolean[]): Procedure {
         async run(ctx) {
           const ok = await ctx.confirm({ message: `Recovery is paused at ${String(ctx.params.target)}. Promote the server now (read-write, new timeline)?` });
           answers.push(ok);
-          if (ok) ctx.log('promoted: the server is read-write at 0/2000100');
+          if (ok) ctx.progress({ done: 1, total: 1, unit: 'bytes', replay: { lsn: '0/2000100', targetLsn: '0/2000000', promoted: true } });
           else ctx.log('left paused for inspection', 'warn');
         },
       },
@@ -515,19 +522,72 @@ describe('replay view', () => {
     });
   }
 
-  it('reads the replayed position, commit time and promotion from the step logs', () => {
-    const ev = (stepId: string, message: string) => ({ type: 'log' as const, time: '2026-01-01T00:00:00Z', runId: 'r', stepId, level: 'info' as const, message });
-    let info = replayInfoReducer({}, [
-      { type: 'run-start', time: '2026-01-01T00:00:00Z', runId: 'r', procedure: 'pitr', title: 'PITR', params: { target: 'latest' }, steps: [], dryRun: false },
-    ]);
+  it('reads the replayed position, commit time and promotion from typed progress, never from logs', () => {
+    const at = '2026-01-01T00:00:00Z';
+    const progress = (stepId: string, replay?: Extract<RunEvent, { type: 'progress' }>['replay']): RunEvent => ({ type: 'progress', time: at, runId: 'r', stepId, done: 1, total: 2, unit: 'bytes', replay });
+    let info = replayInfoReducer({}, [{ type: 'run-start', time: at, runId: 'r', procedure: 'pitr', title: 'PITR', params: { target: 'latest' }, steps: [], dryRun: false }]);
     expect(info).toEqual({ target: 'latest', targetAction: undefined });
-    info = replayInfoReducer(info, [ev('replay', 'paused at the target: replayed to 0/3000060, last commit 2026-01-01T10:29:58.123Z')]);
+    info = replayInfoReducer(info, [progress('replay', { lsn: '0/3000060', targetLsn: '0/3000000', commitTime: '2026-01-01T10:29:58.123Z', paused: true })]);
     expect(info).toMatchObject({ lsn: '0/3000060', commitTime: '2026-01-01T10:29:58.123Z', paused: true });
-    info = replayInfoReducer(info, [ev('replay', 'recovery finished and the server was promoted at 0/4000000 (last replayed commit 2026-01-01T10:31:00.000Z)')]);
-    expect(info).toMatchObject({ lsn: '0/4000000', commitTime: '2026-01-01T10:31:00.000Z', promoted: true, paused: false });
-    expect(replayInfoReducer({}, [ev('other', 'replayed to 0/1')])).toEqual({});
+    info = replayInfoReducer(info, [progress('promote', { lsn: '0/4000000', targetLsn: '0/3000000', commitTime: '2026-01-01T10:31:00.000Z', promoted: true })]);
+    expect(info).toMatchObject({ target: 'latest', lsn: '0/4000000', commitTime: '2026-01-01T10:31:00.000Z', promoted: true });
+    expect(info.paused).toBeFalsy();
+    // Progress without a replay, and log text that reads like one, change nothing.
+    const log: RunEvent = { type: 'log', time: at, runId: 'r', stepId: 'replay', level: 'info', message: 'paused at the target: replayed to 0/9000000' };
+    expect(replayInfoReducer({}, [progress('replay'), log])).toEqual({});
     expect(labelledProgressText({ stepId: 'replay', done: 8 * MiB, total: 16 * MiB, unit: 'bytes', ratePerSec: 2 * MiB, etaSec: 4 }, 'WAL')).toBe(
       '8.0 MiB of 16.0 MiB WAL · 2.0 MiB/s · about 4.0 s left',
     );
+  });
+
+  it('draws the panel from fed events: replaying, paused at the target, asked to promote, promoted', () => {
+    const at = '2026-01-01T00:00:00Z';
+    const base = { time: at, runId: 'r' };
+    const steps = [
+      { id: 'replay', title: 'Replay WAL to the target', kind: 'action' as const, destructive: false },
+      { id: 'promote', title: 'Promote the recovered server', kind: 'action' as const, destructive: false },
+    ];
+    const replay = (stepId: string, done: number, r: Extract<RunEvent, { type: 'progress' }>['replay']): RunEvent => ({ ...base, type: 'progress', stepId, done, total: 16 * MiB, unit: 'bytes', replay: r });
+    let state = initialRunState();
+    const show = (...events: RunEvent[]) => {
+      state = runReducer(state, { type: 'events', events });
+      const { lastFrame, unmount } = render(
+        <AppThemeProvider color={false}>
+          <RunView state={state} now={Date.parse(at)} size={{ columns: 100, rows: 30 }} />
+        </AppThemeProvider>,
+      );
+      const frame = stripAnsi(lastFrame() ?? '');
+      unmount();
+      return frame;
+    };
+
+    let frame = show(
+      { ...base, type: 'run-start', procedure: 'pitr', title: 'PITR', params: { target: '2026-01-01T10:30:00Z', targetAction: 'promote' }, steps, dryRun: false },
+      { ...base, type: 'step-start', stepId: 'replay', title: 'Replay WAL to the target', index: 0, kind: 'action' },
+      // Log text that looks like a replay report is not read.
+      { ...base, type: 'log', stepId: 'replay', level: 'info', message: 'paused at the target: replayed to 0/9999999' },
+    );
+    expect(frame).not.toContain('WAL replay');
+    expect(frame).not.toContain('replayed to 0/9999999,');
+
+    frame = show(replay('replay', 4 * MiB, { lsn: '0/1400000', targetLsn: '0/2000000' }));
+    expect(frame).toContain('WAL replay → 2026-01-01T10:30:00Z, then promote');
+    expect(frame).toMatch(/25%\s+4\.0 MiB of 16\.0 MiB WAL/);
+    expect(frame).toContain('replayed to 0/1400000 of 0/2000000');
+
+    frame = show(replay('replay', 16 * MiB, { lsn: '0/2000028', targetLsn: '0/2000000', commitTime: '2026-01-01T10:29:58.000123Z', paused: true }));
+    expect(frame).toContain('paused at the target: replayed to 0/2000028, last replayed commit 2026-01-01T10:29:58.000123Z');
+
+    frame = show(
+      { ...base, type: 'step-end', stepId: 'replay', status: 'ok', durationMs: 5 },
+      { ...base, type: 'step-start', stepId: 'promote', title: 'Promote the recovered server', index: 1, kind: 'action' },
+      { ...base, type: 'confirm-request', stepId: 'promote', message: 'Promote the server now?' },
+    );
+    expect(frame).not.toContain('WAL replay →');
+    expect(frame).toContain('Paused at 0/2000028, last replayed commit 2026-01-01T10:29:58.000123Z');
+
+    frame = show({ ...base, type: 'confirm-answer', stepId: 'promote', allowed: true }, replay('promote', 16 * MiB, { lsn: '0/2000100', targetLsn: '0/2000000', promoted: true }));
+    expect(frame).toContain('promoted: replayed to 0/2000100');
+    expect(frame).not.toContain('Paused at');
   });
 });

@@ -9,6 +9,7 @@ import { formatBytes, formatDuration } from '../engine/format.js';
 import { openStore } from '../storage/url.js';
 import { readCatalog, type Catalog } from '../storage/catalog.js';
 import { RepositoryUnreadableError, VERIFY_RESULT_KEY, parseSince, recordVerifyResult, verifyRepository, type VerifyProgress, type VerifyResult } from '../storage/verify.js';
+import { errorMessage } from '../engine/errors.js';
 
 export const CATALOG_USAGE = 'usage: pgrunbook catalog [--repo URL] [--json] [--verify [--since DURATION|ISO-TIME] [--parallel N]]';
 
@@ -57,7 +58,7 @@ export async function catalogCommand(
   } catch (err) {
     // A malformed URL is bad usage; anything else (credentials, network) is a repository that cannot be read.
     const code = (err as { code?: string }).code;
-    if (code === 'invalid-url' || code === 'invalid-argument') return usage((err as Error).message);
+    if (code === 'invalid-url' || code === 'invalid-argument') return usage(errorMessage(err));
     throw err;
   }
   try {
@@ -117,7 +118,7 @@ async function verifyCommand(
   try {
     await recordVerifyResult(store, result);
   } catch (err) {
-    recordError = `could not record the result as ${VERIFY_RESULT_KEY}: ${(err as Error).message} (status will not see this verify; check write access to the repository)`;
+    recordError = `could not record the result as ${VERIFY_RESULT_KEY}: ${errorMessage(err)} (status will not see this verify; check write access to the repository)`;
     result.warnings.push(recordError);
   }
   io.stdout.write(opts.json ? JSON.stringify({ ...result, recorded: recordError ? false : VERIFY_RESULT_KEY }, null, 2) + '\n' : verifyText(result, recordError));

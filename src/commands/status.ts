@@ -11,6 +11,7 @@ import { checkStatus, parseSkip, resolveNow, resolveThresholds } from '../monito
 import { statusJson, statusText } from '../monitoring/render.js';
 import { prometheusText, writeFileAtomic } from '../monitoring/prometheus.js';
 import { EXIT_CODE, StatusUsageError, type StatusThresholds } from '../monitoring/types.js';
+import { errorMessage } from '../engine/errors.js';
 
 const BOOLEANS = ['json', 'prometheus', 'help'];
 const VALUED = [
@@ -166,7 +167,7 @@ export async function statusCommand(argv: string[], io: StatusIo): Promise<numbe
       try {
         await writeFileAtomic(output, body);
       } catch (err) {
-        return unknown(`cannot write ${output}: ${(err as Error).message} (is the directory there and writable?)`);
+        return unknown(`cannot write ${output}: ${errorMessage(err)} (is the directory there and writable?)`);
       }
     } else {
       io.stdout.write(body);

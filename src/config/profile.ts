@@ -3,6 +3,7 @@
 // override it, so automation needs no profile at all.
 import type { ConnectionSettings } from './connection.js';
 import { parseConnectionString } from './connection.js';
+import { errorMessage } from '../engine/errors.js';
 
 export interface CriticalTable {
   database: string;
@@ -87,7 +88,7 @@ export function validateProfile(name: string, raw: unknown): string[] {
         try {
           parseConnectionString(c.conninfo);
         } catch (err) {
-          errors.push(`${at('connection.conninfo')}: ${(err as Error).message}`);
+          errors.push(`${at('connection.conninfo')}: ${errorMessage(err)}`);
         }
       }
     }

@@ -1,7 +1,7 @@
 // Headless answers to confirm-requests, from flags: --yes for ordinary prompts, and for a
 // destructive step an exact --confirm VALUE equal to what the TUI would make the operator type.
 import type { ConfirmAnswerer } from './types.js';
-import { shellQuote } from './runner.js';
+import { shellQuote } from './errors.js';
 
 export function headlessAnswerer(opts: { yes: boolean; confirm?: string[] }): ConfirmAnswerer {
   const given = opts.confirm ?? [];

@@ -215,6 +215,8 @@ export type RunEvent =
       unit: string;
       ratePerSec?: number;
       etaSec?: number;
+      /** Carried from ProgressUpdate.replay unchanged: renderers draw WAL replay from this, never from log text. */
+      replay?: ReplayProgress;
     })
   | (EventBase & { type: 'check'; stepId: string; name: string; ok: boolean; detail?: string })
   | (EventBase & { type: 'fact'; stepId: string; label: string; value: string })

@@ -10,6 +10,7 @@ import { readCatalog, type Catalog } from '../storage/catalog.js';
 import { StorageError } from '../storage/types.js';
 import { readLastVerify, type VerifyResult } from '../storage/verify.js';
 import { StatusUsageError } from './types.js';
+import { errorMessage } from '../engine/errors.js';
 
 export interface RepositorySnapshot {
   /** The URL with secrets removed. */
@@ -76,7 +77,7 @@ export async function collectRepository(loc: RepoLocation): Promise<RepositorySn
       const code = (err as NodeJS.ErrnoException).code;
       return {
         url,
-        error: code === 'ENOENT' ? `directory ${loc.root} does not exist (is the backup volume mounted? is --repo right?)` : `cannot read ${loc.root}: ${(err as Error).message}`,
+        error: code === 'ENOENT' ? `directory ${loc.root} does not exist (is the backup volume mounted? is --repo right?)` : `cannot read ${loc.root}: ${errorMessage(err)}`,
       };
     }
   }
@@ -84,17 +85,17 @@ export async function collectRepository(loc: RepoLocation): Promise<RepositorySn
   try {
     store = await openLocation(loc);
   } catch (err) {
-    return { url, error: (err as Error).message };
+    return { url, error: errorMessage(err) };
   }
   try {
     const catalog = await readCatalog(store);
     try {
       return { url, catalog, lastVerify: await readLastVerify(store) };
     } catch (err) {
-      return { url, catalog, lastVerifyError: (err as Error).message };
+      return { url, catalog, lastVerifyError: errorMessage(err) };
     }
   } catch (err) {
-    return { url, error: (err as Error).message };
+    return { url, error: errorMessage(err) };
   } finally {
     await store.close().catch(() => undefined);
   }
@@ -172,6 +173,6 @@ export async function collectServer(conn: ConnectionSettings): Promise<ServerSna
       },
     };
   } catch (err) {
-    return { endpoint, error: (err as Error).message };
+    return { endpoint, error: errorMessage(err) };
   }
 }

@@ -187,7 +187,7 @@ export function ParamsForm({ procedure, env, defaults, pickers, onSubmit, onBack
 
   const width = Math.max(40, columns);
   const labelWidth = Math.min(24, Math.max(...specs.map((s) => flagName(s.name).length - 2 + (s.required ? 2 : 0))) + 2);
-  const fieldErrors = specs.map(() => [] as string[]);
+  const fieldErrors = specs.map((): string[] => []);
   const otherErrors: string[] = [];
   for (const e of state.errors) {
     const i = fieldForError(e, specs);

@@ -1,7 +1,7 @@
 // What the run view shows, as a pure function of the runner's events. No Ink, no React:
 // unit-testable with plain event sequences. Bounded: the log tail keeps LOG_TAIL lines and
 // the check list MAX_CHECKS entries, whatever a step emits.
-import type { CheckResult, LogLevel, RunEvent, RunSummary, StepKind, StepStatus } from '../engine/types.js';
+import type { CheckResult, LogLevel, ReplayProgress, RunEvent, RunSummary, StepKind, StepStatus } from '../engine/types.js';
 
 export const LOG_TAIL = 5;
 export const MAX_CHECKS = 200;
@@ -28,6 +28,32 @@ export interface ProgressView {
   unit: string;
   ratePerSec?: number;
   etaSec?: number;
+  /** Set when the progress is a WAL replay's. */
+  replay?: ReplayProgress;
+}
+
+/**
+ * A WAL replay as the run reported it: the target the run was given (run-start's params) and
+ * the latest typed replay progress (ProgressUpdate.replay) of any step. It outlives the step
+ * that reported it, so a later question (promote?) can say where recovery paused.
+ */
+export interface ReplayInfo extends Partial<ReplayProgress> {
+  target?: string;
+  targetAction?: string;
+}
+
+export function replayInfoReducer(info: ReplayInfo, events: RunEvent[]): ReplayInfo {
+  let next = info;
+  for (const e of events) {
+    if (e.type === 'run-start') {
+      const { target, targetAction } = e.params;
+      next = { target: typeof target === 'string' ? target : undefined, targetAction: typeof targetAction === 'string' ? targetAction : undefined };
+    } else if (e.type === 'progress' && e.replay) {
+      // Each report is the whole picture: a promotion after a pause replaces it.
+      next = { target: next.target, targetAction: next.targetAction, ...e.replay };
+    }
+  }
+  return next;
 }
 
 export interface LogLine {
@@ -58,6 +84,8 @@ export interface RunViewState {
   about?: string;
   /** The current step's latest progress; cleared when the step ends. */
   progress?: ProgressView;
+  /** The run's WAL replay, once a step has reported one (replayInfoReducer). */
+  replay: ReplayInfo;
   logs: LogLine[];
   /** Log lines dropped from the tail (they are in the journal). */
   logsDropped: number;
@@ -76,6 +104,7 @@ export function initialRunState(steps: { id: string; title: string; kind: StepKi
   return {
     dryRun: false,
     steps: steps.map((s) => ({ id: s.id, title: s.title, kind: s.kind, destructive: Boolean(s.destructive), state: 'pending' })),
+    replay: {},
     logs: [],
     logsDropped: 0,
     checks: [],
@@ -107,9 +136,9 @@ function updateStep(steps: StepView[], id: string, patch: Partial<StepView>): St
 export function applyEvent(state: RunViewState, event: RunEvent): RunViewState {
   switch (event.type) {
     case 'run-start': {
-      const steps = event.steps.map((s) => {
+      const steps = event.steps.map((s): StepView => {
         const known = state.steps.find((k) => k.id === s.id);
-        return known && known.state !== 'pending' ? known : { id: s.id, title: s.title, kind: s.kind, destructive: s.destructive, state: 'pending' as const };
+        return known && known.state !== 'pending' ? known : { id: s.id, title: s.title, kind: s.kind, destructive: s.destructive, state: 'pending' };
       });
       return {
         ...state,
@@ -121,13 +150,14 @@ export function applyEvent(state: RunViewState, event: RunEvent): RunViewState {
         resumedAt: event.resumedAt,
         startedAt: time(event),
         steps,
+        replay: replayInfoReducer(state.replay, [event]),
       };
     }
     case 'step-start': {
       const exists = state.steps.some((s) => s.id === event.stepId);
       const steps = exists
         ? updateStep(state.steps, event.stepId, { state: 'running', startedAt: time(event), durationMs: undefined, error: undefined, reason: undefined })
-        : [...state.steps, { id: event.stepId, title: event.title, kind: event.kind, destructive: false, state: 'running' as const, startedAt: time(event) }];
+        : [...state.steps, { id: event.stepId, title: event.title, kind: event.kind, destructive: false, state: 'running', startedAt: time(event) } satisfies StepView];
       return { ...state, steps, currentStepId: event.stepId, about: event.about, progress: undefined };
     }
     case 'log': {
@@ -136,9 +166,10 @@ export function applyEvent(state: RunViewState, event: RunEvent): RunViewState {
       return { ...state, logs: drop ? logs.slice(drop) : logs, logsDropped: state.logsDropped + drop };
     }
     case 'progress': {
-      if (state.currentStepId !== undefined && event.stepId !== state.currentStepId) return state;
+      const replay = event.replay ? replayInfoReducer(state.replay, [event]) : state.replay;
+      if (state.currentStepId !== undefined && event.stepId !== state.currentStepId) return replay === state.replay ? state : { ...state, replay };
       const { stepId, done, total, unit, ratePerSec, etaSec } = event;
-      return { ...state, progress: { stepId, done, total, unit, ratePerSec, etaSec } };
+      return { ...state, replay, progress: { stepId, done, total, unit, ratePerSec, etaSec, replay: event.replay } };
     }
     case 'check': {
       const checks = [...state.checks, { stepId: event.stepId, name: event.name, ok: event.ok, detail: event.detail }];
@@ -146,7 +177,7 @@ export function applyEvent(state: RunViewState, event: RunEvent): RunViewState {
       return { ...state, checks: drop ? checks.slice(drop) : checks, checksDropped: state.checksDropped + drop };
     }
     case 'fact': {
-      const logs = [...state.logs, { stepId: event.stepId, level: 'info' as const, message: `${event.label}: ${event.value}` }];
+      const logs: LogLine[] = [...state.logs, { stepId: event.stepId, level: 'info', message: `${event.label}: ${event.value}` }];
       const drop = Math.max(0, logs.length - LOG_TAIL);
       return { ...state, logs: drop ? logs.slice(drop) : logs, logsDropped: state.logsDropped + drop };
     }
@@ -195,9 +226,15 @@ export interface Timers {
   now(): number;
 }
 
+function isNodeTimer(h: unknown): h is NodeJS.Timeout {
+  return typeof h === 'object' && h !== null && 'unref' in h;
+}
+
 const realTimers: Timers = {
   setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
+  clearTimeout: (h) => {
+    if (isNodeTimer(h)) clearTimeout(h);
+  },
   now: () => Date.now(),
 };
 
@@ -209,6 +246,14 @@ export interface EventBatcher {
   flush(): void;
   /** Stop the timer; buffered events are delivered first. */
   close(): void;
+}
+
+function lastProgressOf(buffer: RunEvent[], stepId: string): number {
+  for (let i = buffer.length - 1; i >= 0; i--) {
+    const e = buffer[i];
+    if (e.type === 'progress' && e.stepId === stepId) return i;
+  }
+  return -1;
 }
 
 export function createEventBatcher(deliver: (events: RunEvent[]) => void, intervalMs = 100, timers: Timers = realTimers): EventBatcher {
@@ -236,9 +281,12 @@ export function createEventBatcher(deliver: (events: RunEvent[]) => void, interv
         return;
       }
       if (event.type === 'progress') {
-        const i = buffer.findIndex((e) => e.type === 'progress' && e.stepId === event.stepId);
+        const i = lastProgressOf(buffer, event.stepId);
+        const last = i >= 0 ? buffer[i] : undefined;
+        // A replay report is only replaced by another (a plain count must not erase where replay paused).
+        const replaceable = last?.type === 'progress' && (event.replay !== undefined || last.replay === undefined);
         // Replace in place only when nothing else for that step came after it, so order holds.
-        if (i >= 0 && buffer.slice(i + 1).every((e) => e.type === 'progress' || e.type === 'log' || e.type === 'check')) buffer[i] = event;
+        if (replaceable && buffer.slice(i + 1).every((e) => e.type === 'progress' || e.type === 'log' || e.type === 'check')) buffer[i] = event;
         else buffer.push(event);
       } else {
         buffer.push(event);

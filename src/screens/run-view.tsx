@@ -7,9 +7,9 @@ import { Box, Text } from 'ink';
 import { Spinner } from '@inkjs/ui';
 import { runProcedure } from '../engine/runner.js';
 import { journalPathFor, newRunId } from '../engine/journal.js';
-import { formatDuration, formatQuantity } from '../engine/format.js';
+import { formatDuration } from '../engine/format.js';
 import type { ConfirmAnswerer, Params, Procedure, RunEvent, RunSummary } from '../engine/types.js';
-import { createEventBatcher, initialRunState, runReducer, type RunViewState, type StepView } from './run-state.js';
+import { createEventBatcher, initialRunState, runReducer, type ReplayInfo, type RunViewState, type StepView } from './run-state.js';
 import { ConfirmPrompt, confirmReducer, initialConfirmState, type ConfirmAnswer, type ConfirmInputState } from './confirm.js';
 import { useKeys } from './keys.js';
 import { useTerminalSize, useTheme } from './theme.js';
@@ -17,50 +17,11 @@ import { STATE_COLOR, STATE_MARK, bar, clip, linesFor, percent, progressText } f
 import type { ProgressView } from './run-state.js';
 
 // ---------------------------------------------------------------------------------------
-// WAL replay: a step with id "replay" (pitr's) gets a panel of its own: the target, the WAL
-// replayed against it, and the last replayed commit once the step reports it; while the
-// "promote" step asks, where recovery paused. Read from the run's events (params of
-// run-start, the replay step's progress and log lines), so no procedure needs to know the UI.
-
-export const REPLAY_STEP = 'replay';
-export const PROMOTE_STEP = 'promote';
-
-export interface ReplayInfo {
-  target?: string;
-  targetAction?: string;
-  /** The replayed LSN and last replayed commit time, from the replay step's log lines. */
-  lsn?: string;
-  commitTime?: string;
-  paused?: boolean;
-  promoted?: boolean;
-}
-
-const LSN_RE = /[0-9A-F]{1,8}\/[0-9A-F]{1,8}/i;
-
-export function replayInfoReducer(info: ReplayInfo, events: RunEvent[]): ReplayInfo {
-  let next = info;
-  for (const e of events) {
-    if (e.type === 'run-start') {
-      next = { target: e.params.target === undefined ? undefined : String(e.params.target), targetAction: e.params.targetAction === undefined ? undefined : String(e.params.targetAction) };
-    } else if (e.type === 'log' && (e.stepId === REPLAY_STEP || e.stepId === PROMOTE_STEP)) {
-      const m = e.message;
-      const patch: ReplayInfo = {};
-      const replayed = new RegExp(`replayed to (${LSN_RE.source})`, 'i').exec(m);
-      if (replayed) patch.lsn = replayed[1];
-      const commit = /last (?:replayed )?commit (\d{4}-\d\d-\d\dT[0-9:.]+Z)/.exec(m);
-      if (commit) patch.commitTime = commit[1];
-      if (/paused at the target/.test(m)) patch.paused = true;
-      const promoted = new RegExp(`promoted(?: at|: the server is read-write at) (${LSN_RE.source})`).exec(m);
-      if (promoted) {
-        patch.promoted = true;
-        patch.paused = false;
-        if (e.stepId === REPLAY_STEP) patch.lsn = promoted[1];
-      }
-      if (Object.keys(patch).length) next = { ...next, ...patch };
-    }
-  }
-  return next;
-}
+// WAL replay: progress that carries a typed replay (ProgressUpdate.replay) gets a panel of its
+// own: the target, the WAL replayed against it, where replay is and its last replayed commit.
+// While a later question is open after replay paused (pitr's "promote?"), where it paused.
+// Read from the run's typed events (run-start's params, progress.replay): no log text is
+// parsed, and no procedure needs to know the UI.
 
 /** "8.0 MiB of 16.0 MiB WAL · 2.0 MiB/s · about 4.0 s left": progressText naming what it counts. */
 export function labelledProgressText(p: ProgressView, what: string): string {
@@ -75,8 +36,8 @@ function describeReplayTarget(info: ReplayInfo): string {
 }
 
 /** Lines the replay panel takes. */
-function replayPanelLines(info: ReplayInfo, progress: boolean): number {
-  return 1 + (progress ? 1 : 0) + (info.lsn || info.commitTime ? 1 : 0);
+function replayPanelLines(info: ReplayInfo): number {
+  return 2 + (info.lsn || info.commitTime ? 1 : 0);
 }
 
 export interface RunScreenProps {
@@ -110,7 +71,6 @@ export function RunScreen(props: RunScreenProps) {
   const { procedure } = props;
   const [state, dispatch] = useReducer(runReducer, procedure.steps.map((s) => ({ ...s, destructive: Boolean(s.destructive) })), initialRunState);
   const [confirmState, confirmDispatch] = useReducer(confirmReducer, 0, initialConfirmState);
-  const [replay, replayDispatch] = useReducer(replayInfoReducer, {});
   const pending = useRef<{ seq: number; resolve: (answer: ConfirmAnswer) => void } | undefined>(undefined);
   const started = useRef(false);
   const propsRef = useRef(props);
@@ -121,10 +81,7 @@ export function RunScreen(props: RunScreenProps) {
     started.current = true;
     const p = propsRef.current;
     const runId = newRunId(procedure.id);
-    const batcher = createEventBatcher((events) => {
-      dispatch({ type: 'events', events });
-      replayDispatch(events);
-    });
+    const batcher = createEventBatcher((events) => dispatch({ type: 'events', events }));
     let requests = 0;
     const onEvent = (event: RunEvent) => {
       if (event.type === 'confirm-request') requests++;
@@ -213,7 +170,7 @@ export function RunScreen(props: RunScreenProps) {
 
   const now = useNow(!state.summary);
   const shownConfirm = state.confirm && confirmState.seq === state.confirm.seq ? confirmState : initialConfirmState(state.confirm?.seq ?? 0);
-  return <RunView state={state} confirm={shownConfirm} now={now} stopping={Boolean(props.stopping)} replay={replay} />;
+  return <RunView state={state} confirm={shownConfirm} now={now} stopping={Boolean(props.stopping)} />;
 }
 
 export interface RunViewProps {
@@ -221,13 +178,11 @@ export interface RunViewProps {
   confirm?: ConfirmInputState;
   now: number;
   stopping?: boolean;
-  /** What the run's events said about a WAL replay (replayInfoReducer). */
-  replay?: ReplayInfo;
   /** Override the terminal size (tests). */
   size?: { columns: number; rows: number };
 }
 
-export function RunView({ state, confirm, now, stopping, replay, size }: RunViewProps) {
+export function RunView({ state, confirm, now, stopping, size }: RunViewProps) {
   const { c } = useTheme();
   const terminal = useTerminalSize();
   const { columns, rows } = size ?? terminal;
@@ -238,9 +193,10 @@ export function RunView({ state, confirm, now, stopping, replay, size }: RunView
   // Budget: everything but the check list and the log tail is fixed; those two get what is left.
   const confirmLines = state.confirm ? 2 + 1 + linesFor(`This will ${state.confirm.destructive?.what ?? state.confirm.message}.`, width - 4) + 2 + (confirm?.error ? linesFor(confirm.error, width - 4) : 0) : 0;
   const aboutText = state.about ? clip(state.about, width * 2 - 10) : undefined;
-  const replaying = replay !== undefined && state.currentStepId === REPLAY_STEP;
-  const pausedAsk = replay !== undefined && state.confirm?.stepId === PROMOTE_STEP && !replay.promoted && Boolean(replay.lsn || replay.paused);
-  const progressLines = replaying ? replayPanelLines(replay, Boolean(state.progress)) : state.progress ? 1 : 0;
+  const { replay, progress } = state;
+  const replaying = progress?.replay !== undefined;
+  const pausedAsk = state.confirm !== undefined && !replaying && Boolean(replay.paused) && !replay.promoted;
+  const progressLines = replaying ? replayPanelLines(replay) : progress ? 1 : 0;
   const fixed = 1 + state.steps.length + 1 + (aboutText ? linesFor(aboutText, width) : 0) + progressLines + (pausedAsk ? 1 : 0) + confirmLines + 1 + (stopping ? 1 : 0);
   const avail = Math.max(0, rows - 1 - fixed);
   const checkHeader = state.checks.length ? 1 : 0;
@@ -267,7 +223,7 @@ export function RunView({ state, confirm, now, stopping, replay, size }: RunView
           {aboutText}
         </Text>
       ) : null}
-      {replaying ? <ReplayPanel info={replay} progress={state.progress} width={width} /> : state.progress ? <ProgressLine progress={state.progress} width={width} /> : null}
+      {progress ? replaying ? <ReplayPanel info={replay} progress={progress} width={width} /> : <ProgressLine progress={progress} width={width} /> : null}
       {pausedAsk ? (
         <Text wrap="truncate-end" color={c('yellow')}>
           {'  '}Paused{replay.lsn ? ` at ${replay.lsn}` : ''}
@@ -341,19 +297,20 @@ export function StepLine({ step, index, total, now, width, waiting }: { step: St
   );
 }
 
-function ReplayPanel({ info, progress, width }: { info: ReplayInfo; progress?: ProgressView; width: number }) {
+function ReplayPanel({ info, progress, width }: { info: ReplayInfo; progress: ProgressView; width: number }) {
   const { c } = useTheme();
   return (
     <Box flexDirection="column">
       <Text wrap="truncate-end">
         <Text bold>  WAL replay</Text> <Text dimColor>→</Text> {describeReplayTarget(info)}
       </Text>
-      {progress ? <ProgressLine progress={progress} width={width} what="WAL" /> : null}
+      <ProgressLine progress={progress} width={width} what="WAL" />
       {info.lsn || info.commitTime ? (
-        <Text wrap="truncate-end" color={info.paused ? c('yellow') : undefined}>
+        <Text wrap="truncate-end" color={info.paused ? c('yellow') : info.promoted ? c('green') : undefined}>
           {'  '}
-          {info.paused ? 'paused at the target: ' : ''}
+          {info.promoted ? 'promoted: ' : info.paused ? 'paused at the target: ' : ''}
           {info.lsn ? `replayed to ${info.lsn}` : ''}
+          {info.lsn && info.targetLsn && !info.paused && !info.promoted ? <Text dimColor> of {info.targetLsn}</Text> : null}
           {info.commitTime ? `${info.lsn ? ', ' : ''}last replayed commit ${info.commitTime}` : ''}
         </Text>
       ) : null}

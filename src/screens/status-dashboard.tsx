@@ -2,12 +2,10 @@
 // compact panel for the top of Home, and the full dashboard screen (key `s` on Home).
 import React, { useEffect, useReducer } from 'react';
 import { Box, Text } from 'ink';
-import { checkStatus, statusOptionsFromServices, type StatusOptions } from '../monitoring/status.js';
 import { shortProblem } from '../monitoring/evaluate.js';
 import { SEVERITY_MARK } from '../monitoring/render.js';
 import { SEVERITY_RANK, type Severity, type StatusCheck, type StatusReport } from '../monitoring/types.js';
 import { formatAge } from '../monitoring/format-units.js';
-import type { ProcedureServices } from '../procedures/services.js';
 import { useKeys, type Key } from './keys.js';
 import { useTerminalSize, useTheme, type ColorName } from './theme.js';
 import { clip } from './format.js';
@@ -50,22 +48,20 @@ export function feedReducer(state: FeedState, action: FeedAction): FeedState {
 }
 
 /**
- * Checks the status in the background when a repository is configured, and again on refresh().
- * `check` defaults to the real one; the options come from the app's services.
+ * Runs `check` in the background, and again on refresh(). The app builds `check` from its
+ * services (undefined when no repository is configured: then there is no feed); the screen
+ * never connects or opens the repository itself.
  */
-export function useStatusFeed(
-  services: Pick<ProcedureServices, 'repo' | 'env' | 'connection' | 'profile'> | undefined,
-  check: (opts: StatusOptions) => Promise<StatusReport> = checkStatus,
-): StatusFeed | undefined {
+export function useStatusFeed(check: (() => Promise<StatusReport>) | undefined): StatusFeed | undefined {
   const [state, dispatch] = useReducer(feedReducer, { generation: 0, loading: true });
   useEffect(() => {
-    if (!services?.repo) return;
+    if (!check) return;
     let live = true;
     const generation = state.generation;
     // Deferred to the next turn: the menu's first frame goes out before any work starts.
     const timer = setTimeout(() => {
       Promise.resolve()
-        .then(() => check(statusOptionsFromServices(services)))
+        .then(check)
         .then(
           (report) => live && dispatch({ type: 'done', generation, report }),
           (err: unknown) => live && dispatch({ type: 'failed', generation, error: err instanceof Error ? err.message : String(err) }),
@@ -75,8 +71,8 @@ export function useStatusFeed(
       live = false;
       clearTimeout(timer);
     };
-  }, [services, state.generation]);
-  if (!services?.repo) return undefined;
+  }, [check, state.generation]);
+  if (!check) return undefined;
   return { loading: state.loading, report: state.report, error: state.error, checkedAt: state.checkedAt, refresh: () => dispatch({ type: 'refresh' }) };
 }
 
@@ -85,7 +81,8 @@ export function useStatusFeed(
 
 function counts(r: StatusReport): string {
   const n = (s: Severity) => r.checks.filter((c) => c.status === s).length;
-  const parts = (['critical', 'warning', 'unknown'] as Severity[]).filter((s) => n(s) > 0).map((s) => `${n(s)} ${s}`);
+  const severities: Severity[] = ['critical', 'warning', 'unknown'];
+  const parts = severities.filter((s) => n(s) > 0).map((s) => `${n(s)} ${s}`);
   return parts.length ? parts.join(', ') : `${r.checks.length} checks ok`;
 }
 
