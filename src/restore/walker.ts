@@ -20,6 +20,7 @@ export type WalkerInput = {
 
 const BATCH = 8;
 
+/** The timeline history files the repository holds, by timeline (a damaged one is RepositoryCorruptError). */
 export async function readHistories(store: ObjectStore, catalog: Catalog, dir: string, signal?: AbortSignal): Promise<Map<number, TimelineHistoryEntry[]>> {
   const out = new Map<number, TimelineHistoryEntry[]>();
   for (const tli of catalog.wal.histories) {
