@@ -4,16 +4,27 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import type { Procedure, StepContext } from '../engine/types.js';
+import type { StepContext } from '../engine/types.js';
 import { formatDuration } from '../engine/format.js';
-import { withPg } from '../postgres/client.js';
 import { createSandboxCluster } from '../postgres/sandbox.js';
 import { isRoot, lookupUser } from '../postgres/osuser.js';
 import { pgCtlStart, pgCtlStatus, pgCtlStop } from '../postgres/pgctl.js';
+import {
+  DRILL_DATABASES,
+  countDrillTables,
+  deleteThirdOfEvents,
+  drillWorkloadRound,
+  dropUsersTable,
+  newestEventTime,
+  seedDrillDatabases,
+  serverClock,
+  switchAndWaitArchived,
+} from '../postgres/drill-data.js';
 import type { ConnectionSettings } from '../config/connection.js';
 import { openRepository } from '../storage/repository.js';
-import { services, type ProcedureServices } from './services.js';
-import { runNested } from './nested.js';
+import type { ProcedureServices } from './services.js';
+import { defineProcedure, type Typed } from './define.js';
+import { runNested, type NestedSummaries } from './nested.js';
 import { walArchivingProcedure } from './wal-archiving.js';
 import { backupBaseProcedure } from './backup-base.js';
 import { backupLogicalProcedure } from './backup-logical.js';
@@ -22,23 +33,32 @@ import { tableRestoreProcedure } from './table-restore.js';
 
 type Incident = 'bad-delete' | 'dropped-table' | 'lost-datadir';
 
-interface Sandbox {
+type Sandbox = {
   baseDir: string;
   dataDir: string;
   host: string;
   port: number;
   logFile: string;
   repo: string;
-}
-
-const DATABASES = ['matih_control_plane', 'matih_data_plane', 'context_graph'];
-
-/** The tables whose rows must come back, database -> tables. */
-const CRITICAL: Record<string, string[]> = {
-  matih_control_plane: ['public.users', 'public.tenants', 'public.config', 'public.audit_log'],
-  matih_data_plane: ['public.sessions', 'public.facts'],
-  context_graph: ['public.events', 'public.decisions', 'public.entities', 'public.edges'],
 };
+
+type DrillParams = { incident?: Incident; rows?: number; keep?: boolean };
+
+type DrillState = NestedSummaries & {
+  sandbox?: Sandbox;
+  /** Row counts just before the incident, DATABASE:SCHEMA.TABLE -> rows. */
+  before?: Record<string, number>;
+  lastGoodAt?: string;
+  incidentAt?: string;
+  lostDir?: string;
+  recoverStartedAt?: string;
+  recoveryPointAt?: string;
+  verifiedAt?: string;
+  rtoMs?: number;
+  rpoMs?: number;
+};
+
+type Ctx = StepContext<Typed<DrillParams, DrillState>>;
 
 const INCIDENTS: Record<Incident, string> = {
   'bad-delete': 'a bad DELETE removes a third of context_graph.events (recovered by PITR to just before it)',
@@ -46,54 +66,32 @@ const INCIDENTS: Record<Incident, string> = {
   'lost-datadir': 'the data directory is lost with the host (recovered by PITR to the latest archived WAL)',
 };
 
-function sandbox(ctx: StepContext): Sandbox {
-  const s = ctx.state.sandbox as Sandbox | undefined;
+function sandbox(ctx: Ctx): Sandbox {
+  const s = ctx.state.sandbox;
   if (!s) throw new Error('the sandbox was not created (the first step did not finish); start a new drill');
   return s;
 }
 
-function conn(ctx: StepContext, database = 'postgres'): ConnectionSettings {
+function conn(ctx: Ctx): ConnectionSettings {
   const s = sandbox(ctx);
-  return { host: s.host, port: s.port, user: 'postgres', database };
+  return { host: s.host, port: s.port, user: 'postgres', database: 'postgres' };
 }
 
-function sandboxServices(ctx: StepContext): ProcedureServices {
+function sandboxServices(ctx: Ctx): ProcedureServices {
   const s = sandbox(ctx);
-  return { connection: conn(ctx), profile: {}, pgdata: s.dataDir, repo: s.repo, env: services(ctx).env };
+  return { connection: conn(ctx), profile: {}, pgdata: s.dataDir, repo: s.repo, env: ctx.services.env };
 }
 
-function incident(ctx: StepContext): Incident {
-  return (ctx.params.incident as Incident | undefined) ?? 'bad-delete';
+function lastGoodAt(ctx: Ctx): string {
+  const t = ctx.state.lastGoodAt;
+  if (!t) throw new Error('the journal has no time from before the incident (the incident step did not finish); start a new drill');
+  return t;
 }
 
-async function q<T = Record<string, unknown>>(ctx: StepContext, database: string, sql: string): Promise<T[]> {
-  return withPg(conn(ctx, database), async (c) => (await c.query(sql)).rows as T[]);
-}
+const incident = (ctx: Ctx): Incident => ctx.params.incident ?? 'bad-delete';
+const archiveNow = (ctx: Ctx) => switchAndWaitArchived(conn(ctx), { logFile: sandbox(ctx).logFile, signal: ctx.signal });
 
-async function countAll(ctx: StepContext): Promise<Record<string, number>> {
-  const out: Record<string, number> = {};
-  for (const [db, tables] of Object.entries(CRITICAL)) {
-    for (const t of tables) {
-      const [exists] = await q<{ oid: string | null }>(ctx, db, `SELECT to_regclass('${t}')::oid AS oid`);
-      out[`${db}:${t}`] = exists.oid ? Number((await q<{ n: string }>(ctx, db, `SELECT count(*) AS n FROM ${t}`))[0].n) : -1;
-    }
-  }
-  return out;
-}
-
-async function switchAndWaitArchived(ctx: StepContext): Promise<void> {
-  const [{ name }] = await q<{ name: string }>(ctx, 'postgres', `SELECT pg_walfile_name(pg_switch_wal()) AS name`);
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const [s] = await q<{ last: string | null; failed: string | null }>(ctx, 'postgres', `SELECT last_archived_wal AS last, last_failed_wal AS failed FROM pg_stat_archiver`);
-    if (s.last !== null && s.last >= name) return;
-    if (Date.now() > deadline) throw new Error(`WAL segment ${name} was not archived within 60 s (last archived ${s.last ?? 'none'}, last failed ${s.failed ?? 'none'}); see ${sandbox(ctx).logFile}`);
-    ctx.signal.throwIfAborted();
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-export const drillProcedure: Procedure = {
+export const drillProcedure = defineProcedure<DrillParams, DrillState>({
   id: 'drill',
   title: 'Incident drill on a sandbox cluster',
   summary: 'Archive, back up, break something, restore with the real procedures, verify, and report the measured RTO and RPO.',
@@ -135,45 +133,10 @@ export const drillProcedure: Procedure = {
       id: 'seed',
       title: 'Seed the three databases',
       kind: 'action',
-      describe: (ctx) => `Creating matih_control_plane (IAM, tenants, config, audit log), matih_data_plane (sessions, bi-temporal facts) and context_graph (events, decisions, entities, edges) with about ${String(ctx.params.rows)} rows per large table.`,
+      describe: (ctx) => `Creating matih_control_plane (IAM, tenants, config, audit log), matih_data_plane (sessions, bi-temporal facts) and context_graph (events, decisions, entities, edges) with about ${ctx.params.rows ?? 20000} rows per large table.`,
       async run(ctx) {
-        const n = Number(ctx.params.rows ?? 20000);
-        const existing = (await q<{ datname: string }>(ctx, 'postgres', 'SELECT datname FROM pg_database')).map((r) => r.datname);
-        for (const db of DATABASES) if (!existing.includes(db)) await q(ctx, 'postgres', `CREATE DATABASE ${db}`);
-        const scripts: Record<string, string> = {
-          matih_control_plane: `
-            DROP TABLE IF EXISTS users, tenants, config, audit_log;
-            CREATE TABLE tenants (id int PRIMARY KEY, name text NOT NULL);
-            CREATE TABLE users (id int PRIMARY KEY, tenant_id int REFERENCES tenants, email text NOT NULL, created_at timestamptz DEFAULT now());
-            CREATE TABLE config (key text PRIMARY KEY, value jsonb);
-            CREATE TABLE audit_log (id bigserial PRIMARY KEY, at timestamptz DEFAULT clock_timestamp(), actor int, action text);
-            INSERT INTO tenants SELECT g, 'tenant-' || g FROM generate_series(1, 50) g;
-            INSERT INTO users SELECT g, 1 + g % 50, 'user' || g || '@example.com' FROM generate_series(1, ${Math.ceil(n / 4)}) g;
-            INSERT INTO config SELECT 'setting.' || g, jsonb_build_object('v', g) FROM generate_series(1, 200) g;
-            INSERT INTO audit_log (actor, action) SELECT 1 + g % 1000, 'login' FROM generate_series(1, ${n}) g;`,
-          matih_data_plane: `
-            DROP TABLE IF EXISTS sessions, facts;
-            CREATE TABLE sessions (id bigserial PRIMARY KEY, user_id int, started_at timestamptz DEFAULT clock_timestamp(), ended_at timestamptz);
-            CREATE TABLE facts (id bigserial PRIMARY KEY, entity int, value numeric, valid tstzrange, recorded tstzrange DEFAULT tstzrange(now(), NULL));
-            INSERT INTO sessions (user_id, ended_at) SELECT 1 + g % 5000, now() FROM generate_series(1, ${n}) g;
-            INSERT INTO facts (entity, value, valid) SELECT g % 1000, g * 1.5, tstzrange(now() - interval '1 day', NULL) FROM generate_series(1, ${n}) g;`,
-          context_graph: `
-            DROP TABLE IF EXISTS events, decisions, entities, edges;
-            CREATE TABLE entities (id int PRIMARY KEY, name text);
-            CREATE TABLE events (id bigserial PRIMARY KEY, kind text, at timestamptz DEFAULT clock_timestamp(), payload jsonb);
-            CREATE TABLE decisions (id bigserial PRIMARY KEY, event_id bigint, outcome text);
-            CREATE TABLE edges (src int, dst int, kind text);
-            INSERT INTO entities SELECT g, 'entity-' || g FROM generate_series(1, ${Math.ceil(n / 10)}) g;
-            INSERT INTO events (kind, payload) SELECT 'observed', jsonb_build_object('n', g) FROM generate_series(1, ${n}) g;
-            INSERT INTO decisions (event_id, outcome) SELECT g, CASE WHEN g % 2 = 0 THEN 'accept' ELSE 'reject' END FROM generate_series(1, ${Math.ceil(n / 2)}) g;
-            INSERT INTO edges SELECT g % ${Math.ceil(n / 10)} + 1, (g * 7) % ${Math.ceil(n / 10)} + 1, 'relates' FROM generate_series(1, ${n}) g;`,
-        };
-        let done = 0;
-        for (const db of DATABASES) {
-          await q(ctx, db, scripts[db]);
-          ctx.progress({ done: ++done, total: DATABASES.length, unit: 'databases' });
-        }
-        const counts = await countAll(ctx);
+        await seedDrillDatabases(conn(ctx), ctx.params.rows ?? 20000, (done, total) => ctx.progress({ done, total, unit: 'databases' }));
+        const counts = await countDrillTables(conn(ctx));
         ctx.log(`seeded: ${Object.entries(counts).map(([k, v]) => `${k.split(':')[1].replace('public.', '')} ${v}`).join(', ')}`);
       },
     },
@@ -193,7 +156,7 @@ export const drillProcedure: Procedure = {
       describe: () => 'backup-base (pg_basebackup, WAL included, manifest verified) and backup-logical (pg_dump -Fc of every database with exact row counts), into the sandbox repository.',
       async run(ctx) {
         await runNested(ctx, backupBaseProcedure, { checkpoint: 'fast' }, sandboxServices(ctx), { label: 'backup-base' });
-        await runNested(ctx, backupLogicalProcedure, { databases: DATABASES, parallel: 2 }, sandboxServices(ctx), { label: 'backup-logical' });
+        await runNested(ctx, backupLogicalProcedure, { databases: DRILL_DATABASES, parallel: 2 }, sandboxServices(ctx), { label: 'backup-logical' });
       },
     },
     {
@@ -205,12 +168,10 @@ export const drillProcedure: Procedure = {
         const rounds = 20;
         for (let i = 1; i <= rounds; i++) {
           ctx.signal.throwIfAborted();
-          await q(ctx, 'context_graph', `INSERT INTO events (kind, payload) SELECT 'workload', jsonb_build_object('round', ${i}) FROM generate_series(1, 50)`);
-          await q(ctx, 'matih_control_plane', `INSERT INTO audit_log (actor, action) SELECT 7, 'update' FROM generate_series(1, 20)`);
-          await q(ctx, 'matih_data_plane', `INSERT INTO sessions (user_id) SELECT g FROM generate_series(1, 20) g`);
+          await drillWorkloadRound(conn(ctx), i);
           ctx.progress({ done: i, total: rounds, unit: 'rounds' });
         }
-        await switchAndWaitArchived(ctx);
+        await archiveNow(ctx);
       },
     },
     {
@@ -219,25 +180,23 @@ export const drillProcedure: Procedure = {
       kind: 'action',
       describe: (ctx) => `Incident: ${INCIDENTS[incident(ctx)]}.`,
       async run(ctx) {
-        ctx.state.before = await countAll(ctx);
-        const [{ t }] = await q<{ t: Date }>(ctx, 'postgres', 'SELECT clock_timestamp() AS t');
-        ctx.state.lastGoodAt = t.toISOString();
+        ctx.state.before = await countDrillTables(conn(ctx));
+        ctx.state.lastGoodAt = (await serverClock(conn(ctx))).toISOString();
         switch (incident(ctx)) {
           case 'bad-delete': {
-            const [{ n }] = await q<{ n: string }>(ctx, 'context_graph', `WITH d AS (DELETE FROM events WHERE id % 3 = 0 RETURNING 1) SELECT count(*) AS n FROM d`);
+            const n = await deleteThirdOfEvents(conn(ctx));
             ctx.log(`DELETE FROM events WHERE id % 3 = 0: ${n} rows gone`, 'warn');
             break;
           }
           case 'dropped-table':
-            await q(ctx, 'matih_control_plane', 'DROP TABLE users');
+            await dropUsersTable(conn(ctx));
             ctx.log('DROP TABLE users in matih_control_plane', 'warn');
             break;
           case 'lost-datadir':
             break;
         }
-        const [{ at }] = await q<{ at: Date }>(ctx, 'postgres', 'SELECT clock_timestamp() AS at');
-        ctx.state.incidentAt = at.toISOString();
-        await switchAndWaitArchived(ctx);
+        ctx.state.incidentAt = (await serverClock(conn(ctx))).toISOString();
+        await archiveNow(ctx);
         if (incident(ctx) === 'lost-datadir') {
           const s = sandbox(ctx);
           await pgCtlStop({ pgdata: s.dataDir, mode: 'immediate' });
@@ -260,7 +219,7 @@ export const drillProcedure: Procedure = {
         ctx.state.recoverStartedAt ??= new Date().toISOString();
         if (incident(ctx) === 'dropped-table') {
           await runNested(ctx, tableRestoreProcedure, { database: 'matih_control_plane', table: 'public.users', mode: 'new-table', newTable: 'users' }, sandboxServices(ctx), { label: 'table-restore' });
-          const repo = await openRepository(sandbox(ctx).repo, services(ctx).env);
+          const repo = await openRepository(sandbox(ctx).repo, ctx.services.env);
           try {
             const dump = (await repo.catalog()).dumps.filter((d) => d.complete && d.database === 'matih_control_plane').at(-1);
             ctx.state.recoveryPointAt = dump?.meta?.consistentAt ?? dump?.meta?.startTime;
@@ -268,11 +227,10 @@ export const drillProcedure: Procedure = {
             await repo.close();
           }
         } else {
-          const target = incident(ctx) === 'lost-datadir' ? 'latest' : String(ctx.state.lastGoodAt);
-          await runNested(ctx, pitrProcedure, { target, targetAction: 'promote', databases: DATABASES }, sandboxServices(ctx), { confirm: ['data'], label: 'pitr' });
+          const target = incident(ctx) === 'lost-datadir' ? 'latest' : lastGoodAt(ctx);
+          await runNested(ctx, pitrProcedure, { target, targetAction: 'promote', databases: DRILL_DATABASES }, sandboxServices(ctx), { confirm: ['data'], label: 'pitr' });
           // The newest row that came back is the recovery point the application sees.
-          const [{ t }] = await q<{ t: Date | null }>(ctx, 'context_graph', 'SELECT max(at) AS t FROM events');
-          ctx.state.recoveryPointAt = t?.toISOString();
+          ctx.state.recoveryPointAt = (await newestEventTime(conn(ctx)))?.toISOString();
         }
       },
     },
@@ -282,8 +240,8 @@ export const drillProcedure: Procedure = {
       kind: 'verify',
       describe: () => 'Counting every table of the three databases and comparing with the counts taken just before the incident.',
       async run(ctx) {
-        const before = ctx.state.before as Record<string, number>;
-        const after = await countAll(ctx);
+        const before = ctx.state.before ?? {};
+        const after = await countDrillTables(conn(ctx));
         for (const [key, n] of Object.entries(before)) {
           if (incident(ctx) === 'dropped-table' && key !== 'matih_control_plane:public.users') {
             ctx.check(key, after[key] === n, `${after[key]} rows (before the incident: ${n})`);
@@ -299,9 +257,9 @@ export const drillProcedure: Procedure = {
       title: 'Report RTO and RPO',
       kind: 'verify',
       async run(ctx) {
-        const rto = Date.parse(String(ctx.state.verifiedAt)) - Date.parse(String(ctx.state.recoverStartedAt));
-        const incidentAt = Date.parse(String(ctx.state.incidentAt));
-        const point = ctx.state.recoveryPointAt ? Date.parse(String(ctx.state.recoveryPointAt)) : undefined;
+        const rto = Date.parse(ctx.state.verifiedAt ?? '') - Date.parse(ctx.state.recoverStartedAt ?? '');
+        const incidentAt = Date.parse(ctx.state.incidentAt ?? '');
+        const point = ctx.state.recoveryPointAt ? Date.parse(ctx.state.recoveryPointAt) : undefined;
         const rpo = point !== undefined ? Math.max(0, incidentAt - point) : undefined;
         ctx.state.rtoMs = rto;
         ctx.state.rpoMs = rpo;
@@ -334,4 +292,4 @@ export const drillProcedure: Procedure = {
       },
     },
   ],
-};
+});

@@ -6,7 +6,8 @@ import { backupLogicalProcedure } from './backup-logical.js';
 import { retentionProcedure } from './retention.js';
 import { logicalRestoreProcedure } from './logical-restore.js';
 import { tableRestoreProcedure } from './table-restore.js';
-import { pitrProcedure, promoteProcedure } from './pitr.js';
+import { pitrProcedure } from './pitr.js';
+import { promoteProcedure } from './promote.js';
 import { drillProcedure } from './drill.js';
 
 /** Every procedure the CLI and the TUI offer, in menu order. */

@@ -3,7 +3,7 @@
 // outer step; its confirmations are answered by the outer procedure, which asked the
 // operator for the whole story up front.
 import { runProcedure } from '../engine/runner.js';
-import type { Params, Procedure, RunSummary, StepContext } from '../engine/types.js';
+import type { Params, Procedure, RunStatus, RunSummary, StepContext, StepStatus } from '../engine/types.js';
 import type { ProcedureServices } from './services.js';
 
 export interface NestedOptions {
@@ -13,7 +13,16 @@ export interface NestedOptions {
   label?: string;
 }
 
-export async function runNested(ctx: StepContext, procedure: Procedure, params: Params, services: ProcedureServices, opts: NestedOptions = {}): Promise<RunSummary> {
+/** What the outer run journals of an inner one, under `<label>Summary`. */
+export type NestedRunSummary = { status: RunStatus; durationMs: number; steps: { id: string; status: StepStatus | 'pending'; durationMs?: number }[] };
+
+/** The part of an outer procedure's State that nested runs write. */
+export type NestedSummaries = { [key: `${string}Summary`]: NestedRunSummary | undefined };
+
+/** What runNested needs of the outer step. */
+export type NestedParent = Pick<StepContext, 'signal' | 'log' | 'progress'> & { readonly state: NestedSummaries };
+
+export async function runNested(ctx: NestedParent, procedure: Procedure, params: Params, services: ProcedureServices, opts: NestedOptions = {}): Promise<RunSummary> {
   const label = opts.label ?? procedure.id;
   const summary = await runProcedure({
     procedure,

@@ -3,7 +3,7 @@
 // (pure); this procedure reads the repository, shows the plan item by item, asks for the
 // repository's name as confirmation, deletes (metadata first, WAL last) and proves afterwards
 // that every kept backup can still recover to the same point as before.
-import type { Procedure, StepContext } from '../engine/types.js';
+import type { StepContext } from '../engine/types.js';
 import { formatBytes } from '../engine/format.js';
 import { openRepository, type Repository } from '../storage/repository.js';
 import { BASEBACKUP_PREFIX, DUMP_PREFIX, type Catalog } from '../storage/catalog.js';
@@ -13,9 +13,7 @@ import {
   WalCoverage,
   WalTally,
   assertPlanSafe,
-  baseBackupPrefix,
   compareWindows,
-  dumpPrefix,
   narrowPlan,
   planRetention,
   planTotals,
@@ -25,10 +23,12 @@ import {
   type WalRule,
   type WalTallySummary,
 } from '../storage/retention.js';
-import { services } from './services.js';
 import { findDebris, removeDebris, type DebrisItem, type DebrisScan } from '../storage/debris.js';
+import { debrisText, describeRetentionPlan, plural } from '../storage/retention-text.js';
+import { readRepositoryState, slimCatalog } from '../storage/retention-state.js';
+import { defineProcedure, type Typed } from './define.js';
 
-interface ExpiredState {
+type ExpiredState = {
   baseBackups: string[];
   dumps: string[];
   walFiles: number;
@@ -37,22 +37,32 @@ interface ExpiredState {
   walRule?: WalRule;
   /** Temp files and empty directories removed (paths relative to the repository). */
   debris?: string[];
+};
+
+type RetentionParams = { keepBaseBackups?: number; keepDumpDays?: number; incompleteGraceHours?: number; now?: string };
+
+type RetentionState = {
+  /** The repository the run was planned for, as it describes itself. */
+  repo?: string;
+  confirmText?: string;
+  /** The catalog as it was before anything was deleted (slimmed: no per-table row counts). */
+  catalog?: Catalog;
+  /** When each incomplete backup was last written to, by its prefix. */
+  lastWrite?: Record<string, string>;
+  debris?: DebrisScan;
+  now?: string;
+  plan?: RetentionPlan;
+  wal?: WalTallySummary;
+  expired?: ExpiredState;
+};
+
+type Ctx = StepContext<Typed<RetentionParams, RetentionState>>;
+
+function debrisOf(ctx: Ctx): DebrisItem[] {
+  return ctx.state.debris?.items ?? [];
 }
 
-const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
-
-function debrisOf(ctx: StepContext): DebrisItem[] {
-  return (ctx.state.debris as DebrisScan | undefined)?.items ?? [];
-}
-
-/** "2 temporary files and 1 empty directory" (or '' when there are none). */
-function debrisText(items: DebrisItem[]): string {
-  const files = items.filter((i) => i.kind === 'temp-file').length;
-  const dirs = items.length - files;
-  return [files ? plural(files, 'temporary file') : '', dirs ? plural(dirs, 'empty directory', 'empty directories') : ''].filter(Boolean).join(' and ');
-}
-
-export const retentionProcedure: Procedure = {
+export const retentionProcedure = defineProcedure<RetentionParams, RetentionState>({
   id: 'retention',
   title: 'Expire old backups and WAL',
   summary:
@@ -88,17 +98,17 @@ export const retentionProcedure: Procedure = {
   validate(params) {
     const errors: string[] = [];
     const k = params.keepBaseBackups;
-    if (k !== undefined && !(Number.isInteger(k) && (k as number) >= 1)) {
-      errors.push(`--keep-base-backups: expected a whole number of at least 1 (the newest complete base backup is always kept), got ${String(k)}`);
+    if (k !== undefined && !(Number.isInteger(k) && k >= 1)) {
+      errors.push(`--keep-base-backups: expected a whole number of at least 1 (the newest complete base backup is always kept), got ${k}`);
     }
     const d = params.keepDumpDays;
-    if (d !== undefined && !((d as number) >= 0)) errors.push(`--keep-dump-days: expected a number of days, 0 or more, got ${String(d)}`);
+    if (d !== undefined && !(d >= 0)) errors.push(`--keep-dump-days: expected a number of days, 0 or more, got ${d}`);
     const g = params.incompleteGraceHours;
-    if (g !== undefined && !((g as number) >= 1)) {
-      errors.push(`--incomplete-grace-hours: expected at least 1 (a backup written to within the last hour may still be running), got ${String(g)}`);
+    if (g !== undefined && !(g >= 1)) {
+      errors.push(`--incomplete-grace-hours: expected at least 1 (a backup written to within the last hour may still be running), got ${g}`);
     }
-    if (params.now !== undefined && parseNow(String(params.now)) === undefined) {
-      errors.push(`--now: "${String(params.now)}" is not an ISO 8601 time such as 2026-12-01T00:00:00Z`);
+    if (params.now !== undefined && parseNow(params.now) === undefined) {
+      errors.push(`--now: "${params.now}" is not an ISO 8601 time such as 2026-12-01T00:00:00Z`);
     }
     return errors;
   },
@@ -107,7 +117,7 @@ export const retentionProcedure: Procedure = {
       id: 'catalog',
       title: 'Read the repository catalog',
       kind: 'check',
-      describe: (ctx) => `Listing base backups, dumps and archived WAL in ${services(ctx).repo ?? 'the repository'}, with each backup's recovery window.`,
+      describe: (ctx) => `Listing base backups, dumps and archived WAL in ${ctx.services.repo ?? 'the repository'}, with each backup's recovery window.`,
       plan: async (ctx) => [await loadCatalog(ctx)],
       async run(ctx) {
         const summary = await loadCatalog(ctx);
@@ -133,8 +143,7 @@ export const retentionProcedure: Procedure = {
       kind: 'action',
       describe: () => 'Deleting each backup metadata file first (so no half-deleted backup ever looks complete), then its data; WAL files last.',
       skipIf: (ctx) => {
-        const plan = ctx.state.plan as RetentionPlan | undefined;
-        const wal = ctx.state.wal as WalTallySummary | undefined;
+        const { plan, wal } = ctx.state;
         if (!plan || !wal) return undefined;
         return planTotals(plan, wal.expired).objects === 0 && debrisOf(ctx).length === 0 ? 'nothing has expired under this policy' : undefined;
       },
@@ -142,11 +151,10 @@ export const retentionProcedure: Procedure = {
         what: (ctx) => confirmationWhat(ctx),
         // The repository URL (without its query), as the operator knows it: typing it proves which
         // repository loses backups, as typing a database name does before a drop.
-        confirmText: (ctx) => String(ctx.state.confirmText ?? services(ctx).repo ?? 'delete-backups'),
+        confirmText: (ctx) => ctx.state.confirmText ?? ctx.services.repo ?? 'delete-backups',
       },
       plan: (ctx) => {
-        const plan = ctx.state.plan as RetentionPlan;
-        const wal = ctx.state.wal as WalTallySummary;
+        const { plan, wal } = decided(ctx);
         const lines: string[] = [];
         for (const b of plan.expire.baseBackups) lines.push(`delete ${BASEBACKUP_PREFIX}${b.id}/ (backup.json first, then ${plural(b.objects, 'object')}, ${formatBytes(b.bytes)})`);
         for (const d of plan.expire.dumps) lines.push(`delete ${DUMP_PREFIX}${d.database}/${d.id}/ (dump.json first, then ${plural(d.objects, 'object')}, ${formatBytes(d.bytes)})`);
@@ -169,7 +177,20 @@ export const retentionProcedure: Procedure = {
       },
     },
   ],
-};
+});
+
+/** The plan the operator confirmed, and the WAL tally it was made with. */
+function decided(ctx: Ctx): { plan: RetentionPlan; wal: WalTallySummary } {
+  const { plan, wal } = ctx.state;
+  if (!plan || !wal) throw new Error('no retention plan in the journal: the plan step did not finish; start a new run');
+  return { plan, wal };
+}
+
+function catalogOf(ctx: Ctx): Catalog {
+  const c = ctx.state.catalog;
+  if (!c) throw new Error('no catalog in the journal: the catalog step did not finish; start a new run');
+  return c;
+}
 
 function parseNow(text: string): Date | undefined {
   if (!/^\d{4}-\d\d-\d\d/.test(text.trim())) return undefined;
@@ -177,10 +198,10 @@ function parseNow(text: string): Date | undefined {
   return Number.isNaN(d.getTime()) ? undefined : d;
 }
 
-function policyOf(ctx: StepContext): RetentionPolicy {
-  const planned = ctx.state.plan as RetentionPlan | undefined;
+function policyOf(ctx: Ctx): RetentionPolicy {
+  const planned = ctx.state.plan;
   if (planned) return planned.policy;
-  const profile = services(ctx).profile.retention ?? {};
+  const profile = ctx.services.profile.retention ?? {};
   const num = (v: unknown) => (typeof v === 'number' ? v : undefined);
   return {
     keepBaseBackups: num(ctx.params.keepBaseBackups) ?? profile.baseBackups ?? DEFAULT_RETENTION_POLICY.keepBaseBackups,
@@ -189,9 +210,9 @@ function policyOf(ctx: StepContext): RetentionPolicy {
   };
 }
 
-async function withRepository<T>(ctx: StepContext, fn: (repo: Repository) => Promise<T>): Promise<T> {
-  const svc = services(ctx);
-  const planned = ctx.state.repo as string | undefined;
+async function withRepository<T>(ctx: Ctx, fn: (repo: Repository) => Promise<T>): Promise<T> {
+  const svc = ctx.services;
+  const planned = ctx.state.repo;
   // The repository is a flag, not a journaled param: a resumed run must be pointed at the same one.
   if (planned && !svc.repo) throw new Error(`this run works on ${planned}: pass --repo ${planned.split('?')[0]} again (the repository is not kept in the journal)`);
   const repo = await openRepository(svc.repo, svc.env);
@@ -206,44 +227,7 @@ async function withRepository<T>(ctx: StepContext, fn: (repo: Repository) => Pro
   }
 }
 
-/** The catalog, and when each incomplete backup was last written to (its newest object). */
-async function readRepositoryState(repo: Repository): Promise<{ catalog: Catalog; lastWrite: Record<string, string> }> {
-  const catalog = await repo.catalog();
-  const lastWrite: Record<string, string> = {};
-  const prefixes = [
-    ...catalog.baseBackups.filter((b) => !b.complete && !b.problem).map((b) => baseBackupPrefix(b.id)),
-    ...catalog.dumps.filter((d) => !d.complete && !d.problem).map((d) => dumpPrefix(d.database, d.id)),
-  ];
-  for (const prefix of prefixes) {
-    let newest = -Infinity;
-    for await (const entry of repo.store.list(prefix)) newest = Math.max(newest, entry.lastModified.getTime());
-    if (newest > -Infinity) lastWrite[prefix] = new Date(newest).toISOString();
-  }
-  return { catalog, lastWrite };
-}
-
-/** Only what planning and verification read: a dump.json may carry per-table row counts, which
- *  have no place in a journaled state. */
-function slimCatalog(c: Catalog): Catalog {
-  return {
-    ...c,
-    baseBackups: c.baseBackups.map((b) => ({
-      ...b,
-      meta: b.meta && {
-        id: b.meta.id,
-        startLsn: b.meta.startLsn,
-        stopLsn: b.meta.stopLsn,
-        startTime: b.meta.startTime,
-        stopTime: b.meta.stopTime,
-        timeline: b.meta.timeline,
-        walSegmentSize: b.meta.walSegmentSize,
-      },
-    })),
-    dumps: c.dumps.map((d) => ({ ...d, meta: d.meta && { id: d.meta.id, database: d.meta.database, startTime: d.meta.startTime, stopTime: d.meta.stopTime } })),
-  };
-}
-
-async function loadCatalog(ctx: StepContext): Promise<string> {
+async function loadCatalog(ctx: Ctx): Promise<string> {
   return withRepository(ctx, async (repo) => {
     const { catalog, lastWrite } = await readRepositoryState(repo);
     const where = repo.describe();
@@ -268,10 +252,10 @@ async function loadCatalog(ctx: StepContext): Promise<string> {
 }
 
 /** Decide, store the plan in the run's state, and describe every item with its reason. */
-async function makePlan(ctx: StepContext): Promise<string[]> {
-  const catalog = ctx.state.catalog as Catalog;
-  const now = ctx.state.now ? new Date(String(ctx.state.now)) : ctx.params.now ? parseNow(String(ctx.params.now))! : new Date();
-  const plan = planRetention(catalog, { policy: policyOf(ctx), now, clock: new Date(), lastWrite: ctx.state.lastWrite as Record<string, string> });
+async function makePlan(ctx: Ctx): Promise<string[]> {
+  const catalog = catalogOf(ctx);
+  const now = ctx.state.now ? new Date(ctx.state.now) : ctx.params.now ? parseNow(ctx.params.now)! : new Date();
+  const plan = planRetention(catalog, { policy: policyOf(ctx), now, clock: new Date(), lastWrite: ctx.state.lastWrite ?? {} });
   const tally = new WalTally(plan.wal.rule, catalog.segmentSize);
   let debris: DebrisScan | undefined;
   await withRepository(ctx, async (repo) => {
@@ -288,65 +272,23 @@ async function makePlan(ctx: StepContext): Promise<string[]> {
   ctx.state.plan = plan;
   ctx.state.wal = wal;
 
-  const lines: string[] = [];
-  if (ctx.params.now !== undefined) lines.push(`ages measured from ${plan.now} (--now), not from the clock`);
-  const size = (n: number) => formatBytes(n);
-  for (const b of plan.expire.baseBackups) lines.push(`expire base backup ${b.id} (${size(b.bytes)}): ${b.reason}`);
-  for (const b of plan.keep.baseBackups) lines.push(`keep base backup ${b.id}: ${b.reason}`);
-  for (const d of plan.expire.dumps) lines.push(`expire dump ${d.database}/${d.id} (${size(d.bytes)}): ${d.reason}`);
-  for (const d of plan.keep.dumps) lines.push(`keep dump ${d.database}/${d.id}: ${d.reason}`);
-  const rule = plan.wal.rule;
-  if (!rule) {
-    lines.push(`keep all ${plural(wal.kept.files, 'WAL file')}: ${plan.wal.keepAllReason}`);
-  } else {
-    const line = `before ${rule.beforeSegment}, the start segment of the oldest kept base backup ${rule.oldestKeptBackup}${rule.maxTimeline > 1 ? `, on timelines up to ${rule.maxTimeline}` : ''}`;
-    for (const r of wal.expired.runs) lines.push(`expire WAL ${r.from} .. ${r.to} (${plural(r.files, 'file')}, ${size(r.bytes)}): ${line}; no kept base backup needs it`);
-    if (wal.expired.files === 0) lines.push(`no WAL expires: nothing is archived ${line}`);
-    for (const r of wal.kept.runs) {
-      const why = r.timeline > rule.maxTimeline ? `timeline ${r.timeline} is newer than the oldest kept base backup's` : `from ${rule.beforeSegment} (start of ${rule.oldestKeptBackup}) onward`;
-      lines.push(`keep WAL ${r.from} .. ${r.to} (${plural(r.files, 'file')}, ${size(r.bytes)}): ${why}`);
-    }
-  }
-  if (wal.histories.length) lines.push(`keep ${plural(wal.histories.length, 'timeline history file')} (${wal.histories.join(', ')}): always kept`);
-  const clockNow = Date.now();
-  for (const d of debris?.items ?? []) {
-    const age = `${((clockNow - Date.parse(d.modified)) / 86_400_000).toFixed(1)} days ago`;
-    lines.push(
-      d.kind === 'temp-file'
-        ? `remove temporary file ${d.path} (${size(d.bytes)}, last written ${d.modified}, ${age}): left behind by an upload that was killed`
-        : `remove empty directory ${d.path} (last changed ${d.modified}, ${age}): left behind by a killed run`,
-    );
-  }
-  if (debris && (debris.young.tempFiles || debris.young.emptyDirectories)) {
-    const young = [debris.young.tempFiles ? plural(debris.young.tempFiles, 'temporary file') : '', debris.young.emptyDirectories ? plural(debris.young.emptyDirectories, 'empty directory', 'empty directories') : ''].filter(Boolean).join(' and ');
-    lines.push(`keep ${young} younger than a day: an upload may still be writing ${debris.young.tempFiles + debris.young.emptyDirectories === 1 ? 'it' : 'them'}`);
-  }
-  for (const w of plan.warnings) lines.push(`warning: ${w}`);
-  const t = planTotals(plan, wal.expired);
-  const extra = debrisText(debris?.items ?? []);
-  lines.push(
-    t.objects === 0
-      ? `nothing expires${extra ? `; ${extra} to remove` : ''}`
-      : `in all: ${plural(t.baseBackups, 'base backup')}${t.incompleteBaseBackups ? ` (${t.incompleteBaseBackups} incomplete)` : ''}, ${plural(t.dumps, 'dump')} and ${plural(t.walFiles, 'WAL file')}: ${plural(t.objects, 'object')}, ${size(t.bytes)}${extra ? `; and ${extra}` : ''}`,
-  );
-  return lines;
+  return describeRetentionPlan(plan, wal, debris, ctx.params.now !== undefined);
 }
 
-function confirmationWhat(ctx: StepContext): string {
-  const plan = ctx.state.plan as RetentionPlan;
-  const wal = ctx.state.wal as WalTallySummary;
+function confirmationWhat(ctx: Ctx): string {
+  const { plan, wal } = decided(ctx);
   const t = planTotals(plan, wal.expired);
   const extra = debrisText(debrisOf(ctx));
   return (
     `delete ${plural(t.baseBackups, 'base backup')}${t.incompleteBaseBackups ? ` (${t.incompleteBaseBackups} of them incomplete)` : ''}, ` +
-    `${plural(t.dumps, 'dump')} and ${plural(t.walFiles, 'WAL file')} (${formatBytes(t.bytes)})${extra ? `, and ${extra}` : ''} from ${String(ctx.state.repo)}`
+    `${plural(t.dumps, 'dump')} and ${plural(t.walFiles, 'WAL file')} (${formatBytes(t.bytes)})${extra ? `, and ${extra}` : ''} from ${ctx.state.repo}`
   );
 }
 
-async function expire(ctx: StepContext): Promise<void> {
-  const confirmed = ctx.state.plan as RetentionPlan;
-  const walPlanned = (ctx.state.wal as WalTallySummary).expired;
-  const done: ExpiredState = (ctx.state.expired as ExpiredState | undefined) ?? { baseBackups: [], dumps: [], walFiles: 0, bytes: 0 };
+async function expire(ctx: Ctx): Promise<void> {
+  const { plan: confirmed, wal } = decided(ctx);
+  const walPlanned = wal.expired;
+  const done: ExpiredState = ctx.state.expired ?? { baseBackups: [], dumps: [], walFiles: 0, bytes: 0 };
   ctx.state.expired = done;
   await withRepository(ctx, async (repo) => {
     // The repository may have changed since the plan was shown (a resumed run, another job):
@@ -420,7 +362,7 @@ async function expire(ctx: StepContext): Promise<void> {
 }
 
 /** Temp files and empty directories of killed runs: only what the confirmed plan named and a new look still finds. */
-async function expireDebris(ctx: StepContext, done: ExpiredState): Promise<void> {
+async function expireDebris(ctx: Ctx, done: ExpiredState): Promise<void> {
   const planned = debrisOf(ctx);
   if (!planned.length) return;
   done.debris ??= [];
@@ -443,12 +385,11 @@ async function expireDebris(ctx: StepContext, done: ExpiredState): Promise<void>
   });
 }
 
-async function verify(ctx: StepContext): Promise<void> {
-  const plan = ctx.state.plan as RetentionPlan;
-  const wal = ctx.state.wal as WalTallySummary;
-  const expired = (ctx.state.expired as ExpiredState | undefined) ?? { baseBackups: [], dumps: [], walFiles: 0, bytes: 0, walRule: plan.wal.rule };
+async function verify(ctx: Ctx): Promise<void> {
+  const { plan, wal } = decided(ctx);
+  const expired = ctx.state.expired ?? { baseBackups: [], dumps: [], walFiles: 0, bytes: 0, walRule: plan.wal.rule };
   // The windows as they were when the run started (step 1), before anything was deleted.
-  const { windows: before, segmentSize } = ctx.state.catalog as Catalog;
+  const { windows: before, segmentSize } = catalogOf(ctx);
   await withRepository(ctx, async (repo) => {
     const catalog = await repo.catalog();
 
@@ -490,7 +431,7 @@ async function verify(ctx: StepContext): Promise<void> {
         ? `MISSING: ${[...missing.runs.map((m) => `${m.missing} of ${m.run.from} .. ${m.run.to}`), ...missing.histories].join(', ')}; recovery through them is no longer possible from this repository`
         : `all ${plural(keptSegments, 'segment')} that were to stay are there${wal.histories.length ? `, and ${plural(wal.histories.length, 'history file')}` : ''}`,
     );
-    const debrisPlanned = (ctx.state.debris as DebrisScan | undefined)?.items ?? [];
+    const debrisPlanned = ctx.state.debris?.items ?? [];
     if (debrisPlanned.length) {
       const after = await findDebris(repo.store, { clock: new Date() });
       const removed = new Set(expired.debris ?? []);

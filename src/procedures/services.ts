@@ -15,6 +15,7 @@ export interface ProcedureServices {
   env: NodeJS.ProcessEnv;
 }
 
+/** For procedures not yet declared with defineProcedure; typed ones read ctx.services directly. */
 export function services(ctx: StepContext): ProcedureServices {
   return ctx.services as ProcedureServices;
 }

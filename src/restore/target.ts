@@ -48,6 +48,13 @@ const TIME_RE = /^(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d)(?::(\d\d)(?:\.(\d+))?)?
  * keeps only milliseconds, and PostgreSQL's commit times have microseconds. Impossible dates
  * (February 30th) are refused rather than rolled over.
  */
+/** A target already validated (the procedure's validate ran): parsed again, an error now is a bug's, thrown. */
+export function validTarget(text: string): RecoveryTarget {
+  const t = parseTarget(text);
+  if ('error' in t) throw new Error(t.error);
+  return t;
+}
+
 export function parseTimeMicros(text: string): bigint | { error: string } {
   const m = TIME_RE.exec(text.trim());
   if (!m) return { error: 'not a valid time (expected e.g. 2026-11-24T03:14:00.123456Z)' };

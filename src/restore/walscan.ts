@@ -8,7 +8,7 @@ import type { ObjectStore } from '../storage/types.js';
 import type { RecoveryWindow } from '../storage/catalog.js';
 import { fetchWal } from '../storage/walarchive.js';
 import { parseWalFileName, segmentName } from '../storage/walnames.js';
-import { readWalRecords, type WalRecord } from '../postgres/waldump.js';
+import { readWalRecords, type WalRecord } from '../postgres/programs/waldump.js';
 
 /** Runs of consecutive segment names a window covers, one per timeline, oldest first. */
 export function windowRuns(window: RecoveryWindow, segmentSize: number): string[][] {

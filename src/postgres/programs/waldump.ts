@@ -5,7 +5,7 @@
 // never collected.
 import readline from 'node:readline';
 import { execa } from 'execa';
-import { findPgBinary } from './binaries.js';
+import { findPgBinary } from '../binaries.js';
 
 export type WalRecord =
   | { kind: 'commit' | 'abort'; lsn: string; xid: string; time: Date; /** Microseconds since the epoch (UTC), as PostgreSQL keeps it. */ micros: bigint }
