@@ -38,7 +38,7 @@ export async function runNested(ctx: NestedParent, procedure: Procedure, params:
     onEvent: (e) => {
       if (e.type === 'step-start') ctx.log(`${label}: ${e.title}`);
       else if (e.type === 'log') ctx.log(`${label}: ${e.message}`, e.level);
-      else if (e.type === 'progress') ctx.progress({ done: e.done, total: e.total, unit: e.unit });
+      else if (e.type === 'progress') ctx.progress({ done: e.done, total: e.total, unit: e.unit, replay: e.replay });
       else if (e.type === 'fact') ctx.log(`${label}: ${e.label}: ${e.value}`);
       else if (e.type === 'check' && !e.ok) ctx.log(`${label}: ✗ ${e.name}${e.detail ? `: ${e.detail}` : ''}`, 'error');
     },
