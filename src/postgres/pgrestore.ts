@@ -12,7 +12,7 @@ import { pipeline } from 'node:stream/promises';
 import { execa } from 'execa';
 import type { ConnectionSettings } from '../config/connection.js';
 import { formatBytes } from '../engine/format.js';
-import type { Repository } from '../storage/repository.js';
+import type { Repository } from '../repo/repository.js';
 import { libpqEnv } from './libpq.js';
 import { drainedOrClosed } from './streams.js';
 import { StderrLines } from './pgdump.js';

@@ -1,7 +1,7 @@
 // What a repository holds and what it can restore: complete base backups and dumps (those
 // whose metadata file, the commit marker, exists), the archived WAL per timeline with any
 // gaps, and the recovery window each base backup opens given gap-free WAL after it.
-import type { ListEntry, ObjectStore } from './types.js';
+import type { ListEntry, ObjectStore } from '../storage/types.js';
 import { WAL_PREFIX, parseWalKey } from './walarchive.js';
 import {
   DEFAULT_WAL_SEGMENT_SIZE,

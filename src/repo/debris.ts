@@ -7,8 +7,8 @@
 // for them nothing is found.
 import { lstat, readdir, rmdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { LocalStore } from './local.js';
-import { RESERVED_NAME_PREFIX, type ObjectStore } from './types.js';
+import { LocalStore } from '../storage/local.js';
+import { RESERVED_NAME_PREFIX, type ObjectStore } from '../storage/types.js';
 
 export const TEMP_FILE_PREFIX = `${RESERVED_NAME_PREFIX}tmp-`;
 export const DEBRIS_MIN_AGE_MS = 24 * 3_600_000;

@@ -6,7 +6,7 @@
 //
 // wal-push loads this for every segment: no SDK imports, one small read per push.
 import { createIfAbsent } from './lock.js';
-import { ObjectNotFoundError, type ObjectStore } from './types.js';
+import { ObjectNotFoundError, type ObjectStore } from '../storage/types.js';
 
 export const IDENTITY_KEY = 'pgrunbook.json';
 export const FORMAT_VERSION = 1;

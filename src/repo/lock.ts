@@ -8,7 +8,7 @@
 // Like walarchive.ts, no SDK imports here: wal-push loads this module (through identity.ts).
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
-import { ObjectNotFoundError, type ObjectStore } from './types.js';
+import { ObjectNotFoundError, type ObjectStore } from '../storage/types.js';
 
 /** How long a lock stays valid without a refresh; refreshed every quarter of it. */
 export const DEFAULT_LOCK_TTL_MS = 5 * 60 * 1000;

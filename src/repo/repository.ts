@@ -3,10 +3,10 @@
 // read back with their checksums checked. Procedures use this, never the drivers directly.
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { openStore } from './url.js';
-import type { ObjectStore, PutResult } from './types.js';
+import { openStore } from '../storage/url.js';
+import type { ObjectStore, PutResult } from '../storage/types.js';
 import { BACKUP_META, BASEBACKUP_PREFIX, DUMP_META, DUMP_PREFIX, readCatalog, type BaseBackupMeta, type Catalog, type DumpMeta } from './catalog.js';
-import { sha256Hex } from './checksum.js';
+import { sha256Hex } from '../storage/checksum.js';
 import { WAL_PREFIX } from './walarchive.js';
 
 export class RepositoryError extends Error {}

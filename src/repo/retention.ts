@@ -8,7 +8,7 @@
 // own timeline and the timelines after it, so nothing a kept backup needs is ever below that
 // line. History files are always kept (recovery reads them to follow timelines); with no
 // complete base backup, or one whose backup.json cannot be read, no WAL goes at all.
-import type { ListEntry } from './types.js';
+import type { ListEntry } from '../storage/types.js';
 import type { BaseBackupEntry, BaseBackupMeta, Catalog, DumpEntry, DumpMeta, RecoveryWindow } from './catalog.js';
 import { BASEBACKUP_PREFIX, DUMP_PREFIX } from './catalog.js';
 import { parseWalKey } from './walarchive.js';

@@ -9,8 +9,8 @@ import { createHash } from 'node:crypto';
 import { promisify } from 'node:util';
 import { pipeline } from 'node:stream/promises';
 import { Transform, type TransformCallback } from 'node:stream';
-import { ObjectNotFoundError, StorageError, type ObjectInfo, type ObjectStore } from './types.js';
-import { sha256Hex } from './checksum.js';
+import { ObjectNotFoundError, StorageError, type ObjectInfo, type ObjectStore } from '../storage/types.js';
+import { sha256Hex } from '../storage/checksum.js';
 import { parseWalFileName } from './walnames.js';
 import { checkRepositoryIdentity, ensureRepositoryIdentity, systemIdentifierFromSegment } from './identity.js';
 

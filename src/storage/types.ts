@@ -4,7 +4,8 @@
 
 import type { Readable } from 'node:stream';
 
-export type StoreKind = 'file' | 's3' | 'azure';
+/** The driver's kind (its URL scheme): the built-in ones, or one registered in registry.ts. */
+export type StoreKind = 'file' | 's3' | 'azure' | (string & {});
 
 export interface PutOptions {
   /** User metadata. Keys: lower-case ASCII letters and digits, starting with a letter (S3 lower-cases
