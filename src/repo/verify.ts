@@ -8,110 +8,22 @@
 //
 // The result is recorded in the repository (verify/last.json) so `status` can say when the
 // repository was last proven readable and whether it was intact.
-import { IDENTITY_KEY } from './identity.js';
-import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
-import { PassThrough, type Transform } from 'node:stream';
-import { createGunzip, gunzip as gunzipCb } from 'node:zlib';
-import { promisify } from 'node:util';
-import { ChecksumMismatchError, ObjectNotFoundError, StorageError, type ListEntry, type ObjectStore } from '../storage/types.js';
+import { ObjectNotFoundError, type ListEntry, type ObjectStore } from '../storage/types.js';
 import { sha256Hex } from '../storage/checksum.js';
 import { LocalStore } from '../storage/local.js';
-import { BACKUP_META, BASEBACKUP_PREFIX, DUMP_META, DUMP_PREFIX, readCatalog, type BaseBackupMeta, type DumpMeta } from './catalog.js';
+import { BACKUP_META, BASEBACKUP_PREFIX, DUMP_META, DUMP_PREFIX, readCatalog } from './catalog.js';
 import { WAL_PREFIX } from './walarchive.js';
-import { parseLsn, segmentName, segnoOfLsn } from './walnames.js';
-import { ManifestReader, TarReader, manifestChecksummer, type ManifestFile, type TarEntrySink } from '../postgres/basebackup.js';
+import { verifyBaseBackup } from './verify-basebackup.js';
+import { HEX64, VerifyRun, verifyDump, verifyPlain, verifyWal, type Group } from './verify-run.js';
+import { RepositoryUnreadableError, type VerifyOptions, type VerifyResult } from './verify-types.js';
 
-const gunzip = promisify(gunzipCb);
+export * from './verify-types.js';
 
 export const VERIFY_PREFIX = 'verify/';
 export const VERIFY_RESULT_KEY = `${VERIFY_PREFIX}last.json`;
 /** At most this many bad objects are kept in verify/last.json (the count is always exact). */
 const MAX_RECORDED_BAD = 1000;
-
-export type VerifyProblemKind = 'checksum-mismatch' | 'missing' | 'unreadable' | 'gap' | 'corrupt';
-
-export interface VerifyProblem {
-  key: string;
-  problem: VerifyProblemKind;
-  detail: string;
-}
-
-export interface VerifyCounts {
-  /** Objects in scope (listed), and their bytes. */
-  objects: number;
-  bytes: number;
-  /** Objects read whole and found to match a recorded checksum. */
-  verified: number;
-  /** Objects read whole that have no recorded checksum to compare with. */
-  unverified: number;
-  walFiles: number;
-  baseBackups: number;
-  dumps: number;
-  /** Files inside base backups checked against backup_manifest. */
-  manifestFiles: number;
-  incomplete: number;
-  gaps: number;
-  bad: number;
-}
-
-export interface VerifyResult {
-  version: 1;
-  store: string;
-  startedAt: string;
-  finishedAt: string;
-  durationMs: number;
-  ok: boolean;
-  /** `all`, or the objects written since `since`. */
-  scope: { all: boolean; since?: string };
-  parallel: number;
-  counts: VerifyCounts;
-  bad: VerifyProblem[];
-  /** More bad objects than `bad` lists (only in the recorded copy, which is capped). */
-  badTruncated?: number;
-  incomplete: { kind: 'base-backup' | 'dump'; id: string; objects: number; bytes: number; lastWritten: string }[];
-  /** Objects without a recorded checksum (the first 20). */
-  unverifiedKeys: string[];
-  warnings: string[];
-}
-
-export interface VerifyProgress {
-  objectsDone: number;
-  objectsTotal: number;
-  bytesDone: number;
-  bytesTotal: number;
-}
-
-export interface VerifyOptions {
-  parallel?: number;
-  /** Only objects written at or after this time (base backups and dumps: by their metadata file). */
-  since?: Date;
-  signal?: AbortSignal;
-  onProgress?: (p: VerifyProgress) => void;
-}
-
-/** The repository could not be listed at all: nothing was verified. */
-export class RepositoryUnreadableError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'RepositoryUnreadableError';
-  }
-}
-
-const HEX64 = /^[0-9a-f]{64}$/;
-
-interface Group {
-  id: string;
-  entries: ListEntry[];
-  meta?: ListEntry;
-}
-
-/** Problems found while reading one object; undefined when it was deleted after the listing (retention, a cleanup). */
-function classify(key: string, err: unknown): VerifyProblem | undefined {
-  if (err instanceof ObjectNotFoundError || (err instanceof StorageError && err.code === 'not-found')) return undefined;
-  if (err instanceof ChecksumMismatchError) return { key, problem: 'checksum-mismatch', detail: `SHA-256 is ${err.actual}, ${err.expected} was recorded` };
-  return { key, problem: 'unreadable', detail: (err as Error)?.message ?? String(err) };
-}
 
 export async function verifyRepository(store: ObjectStore, opts: VerifyOptions = {}): Promise<VerifyResult> {
   const started = Date.now();
@@ -140,10 +52,8 @@ export async function verifyRepository(store: ObjectStore, opts: VerifyOptions =
     throw new RepositoryUnreadableError(`cannot list ${store.describe()}: ${(err as Error).message}`);
   }
 
-  const bad: VerifyProblem[] = [];
-  const warnings: string[] = [];
-  const unverifiedKeys: string[] = [];
-  const counts: VerifyCounts = { objects: 0, bytes: 0, verified: 0, unverified: 0, walFiles: 0, baseBackups: 0, dumps: 0, manifestFiles: 0, incomplete: 0, gaps: 0, bad: 0 };
+  const run = new VerifyRun(store, opts);
+  const { bad, warnings, unverifiedKeys, counts, progress } = run;
   const incomplete: VerifyResult['incomplete'] = [];
 
   const baseBackups = new Map<string, Group>();
@@ -180,7 +90,6 @@ export async function verifyRepository(store: ObjectStore, opts: VerifyOptions =
   }
 
   // 2. What is in scope, and its size (for progress).
-  const progress: VerifyProgress = { objectsDone: 0, objectsTotal: 0, bytesDone: 0, bytesTotal: 0 };
   const count = (e: ListEntry) => {
     progress.objectsTotal++;
     progress.bytesTotal += e.size;
@@ -201,360 +110,28 @@ export async function verifyRepository(store: ObjectStore, opts: VerifyOptions =
     g.entries.forEach(count);
     if (kind === 'base-backup') {
       counts.baseBackups++;
-      tasks.push(() => verifyBaseBackup(g));
+      tasks.push(() => verifyBaseBackup(run, g));
     } else {
       counts.dumps++;
-      tasks.push(() => verifyDump(g));
+      tasks.push(() => verifyDump(run, g));
     }
   }
   for (const e of wal) {
     if (!inScope(e)) continue;
     count(e);
     counts.walFiles++;
-    tasks.push(() => verifyWal(e));
+    tasks.push(() => verifyWal(run, e));
   }
   for (const e of other) {
     if (!inScope(e)) continue;
     count(e);
-    tasks.push(async () => void (await verifyPlain(e.key)));
+    tasks.push(async () => void (await verifyPlain(run, e.key)));
   }
   counts.objects = progress.objectsTotal;
   counts.bytes = progress.bytesTotal;
 
-  const report = () => opts.onProgress?.({ ...progress });
-  const objectDone = () => {
-    progress.objectsDone++;
-    report();
-  };
-  const addBad = (p: VerifyProblem) => bad.push(p);
-  /** A read failed: unreadable, or (not found) deleted since the listing, which is not corruption. */
-  const readFailed = (key: string, err: unknown) => {
-    const p = classify(key, err);
-    if (p) addBad(p);
-    else warnings.push(`${key}: deleted while the verify ran (retention or another job?); not checked`);
-  };
-  const unverified = (key: string) => {
-    counts.unverified++;
-    if (unverifiedKeys.length < 20) unverifiedKeys.push(key);
-  };
-
-  /** Reads one object whole, hashing it; `onChunk` sees every chunk in order (and may wait). */
-  async function readHashed(key: string, onChunk?: (chunk: Buffer) => Promise<void> | void): Promise<{ sha256: string; size: number; metadata: Record<string, string> }> {
-    opts.signal?.throwIfAborted();
-    const { body, info } = await store.get(key, { signal: opts.signal });
-    const hash = createHash('sha256');
-    let size = 0;
-    for await (const c of body) {
-      const chunk = c as Buffer;
-      hash.update(chunk);
-      size += chunk.length;
-      progress.bytesDone += chunk.length;
-      if (onChunk) await onChunk(chunk);
-    }
-    return { sha256: hash.digest('hex'), size, metadata: info.metadata };
-  }
-
-  /** An object checked against the SHA-256 in its own metadata (metadata files, other objects). */
-  async function verifyPlain(key: string, expected?: string): Promise<Buffer | undefined> {
-    const chunks: Buffer[] = [];
-    try {
-      const keep = key.endsWith('.json');
-      const r = await readHashed(key, keep ? (c) => void chunks.push(Buffer.from(c)) : undefined);
-      const want = expected ?? r.metadata.sha256;
-      if (key === IDENTITY_KEY || key.startsWith('locks/')) {
-        // Small records rewritten in place by design (no recorded checksum): they must parse.
-        try {
-          JSON.parse(Buffer.concat(chunks).toString('utf8'));
-          counts.verified++;
-        } catch (e) {
-          addBad({ key, problem: 'corrupt', detail: `not a readable JSON record: ${(e as Error).message}` });
-          return undefined;
-        }
-      } else if (!want || !HEX64.test(want)) {
-        unverified(key);
-      } else if (want !== r.sha256) {
-        addBad({ key, problem: 'checksum-mismatch', detail: `SHA-256 is ${r.sha256}, ${want} was recorded when it was written` });
-        return undefined;
-      } else {
-        counts.verified++;
-      }
-      return Buffer.concat(chunks);
-    } catch (err) {
-      if (opts.signal?.aborted) throw err;
-      readFailed(key, err);
-      return undefined;
-    } finally {
-      objectDone();
-    }
-  }
-
-  async function readMeta<T>(key: string): Promise<T | undefined> {
-    const body = await verifyPlain(key);
-    if (!body) return undefined;
-    try {
-      return JSON.parse(body.toString('utf8')) as T;
-    } catch (err) {
-      addBad({ key, problem: 'corrupt', detail: `not valid JSON: ${(err as Error).message}` });
-      return undefined;
-    }
-  }
-
-  async function verifyWal(e: ListEntry): Promise<void> {
-    const key = e.key;
-    try {
-      const chunks: Buffer[] = [];
-      const r = await readHashed(key, (c) => void chunks.push(Buffer.from(c)));
-      const stored = Buffer.concat(chunks);
-      const want = r.metadata.sha256;
-      const wantRaw = r.metadata.rawsha256;
-      if (want && want !== r.sha256) {
-        addBad({ key, problem: 'checksum-mismatch', detail: `SHA-256 of the stored bytes is ${r.sha256}, wal-push recorded ${want}` });
-        return;
-      }
-      let raw: Buffer = stored;
-      if (key.endsWith('.gz')) {
-        try {
-          raw = await gunzip(stored);
-        } catch (err) {
-          addBad({ key, problem: want ? 'corrupt' : 'checksum-mismatch', detail: `gunzip fails: ${(err as Error).message}` });
-          return;
-        }
-      }
-      if (wantRaw) {
-        const rawSha = sha256Hex(raw);
-        if (rawSha !== wantRaw) {
-          addBad({ key, problem: 'checksum-mismatch', detail: `SHA-256 of the uncompressed WAL is ${rawSha}, wal-push recorded ${wantRaw}` });
-          return;
-        }
-        const rawSize = Number(r.metadata.rawsize);
-        if (r.metadata.rawsize && rawSize !== raw.length) {
-          addBad({ key, problem: 'corrupt', detail: `${raw.length} bytes uncompressed, wal-push recorded ${rawSize}` });
-          return;
-        }
-      }
-      if (!want && !wantRaw) unverified(key);
-      else counts.verified++;
-    } catch (err) {
-      if (opts.signal?.aborted) throw err;
-      readFailed(key, err);
-    } finally {
-      objectDone();
-    }
-  }
-
-  async function verifyDump(g: Group): Promise<void> {
-    const metaKey = g.meta!.key;
-    const meta = await readMeta<DumpMeta>(metaKey);
-    const prefix = `${DUMP_PREFIX}${g.id}/`;
-    const listed = new Map(g.entries.map((e) => [e.key, e]));
-    if (meta && typeof meta.object === 'string') {
-      const key = prefix + meta.object;
-      if (!listed.has(key)) {
-        addBad({ key, problem: 'missing', detail: `dump.json names it, but the repository does not have it` });
-      } else {
-        listed.delete(key);
-        await checkRecorded(key, meta.sha256, meta.size, 'dump.json');
-      }
-    }
-    for (const e of listed.values()) await verifyPlain(e.key);
-  }
-
-  /** An object against the SHA-256 and size its backup's metadata file recorded. */
-  async function checkRecorded(key: string, sha256: unknown, size: unknown, where: string): Promise<void> {
-    try {
-      const r = await readHashed(key);
-      if (typeof sha256 !== 'string' || !HEX64.test(sha256)) {
-        unverified(key);
-        warnings.push(`${key}: ${where} records no SHA-256 for it; only read, not checked`);
-      } else if (r.sha256 !== sha256) {
-        addBad({ key, problem: 'checksum-mismatch', detail: `SHA-256 is ${r.sha256}, ${where} recorded ${sha256}` });
-      } else if (typeof size === 'number' && size !== r.size) {
-        addBad({ key, problem: 'corrupt', detail: `${r.size} bytes, ${where} recorded ${size}` });
-      } else {
-        counts.verified++;
-      }
-    } catch (err) {
-      if (opts.signal?.aborted) throw err;
-      readFailed(key, err);
-    } finally {
-      objectDone();
-    }
-  }
-
-  async function verifyBaseBackup(g: Group): Promise<void> {
-    const metaKey = g.meta!.key;
-    const meta = await readMeta<BaseBackupMeta>(metaKey);
-    const listed = new Map(g.entries.map((e) => [e.key, e]));
-    const recorded = meta?.objects;
-    let manifestFiles: Map<string, ManifestFile> | undefined;
-    if (recorded?.manifest) {
-      const key = recorded.manifest.key;
-      if (!listed.has(key)) {
-        addBad({ key, problem: 'missing', detail: `backup.json of ${g.id} names it, but the repository does not have it` });
-      } else {
-        listed.delete(key);
-        manifestFiles = await checkManifest(key, recorded.manifest.sha256);
-      }
-    } else if (meta?.objects) {
-      addBad({ key: `${BASEBACKUP_PREFIX}${g.id}/backup_manifest`, problem: 'missing', detail: 'backup.json lists no backup_manifest' });
-    }
-    if (recorded?.data) {
-      const key = recorded.data.key;
-      if (!listed.has(key)) {
-        addBad({ key, problem: 'missing', detail: `backup.json of ${g.id} names it, but the repository does not have it` });
-      } else {
-        listed.delete(key);
-        await checkBackupData(key, recorded.data, manifestFiles, meta!);
-      }
-    }
-    for (const e of listed.values()) await verifyPlain(e.key);
-  }
-
-  async function checkManifest(key: string, sha256: string): Promise<Map<string, ManifestFile> | undefined> {
-    const reader = new ManifestReader({ keepFiles: true });
-    let readerError: Error | undefined;
-    try {
-      const r = await readHashed(key, (c) => {
-        if (readerError) return;
-        try {
-          reader.write(c);
-        } catch (err) {
-          readerError = err as Error;
-        }
-      });
-      if (r.sha256 !== sha256) {
-        addBad({ key, problem: 'checksum-mismatch', detail: `SHA-256 is ${r.sha256}, backup.json recorded ${sha256}` });
-        return undefined;
-      }
-      if (!readerError) {
-        try {
-          reader.end();
-        } catch (err) {
-          readerError = err as Error;
-        }
-      }
-      if (readerError) {
-        addBad({ key, problem: 'corrupt', detail: readerError.message });
-        return undefined;
-      }
-      counts.verified++;
-      return reader.files;
-    } catch (err) {
-      if (opts.signal?.aborted) throw err;
-      readFailed(key, err);
-      return undefined;
-    } finally {
-      objectDone();
-    }
-  }
-
-  /** The data tar: SHA-256 of the stored bytes, and (when the manifest was good) every file in it against backup_manifest. */
-  async function checkBackupData(key: string, rec: NonNullable<NonNullable<BaseBackupMeta['objects']>['data']>, expected: Map<string, ManifestFile> | undefined, meta: BaseBackupMeta): Promise<void> {
-    const problems: string[] = [];
-    const seen = new Set<string>();
-    const walNames = new Set<string>();
-    let checked = 0;
-    const reader = new TarReader((entry): TarEntrySink | undefined => {
-      if (entry.type !== 'file') return undefined;
-      if (entry.name.startsWith('pg_wal/')) walNames.add(entry.name.slice('pg_wal/'.length));
-      if (!expected || entry.name === 'backup_manifest') return undefined;
-      const want = expected.get(entry.name);
-      if (!want) {
-        if (!entry.name.startsWith('pg_wal/')) problems.push(`${entry.name}: in the tar but not in backup_manifest`);
-        return undefined;
-      }
-      seen.add(entry.name);
-      if (want.size !== entry.size) {
-        problems.push(`${entry.name}: ${entry.size} bytes in the tar, ${want.size} in backup_manifest`);
-        return undefined;
-      }
-      const sum = want.checksum ? manifestChecksummer(want.algorithm) : undefined;
-      return {
-        data: (c) => sum?.update(c),
-        end: () => {
-          if (!sum) return;
-          const actual = sum.digestHex();
-          if (actual === want.checksum) checked++;
-          else problems.push(`${entry.name}: ${want.algorithm} ${actual}, backup_manifest says ${want.checksum}`);
-        },
-      };
-    });
-    const decoder: Transform = rec.compression === 'gzip' ? createGunzip({ chunkSize: 256 * 1024 }) : new PassThrough();
-    let contentError: Error | undefined;
-    const consumer = (async () => {
-      for await (const c of decoder) reader.write(c as Buffer);
-      reader.end();
-    })().catch((err: unknown) => {
-      contentError ??= err as Error;
-      decoder.destroy();
-    });
-    const feed = async (chunk: Buffer) => {
-      if (contentError || decoder.destroyed) return;
-      if (decoder.write(chunk)) return;
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          decoder.off('drain', done);
-          decoder.off('close', done);
-          decoder.off('error', done);
-          resolve();
-        };
-        decoder.once('drain', done);
-        decoder.once('close', done);
-        decoder.once('error', done);
-      });
-    };
-    try {
-      let r: { sha256: string; size: number };
-      try {
-        r = await readHashed(key, feed);
-      } finally {
-        if (!decoder.destroyed) decoder.end();
-        await consumer;
-      }
-      if (r.sha256 !== rec.sha256) {
-        addBad({ key, problem: 'checksum-mismatch', detail: `SHA-256 is ${r.sha256}, backup.json recorded ${rec.sha256}${contentError ? ` (and reading it fails: ${contentError.message})` : ''}` });
-        return;
-      }
-      if (contentError) {
-        addBad({ key, problem: 'corrupt', detail: `its SHA-256 matches backup.json, but its contents are not a complete ${rec.compression === 'gzip' ? 'gzipped ' : ''}tar: ${contentError.message}` });
-        return;
-      }
-      if (expected) {
-        const missing = [...expected.keys()].filter((p) => !seen.has(p));
-        for (const p of missing) problems.push(`${p}: in backup_manifest but not in the tar`);
-        counts.manifestFiles += checked;
-      }
-      if (meta.includesWal) {
-        const segSize = meta.walSegmentSize ?? 16 * 1024 * 1024;
-        try {
-          for (const range of meta.walRanges ?? [{ timeline: meta.timeline, startLsn: meta.startLsn, endLsn: meta.stopLsn }]) {
-            const start = parseLsn(range.startLsn);
-            const end = parseLsn(range.endLsn);
-            const last = end > start ? end - 1n : end;
-            for (let s = segnoOfLsn(start, segSize); s <= segnoOfLsn(last, segSize); s++) {
-              const name = segmentName(range.timeline, s, segSize);
-              if (!walNames.has(name)) problems.push(`pg_wal/${name}: needed to make the backup consistent, not in the tar`);
-            }
-          }
-        } catch (err) {
-          warnings.push(`${key}: the WAL range in backup.json cannot be read (${(err as Error).message}); the WAL inside was not checked`);
-        }
-      }
-      if (problems.length) {
-        addBad({ key, problem: 'corrupt', detail: `${problems.length} file(s) do not match backup_manifest: ${problems.slice(0, 5).join('; ')}${problems.length > 5 ? '; ...' : ''}` });
-        return;
-      }
-      counts.verified++;
-    } catch (err) {
-      if (opts.signal?.aborted) throw err;
-      readFailed(key, err);
-    } finally {
-      objectDone();
-    }
-  }
-
   // 3. Read everything, N at a time.
-  report();
+  run.report();
   let next = 0;
   let failure: unknown;
   const workers = Array.from({ length: Math.min(parallel, Math.max(1, tasks.length)) }, async () => {
@@ -575,7 +152,7 @@ export async function verifyRepository(store: ObjectStore, opts: VerifyOptions =
     const catalog = await readCatalog(store);
     for (const gap of catalog.gaps) {
       counts.gaps++;
-      addBad({
+      run.addBad({
         key: `${WAL_PREFIX}${gap.from}`,
         problem: 'gap',
         detail: `timeline ${gap.timeline}: ${gap.from}${gap.missing > 1 ? ` .. ${gap.to}` : ''} missing (${gap.missing} segment${gap.missing > 1 ? 's' : ''}); recovery cannot pass it`,
