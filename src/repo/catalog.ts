@@ -2,7 +2,6 @@
 // whose metadata file, the commit marker, exists), the archived WAL per timeline with any
 // gaps, and the recovery window each base backup opens given gap-free WAL after it.
 import type { ListEntry, ObjectStore } from '../storage/types.js';
-import { WAL_PREFIX, parseWalKey } from './walarchive.js';
 import {
   DEFAULT_WAL_SEGMENT_SIZE,
   formatLsn,
@@ -15,10 +14,9 @@ import {
   type TimelineHistoryEntry,
 } from './walnames.js';
 
-export const BASEBACKUP_PREFIX = 'basebackups/';
-export const DUMP_PREFIX = 'dumps/';
-export const BACKUP_META = 'backup.json';
-export const DUMP_META = 'dump.json';
+import { BASEBACKUP_PREFIX, DUMP_PREFIX, BACKUP_META, DUMP_META, WAL_PREFIX, parseWalKey } from './layout.js';
+
+export { BASEBACKUP_PREFIX, DUMP_PREFIX, BACKUP_META, DUMP_META } from './layout.js';
 
 /** backup.json: written last; its presence is what makes a base backup complete. */
 export interface BaseBackupMeta {

@@ -9,14 +9,15 @@ import { lstat, readdir, rmdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LocalStore } from '../storage/local.js';
 import { RESERVED_NAME_PREFIX, type ObjectStore } from '../storage/types.js';
+import { BASEBACKUP_PREFIX, DUMP_PREFIX, LOCK_PREFIX, VERIFY_PREFIX, WAL_PREFIX } from './layout.js';
 
 export const TEMP_FILE_PREFIX = `${RESERVED_NAME_PREFIX}tmp-`;
 export const DEBRIS_MIN_AGE_MS = 24 * 3_600_000;
 /** Top-level prefixes retention never touches (lock files and their directory). */
-export const PROTECTED_PREFIXES = ['locks/'];
+export const PROTECTED_PREFIXES = [LOCK_PREFIX];
 /** Empty directories are removed only below these (never a top-level directory: the volume's
  *  lost+found, or anything else that is not the repository's, stays). */
-export const CLEANABLE_DIRECTORY_PREFIXES = ['basebackups/', 'dumps/', 'wal/', 'verify/'];
+export const CLEANABLE_DIRECTORY_PREFIXES = [BASEBACKUP_PREFIX, DUMP_PREFIX, WAL_PREFIX, VERIFY_PREFIX];
 
 function isCleanableDirectory(rel: string): boolean {
   return CLEANABLE_DIRECTORY_PREFIXES.some((p) => rel.startsWith(p) && rel.length > p.length);

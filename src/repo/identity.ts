@@ -8,7 +8,9 @@
 import { createIfAbsent } from './lock.js';
 import { ObjectNotFoundError, type ObjectStore } from '../storage/types.js';
 
-export const IDENTITY_KEY = 'pgrunbook.json';
+import { IDENTITY_KEY } from './layout.js';
+
+export { IDENTITY_KEY };
 export const FORMAT_VERSION = 1;
 
 export interface RepositoryIdentity {

@@ -15,9 +15,7 @@ export const DEFAULT_LOCK_TTL_MS = 5 * 60 * 1000;
 /** Stores without an atomic create: wait this long before reading back, so a racing writer's put lands first. */
 const SETTLE_MS = 250;
 
-export function lockKey(name: string): string {
-  return `locks/${name}.json`;
-}
+export { lockKey } from './layout.js';
 
 /** Exit code for "someone else holds the lock, try later" (EX_TEMPFAIL). */
 export const EXIT_LOCK_HELD = 75;

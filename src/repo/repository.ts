@@ -5,9 +5,9 @@ import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { openStore } from '../storage/url.js';
 import type { ObjectStore, PutResult } from '../storage/types.js';
-import { BACKUP_META, BASEBACKUP_PREFIX, DUMP_META, DUMP_PREFIX, readCatalog, type BaseBackupMeta, type Catalog, type DumpMeta } from './catalog.js';
+import { readCatalog, type BaseBackupMeta, type Catalog, type DumpMeta } from './catalog.js';
+import { BACKUP_META, BASEBACKUP_PREFIX, DUMP_META, DUMP_PREFIX, WAL_PREFIX } from './layout.js';
 import { sha256Hex } from '../storage/checksum.js';
-import { WAL_PREFIX } from './walarchive.js';
 
 export class RepositoryError extends Error {}
 

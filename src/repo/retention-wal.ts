@@ -3,7 +3,7 @@
 // stretches of WAL the kept base backups can still replay). The rule itself is drawn by
 // planRetention (retention.ts).
 import type { ListEntry } from '../storage/types.js';
-import { parseWalKey } from './walarchive.js';
+import { parseWalKey } from './layout.js';
 import { parseWalFileName, segmentName } from './walnames.js';
 
 /** WAL below this line is needed by no kept base backup. JSON-safe (segment numbers as names). */

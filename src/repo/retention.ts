@@ -9,7 +9,7 @@
 // line. History files are always kept (recovery reads them to follow timelines); with no
 // complete base backup, or one whose backup.json cannot be read, no WAL goes at all.
 import type { BaseBackupEntry, BaseBackupMeta, Catalog, DumpEntry, DumpMeta, RecoveryWindow } from './catalog.js';
-import { BASEBACKUP_PREFIX, DUMP_PREFIX } from './catalog.js';
+import { baseBackupPrefix, dumpPrefix } from './layout.js';
 import { parseLsn, segmentName, segnoOfLsn } from './walnames.js';
 import { cutoffOf, type WalRule } from './retention-wal.js';
 
@@ -101,13 +101,7 @@ function ageText(ms: number): string {
 
 const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
-export function baseBackupPrefix(id: string): string {
-  return `${BASEBACKUP_PREFIX}${id}/`;
-}
-
-export function dumpPrefix(database: string, id: string): string {
-  return `${DUMP_PREFIX}${database}/${id}/`;
-}
+export { baseBackupPrefix, dumpPrefix } from './layout.js';
 
 /** Newest first; backups without a readable time sort last (treated as oldest). */
 function newestFirst<T extends { id: string }>(items: T[], time: (x: T) => number | undefined): T[] {

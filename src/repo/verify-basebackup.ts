@@ -4,7 +4,8 @@
 import { PassThrough, type Transform } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { ManifestReader, TarReader, manifestChecksummer, type ManifestFile, type TarEntrySink } from '../postgres/basebackup.js';
-import { BASEBACKUP_PREFIX, type BaseBackupMeta } from './catalog.js';
+import type { BaseBackupMeta } from './catalog.js';
+import { BASEBACKUP_PREFIX } from './layout.js';
 import { parseLsn, segmentName, segnoOfLsn } from './walnames.js';
 import { readHashed, readMeta, verifyPlain, type Group, type VerifyRun } from './verify-run.js';
 

@@ -6,8 +6,8 @@ import { gunzip as gunzipCb } from 'node:zlib';
 import { promisify } from 'node:util';
 import { ChecksumMismatchError, ObjectNotFoundError, StorageError, type ListEntry, type ObjectStore } from '../storage/types.js';
 import { sha256Hex } from '../storage/checksum.js';
-import { DUMP_PREFIX, type DumpMeta } from './catalog.js';
-import { IDENTITY_KEY } from './identity.js';
+import type { DumpMeta } from './catalog.js';
+import { DUMP_PREFIX, IDENTITY_KEY, LOCK_PREFIX } from './layout.js';
 import type { VerifyCounts, VerifyOptions, VerifyProblem, VerifyProgress } from './verify-types.js';
 
 const gunzip = promisify(gunzipCb);
@@ -88,7 +88,7 @@ export async function verifyPlain(run: VerifyRun, key: string, expected?: string
     const keep = key.endsWith('.json');
     const r = await readHashed(run, key, keep ? (c) => void chunks.push(Buffer.from(c)) : undefined);
     const want = expected ?? r.metadata.sha256;
-    if (key === IDENTITY_KEY || key.startsWith('locks/')) {
+    if (key === IDENTITY_KEY || key.startsWith(LOCK_PREFIX)) {
       // Small records rewritten in place by design (no recorded checksum): they must parse.
       try {
         JSON.parse(Buffer.concat(chunks).toString('utf8'));

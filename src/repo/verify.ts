@@ -12,16 +12,15 @@ import { stat } from 'node:fs/promises';
 import { ObjectNotFoundError, type ListEntry, type ObjectStore } from '../storage/types.js';
 import { sha256Hex } from '../storage/checksum.js';
 import { LocalStore } from '../storage/local.js';
-import { BACKUP_META, BASEBACKUP_PREFIX, DUMP_META, DUMP_PREFIX, readCatalog } from './catalog.js';
-import { WAL_PREFIX } from './walarchive.js';
+import { readCatalog } from './catalog.js';
+import { BACKUP_META, BASEBACKUP_PREFIX, DUMP_META, DUMP_PREFIX, VERIFY_RESULT_KEY, WAL_PREFIX } from './layout.js';
 import { verifyBaseBackup } from './verify-basebackup.js';
 import { HEX64, VerifyRun, verifyDump, verifyPlain, verifyWal, type Group } from './verify-run.js';
 import { RepositoryUnreadableError, type VerifyOptions, type VerifyResult } from './verify-types.js';
 
 export * from './verify-types.js';
 
-export const VERIFY_PREFIX = 'verify/';
-export const VERIFY_RESULT_KEY = `${VERIFY_PREFIX}last.json`;
+export { VERIFY_PREFIX, VERIFY_RESULT_KEY } from './layout.js';
 /** At most this many bad objects are kept in verify/last.json (the count is always exact). */
 const MAX_RECORDED_BAD = 1000;
 

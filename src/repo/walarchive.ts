@@ -12,26 +12,12 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { ObjectNotFoundError, StorageError, type ObjectInfo, type ObjectStore } from '../storage/types.js';
 import { sha256Hex } from '../storage/checksum.js';
 import { parseWalFileName } from './walnames.js';
+import { walKey, type WalCompression } from './layout.js';
 import { checkRepositoryIdentity, ensureRepositoryIdentity, systemIdentifierFromSegment } from './identity.js';
 
 const gzip = promisify(zlib.gzip);
 
-export type WalCompression = 'gzip' | 'none';
-
-export const WAL_PREFIX = 'wal/';
-const SUFFIX: Record<WalCompression, string> = { gzip: '.gz', none: '' };
-
-export function walKey(name: string, compression: WalCompression): string {
-  return `${WAL_PREFIX}${name}${SUFFIX[compression]}`;
-}
-
-/** The WAL file name and compression a key in wal/ stands for. */
-export function parseWalKey(key: string): { name: string; compression: WalCompression } | undefined {
-  if (!key.startsWith(WAL_PREFIX)) return undefined;
-  const rest = key.slice(WAL_PREFIX.length);
-  if (rest.endsWith('.gz')) return { name: rest.slice(0, -3), compression: 'gzip' };
-  return { name: rest, compression: 'none' };
-}
+export { WAL_PREFIX, walKey, parseWalKey, type WalCompression } from './layout.js';
 
 export interface WalPushOptions {
   compression: WalCompression;
