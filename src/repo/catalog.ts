@@ -15,6 +15,7 @@ import {
 } from './walnames.js';
 
 import { BASEBACKUP_PREFIX, DUMP_PREFIX, BACKUP_META, DUMP_META, WAL_PREFIX, parseWalKey } from './layout.js';
+import { readObject } from './objects.js';
 
 export { BASEBACKUP_PREFIX, DUMP_PREFIX, BACKUP_META, DUMP_META } from './layout.js';
 
@@ -159,17 +160,12 @@ async function collect(store: ObjectStore, prefix: string): Promise<ListEntry[]>
 
 async function readJson<T>(store: ObjectStore, key: string): Promise<T> {
   const info = await store.head(key);
-  const { body } = await store.get(key, { expectedSha256: info?.metadata.sha256 });
-  const chunks: Buffer[] = [];
-  for await (const chunk of body) chunks.push(chunk as Buffer);
-  return JSON.parse(Buffer.concat(chunks).toString('utf8')) as T;
+  const raw = await readObject(store, key, { expectedSha256: info?.metadata.sha256 });
+  return JSON.parse(raw.toString('utf8')) as T;
 }
 
 async function readText(store: ObjectStore, key: string): Promise<string> {
-  const { body } = await store.get(key);
-  const chunks: Buffer[] = [];
-  for await (const chunk of body) chunks.push(chunk as Buffer);
-  const buf = Buffer.concat(chunks);
+  const buf = await readObject(store, key);
   if (key.endsWith('.gz')) {
     const zlib = await import('node:zlib');
     return zlib.gunzipSync(buf).toString('utf8');

@@ -6,7 +6,8 @@
 //
 // wal-push loads this for every segment: no SDK imports, one small read per push.
 import { createIfAbsent } from './lock.js';
-import { ObjectNotFoundError, type ObjectStore } from '../storage/types.js';
+import type { ObjectStore } from '../storage/types.js';
+import { readObjectIfExists } from './objects.js';
 
 import { IDENTITY_KEY } from './layout.js';
 
@@ -69,16 +70,8 @@ function parse(raw: Buffer, store: string): RepositoryIdentity {
 }
 
 export async function readRepositoryIdentity(store: ObjectStore): Promise<RepositoryIdentity | undefined> {
-  let raw: Buffer;
-  try {
-    const { body } = await store.get(IDENTITY_KEY);
-    const chunks: Buffer[] = [];
-    for await (const chunk of body) chunks.push(chunk as Buffer);
-    raw = Buffer.concat(chunks);
-  } catch (err) {
-    if (err instanceof ObjectNotFoundError) return undefined;
-    throw err;
-  }
+  const raw = await readObjectIfExists(store, IDENTITY_KEY);
+  if (!raw) return undefined;
   return parse(raw, store.describe());
 }
 

@@ -8,7 +8,8 @@
 // Like walarchive.ts, no SDK imports here: wal-push loads this module (through identity.ts).
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
-import { ObjectNotFoundError, type ObjectStore } from '../storage/types.js';
+import type { ObjectStore } from '../storage/types.js';
+import { readObjectIfExists } from './objects.js';
 
 /** How long a lock stays valid without a refresh; refreshed every quarter of it. */
 export const DEFAULT_LOCK_TTL_MS = 5 * 60 * 1000;
@@ -52,18 +53,6 @@ export class LockHeldError extends Error {
   }
 }
 
-async function readWhole(store: ObjectStore, key: string): Promise<Buffer | undefined> {
-  try {
-    const { body } = await store.get(key);
-    const chunks: Buffer[] = [];
-    for await (const chunk of body) chunks.push(chunk as Buffer);
-    return Buffer.concat(chunks);
-  } catch (err) {
-    if (err instanceof ObjectNotFoundError) return undefined;
-    throw err;
-  }
-}
-
 function pidAlive(pid: number): boolean {
   if (!Number.isInteger(pid) || pid <= 0) return false;
   try {
@@ -91,12 +80,12 @@ export async function createIfAbsent(store: ObjectStore, key: string, body: Buff
     if (created) await store.put(key, body, { contentLength: body.length });
   }
   if (created && store.kind !== 'file') await sleep(SETTLE_MS);
-  const back = await readWhole(store, key);
+  const back = await readObjectIfExists(store, key);
   return back !== undefined && back.equals(body);
 }
 
 export async function readLock(store: ObjectStore, key: string): Promise<LockRecord | undefined> {
-  const raw = await readWhole(store, key);
+  const raw = await readObjectIfExists(store, key);
   if (raw === undefined) return undefined;
   try {
     const rec = JSON.parse(raw.toString('utf8')) as LockRecord;

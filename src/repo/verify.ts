@@ -9,10 +9,11 @@
 // The result is recorded in the repository (verify/last.json) so `status` can say when the
 // repository was last proven readable and whether it was intact.
 import { stat } from 'node:fs/promises';
-import { ObjectNotFoundError, type ListEntry, type ObjectStore } from '../storage/types.js';
+import type { ListEntry, ObjectStore } from '../storage/types.js';
 import { sha256Hex } from '../storage/checksum.js';
 import { LocalStore } from '../storage/local.js';
 import { readCatalog } from './catalog.js';
+import { readObjectIfExists } from './objects.js';
 import { BACKUP_META, BASEBACKUP_PREFIX, DUMP_META, DUMP_PREFIX, VERIFY_RESULT_KEY, WAL_PREFIX } from './layout.js';
 import { verifyBaseBackup } from './verify-basebackup.js';
 import { HEX64, VerifyRun, verifyDump, verifyPlain, verifyWal, type Group } from './verify-run.js';
@@ -193,16 +194,10 @@ export async function recordVerifyResult(store: ObjectStore, result: VerifyResul
 export async function readLastVerify(store: ObjectStore): Promise<VerifyResult | undefined> {
   const info = await store.head(VERIFY_RESULT_KEY);
   if (!info) return undefined;
-  let body;
-  try {
-    ({ body } = await store.get(VERIFY_RESULT_KEY, { expectedSha256: info.metadata.sha256 && HEX64.test(info.metadata.sha256) ? info.metadata.sha256 : undefined }));
-  } catch (err) {
-    if (err instanceof ObjectNotFoundError) return undefined;
-    throw err;
-  }
-  const chunks: Buffer[] = [];
-  for await (const c of body) chunks.push(c as Buffer);
-  const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as VerifyResult;
+  const expectedSha256 = info.metadata.sha256 && HEX64.test(info.metadata.sha256) ? info.metadata.sha256 : undefined;
+  const raw = await readObjectIfExists(store, VERIFY_RESULT_KEY, { expectedSha256 });
+  if (!raw) return undefined;
+  const parsed = JSON.parse(raw.toString('utf8')) as VerifyResult;
   if (typeof parsed !== 'object' || parsed === null || typeof parsed.ok !== 'boolean' || typeof parsed.finishedAt !== 'string') {
     throw new Error(`${VERIFY_RESULT_KEY} is not a verify record`);
   }

@@ -13,6 +13,7 @@ import { ObjectNotFoundError, StorageError, type ObjectInfo, type ObjectStore } 
 import { sha256Hex } from '../storage/checksum.js';
 import { parseWalFileName } from './walnames.js';
 import { walKey, type WalCompression } from './layout.js';
+import { readObject } from './objects.js';
 import { checkRepositoryIdentity, ensureRepositoryIdentity, systemIdentifierFromSegment } from './identity.js';
 
 const gzip = promisify(zlib.gzip);
@@ -120,16 +121,9 @@ async function findArchived(store: ObjectStore, name: string, preferred: WalComp
 async function sameContent(store: ObjectStore, key: string, info: ObjectInfo, raw: Buffer, rawSha: string): Promise<boolean> {
   if (info.metadata.rawsha256) return info.metadata.rawsha256 === rawSha;
   // Written by something else (or metadata lost): compare the bytes themselves.
-  const fetched = await readWhole(store, key);
+  const fetched = await readObject(store, key);
   const plain = key.endsWith('.gz') ? zlib.gunzipSync(fetched) : fetched;
   return plain.equals(raw);
-}
-
-async function readWhole(store: ObjectStore, key: string): Promise<Buffer> {
-  const { body } = await store.get(key);
-  const chunks: Buffer[] = [];
-  for await (const chunk of body) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
 }
 
 export interface WalFetchOptions {

@@ -7,7 +7,7 @@
 // (measured: 130-140 MiB peak RSS for a 200 MiB put+get, of which Node + the SDK are ~65 MiB and
 // V8's lag in collecting dead buffers ~40 MiB; 8 MiB parts measured up to 158 MiB). A body of
 // known length up to 32 MiB (a WAL segment) goes in a single PutObject. Each part is retried by
-// the SDK (our backoff strategy below). When any part fails for good, the body is destroyed at
+// the SDK (our backoff strategy, s3-policy.ts). When any part fails for good, the body is destroyed at
 // once (otherwise the other uploaders would keep consuming it) and the multipart upload is
 // aborted, so nothing appears under the key. Downloads stream; a download that breaks mid-way is
 // resumed with a ranged GET pinned to the ETag.
@@ -359,7 +359,7 @@ export class S3Store implements ObjectStore {
    * Creates a small object only when the key is free: a head first (servers that ignore
    * If-None-Match, like s3rver, are caught here), then PutObject with If-None-Match: * (atomic on
    * AWS S3 and compatible servers: 412 when someone else created it meanwhile). Callers read the
-   * object back to confirm (createIfAbsent in lock.ts): on a server that ignores the condition, a
+   * object back to confirm (createIfAbsent in src/repo/lock.ts): on a server that ignores the condition, a
    * race between two creators is decided by the last writer.
    */
   async putIfAbsent(key: string, body: Buffer): Promise<boolean> {
