@@ -15,8 +15,8 @@ import { connectPg } from '../src/postgres/client.js';
 import { findPgBinary } from '../src/postgres/binaries.js';
 import { libpqEnv } from '../src/postgres/libpq.js';
 import { findPgClientFor } from '../src/postgres/pgdump.js';
-import { openRepository, type Repository } from '../src/storage/repository.js';
-import { readCatalog, type DumpEntry } from '../src/storage/catalog.js';
+import { openRepository, type Repository } from '../src/repo/repository.js';
+import { readCatalog, type DumpEntry } from '../src/repo/catalog.js';
 
 const cluster = sharedCluster();
 const conn = ['--host', cluster.host, '--port', String(cluster.port), '--user', cluster.user];

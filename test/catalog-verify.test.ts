@@ -11,10 +11,10 @@ import { CLI, runCli, serverWritableDir, tempDir } from './helpers/cli.js';
 import { waitFor } from './helpers/wait.js';
 import { createSandboxCluster, type SandboxCluster } from '../src/postgres/sandbox.js';
 import { isRoot, lookupUser } from '../src/postgres/osuser.js';
-import { openRepository, type Repository } from '../src/storage/repository.js';
+import { openRepository, type Repository } from '../src/repo/repository.js';
 import { openProfileStore } from '../src/config/store.js';
-import type { Catalog } from '../src/storage/catalog.js';
-import type { VerifyResult } from '../src/storage/verify.js';
+import type { Catalog } from '../src/repo/catalog.js';
+import type { VerifyResult } from '../src/repo/verify.js';
 import { sha256Hex } from '../src/storage/checksum.js';
 import type { StatusReport } from '../src/monitoring/types.js';
 

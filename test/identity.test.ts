@@ -11,9 +11,9 @@ import { startS3rver, type StorageServer } from './helpers/storage-servers.js';
 import { createSandboxCluster, type SandboxCluster } from '../src/postgres/sandbox.js';
 import { isRoot } from '../src/postgres/osuser.js';
 import { openStore } from '../src/storage/url.js';
-import { readCatalog } from '../src/storage/catalog.js';
-import { IDENTITY_KEY, readRepositoryIdentity, systemIdentifierFromSegment } from '../src/storage/identity.js';
-import { acquireLock, LockHeldError, lockKey, readLock } from '../src/storage/lock.js';
+import { readCatalog } from '../src/repo/catalog.js';
+import { IDENTITY_KEY, readRepositoryIdentity, systemIdentifierFromSegment } from '../src/repo/identity.js';
+import { acquireLock, LockHeldError, lockKey, readLock } from '../src/repo/lock.js';
 import { waitFor } from './helpers/wait.js';
 import type { ObjectStore } from '../src/storage/types.js';
 

@@ -8,8 +8,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jsonLines, runCli, tempDir as makeTempDir } from './helpers/cli.js';
 import { sharedCluster } from './helpers/cluster.js';
-import { openRepository } from '../src/storage/repository.js';
-import { readCatalog, type DumpEntry } from '../src/storage/catalog.js';
+import { openRepository } from '../src/repo/repository.js';
+import { readCatalog, type DumpEntry } from '../src/repo/catalog.js';
 
 const cluster = sharedCluster();
 const conn = ['--host', cluster.host, '--port', String(cluster.port), '--user', cluster.user];

@@ -10,8 +10,8 @@ import { createSandboxCluster, type SandboxCluster } from '../src/postgres/sandb
 import { isRoot, lookupUser } from '../src/postgres/osuser.js';
 import { walCommandLine } from '../src/procedures/pgrunbook-command.js';
 import { openStore } from '../src/storage/url.js';
-import { readCatalog } from '../src/storage/catalog.js';
-import { walKey } from '../src/storage/walarchive.js';
+import { readCatalog } from '../src/repo/catalog.js';
+import { walKey } from '../src/repo/walarchive.js';
 
 describe('pitr', () => {
   let cluster: SandboxCluster;

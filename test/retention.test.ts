@@ -11,11 +11,11 @@ import { startS3rver, type StorageServer } from './helpers/storage-servers.js';
 import { createSandboxCluster, type SandboxCluster } from '../src/postgres/sandbox.js';
 import { isRoot, lookupUser } from '../src/postgres/osuser.js';
 import { withPg } from '../src/postgres/client.js';
-import { openRepository, type Repository } from '../src/storage/repository.js';
-import { readCatalog, type BaseBackupMeta, type Catalog } from '../src/storage/catalog.js';
-import { walKey } from '../src/storage/walarchive.js';
-import { formatLsn, lsnOfSegno, parseLsn, parseWalFileName, segmentName, segnoOfLsn } from '../src/storage/walnames.js';
-import { WalCoverage, WalTally, narrowPlan, planRetention, type RetentionPolicy } from '../src/storage/retention.js';
+import { openRepository, type Repository } from '../src/repo/repository.js';
+import { readCatalog, type BaseBackupMeta, type Catalog } from '../src/repo/catalog.js';
+import { walKey } from '../src/repo/walarchive.js';
+import { formatLsn, lsnOfSegno, parseLsn, parseWalFileName, segmentName, segnoOfLsn } from '../src/repo/walnames.js';
+import { WalCoverage, WalTally, narrowPlan, planRetention, type RetentionPolicy } from '../src/repo/retention.js';
 import { validateProfile } from '../src/config/profile.js';
 
 const HOUR = 3_600_000;

@@ -7,7 +7,7 @@ import { cleanEnv, ROOT, tempDir } from './helpers/cli.js';
 import { sharedCluster } from './helpers/cluster.js';
 import { waitFor } from './helpers/wait.js';
 import { openStore } from '../src/storage/url.js';
-import { readCatalog } from '../src/storage/catalog.js';
+import { readCatalog } from '../src/repo/catalog.js';
 
 const script = (name: string) => path.join(ROOT, 'scripts', 'disaster-recovery', name);
 

@@ -15,8 +15,8 @@ import { StatusDashboard, feedReducer, type StatusFeed } from '../src/screens/st
 import { evaluateStatus } from '../src/monitoring/evaluate.js';
 import { resolveThresholds } from '../src/monitoring/status.js';
 import { buildServices } from '../src/procedures/services.js';
-import { openRepository } from '../src/storage/repository.js';
-import type { Catalog } from '../src/storage/catalog.js';
+import { openRepository } from '../src/repo/repository.js';
+import type { Catalog } from '../src/repo/catalog.js';
 import type { StatusReport } from '../src/monitoring/types.js';
 
 const KEYS = { down: '\x1B[B', esc: '\x1B' };

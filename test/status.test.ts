@@ -13,13 +13,13 @@ import { createSandboxCluster, type SandboxCluster } from '../src/postgres/sandb
 import { isRoot, lookupUser } from '../src/postgres/osuser.js';
 import { findPgBinary } from '../src/postgres/binaries.js';
 import { libpqEnv } from '../src/postgres/libpq.js';
-import { openRepository, type Repository } from '../src/storage/repository.js';
+import { openRepository, type Repository } from '../src/repo/repository.js';
 import { openProfileStore } from '../src/config/store.js';
 import { evaluateStatus, gradeDeviation } from '../src/monitoring/evaluate.js';
 import { prometheusText, escapeLabelValue } from '../src/monitoring/prometheus.js';
 import { resolveThresholds } from '../src/monitoring/status.js';
 import { DEFAULT_THRESHOLDS } from '../src/config/profile.js';
-import type { Catalog } from '../src/storage/catalog.js';
+import type { Catalog } from '../src/repo/catalog.js';
 import type { StatusReport } from '../src/monitoring/types.js';
 
 // ---------------------------------------------------------------------------------------

@@ -270,8 +270,8 @@ describe('table-restore replace mode: no side effects, foreign keys, partitions'
     repoUrl = `file://${tempDir('pgrunbook-tr-side-repo-')}`;
     const r = await runCli(['--procedure', 'backup-logical', ...conn, '--databases', db, '--repo', repoUrl, '--json'], stateEnv);
     expect(r.exitCode, r.stderr + r.stdout.slice(-2000)).toBe(0);
-    const { readCatalog } = await import('../src/storage/catalog.js');
-    const { openRepository } = await import('../src/storage/repository.js');
+    const { readCatalog } = await import('../src/repo/catalog.js');
+    const { openRepository } = await import('../src/repo/repository.js');
     const repo = await openRepository(repoUrl);
     try {
       rowCounts = (await readCatalog(repo.store)).dumps.find((d) => d.database === db && d.complete)!.meta!.rowCounts!;

@@ -13,8 +13,8 @@ import { createSandboxCluster, type SandboxCluster } from '../src/postgres/sandb
 import { isRoot, lookupUser } from '../src/postgres/osuser.js';
 import { withPg } from '../src/postgres/client.js';
 import { openStore } from '../src/storage/url.js';
-import { readCatalog, BASEBACKUP_PREFIX } from '../src/storage/catalog.js';
-import { walKey } from '../src/storage/walarchive.js';
+import { readCatalog, BASEBACKUP_PREFIX } from '../src/repo/catalog.js';
+import { walKey } from '../src/repo/walarchive.js';
 import type { ObjectStore } from '../src/storage/types.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');

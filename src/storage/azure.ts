@@ -22,7 +22,8 @@ import {
 import { Readable, addAbortSignal } from 'node:stream';
 import { hashedBody, verifyingStream } from './checksum.js';
 import { isTransientError } from './retry.js';
-import { describeLocation, redactSecrets, secretsOf, type AzureLocation, type RepoLocation } from './url.js';
+import { azureLocation, type AzureLocation } from './azure-location.js';
+import { redactSecrets } from './location.js';
 import {
   ObjectNotFoundError,
   StorageError,
@@ -48,8 +49,7 @@ export const AZURE_DEFAULT_CONCURRENCY = 2;
 const AZURE_MAX_BLOCKS = 50_000;
 const AZURE_MAX_BLOCK_SIZE = 4000 * MiB;
 
-export function createStore(loc: RepoLocation): ObjectStore {
-  if (loc.kind !== 'azure') throw new Error(`Azure driver given a ${loc.kind} location`);
+export function createStore(loc: AzureLocation): ObjectStore {
   return new AzureStore(loc);
 }
 
@@ -87,8 +87,8 @@ export class AzureStore implements ObjectStore {
 
   constructor(private readonly loc: AzureLocation) {
     this.prefix = loc.prefix;
-    this.description = describeLocation(loc);
-    this.secrets = secretsOf(loc);
+    this.description = azureLocation.describe(loc);
+    this.secrets = azureLocation.secrets(loc);
     const r = loc.tuning.retry;
     const pipelineOptions: StoragePipelineOptions = {
       retryOptions: { maxTries: r.maxAttempts, retryDelayInMs: r.baseDelayMs, maxRetryDelayInMs: r.maxDelayMs },

@@ -22,7 +22,7 @@ import { basename, dirname, join } from 'node:path';
 import { Readable, addAbortSignal } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { HashingStream, verifyingStream } from './checksum.js';
-import { describeLocation, type RepoLocation } from './url.js';
+import { fileLocation, type FileLocation } from './local-location.js';
 import {
   isAbortError,
   ObjectNotFoundError,
@@ -48,9 +48,8 @@ const FILE_MODE = 0o640;
 const SHARED_FILE_MODE = 0o644;
 const DIR_MODE = 0o750;
 
-export function createStore(loc: RepoLocation): ObjectStore {
-  if (loc.kind !== 'file') throw new Error(`local driver given a ${loc.kind} location`);
-  return new LocalStore(loc.root, describeLocation(loc));
+export function createStore(loc: FileLocation): ObjectStore {
+  return new LocalStore(loc.root, fileLocation.describe(loc));
 }
 
 function errno(err: unknown): string | undefined {

@@ -7,7 +7,7 @@
 // (measured: 130-140 MiB peak RSS for a 200 MiB put+get, of which Node + the SDK are ~65 MiB and
 // V8's lag in collecting dead buffers ~40 MiB; 8 MiB parts measured up to 158 MiB). A body of
 // known length up to 32 MiB (a WAL segment) goes in a single PutObject. Each part is retried by
-// the SDK (our backoff strategy below). When any part fails for good, the body is destroyed at
+// the SDK (our backoff strategy, s3-policy.ts). When any part fails for good, the body is destroyed at
 // once (otherwise the other uploaders would keep consuming it) and the multipart upload is
 // aborted, so nothing appears under the key. Downloads stream; a download that breaks mid-way is
 // resumed with a ranged GET pinned to the ETag.
@@ -30,7 +30,17 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { Readable, addAbortSignal } from 'node:stream';
 import { hashedBody, verifyingStream } from './checksum.js';
 import { backoffDelay, delay, isTransientError } from './retry.js';
-import { describeLocation, redactSecrets, secretsOf, type RepoLocation, type S3Location } from './url.js';
+import {
+  BackoffRetryStrategy,
+  S3_DEFAULT_QUEUE_SIZE,
+  S3_MAX_PARTS,
+  choosePartSize,
+  isNotFound,
+  nameOf,
+  statusOf,
+} from './s3-policy.js';
+import { s3Location, type S3Location } from './s3-location.js';
+import { redactSecrets } from './location.js';
 import {
   ObjectNotFoundError,
   StorageError,
@@ -47,73 +57,11 @@ import {
   type ObjectStore,
   type PutOptions,
   type PutResult,
-  type RetryOptions,
   type StorageErrorCode,
 } from './types.js';
 
-const MiB = 1024 * 1024;
-export const S3_DEFAULT_PART_SIZE = 5 * MiB;
-export const S3_DEFAULT_QUEUE_SIZE = 2;
-/** Bodies of known length up to this go in one PutObject. */
-export const S3_SINGLE_PUT_MAX = 32 * MiB;
-const S3_MIN_PART_SIZE = 5 * MiB;
-const S3_MAX_PARTS = 10_000;
-const S3_MAX_PART_SIZE = 5 * 1024 * MiB;
-
-export function createStore(loc: RepoLocation): ObjectStore {
-  if (loc.kind !== 's3') throw new Error(`S3 driver given a ${loc.kind} location`);
+export function createStore(loc: S3Location): ObjectStore {
   return new S3Store(loc);
-}
-
-/** Part size for an upload: the configured one, grown when the (approximate) size needs it. */
-export function choosePartSize(configured: number | undefined, contentLength?: number, sizeHint?: number): number {
-  if (contentLength !== undefined && contentLength <= S3_SINGLE_PUT_MAX) {
-    return Math.max(S3_MIN_PART_SIZE, contentLength); // one part: lib-storage sends a plain PutObject
-  }
-  let part = configured ?? S3_DEFAULT_PART_SIZE;
-  const expected = contentLength ?? (sizeHint !== undefined ? sizeHint * 1.25 : undefined);
-  if (expected !== undefined && expected > 0) {
-    const parts = contentLength !== undefined ? S3_MAX_PARTS : S3_MAX_PARTS * 0.9;
-    part = Math.max(part, Math.ceil(expected / parts / MiB) * MiB);
-  }
-  return Math.min(part, S3_MAX_PART_SIZE);
-}
-
-interface RetryTokenLike {
-  getRetryCount(): number;
-  getRetryDelay(): number;
-}
-
-/** The SDK's retry strategy interface (V2) with our backoff: exponential, full jitter, capped, and
- *  honouring Retry-After. Client errors (4xx other than throttling) are not retried. */
-class BackoffRetryStrategy {
-  readonly mode = 'standard';
-  constructor(private readonly retry: RetryOptions) {}
-
-  private static token(count: number, delayMs: number): RetryTokenLike {
-    return { getRetryCount: () => count, getRetryDelay: () => delayMs };
-  }
-
-  async acquireInitialRetryToken(_scope: string): Promise<RetryTokenLike> {
-    return BackoffRetryStrategy.token(0, 0);
-  }
-
-  async refreshRetryTokenForRetry(
-    token: RetryTokenLike,
-    info: { errorType: string; retryAfterHint?: Date },
-  ): Promise<RetryTokenLike> {
-    const count = token.getRetryCount() + 1;
-    if (info.errorType === 'CLIENT_ERROR' || count >= this.retry.maxAttempts) {
-      throw new Error('no more retries');
-    }
-    let wait = backoffDelay(count, this.retry);
-    if (info.retryAfterHint) {
-      wait = Math.min(this.retry.maxDelayMs, Math.max(wait, info.retryAfterHint.getTime() - Date.now()));
-    }
-    return BackoffRetryStrategy.token(count, wait);
-  }
-
-  recordSuccess(_token: RetryTokenLike): void {}
 }
 
 /** Follows one put's multipart upload through the client's middleware. */
@@ -121,28 +69,6 @@ interface UploadTracker {
   onPartFailure(err: unknown): void;
   uploadId?: string;
   abortError?: unknown;
-}
-
-type SdkError = Error & {
-  name: string;
-  Code?: string;
-  code?: string;
-  $metadata?: { httpStatusCode?: number };
-  $fault?: string;
-};
-
-function statusOf(err: unknown): number | undefined {
-  return (err as SdkError)?.$metadata?.httpStatusCode;
-}
-
-function nameOf(err: unknown): string {
-  const e = err as SdkError;
-  return e?.Code ?? e?.code ?? e?.name ?? 'Error';
-}
-
-function isNotFound(err: unknown): boolean {
-  const n = nameOf(err);
-  return n === 'NoSuchKey' || n === 'NotFound' || (statusOf(err) === 404 && n !== 'NoSuchBucket');
 }
 
 export class S3Store implements ObjectStore {
@@ -157,8 +83,8 @@ export class S3Store implements ObjectStore {
   constructor(private readonly loc: S3Location) {
     this.bucket = loc.bucket;
     this.prefix = loc.prefix;
-    this.description = describeLocation(loc);
-    this.secrets = secretsOf(loc);
+    this.description = s3Location.describe(loc);
+    this.secrets = s3Location.secrets(loc);
     const t = loc.tuning;
     // This tool pins the SDK on purpose (Node 20); its "upgrade Node" notice would otherwise be
     // printed by every `wal-push` into PostgreSQL's log.
@@ -433,7 +359,7 @@ export class S3Store implements ObjectStore {
    * Creates a small object only when the key is free: a head first (servers that ignore
    * If-None-Match, like s3rver, are caught here), then PutObject with If-None-Match: * (atomic on
    * AWS S3 and compatible servers: 412 when someone else created it meanwhile). Callers read the
-   * object back to confirm (createIfAbsent in lock.ts): on a server that ignores the condition, a
+   * object back to confirm (createIfAbsent in src/repo/lock.ts): on a server that ignores the condition, a
    * race between two creators is decided by the last writer.
    */
   async putIfAbsent(key: string, body: Buffer): Promise<boolean> {

@@ -4,7 +4,8 @@
 
 import type { Readable } from 'node:stream';
 
-export type StoreKind = 'file' | 's3' | 'azure';
+/** The driver's kind (its URL scheme): the built-in ones, or one registered in registry.ts. */
+export type StoreKind = 'file' | 's3' | 'azure' | (string & {});
 
 export interface PutOptions {
   /** User metadata. Keys: lower-case ASCII letters and digits, starting with a letter (S3 lower-cases
@@ -73,7 +74,7 @@ export interface ObjectStore {
   delete(key: string): Promise<void>;
   /** Stores a small object only when nothing exists under `key`: true when this call created it,
    *  false when the key was taken. Atomic where the backend offers it (local: link(2); S3: If-None-Match);
-   *  drivers without it are handled by createIfAbsent in lock.ts (head, put, read back). No metadata. */
+   *  drivers without it are handled by createIfAbsent in src/repo/lock.ts (head, put, read back). No metadata. */
   putIfAbsent?(key: string, body: Buffer): Promise<boolean>;
   /** Releases sockets/agents. The store must not be used afterwards. */
   close(): Promise<void>;

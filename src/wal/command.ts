@@ -4,7 +4,7 @@
 // tells PostgreSQL to retry (push) or that the file is not available (fetch).
 import path from 'node:path';
 import { openStore } from '../storage/url.js';
-import { fetchWal, pushWal, type WalCompression } from '../storage/walarchive.js';
+import { fetchWal, pushWal, type WalCompression } from '../repo/walarchive.js';
 import { EnvFileError, loadEnvFile } from './env-file.js';
 
 const USAGE = `usage:

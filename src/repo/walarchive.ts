@@ -1,0 +1,221 @@
+// Pushing WAL files into the repository and fetching them back, following PostgreSQL's
+// archive_command / restore_command contract. Written to be reused by a long-lived archiver
+// (push ahead in parallel, prefetch for replay): no process state, no exits, all async.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { createHash } from 'node:crypto';
+import { promisify } from 'node:util';
+import { pipeline } from 'node:stream/promises';
+import { Transform, type TransformCallback } from 'node:stream';
+import { ObjectNotFoundError, StorageError, type ObjectInfo, type ObjectStore } from '../storage/types.js';
+import { sha256Hex } from '../storage/checksum.js';
+import { parseWalFileName } from './walnames.js';
+import { walKey, type WalCompression } from './layout.js';
+import { readObject } from './objects.js';
+import { checkRepositoryIdentity, ensureRepositoryIdentity, systemIdentifierFromSegment } from './identity.js';
+
+const gzip = promisify(zlib.gzip);
+
+export { WAL_PREFIX, walKey, parseWalKey, type WalCompression } from './layout.js';
+
+export interface WalPushOptions {
+  compression: WalCompression;
+  /** gzip level 1-9; 1 is several times faster than 6 for about 10% more bytes on WAL. */
+  level?: number;
+  signal?: AbortSignal;
+}
+
+export interface WalPushResult {
+  name: string;
+  key: string;
+  status: 'stored' | 'already-archived';
+  rawSize: number;
+  storedSize: number;
+}
+
+/** A different file is already archived under this name: PostgreSQL must not be told it worked. */
+export class WalConflictError extends Error {
+  constructor(name: string, key: string, store: string) {
+    super(
+      `${name} is already archived in ${store} (${key}) with DIFFERENT contents. Refusing to overwrite it. ` +
+        `This usually means two clusters archive into the same repository, or a restored cluster kept ` +
+        `archiving on the old timeline. Point this cluster at its own repository (archive_command --repo), ` +
+        `or move the old archive aside after checking which copy is right.`,
+    );
+    this.name = 'WalConflictError';
+  }
+}
+
+export class WalNameError extends Error {}
+
+/**
+ * Store one WAL file (segment, .history, .backup or .partial). Resolves only once the
+ * store reports it durably written. The same content already archived is success.
+ */
+export async function pushWal(store: ObjectStore, sourcePath: string, opts: WalPushOptions): Promise<WalPushResult> {
+  const name = path.basename(sourcePath);
+  const parsed = parseWalFileName(name);
+  if (!parsed) {
+    throw new WalNameError(`"${name}" is not a WAL file name (expected e.g. 000000010000000000000001, 00000002.history); archive_command should pass %p`);
+  }
+  const raw = await fsp.readFile(sourcePath);
+  // A segment names its cluster in its first page: the repository must belong to that cluster
+  // (adopted by the first writer). History and .backup files carry no identifier.
+  if (parsed.kind === 'segment' || parsed.kind === 'partial') {
+    const id = systemIdentifierFromSegment(raw);
+    if (id) {
+      const record = await ensureRepositoryIdentity(store, { systemIdentifier: id.systemIdentifier, walSegmentSize: id.segmentSize, compression: opts.compression });
+      checkRepositoryIdentity(store, record, id.systemIdentifier, { walSegmentSize: id.segmentSize });
+    }
+  }
+  const rawSha = sha256Hex(raw);
+  const key = walKey(name, opts.compression);
+
+  const existing = await findArchived(store, name, opts.compression);
+  if (existing) {
+    if (await sameContent(store, existing.key, existing.info, raw, rawSha)) {
+      return { name, key: existing.key, status: 'already-archived', rawSize: raw.length, storedSize: existing.info.size };
+    }
+    throw new WalConflictError(name, existing.key, store.describe());
+  }
+
+  const body = opts.compression === 'gzip' ? await gzipParallel(raw, opts.level ?? 1) : raw;
+  opts.signal?.throwIfAborted();
+  await store.put(key, body, {
+    contentLength: body.length,
+    signal: opts.signal,
+    metadata: {
+      sha256: sha256Hex(body),
+      rawsha256: rawSha,
+      rawsize: String(raw.length),
+      compression: opts.compression,
+    },
+  });
+  return { name, key, status: 'stored', rawSize: raw.length, storedSize: body.length };
+}
+
+/**
+ * gzip in independent members compressed at the same time on libuv's thread pool: one
+ * segment uses every core instead of one. Concatenated members are a valid gzip stream
+ * (RFC 1952), which gunzip and our fetch read as one.
+ */
+async function gzipParallel(raw: Buffer, level: number): Promise<Buffer> {
+  const members = raw.length >= 4 * 1024 * 1024 ? 4 : 1;
+  const size = Math.ceil(raw.length / members);
+  const parts = await Promise.all(Array.from({ length: members }, (_, i) => gzip(raw.subarray(i * size, Math.min(raw.length, (i + 1) * size)), { level })));
+  return parts.length === 1 ? parts[0] : Buffer.concat(parts);
+}
+
+async function findArchived(store: ObjectStore, name: string, preferred: WalCompression): Promise<{ key: string; info: ObjectInfo } | undefined> {
+  const order: WalCompression[] = preferred === 'gzip' ? ['gzip', 'none'] : ['none', 'gzip'];
+  for (const compression of order) {
+    const key = walKey(name, compression);
+    const info = await store.head(key);
+    if (info) return { key, info };
+  }
+  return undefined;
+}
+
+async function sameContent(store: ObjectStore, key: string, info: ObjectInfo, raw: Buffer, rawSha: string): Promise<boolean> {
+  if (info.metadata.rawsha256) return info.metadata.rawsha256 === rawSha;
+  // Written by something else (or metadata lost): compare the bytes themselves.
+  const fetched = await readObject(store, key);
+  const plain = key.endsWith('.gz') ? zlib.gunzipSync(fetched) : fetched;
+  return plain.equals(raw);
+}
+
+export interface WalFetchOptions {
+  /** Try this compression's key first (what wal-push is configured with). */
+  preferred?: WalCompression;
+  signal?: AbortSignal;
+}
+
+export interface WalFetchResult {
+  status: 'fetched' | 'missing';
+  key?: string;
+  rawSize?: number;
+}
+
+/** The archived copy does not match the checksums recorded when it was pushed. */
+export class WalCorruptError extends Error {
+  /** Damaged bytes: a failed verification (exit 3) wherever it surfaces. */
+  readonly corrupt = true;
+  constructor(name: string, key: string, store: string, which: string) {
+    super(
+      `${name} in ${store} (${key}) is corrupt: its ${which} SHA-256 does not match the one recorded when it was archived. ` +
+        `Recovery cannot use it. Look for another copy of this WAL file (the old primary's pg_wal, another repository), ` +
+        `or recover to a point before it.`,
+    );
+    this.name = 'WalCorruptError';
+  }
+}
+
+/**
+ * Fetch one WAL file into `destPath` (written to a temporary name, fsynced, then renamed, so
+ * PostgreSQL never reads a half-written file). `missing` when the archive does not have it:
+ * PostgreSQL asks for files that do not exist as a matter of course.
+ */
+export async function fetchWal(store: ObjectStore, name: string, destPath: string, opts: WalFetchOptions = {}): Promise<WalFetchResult> {
+  if (!parseWalFileName(name)) throw new WalNameError(`"${name}" is not a WAL file name; restore_command should pass %f %p`);
+  const order: WalCompression[] = opts.preferred === 'none' ? ['none', 'gzip'] : ['gzip', 'none'];
+  for (const compression of order) {
+    const key = walKey(name, compression);
+    let got;
+    try {
+      got = await store.get(key, { signal: opts.signal });
+    } catch (err) {
+      if (err instanceof ObjectNotFoundError) continue;
+      throw err;
+    }
+    const tmp = `${destPath}.pgrunbook-tmp-${process.pid}`;
+    const storedHash = new HashTap();
+    const rawHash = new HashTap();
+    const stages: NodeJS.ReadWriteStream[] = [storedHash];
+    if (compression === 'gzip') stages.push(zlib.createGunzip());
+    stages.push(rawHash);
+    const out = fs.createWriteStream(tmp, { mode: 0o600 });
+    try {
+      const streams: (NodeJS.ReadableStream | NodeJS.ReadWriteStream | NodeJS.WritableStream)[] = [got.body, ...stages, out];
+      await pipeline(streams, { signal: opts.signal });
+      const meta = got.info.metadata;
+      if (meta.sha256 && meta.sha256 !== storedHash.hex()) throw new WalCorruptError(name, key, store.describe(), 'stored');
+      if (meta.rawsha256 && meta.rawsha256 !== rawHash.hex()) throw new WalCorruptError(name, key, store.describe(), 'uncompressed');
+      const fd = await fsp.open(tmp, 'r');
+      try {
+        await fd.sync();
+      } finally {
+        await fd.close();
+      }
+      await fsp.rename(tmp, destPath);
+    } catch (err) {
+      await fsp.rm(tmp, { force: true });
+      // zlib's errors (Z_DATA_ERROR, Z_BUF_ERROR: "incorrect data check", "unexpected end of file") mean damaged bytes.
+      if (err instanceof Error && !(err instanceof StorageError) && String((err as { code?: string }).code ?? '').startsWith('Z_')) {
+        throw new WalCorruptError(name, key, store.describe(), `stored (${err.message})`);
+      }
+      throw err;
+    }
+    return { status: 'fetched', key, rawSize: rawHash.bytes };
+  }
+  return { status: 'missing' };
+}
+
+class HashTap extends Transform {
+  private readonly hash = createHash('sha256');
+  bytes = 0;
+  private digest?: string;
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.hash.update(chunk);
+    this.bytes += chunk.length;
+    cb(null, chunk);
+  }
+  override _flush(cb: TransformCallback): void {
+    this.digest = this.hash.digest('hex');
+    cb();
+  }
+  hex(): string {
+    return this.digest ?? '';
+  }
+}
