@@ -25,7 +25,8 @@ import { parseLsn } from '../src/repo/walnames.js';
 import { runProcedure } from '../src/engine/runner.js';
 import type { Step } from '../src/engine/types.js';
 import { backupBaseProcedure } from '../src/procedures/backup-base.js';
-import { Crc32c, ManifestError, ManifestReader, TarFormatError, TarReader, type TarEntry } from '../src/postgres/basebackup.js';
+import { Crc32c, ManifestError, ManifestReader } from '../src/postgres/formats/backup_manifest.js';
+import { TarFormatError, TarReader, type TarEntry } from '../src/postgres/formats/tar.js';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { createHash } from 'node:crypto';
 

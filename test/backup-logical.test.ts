@@ -14,7 +14,7 @@ import { freePort, startS3rver, type StorageServer } from './helpers/storage-ser
 import { connectPg } from '../src/postgres/client.js';
 import { findPgBinary } from '../src/postgres/binaries.js';
 import { libpqEnv } from '../src/postgres/libpq.js';
-import { findPgClientFor } from '../src/postgres/pgdump.js';
+import { findPgClientFor } from '../src/postgres/programs/pg_dump.js';
 import { openRepository, type Repository } from '../src/repo/repository.js';
 import { readCatalog, type DumpEntry } from '../src/repo/catalog.js';
 

@@ -7,8 +7,8 @@ import { parseArgv, FlagError } from '../engine/params.js';
 import { EXIT } from '../engine/types.js';
 import { formatBytes, formatDuration } from '../engine/format.js';
 import { openStore } from '../storage/url.js';
-import { readCatalog, type Catalog } from '../storage/catalog.js';
-import { RepositoryUnreadableError, VERIFY_RESULT_KEY, parseSince, recordVerifyResult, verifyRepository, type VerifyProgress, type VerifyResult } from '../storage/verify.js';
+import { readCatalog, type Catalog } from '../repo/catalog.js';
+import { RepositoryUnreadableError, VERIFY_RESULT_KEY, parseSince, recordVerifyResult, verifyRepository, type VerifyProgress, type VerifyResult } from '../repo/verify.js';
 import { errorMessage } from '../engine/errors.js';
 
 export const CATALOG_USAGE = 'usage: pgrunbook catalog [--repo URL] [--json] [--verify [--since DURATION|ISO-TIME] [--parallel N]]';

@@ -6,9 +6,9 @@ import { stat } from 'node:fs/promises';
 import type { ConnectionSettings } from '../config/connection.js';
 import { describeTarget, withPg } from '../postgres/client.js';
 import { describeLocation, parseRepoUrl, openLocation, type RepoLocation } from '../storage/url.js';
-import { readCatalog, type Catalog } from '../storage/catalog.js';
+import { readCatalog, type Catalog } from '../repo/catalog.js';
 import { StorageError } from '../storage/types.js';
-import { readLastVerify, type VerifyResult } from '../storage/verify.js';
+import { readLastVerify, type VerifyResult } from '../repo/verify.js';
 import { StatusUsageError } from './types.js';
 import { errorMessage } from '../engine/errors.js';
 

@@ -1,6 +1,6 @@
 // Backups judged by age and size: the newest complete base backup, or each database's newest
 // dump, against the age thresholds and the median size of the ones before it.
-import type { BaseBackupEntry, DumpEntry } from '../storage/catalog.js';
+import type { BaseBackupEntry, DumpEntry } from '../repo/catalog.js';
 import type { BackupMeasurement, CheckKind, StatusCheck, StatusThresholds } from './types.js';
 import { formatAge, formatBytesShort, formatRatio } from './format-units.js';
 import { gradeAbove, gradeDeviation, median, sizeCriticalShrink } from './grade.js';

@@ -1,8 +1,8 @@
 // WAL judged: what the repository holds (its newest segment's age, the newest base backup's
 // recovery window) and what the server says (archive_mode, the archiver's failures, the lag
 // of completed segments behind the last archived one).
-import type { Catalog } from '../storage/catalog.js';
-import { parseLsn, parseWalFileName, segnoOfLsn } from '../storage/walnames.js';
+import type { Catalog } from '../repo/catalog.js';
+import { parseLsn, parseWalFileName, segnoOfLsn } from '../repo/walnames.js';
 import type { ServerSnapshot } from './collect.js';
 import type { ArchiverMeasurement, StatusCheck, StatusThresholds, WalMeasurement } from './types.js';
 import { formatAge } from './format-units.js';

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type pg from 'pg';
-import { SEGMENT_RE } from '../storage/walnames.js';
+import { SEGMENT_RE } from '../repo/walnames.js';
 
 export interface ArchiverStats {
   archivedCount: number;

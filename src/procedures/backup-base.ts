@@ -11,9 +11,9 @@ import { findPgBinary, pgBinaryVersion } from '../postgres/binaries.js';
 import { baseBackupChecks, readBaseBackupReadiness, replicationPossible } from '../postgres/cluster.js';
 import { parseMaxRate } from '../postgres/programs/pg_basebackup.js';
 import { identifySystem, replicationConnectHint } from '../postgres/replication.js';
-import type { BaseBackupMeta } from '../storage/catalog.js';
-import type { RepositoryIdentity } from '../storage/identity.js';
-import type { Repository } from '../storage/repository.js';
+import type { BaseBackupMeta } from '../repo/catalog.js';
+import type { RepositoryIdentity } from '../repo/identity.js';
+import type { Repository } from '../repo/repository.js';
 import {
   backupLocation,
   checkOwner,

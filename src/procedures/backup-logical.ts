@@ -8,8 +8,8 @@ import { errorMessage } from '../engine/runner.js';
 import type { StepContext } from '../engine/types.js';
 import { listDumpableDatabases, systemIdentifierDeniedHint } from '../postgres/cluster.js';
 import { findPgClientFor, serverMajor } from '../postgres/programs/pg_dump.js';
-import { checkRepositoryIdentity, readRepositoryIdentity, type RepositoryIdentity } from '../storage/identity.js';
-import { openRepository, type Repository } from '../storage/repository.js';
+import { checkRepositoryIdentity, readRepositoryIdentity, type RepositoryIdentity } from '../repo/identity.js';
+import { openRepository, type Repository } from '../repo/repository.js';
 import {
   dumpDatabases,
   dumpFailureMessage,

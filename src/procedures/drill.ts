@@ -21,7 +21,7 @@ import {
   switchAndWaitArchived,
 } from '../postgres/drill-data.js';
 import type { ConnectionSettings } from '../config/connection.js';
-import { openRepository } from '../storage/repository.js';
+import { openRepository } from '../repo/repository.js';
 import type { ProcedureServices } from './services.js';
 import { defineProcedure, type Typed } from './define.js';
 import { runNested, type NestedSummaries } from './nested.js';

@@ -18,7 +18,7 @@ import {
 } from '../postgres/databases.js';
 import { dumpDatabaseOwner, readToc, runPgRestore } from '../postgres/programs/pg_restore.js';
 import { countTables } from '../postgres/user-tables.js';
-import { describeDump, dumpFolder, readDumpMeta, withRepository } from '../storage/dump-files.js';
+import { describeDump, dumpFolder, readDumpMeta, withRepository } from '../repo/dump-files.js';
 import { defineProcedure } from './define.js';
 import { connectionChanges } from './logical-restore/connection-strings.js';
 import { identTooLong, MAX_IDENT_BYTES } from './logical-restore/names.js';

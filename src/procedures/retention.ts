@@ -5,9 +5,9 @@
 // that every kept backup can still recover to the same point as before.
 import type { StepContext } from '../engine/types.js';
 import { formatBytes } from '../engine/format.js';
-import { openRepository, type Repository } from '../storage/repository.js';
-import { BASEBACKUP_PREFIX, DUMP_PREFIX, type Catalog } from '../storage/catalog.js';
-import { WAL_PREFIX } from '../storage/walarchive.js';
+import { openRepository, type Repository } from '../repo/repository.js';
+import { BASEBACKUP_PREFIX, DUMP_PREFIX, type Catalog } from '../repo/catalog.js';
+import { WAL_PREFIX } from '../repo/walarchive.js';
 import {
   DEFAULT_RETENTION_POLICY,
   WalCoverage,
@@ -22,10 +22,10 @@ import {
   type RetentionPolicy,
   type WalRule,
   type WalTallySummary,
-} from '../storage/retention.js';
-import { findDebris, removeDebris, type DebrisItem, type DebrisScan } from '../storage/debris.js';
-import { debrisText, describeRetentionPlan, plural } from '../storage/retention-text.js';
-import { readRepositoryState, slimCatalog } from '../storage/retention-state.js';
+} from '../repo/retention.js';
+import { findDebris, removeDebris, type DebrisItem, type DebrisScan } from '../repo/debris.js';
+import { debrisText, describeRetentionPlan, plural } from '../repo/retention-text.js';
+import { readRepositoryState, slimCatalog } from '../repo/retention-state.js';
 import { defineProcedure, type Typed } from './define.js';
 
 type ExpiredState = {

@@ -15,10 +15,6 @@ export interface ProcedureServices {
   env: NodeJS.ProcessEnv;
 }
 
-/** For procedures not yet declared with defineProcedure; typed ones read ctx.services directly. */
-export function services(ctx: StepContext): ProcedureServices {
-  return ctx.services as ProcedureServices;
-}
 
 /** Profile settings that double as procedure params (databases, server log), as defaults. */
 export function profileDefaults(procedure: Procedure, profile: Profile | undefined): Params {

@@ -18,7 +18,7 @@ import { describeConnection } from '../config/connection.js';
 import { byHand, databaseExists, maintenanceConnection } from '../postgres/databases.js';
 import { findTableInToc, readToc, tablesInToc } from '../postgres/programs/pg_restore.js';
 import { copyPlanLines } from '../postgres/table-copy.js';
-import { dumpFolder } from '../storage/dump-files.js';
+import { dumpFolder } from '../repo/dump-files.js';
 import { defineProcedure } from './define.js';
 import { identTooLong } from './logical-restore/names.js';
 import { dropWorkFile, ensureDumpFile } from './logical-restore/steps-common.js';

@@ -3,7 +3,8 @@
 // size and checksum, and the WAL the backup needs to be consistent inside the tar.
 import { PassThrough, type Transform } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { ManifestReader, TarReader, manifestChecksummer, type ManifestFile, type TarEntrySink } from '../postgres/basebackup.js';
+import { ManifestReader, manifestChecksummer, type ManifestFile } from '../postgres/formats/backup_manifest.js';
+import { TarReader, type TarEntrySink } from '../postgres/formats/tar.js';
 import type { BaseBackupMeta } from './catalog.js';
 import { BASEBACKUP_PREFIX } from './layout.js';
 import { parseLsn, segmentName, segnoOfLsn } from './walnames.js';

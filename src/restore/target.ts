@@ -1,7 +1,7 @@
 // Recovery targets: parsing what an operator types, choosing the base backup for it, and
 // proving it lies inside a recovery window before anything is stopped.
-import type { BaseBackupMeta, Catalog, RecoveryWindow } from '../storage/catalog.js';
-import { formatLsn, parseLsn } from '../storage/walnames.js';
+import type { BaseBackupMeta, Catalog, RecoveryWindow } from '../repo/catalog.js';
+import { formatLsn, parseLsn } from '../repo/walnames.js';
 
 export type RecoveryTarget =
   | { kind: 'latest' }

@@ -3,8 +3,8 @@
 // path has holes. PostgreSQL reads a segment from the newest timeline on the path that began
 // at or before it; the segment a timeline branched in exists on both, and the child's copy
 // is the one that carries the path on.
-import type { Catalog } from '../storage/catalog.js';
-import { formatLsn, lsnOfSegno, parseWalFileName, segmentName, segnoOfLsn, type TimelineHistoryEntry } from '../storage/walnames.js';
+import type { Catalog } from '../repo/catalog.js';
+import { formatLsn, lsnOfSegno, parseWalFileName, segmentName, segnoOfLsn, type TimelineHistoryEntry } from '../repo/walnames.js';
 
 export interface PathPart {
   timeline: number;

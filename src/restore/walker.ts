@@ -4,9 +4,9 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { ObjectStore } from '../storage/types.js';
-import type { Catalog } from '../storage/catalog.js';
-import { fetchWal, WalCorruptError } from '../storage/walarchive.js';
-import { parseHistoryFile, parseLsn, segmentName, segnoOfLsn, type TimelineHistoryEntry } from '../storage/walnames.js';
+import type { Catalog } from '../repo/catalog.js';
+import { fetchWal, WalCorruptError } from '../repo/walarchive.js';
+import { parseHistoryFile, parseLsn, segmentName, segnoOfLsn, type TimelineHistoryEntry } from '../repo/walnames.js';
 import { streamWalDump, streamWalRecords, type WalRecord, type WalRecordLine } from '../postgres/programs/waldump.js';
 import { RepositoryCorruptError } from './errors.js';
 import { SegmentIndex, segmentOnPath, type PathPart, type PathSegment } from './timelines.js';

@@ -5,9 +5,9 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { ObjectStore } from '../storage/types.js';
-import type { RecoveryWindow } from '../storage/catalog.js';
-import { fetchWal } from '../storage/walarchive.js';
-import { parseWalFileName, segmentName } from '../storage/walnames.js';
+import type { RecoveryWindow } from '../repo/catalog.js';
+import { fetchWal } from '../repo/walarchive.js';
+import { parseWalFileName, segmentName } from '../repo/walnames.js';
 import { readWalRecords, type WalRecord } from '../postgres/programs/waldump.js';
 
 /** Runs of consecutive segment names a window covers, one per timeline, oldest first. */

@@ -8,8 +8,8 @@
 // accepts. One difference is stated on screen: until the last commit of a window has been
 // read from the archived WAL, the window's end is when its last segment was archived (no
 // commit can be later than that; the preflight may still find the last commit earlier).
-import type { Catalog, WalGap, WalTimeline } from '../storage/catalog.js';
-import { formatLsn, parseLsn } from '../storage/walnames.js';
+import type { Catalog, WalGap, WalTimeline } from '../repo/catalog.js';
+import { formatLsn, parseLsn } from '../repo/walnames.js';
 import { windowEndSegment } from '../services/recovery-timeline.js';
 import { chooseBackup, describeTarget, parseTarget, usableWindows, type RecoveryTarget, type WindowBounds } from '../restore/target.js';
 

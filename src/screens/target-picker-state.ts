@@ -1,7 +1,7 @@
 // The recovery-target picker's state as a pure reducer: the catalog arriving, the window ends
 // refined from the WAL, and every key (cursor moves, `l` latest, `e` the editor, Enter, Esc).
 // Pitfall 5: one reducer, so a fast sequence of keys never reads stale state.
-import type { Catalog } from '../storage/catalog.js';
+import type { Catalog } from '../repo/catalog.js';
 import { editText, type Key } from './keys.js';
 import { buildTimelineModel, checkTarget, chooseForTime, initialCursor, isoTime, moveCursor, targetTime, type CursorMove, type TimelineModel } from './recovery-timeline.js';
 

@@ -7,7 +7,7 @@
 import React, { useEffect, useLayoutEffect, useReducer, useRef } from 'react';
 import { Box, Text } from 'ink';
 import { Spinner } from '@inkjs/ui';
-import type { Catalog } from '../storage/catalog.js';
+import type { Catalog } from '../repo/catalog.js';
 import type { RecoveryTimelineSource } from '../services/recovery-timeline.js';
 import { TARGET_FORMS, usableWindows } from '../restore/target.js';
 import { useKeys } from './keys.js';

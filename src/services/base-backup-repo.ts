@@ -1,10 +1,10 @@
 // Base backups in the repository, around the backup itself: the lock that keeps one base backup
 // at a time per repository (held from the backup step through verify and commit), fresh ids, and
 // removing what a failed or rejected backup left behind.
-import type { Repository } from '../storage/repository.js';
-import { uniqueBackupId } from '../storage/repository.js';
-import { acquireLock, lockKey, type HeldLock } from '../storage/lock.js';
-import { BASEBACKUP_PREFIX } from '../storage/catalog.js';
+import type { Repository } from '../repo/repository.js';
+import { uniqueBackupId } from '../repo/repository.js';
+import { acquireLock, lockKey, type HeldLock } from '../repo/lock.js';
+import { BASEBACKUP_PREFIX } from '../repo/catalog.js';
 import { anythingUnder, openRunRepository, sentence, type RepoSettings, type RunIO } from './run-repository.js';
 
 /** One base backup at a time per repository. */

@@ -16,8 +16,8 @@ import { ManifestReader, type ManifestSummary } from '../postgres/formats/backup
 import { TarFormatError, TarReader, type TarEntrySink } from '../postgres/formats/tar.js';
 import { pgBasebackupErrorLines, startPgBasebackup, walWasRemoved } from '../postgres/programs/pg_basebackup.js';
 import { holdWal, type WalHold } from '../postgres/replication.js';
-import type { BaseBackupMeta } from '../storage/catalog.js';
-import type { ObjectRecord, Repository } from '../storage/repository.js';
+import type { BaseBackupMeta } from '../repo/catalog.js';
+import type { ObjectRecord, Repository } from '../repo/repository.js';
 import { StorageError } from '../storage/types.js';
 import { DATA_OBJECT, MANIFEST_OBJECT } from './base-backup-repo.js';
 import { sentence, type RunIO } from './run-repository.js';

@@ -5,9 +5,9 @@
 import { formatBytes } from '../engine/format.js';
 import { pgBasebackupArgs } from '../postgres/programs/pg_basebackup.js';
 import { describeHoldWal } from '../postgres/replication.js';
-import { BACKUP_META, BASEBACKUP_PREFIX, type BaseBackupMeta } from '../storage/catalog.js';
-import { checkRepositoryIdentity, ensureRepositoryIdentity, IDENTITY_KEY, IdentityMismatchError, readRepositoryIdentity, type RepositoryIdentity } from '../storage/identity.js';
-import type { Repository } from '../storage/repository.js';
+import { BACKUP_META, BASEBACKUP_PREFIX, type BaseBackupMeta } from '../repo/catalog.js';
+import { checkRepositoryIdentity, ensureRepositoryIdentity, IDENTITY_KEY, IdentityMismatchError, readRepositoryIdentity, type RepositoryIdentity } from '../repo/identity.js';
+import type { Repository } from '../repo/repository.js';
 import { BACKUP_LOCK, DATA_OBJECT, MANIFEST_OBJECT, removeBackupObjects } from './base-backup-repo.js';
 import type { BaseBackupPreflight } from './base-backup-stream.js';
 import { probeRepository, type RunIO } from './run-repository.js';

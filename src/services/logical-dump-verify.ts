@@ -3,7 +3,7 @@
 import { formatBytes } from '../engine/format.js';
 import { errorMessage } from '../engine/runner.js';
 import { readThroughRestoreList } from '../postgres/programs/pg_dump.js';
-import type { Repository } from '../storage/repository.js';
+import type { Repository } from '../repo/repository.js';
 import type { DumpRecord } from './logical-dump.js';
 import type { RunIO } from './run-repository.js';
 

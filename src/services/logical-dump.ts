@@ -10,9 +10,9 @@ import { withPg } from '../postgres/client.js';
 import { listDatabases, readServerIdentity, type DatabaseInfo, type ServerIdentity } from '../postgres/cluster.js';
 import { startPgDump } from '../postgres/programs/pg_dump.js';
 import { describeSnapshotDump, ExportedSnapshot } from '../postgres/snapshot.js';
-import { DUMP_META, DUMP_PREFIX, type DumpMeta } from '../storage/catalog.js';
-import { ensureRepositoryIdentity } from '../storage/identity.js';
-import { backupId, safeName, uniqueBackupId, type Repository } from '../storage/repository.js';
+import { DUMP_META, DUMP_PREFIX, type DumpMeta } from '../repo/catalog.js';
+import { ensureRepositoryIdentity } from '../repo/identity.js';
+import { backupId, safeName, uniqueBackupId, type Repository } from '../repo/repository.js';
 import { anythingUnder, probeRepository, type RunIO } from './run-repository.js';
 
 /** What preflight learned, journaled so a resumed run dumps exactly what was checked. */

@@ -2,8 +2,8 @@
 // catalog (fast), then the last commit of each recovery window read from its archived WAL
 // (slower: it scans WAL, so the picker shows the catalog first and refines the window ends).
 // The app builds the source from its services and hands it to the screen.
-import type { Catalog } from '../storage/catalog.js';
-import { openRepository } from '../storage/repository.js';
+import type { Catalog } from '../repo/catalog.js';
+import { openRepository } from '../repo/repository.js';
 import { usableWindows } from '../restore/target.js';
 import { lastCommitInWindow } from '../restore/walscan.js';
 import { errorMessage } from '../engine/errors.js';

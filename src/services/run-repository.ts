@@ -1,8 +1,8 @@
 // The repository a run works on: opened from the run's --repo (its credentials registered as
 // secrets first, so they are masked wherever they might show), described for plans and messages.
 import type { StepContext } from '../engine/types.js';
-import { IDENTITY_KEY, type RepositoryIdentity } from '../storage/identity.js';
-import { openRepository, type Repository } from '../storage/repository.js';
+import { IDENTITY_KEY, type RepositoryIdentity } from '../repo/identity.js';
+import { openRepository, type Repository } from '../repo/repository.js';
 import { describeLocation, parseRepoUrl, secretsOf } from '../storage/url.js';
 
 /** What a step hands a service: its run, its log, its checks; not its params or state. */

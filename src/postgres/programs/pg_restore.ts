@@ -4,7 +4,7 @@
 import { execa } from 'execa';
 import type { ConnectionSettings } from '../../config/connection.js';
 import { libpqEnv } from '../libpq.js';
-import { StderrLines, findPgClientFor, serverMajor } from '../pgdump.js';
+import { StderrLines, findPgClientFor, serverMajor } from './pg_dump.js';
 
 /** pg_restore able to read the dump and talk to the server (the newer of the two majors). */
 export async function findPgRestore(serverVersionNum: number, pgDumpVersion: string | undefined): Promise<{ path: string; version: string }> {

@@ -6,7 +6,7 @@ import { execa } from 'execa';
 import type { ConnectionSettings } from '../../config/connection.js';
 import { libpqEnv } from '../libpq.js';
 import { drainedOrClosed } from '../streams.js';
-import { StderrLines } from '../pgdump.js';
+import { StderrLines } from './pg_dump.js';
 
 export interface CopyRowsOptions {
   psql: string;

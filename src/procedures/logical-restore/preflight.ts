@@ -6,7 +6,7 @@ import { shellQuote } from '../../engine/runner.js';
 import { describeConnection } from '../../config/connection.js';
 import { byHand, serverAndRole } from '../../postgres/databases.js';
 import { findPgRestore } from '../../postgres/programs/pg_restore.js';
-import { chooseDump, describeDump, withRepository } from '../../storage/dump-files.js';
+import { chooseDump, describeDump, withRepository } from '../../repo/dump-files.js';
 import { fitName, nameStamp } from './names.js';
 import { Preflight, checkWorkDirectory, refusal, throwIfInterrupted } from './steps-common.js';
 import type { LogicalRestoreContext, LogicalRestoreParams, LogicalRestorePlan } from './types.js';

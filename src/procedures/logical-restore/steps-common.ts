@@ -7,7 +7,7 @@ import { ConfirmationRefusedError } from '../../engine/types.js';
 import { errorMessage } from '../../engine/runner.js';
 import { formatBytes } from '../../engine/format.js';
 import { byHand, dropDatabaseForce, maintenanceConnection } from '../../postgres/databases.js';
-import { checkFreeSpace, checkWorkDir, downloadDump, freeSpaceMessage, removeWorkDir, type ChosenDump } from '../../storage/dump-files.js';
+import { checkFreeSpace, checkWorkDir, downloadDump, freeSpaceMessage, removeWorkDir, type ChosenDump } from '../../repo/dump-files.js';
 import type { Typed } from '../define.js';
 
 export interface WorkFile {

@@ -1,6 +1,6 @@
 // What a logical restore is asked (its params) and what its steps share (its journaled state).
 import type { StepContext } from '../../engine/types.js';
-import type { ChosenDump } from '../../storage/dump-files.js';
+import type { ChosenDump } from '../../repo/dump-files.js';
 import type { Typed } from '../define.js';
 import type { WorkFileState } from './steps-common.js';
 

@@ -4,7 +4,7 @@
 // the dumped rows.
 import { dropKeyScratch, missingReferencedKeys, resetKeyScratch } from '../../postgres/table-copy.js';
 import { liveShape, referencingKeys } from '../../postgres/tables.js';
-import { describeDump } from '../../storage/dump-files.js';
+import { describeDump } from '../../repo/dump-files.js';
 import { ensureTempRestored } from './temp-database.js';
 import { label, planOf, type Restored, type TableRestoreContext } from './types.js';
 

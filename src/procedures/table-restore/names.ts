@@ -1,6 +1,6 @@
 // Names in a table restore: the --table the operator wrote, the temporary database's, and the
 // "did you mean" list when the table is not in the dump.
-import { describeDump, type ChosenDump } from '../../storage/dump-files.js';
+import { describeDump, type ChosenDump } from '../../repo/dump-files.js';
 import { fitName } from '../logical-restore/names.js';
 import { label } from './types.js';
 

@@ -8,7 +8,7 @@ import { findPgBinary } from '../../postgres/binaries.js';
 import { byHand, serverAndRole, type ServerAndRole } from '../../postgres/databases.js';
 import { findPgRestore } from '../../postgres/programs/pg_restore.js';
 import { inspectLiveTable } from '../../postgres/tables.js';
-import { chooseDump, describeDump, withRepository, type ChosenDump } from '../../storage/dump-files.js';
+import { chooseDump, describeDump, withRepository, type ChosenDump } from '../../repo/dump-files.js';
 import { fitName, nameStamp } from '../logical-restore/names.js';
 import { Preflight, checkWorkDirectory } from '../logical-restore/steps-common.js';
 import { notInDumpMessage, tableOf, tempDatabaseName } from './names.js';

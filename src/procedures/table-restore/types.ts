@@ -1,7 +1,7 @@
 // What a table restore is asked (its params) and what its steps share (its journaled state).
 import type { StepContext } from '../../engine/types.js';
 import type { Column, Leaf } from '../../postgres/tables.js';
-import type { ChosenDump } from '../../storage/dump-files.js';
+import type { ChosenDump } from '../../repo/dump-files.js';
 import type { Typed } from '../define.js';
 import type { WorkFileState } from '../logical-restore/steps-common.js';
 

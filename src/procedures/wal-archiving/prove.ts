@@ -6,8 +6,8 @@ import { archiveLogLines, firstReadable, logfilePath, switchAndWaitForArchive, t
 import { withPg } from '../../postgres/client.js';
 import { postmasterEnvironmentNames, serverStderrFile } from '../../postgres/server-control.js';
 import { readCurrentLogfile, readSettings } from '../../postgres/settings.js';
-import { openRepository, type Repository } from '../../storage/repository.js';
-import { walKey } from '../../storage/walarchive.js';
+import { openRepository, type Repository } from '../../repo/repository.js';
+import { walKey } from '../../repo/walarchive.js';
 import { dataDirOf, desiredOf, repoPrepOf, repoUrl, timeoutSec } from './context.js';
 import { adviceFor, desiredValue, liveIsDesired, READ_SETTINGS, shownValue } from './plan.js';
 import type { WalCtx } from './types.js';

@@ -7,7 +7,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { shellQuote } from '../../engine/runner.js';
 import { firstUntraversableDir, isRoot, userNameOf } from '../../postgres/osuser.js';
-import { openRepository } from '../../storage/repository.js';
+import { openRepository } from '../../repo/repository.js';
 import { parseRepoUrl, secretsOf } from '../../storage/url.js';
 import { defaultServerEnvFile, serverEnvFileStatus, serverEnvFileVars, writeServerEnvFile } from '../pgrunbook-command.js';
 import { dataDirOf, desiredArchiveCommand, inspectionOf, localDataDir, proposalOf, registerRepoSecrets, repoPrepOf, repoUrl } from './context.js';
