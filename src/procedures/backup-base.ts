@@ -13,7 +13,6 @@ import { parseMaxRate } from '../postgres/programs/pg_basebackup.js';
 import { identifySystem, replicationConnectHint } from '../postgres/replication.js';
 import type { BaseBackupMeta } from '../repo/catalog.js';
 import type { RepositoryIdentity } from '../repo/identity.js';
-import type { Repository } from '../repo/repository.js';
 import {
   backupLocation,
   checkOwner,

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { parseConnectionString, resolveConnection, type ConnectionSettings } from '../config/connection.js';
 import type { RawFlags } from '../engine/params.js';
 import type { Profile } from '../config/profile.js';
-import { UsageError, type Params, type Procedure, type RunContext, type StepContext } from '../engine/types.js';
+import { UsageError, type Params, type Procedure, type RunContext } from '../engine/types.js';
 
 export interface ProcedureServices {
   connection: ConnectionSettings;
