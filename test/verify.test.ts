@@ -90,7 +90,7 @@ describe('verify procedure', () => {
     expect(lenient.stdout).toMatch(/server log: [1-9]\d* ERROR, 0 FATAL, 0 PANIC/);
   });
 
-  it('uses a saved profile, with PG* variables overriding it; a profile with a password is mode 0600', async () => {
+  it('uses a saved profile, with PG* variables overriding it; a profile with a password is refused, one with a secret is mode 0600', async () => {
     const configDir = tempDir();
     const penv = { ...env, PGRUNBOOK_CONFIG_DIR: configDir };
     const saved = await runCli(['profile', 'save', 'shared', '--host', cluster.host, '--port', '1', '--user', cluster.user, '--databases', db, '--critical-tables', `${db}:public.users:1`], penv);
@@ -100,8 +100,13 @@ describe('verify procedure', () => {
     expect(r.exitCode, r.stderr).toBe(0);
     expect(jsonLines(r.stdout).at(-1)!.summary.checks.map((c: { name: string }) => c.name)).toContain(`table ${db}:public.users`);
 
-    const withSecret = await runCli(['profile', 'save', 'secret', '--dbname', `postgresql://app:Pa55word!@127.0.0.1:5432/app`], penv);
-    expect(withSecret.exitCode).toBe(0);
+    // A password is refused (it belongs in a password file), and the refusal does not show it.
+    const refused = await runCli(['profile', 'save', 'secret', '--dbname', `postgresql://app:Pa55word!@127.0.0.1:5432/app`], penv);
+    expect(refused.exitCode).toBe(2);
+    expect(refused.stderr).toMatch(/~\/\.pgpass, or the file PGPASSFILE names/);
+    expect(refused.stderr + refused.stdout).not.toContain('Pa55word!');
+    const withSecret = await runCli(['profile', 'save', 'secret', '--dbname', `postgresql://app@127.0.0.1:5432/app`, '--repo', 's3://b/p?secretAccessKey=Pa55word!'], penv);
+    expect(withSecret.exitCode, withSecret.stderr).toBe(0);
     const file = fs.readdirSync(configDir).find((f) => f.endsWith('.json'))!;
     expect(fs.statSync(path.join(configDir, file)).mode & 0o777).toBe(0o600);
     const shown = await runCli(['profile', 'show', 'secret'], penv);

@@ -1,7 +1,7 @@
 // `pgrunbook profile save|list|show|delete`: manage saved settings without editing JSON.
 import { parseArgv } from '../engine/params.js';
 import { openProfileStore } from './store.js';
-import { parseCriticalTable, profileHasSecrets, type Profile } from './profile.js';
+import { parseCriticalTable, profileHasSecrets, profilePasswordRefusal, type Profile } from './profile.js';
 import { maskConnectionStrings } from '../engine/mask.js';
 
 const USAGE = `Usage:
@@ -12,7 +12,7 @@ const USAGE = `Usage:
   pgrunbook profile list
   pgrunbook profile show NAME
   pgrunbook profile delete NAME
-Passwords belong in ~/.pgpass or PGPASSWORD; a profile that holds one is stored mode 0600.`;
+Passwords are not stored in profiles: put them in a password file (~/.pgpass or PGPASSFILE).`;
 
 export async function profileCommand(argv: string[], io: { stdout: NodeJS.WritableStream; env: NodeJS.ProcessEnv }): Promise<number> {
   const [sub, name, ...rest] = argv;
@@ -74,6 +74,8 @@ export async function profileCommand(argv: string[], io: { stdout: NodeJS.Writab
         if (bad) throw new Error(`--server-env: "${bad}" is not an environment variable name; give names separated by commas, e.g. --server-env PGRUNBOOK_REPO,HTTPS_PROXY`);
         profile.server = { ...(profile.server ?? { method: 'pg_ctl' }), passEnv: names };
       }
+      const refusal = profilePasswordRefusal(profile);
+      if (refusal) throw new Error(refusal);
       store.set(name, profile);
       io.stdout.write(`saved profile ${name} in ${store.path}${profileHasSecrets(profile) ? ' (holds a secret; file mode 0600)' : ''}\n`);
       return 0;

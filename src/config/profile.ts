@@ -162,3 +162,27 @@ export function parseCriticalTable(spec: string): CriticalTable | { error: strin
 export function profileHasSecrets(p: Profile): boolean {
   return Boolean(p.connection?.password || (p.connection?.conninfo && /password\s*=/i.test(p.connection.conninfo)) || (p.repo && /[?&](sig|password|secret|accountkey|sas|token)=/i.test(p.repo)));
 }
+
+/**
+ * Why a profile may not be saved as it is: it holds a database password (in connection.password
+ * or its connection string). Passwords belong in a password file, which libpq's tools read too.
+ * The message never shows the password.
+ */
+export function profilePasswordRefusal(p: Profile): string | undefined {
+  const c = p.connection;
+  if (!c) return undefined;
+  let inConninfo = false;
+  if (c.conninfo) {
+    try {
+      inConninfo = Boolean(parseConnectionString(c.conninfo).password);
+    } catch {
+      inConninfo = /password\s*=/i.test(c.conninfo);
+    }
+  }
+  if (!c.password && !inConninfo) return undefined;
+  return (
+    'a profile does not store a database password, and this one holds one (in --dbname). ' +
+    'Save the profile without it (e.g. postgresql://user@host:port/db), and put the password in a password file: ' +
+    '~/.pgpass, or the file PGPASSFILE names, one line host:port:database:user:password, mode 0600.'
+  );
+}

@@ -1,7 +1,11 @@
 // Thin wrapper over `pg`: connect with libpq-style defaults and turn connection failures into
 // messages an operator can act on. Passwords never appear in messages.
+import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
+import type { ConnectionOptions } from 'node:tls';
 import pg from 'pg';
+import { lookupPassword } from '../config/libpq-files.js';
 
 export interface PgConnection {
   /** Host name or address, or a unix socket directory (starts with '/'). Default: PGHOST or localhost. */
@@ -18,6 +22,15 @@ export interface PgConnection {
   connectTimeoutSec?: number;
   /** Default "pgrunbook". */
   applicationName?: string;
+  /** libpq's sslmode (default PGSSLMODE, then prefer): disable, allow, prefer, require, verify-ca, verify-full. */
+  sslmode?: string;
+  /** Default PGSSLROOTCERT, then ~/.postgresql/root.crt; "system" trusts the system's CAs. */
+  sslrootcert?: string;
+  /** Default PGSSLCERT / PGSSLKEY, then ~/.postgresql/postgresql.crt and .key when they exist. */
+  sslcert?: string;
+  sslkey?: string;
+  /** Default PGPASSFILE, then ~/.pgpass. */
+  passfile?: string;
 }
 
 export interface ResolvedPgConnection {
@@ -39,6 +52,7 @@ export type PgConnectionFailure =
   | 'starting-up'
   | 'too-many-connections'
   | 'closed'
+  | 'ssl'
   | 'other';
 
 export class PgConnectionError extends Error {
@@ -119,6 +133,27 @@ export function translateConnectError(e: unknown, conn: PgConnection, timedOut =
   const make = (reason: PgConnectionFailure, text: string) =>
     new PgConnectionError(scrub(text, conn.password ?? process.env.PGPASSWORD), reason, endpoint, code, e);
 
+  const mode = conn.sslmode ?? process.env.PGSSLMODE ?? 'prefer';
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
+    return make(
+      'ssl',
+      `${where}: host name mismatch: the server's certificate does not name "${r.host}" (sslmode=${mode} checks the host name against the certificate): ${raw}. ` +
+        'Connect using a host name the certificate names, or use sslmode=verify-ca to verify only the certificate chain.',
+    );
+  }
+  if (code && TLS_VERIFY_CODES.has(code)) {
+    return make(
+      'ssl',
+      `${where}: the server's certificate could not be verified with the root certificate ${sslRootCert(conn)} (sslmode=${mode}): ${raw}. ` +
+        'Give the CA that signed the server certificate with sslrootcert or PGSSLROOTCERT, or use sslmode=require to encrypt without verifying.',
+    );
+  }
+  if (/does not support SSL connections/i.test(raw)) {
+    return make(
+      'ssl',
+      `${where}: the server does not accept SSL connections, and sslmode=${mode} requires them. Turn ssl on in the server's configuration, or use sslmode=prefer.`,
+    );
+  }
   switch (code) {
     case 'ECONNREFUSED':
       return make(
@@ -175,7 +210,7 @@ export function translateConnectError(e: unknown, conn: PgConnection, timedOut =
   if (/password must be a string|no password|password authentication/i.test(raw)) {
     return make(
       'no-password',
-      `${where}: the server asks for a password for user "${r.user}" and none was given. Set PGPASSWORD or add an entry to ~/.pgpass.`,
+      `${where}: the server asks for a password for user "${r.user}" and none was given. Add an entry to a password file (~/.pgpass, or the file PGPASSFILE names; mode 0600), or set PGPASSWORD.`,
     );
   }
   if (/terminated unexpectedly|Connection terminated/i.test(raw)) {
@@ -184,32 +219,112 @@ export function translateConnectError(e: unknown, conn: PgConnection, timedOut =
   return make('other', `${where}: ${raw}${socket ? '' : `. ${checkHostPort}`}`);
 }
 
+const TLS_VERIFY_CODES = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+]);
+
+function postgresqlDir(): string {
+  return path.join(process.env.HOME || os.homedir(), '.postgresql');
+}
+
+function sslRootCert(conn: PgConnection): string {
+  return conn.sslrootcert || process.env.PGSSLROOTCERT || path.join(postgresqlDir(), 'root.crt');
+}
+
+/**
+ * node-postgres's `ssl` option for one of libpq's sslmodes, with libpq's meaning: require
+ * encrypts without verifying (unless a root certificate file exists, as in libpq), verify-ca
+ * checks the chain against sslrootcert but not the host name, verify-full checks both.
+ */
+export function tlsOptions(conn: PgConnection, mode: string): ConnectionOptions {
+  const opts: ConnectionOptions = {};
+  const cert = conn.sslcert || process.env.PGSSLCERT || path.join(postgresqlDir(), 'postgresql.crt');
+  const key = conn.sslkey || process.env.PGSSLKEY || path.join(postgresqlDir(), 'postgresql.key');
+  if (fs.existsSync(cert) && fs.existsSync(key)) {
+    opts.cert = fs.readFileSync(cert);
+    opts.key = fs.readFileSync(key);
+  }
+  const rootcert = sslRootCert(conn);
+  const verify = mode === 'verify-ca' || mode === 'verify-full' || (mode === 'require' && rootcert !== 'system' && fs.existsSync(rootcert));
+  if (!verify) {
+    opts.rejectUnauthorized = false;
+    return opts;
+  }
+  if (rootcert !== 'system') {
+    if (!fs.existsSync(rootcert)) {
+      const endpoint = describeEndpoint(conn);
+      throw new PgConnectionError(
+        `could not connect to PostgreSQL at ${endpoint}: root certificate file "${rootcert}" does not exist. ` +
+          `sslmode=${mode} verifies the server's certificate: give the CA's certificate with sslrootcert or PGSSLROOTCERT, or use sslmode=require to encrypt without verifying.`,
+        'ssl',
+        endpoint,
+      );
+    }
+    opts.ca = fs.readFileSync(rootcert);
+  }
+  opts.rejectUnauthorized = true;
+  if (mode !== 'verify-full') opts.checkServerIdentity = () => undefined;
+  return opts;
+}
+
+/** The attempts libpq makes for an sslmode, in order (false: no SSL). Unix sockets never use SSL. */
+function sslAttempts(conn: PgConnection, host: string): Array<false | ConnectionOptions> {
+  const mode = conn.sslmode || process.env.PGSSLMODE || 'prefer';
+  if (isSocketDir(host) || mode === 'disable') return [false];
+  if (mode === 'allow') return [false, tlsOptions(conn, mode)];
+  if (mode === 'prefer') return [tlsOptions(conn, mode), false];
+  return [tlsOptions(conn, mode)];
+}
+
+/** prefer falls back to a plain connection, allow to an encrypted one, when the first is refused. */
+function worthRetrying(e: unknown, ssl: false | ConnectionOptions): boolean {
+  const msg = e instanceof Error ? e.message : String(e);
+  if (ssl && /does not support SSL connections/i.test(msg)) return true;
+  return errCode(e) === '28000' && /pg_hba\.conf/i.test(msg);
+}
+
 /** Connect to PostgreSQL. Rejects with a PgConnectionError carrying an operator message. */
-export async function connectPg(conn: PgConnection): Promise<pg.Client> {
+export async function connectPg(conn: PgConnection, extra: Partial<pg.ClientConfig> = {}): Promise<pg.Client> {
   const r = resolveConnection(conn);
   const timeoutMs = Math.round((conn.connectTimeoutSec ?? 10) * 1000);
-  const client = new pg.Client({
-    host: r.host,
-    port: r.port,
-    user: r.user,
-    database: r.database,
-    password: conn.password, // undefined: pg falls back to PGPASSWORD, then ~/.pgpass
-    connectionTimeoutMillis: timeoutMs, // 0: no timeout
-    application_name: conn.applicationName ?? 'pgrunbook',
-  });
-  // An idle client whose server goes away emits 'error'; without a listener that would crash the
-  // process. Queries on it still reject, so this listener only keeps the process alive.
-  client.on('error', () => {});
-  const started = Date.now();
-  try {
-    await client.connect();
-  } catch (e) {
-    await client.end().catch(() => {});
-    // pg reports its own connect timeout as "Connection terminated unexpectedly".
-    const timedOut = timeoutMs > 0 && Date.now() - started >= timeoutMs - 20 && errCode(e) === undefined;
-    throw translateConnectError(e, conn, timedOut);
+  const password = conn.password ?? (process.env.PGPASSWORD || undefined) ?? lookupPassword(r, conn.passfile);
+  const attempts = sslAttempts(conn, r.host);
+  for (let i = 0; ; i++) {
+    const client = new pg.Client({
+      host: r.host,
+      port: r.port,
+      user: r.user,
+      database: r.database,
+      password,
+      ssl: attempts[i],
+      connectionTimeoutMillis: timeoutMs, // 0: no timeout
+      application_name: conn.applicationName ?? 'pgrunbook',
+      ...extra,
+    });
+    // An idle client whose server goes away emits 'error'; without a listener that would crash the
+    // process. Queries on it still reject, so this listener only keeps the process alive.
+    client.on('error', () => {});
+    const started = Date.now();
+    try {
+      await client.connect();
+      return client;
+    } catch (e) {
+      await client.end().catch(() => {});
+      if (i + 1 < attempts.length && worthRetrying(e, attempts[i])) continue;
+      // pg reports its own connect timeout as "Connection terminated unexpectedly".
+      const timedOut = timeoutMs > 0 && Date.now() - started >= timeoutMs - 20 && errCode(e) === undefined;
+      throw translateConnectError(e, { ...conn, password }, timedOut);
+    }
   }
-  return client;
 }
 
 /** Connect, run `fn`, and always close the connection. */

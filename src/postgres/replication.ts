@@ -3,7 +3,7 @@
 // backup runs.
 import pg from 'pg';
 import type { ConnectionSettings } from '../config/connection.js';
-import { connectPg, resolveConnection, translateConnectError } from './client.js';
+import { connectPg } from './client.js';
 
 export interface IdentifySystem {
   systemIdentifier: string;
@@ -16,25 +16,9 @@ export interface IdentifySystem {
  * proves what SQL cannot: that pg_hba.conf lets this user in for replication.
  */
 export async function identifySystem(conn: ConnectionSettings): Promise<IdentifySystem> {
-  const r = resolveConnection(conn); // the same defaults (PGHOST, PGUSER, ...) as every other connection
-  const client = new pg.Client({
-    host: r.host,
-    port: r.port,
-    user: r.user,
-    database: r.database,
-    password: conn.password,
-    connectionTimeoutMillis: (conn.connectTimeoutSec ?? 10) * 1000,
-    application_name: 'pgrunbook',
-    // TLS as for every other connection of ours: pg reads PGSSLMODE.
-    replication: true,
-  } as pg.ClientConfig);
-  client.on('error', () => {});
+  // The same defaults, TLS (sslmode) and password file as every other connection of ours.
+  const client = await connectPg({ ...conn, applicationName: conn.applicationName ?? 'pgrunbook' }, { replication: true } as Partial<pg.ClientConfig>);
   try {
-    try {
-      await client.connect();
-    } catch (err) {
-      throw translateConnectError(err, conn);
-    }
     const r = await client.query<{ systemid: string; timeline: number | string; xlogpos: string }>('IDENTIFY_SYSTEM');
     const row = r.rows[0];
     return { systemIdentifier: String(row.systemid), timeline: Number(row.timeline), walPosition: row.xlogpos };

@@ -51,14 +51,15 @@ export interface CopyRowsResult {
  * transaction back (psql would treat a closed input as the end of the rows and go on).
  */
 export async function copyRows(opts: CopyRowsOptions): Promise<CopyRowsResult> {
-  const baseEnv: NodeJS.ProcessEnv = { ...(opts.env ?? process.env), PGAPPNAME: opts.applicationName ?? 'pgrunbook' };
+  const baseEnv: NodeJS.ProcessEnv = { ...(opts.env ?? process.env) };
+  const appName = (conn: typeof opts.source) => ({ ...conn, applicationName: opts.applicationName ?? 'pgrunbook' });
   if (opts.clientEncoding) baseEnv.PGCLIENTENCODING = opts.clientEncoding;
   const psqlArgs = ['-X', '--no-password', '-v', 'ON_ERROR_STOP=1'];
   const local = new AbortController();
   const signal = opts.signal ? AbortSignal.any([opts.signal, local.signal]) : local.signal;
 
   const sink = execa(opts.psql, [...psqlArgs, '-f', '-'], {
-    env: libpqEnv(opts.target, baseEnv),
+    env: libpqEnv(appName(opts.target), baseEnv),
     extendEnv: false,
     stdin: 'pipe',
     stdout: 'pipe',
@@ -69,7 +70,7 @@ export async function copyRows(opts: CopyRowsOptions): Promise<CopyRowsResult> {
     killSignal: 'SIGKILL',
   });
   const source = execa(opts.psql, [...psqlArgs, '-c', `COPY (${opts.sourceQuery}) TO STDOUT`], {
-    env: libpqEnv(opts.source, baseEnv),
+    env: libpqEnv(appName(opts.source), baseEnv),
     extendEnv: false,
     stdin: 'ignore',
     stdout: 'pipe',
