@@ -19,18 +19,17 @@ import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, rename, rmdir, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { Readable, addAbortSignal } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { HashingStream, verifyingStream } from './checksum.js';
+import { HashingStream } from './checksum.js';
 import { fileLocation, type FileLocation } from './local-location.js';
+import { StoreBase } from './store-base.js';
 import {
   isAbortError,
   ObjectNotFoundError,
   RESERVED_NAME_PREFIX,
   StorageError,
-  validateKey,
   validateMetadata,
-  validatePrefix,
   validateRange,
   type GetOptions,
   type GetResult,
@@ -86,25 +85,18 @@ function formatBytesShort(n: number): string {
   return u === 0 ? `${n} bytes` : `${v.toFixed(1)} ${units[u]} (${n} bytes)`;
 }
 
-export class LocalStore implements ObjectStore {
+export class LocalStore extends StoreBase implements ObjectStore {
   readonly kind = 'file' as const;
 
   constructor(
     readonly root: string,
-    private readonly description: string,
-  ) {}
-
-  describe(): string {
-    return this.description;
-  }
-
-  toString(): string {
-    return this.description;
+    description: string,
+  ) {
+    super(description);
   }
 
   private pathOf(key: string): string {
-    validateKey(key);
-    return join(this.root, ...key.split('/'));
+    return join(this.root, ...this.keyOf(key).split('/'));
   }
 
   private static sidecarOf(path: string): string {
@@ -338,9 +330,7 @@ export class LocalStore implements ObjectStore {
     } else {
       raw = fh.createReadStream({ start, end, autoClose: true, highWaterMark: 256 * 1024 });
     }
-    const body = verifyingStream(raw, key, opts.expectedSha256, this.description);
-    if (opts.signal) addAbortSignal(opts.signal, body);
-    return { body, info };
+    return this.getResult(raw, info, opts);
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {
@@ -355,8 +345,7 @@ export class LocalStore implements ObjectStore {
     }
   }
 
-  list(prefix: string): AsyncIterable<ListEntry> {
-    validatePrefix(prefix);
+  protected listFrom(prefix: string): AsyncIterable<ListEntry> {
     const cut = prefix.lastIndexOf('/') + 1;
     const dirKey = prefix.slice(0, cut); // '' or 'a/b/'
     const namePrefix = prefix.slice(cut);
