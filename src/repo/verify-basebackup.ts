@@ -5,6 +5,7 @@ import { PassThrough, type Transform } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { ManifestReader, manifestChecksummer, type ManifestFile } from '../postgres/formats/backup_manifest.js';
 import { TarReader, type TarEntrySink } from '../postgres/formats/tar.js';
+import { drainedOrClosed } from '../postgres/streams.js';
 import type { BaseBackupMeta } from './catalog.js';
 import { BASEBACKUP_PREFIX } from './layout.js';
 import { parseLsn, segmentName, segnoOfLsn } from './walnames.js';
@@ -120,17 +121,7 @@ export async function checkBackupData(run: VerifyRun, key: string, rec: NonNulla
   const feed = async (chunk: Buffer) => {
     if (contentError || decoder.destroyed) return;
     if (decoder.write(chunk)) return;
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        decoder.off('drain', done);
-        decoder.off('close', done);
-        decoder.off('error', done);
-        resolve();
-      };
-      decoder.once('drain', done);
-      decoder.once('close', done);
-      decoder.once('error', done);
-    });
+    await drainedOrClosed(decoder);
   };
   try {
     let r: { sha256: string; size: number };
