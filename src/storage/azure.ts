@@ -30,8 +30,6 @@ import {
   StorageError,
   isAbortError,
   totalFromContentRange,
-  validateMetadata,
-  validateRange,
   type GetOptions,
   type GetResult,
   type ListEntry,
@@ -121,10 +119,7 @@ export class AzureStore extends StoreBase implements ObjectStore {
     return this.serviceError('Azure', operation, key, { name, status, message: rawMessage, code, hint }, extra);
   }
 
-  async put(key: string, body: Readable | Buffer, opts: PutOptions = {}): Promise<PutResult> {
-    const name = this.keyOf(key);
-    validateMetadata(opts.metadata);
-    opts.signal?.throwIfAborted();
+  protected async write(name: string, key: string, body: Readable | Buffer, opts: PutOptions): Promise<PutResult> {
     const t = this.loc.tuning;
     const { hasher, stop } = hashedBody(body, opts);
     try {
@@ -165,10 +160,7 @@ export class AzureStore extends StoreBase implements ObjectStore {
     }
   }
 
-  async get(key: string, opts: GetOptions = {}): Promise<GetResult> {
-    const name = this.keyOf(key);
-    validateRange(opts.range, opts.expectedSha256);
-    opts.signal?.throwIfAborted();
+  protected async read(name: string, key: string, opts: GetOptions): Promise<GetResult> {
     const start = opts.range?.start ?? 0;
     const end = opts.range?.end;
     const count = end !== undefined ? end - start + 1 : undefined;

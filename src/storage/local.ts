@@ -29,8 +29,6 @@ import {
   ObjectNotFoundError,
   RESERVED_NAME_PREFIX,
   StorageError,
-  validateMetadata,
-  validateRange,
   type GetOptions,
   type GetResult,
   type ListEntry,
@@ -96,7 +94,12 @@ export class LocalStore extends StoreBase implements ObjectStore {
   }
 
   private pathOf(key: string): string {
-    return join(this.root, ...this.keyOf(key).split('/'));
+    return this.fileOf(this.keyOf(key));
+  }
+
+  /** The file of an object, by its already validated name. */
+  private fileOf(name: string): string {
+    return join(this.root, ...name.split('/'));
   }
 
   private static sidecarOf(path: string): string {
@@ -177,10 +180,8 @@ export class LocalStore extends StoreBase implements ObjectStore {
     }
   }
 
-  async put(key: string, body: Readable | Buffer, opts: PutOptions = {}): Promise<PutResult> {
-    const finalPath = this.pathOf(key);
-    validateMetadata(opts.metadata);
-    opts.signal?.throwIfAborted();
+  protected async write(name: string, key: string, body: Readable | Buffer, opts: PutOptions): Promise<PutResult> {
+    const finalPath = this.fileOf(name);
     const dir = dirname(finalPath);
     const temps: string[] = [];
     let sourceError: unknown;
@@ -300,10 +301,8 @@ export class LocalStore extends StoreBase implements ObjectStore {
     }
   }
 
-  async get(key: string, opts: GetOptions = {}): Promise<GetResult> {
-    const path = this.pathOf(key);
-    validateRange(opts.range, opts.expectedSha256);
-    opts.signal?.throwIfAborted();
+  protected async read(name: string, key: string, opts: GetOptions): Promise<GetResult> {
+    const path = this.fileOf(name);
     let fh: FileHandle;
     try {
       fh = await open(path, 'r');

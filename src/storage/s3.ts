@@ -47,8 +47,6 @@ import {
   StorageError,
   parseContentRange,
   totalFromContentRange,
-  validateMetadata,
-  validateRange,
   type GetOptions,
   type GetResult,
   type ListEntry,
@@ -160,10 +158,7 @@ export class S3Store extends StoreBase implements ObjectStore {
     return this.serviceError('S3', operation, key, { name, status, message: rawMessage, code, hint }, extra);
   }
 
-  async put(key: string, body: Readable | Buffer, opts: PutOptions = {}): Promise<PutResult> {
-    const Key = this.keyOf(key);
-    validateMetadata(opts.metadata);
-    opts.signal?.throwIfAborted();
+  protected async write(Key: string, key: string, body: Readable | Buffer, opts: PutOptions): Promise<PutResult> {
     const t = this.loc.tuning;
     const { hasher, stop } = hashedBody(body, opts);
 
@@ -231,10 +226,7 @@ export class S3Store extends StoreBase implements ObjectStore {
     );
   }
 
-  async get(key: string, opts: GetOptions = {}): Promise<GetResult> {
-    const Key = this.keyOf(key);
-    validateRange(opts.range, opts.expectedSha256);
-    opts.signal?.throwIfAborted();
+  protected async read(Key: string, key: string, opts: GetOptions): Promise<GetResult> {
     const start = opts.range?.start ?? 0;
     const rangeHeader = opts.range ? `bytes=${start}-${opts.range.end ?? ''}` : undefined;
     let res: GetObjectCommandOutput;

@@ -1,5 +1,5 @@
 // What the drivers (local, S3, Azure) do alike around their own I/O: naming objects, checking
-// arguments, handing out a verified get body, and wording a service failure.
+// arguments before any I/O, handing out a verified get body, and wording a service failure.
 
 import { Readable, addAbortSignal } from 'node:stream';
 import { verifyingStream } from './checksum.js';
@@ -7,11 +7,15 @@ import {
   ObjectNotFoundError,
   StorageError,
   validateKey,
+  validateMetadata,
   validatePrefix,
+  validateRange,
   type GetOptions,
   type GetResult,
   type ListEntry,
   type ObjectInfo,
+  type PutOptions,
+  type PutResult,
   type StorageErrorCode,
 } from './types.js';
 
@@ -47,6 +51,27 @@ export abstract class StoreBase {
     validateKey(key);
     return this.keyPrefix + key;
   }
+
+  /** Every driver checks the same things before any I/O: the key, the metadata, an abort. */
+  async put(key: string, body: Readable | Buffer, opts: PutOptions = {}): Promise<PutResult> {
+    const name = this.keyOf(key);
+    validateMetadata(opts.metadata);
+    opts.signal?.throwIfAborted();
+    return this.write(name, key, body, opts);
+  }
+
+  /** The driver's put, under the backend's `name` for `key`, the arguments checked. */
+  protected abstract write(name: string, key: string, body: Readable | Buffer, opts: PutOptions): Promise<PutResult>;
+
+  async get(key: string, opts: GetOptions = {}): Promise<GetResult> {
+    const name = this.keyOf(key);
+    validateRange(opts.range, opts.expectedSha256);
+    opts.signal?.throwIfAborted();
+    return this.read(name, key, opts);
+  }
+
+  /** The driver's get, under the backend's `name` for `key`, the arguments checked. */
+  protected abstract read(name: string, key: string, opts: GetOptions): Promise<GetResult>;
 
   list(prefix: string): AsyncIterable<ListEntry> {
     validatePrefix(prefix);
