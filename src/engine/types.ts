@@ -189,6 +189,15 @@ export interface RunContext {
   confirm?: string[];
 }
 
+/** A step's progress as the run reports it: the step's update, with the runner's rate and ETA. */
+export interface StepProgress extends ProgressUpdate {
+  stepId: string;
+  ratePerSec?: number;
+  etaSec?: number;
+  /** Carried from ProgressUpdate.replay unchanged: renderers draw WAL replay from this, never from log text. */
+  replay?: ReplayProgress;
+}
+
 interface EventBase {
   time: string;
   runId: string;
@@ -207,17 +216,7 @@ export type RunEvent =
     })
   | (EventBase & { type: 'step-start'; stepId: string; title: string; index: number; kind: StepKind; about?: string })
   | (EventBase & { type: 'log'; stepId: string; level: LogLevel; message: string })
-  | (EventBase & {
-      type: 'progress';
-      stepId: string;
-      done: number;
-      total?: number;
-      unit: string;
-      ratePerSec?: number;
-      etaSec?: number;
-      /** Carried from ProgressUpdate.replay unchanged: renderers draw WAL replay from this, never from log text. */
-      replay?: ReplayProgress;
-    })
+  | (EventBase & { type: 'progress' } & StepProgress)
   | (EventBase & { type: 'check'; stepId: string; name: string; ok: boolean; detail?: string })
   | (EventBase & { type: 'fact'; stepId: string; label: string; value: string })
   | (EventBase & {

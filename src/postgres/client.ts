@@ -5,21 +5,16 @@ import os from 'node:os';
 import path from 'node:path';
 import type { ConnectionOptions } from 'node:tls';
 import pg from 'pg';
+import type { ConnectionSettings } from '../config/connection.js';
 import { lookupPassword } from '../config/libpq-files.js';
 
-export interface PgConnection {
-  /** Host name or address, or a unix socket directory (starts with '/'). Default: PGHOST or localhost. */
-  host?: string;
-  /** Default: PGPORT or 5432. */
-  port?: number;
-  /** Default: PGUSER or the OS user name. */
-  user?: string;
-  /** Default: PGDATABASE or the user name. */
-  database?: string;
-  /** Default: PGPASSWORD, then ~/.pgpass (read by pg). */
-  password?: string;
-  /** Default 10. */
-  connectTimeoutSec?: number;
+/**
+ * The connection settings, each defaulting like libpq: host (a name, an address, or a unix socket
+ * directory starting with '/') to PGHOST or localhost; port to PGPORT or 5432; user to PGUSER or
+ * the OS user name; database to PGDATABASE or the user name; password to PGPASSWORD, then
+ * ~/.pgpass (read by pg); connectTimeoutSec to 10.
+ */
+export interface PgConnection extends Omit<ConnectionSettings, 'sslmode'> {
   /** Default "pgrunbook". */
   applicationName?: string;
   /** libpq's sslmode (default PGSSLMODE, then prefer): disable, allow, prefer, require, verify-ca, verify-full. */

@@ -2,11 +2,10 @@
 // tables hold what they should, and did the server log anything alarming.
 // The connect, databases and critical-tables steps are exported: pitr and promote verify a
 // recovered server with the same steps, their State including VerifyState.
-import fs from 'node:fs';
-import path from 'node:path';
 import type { Step, StepContext } from '../engine/types.js';
 import { parseCriticalTable, type CriticalTable } from '../config/profile.js';
 import { describeConnection, type ConnectionSettings } from '../config/connection.js';
+import { firstReadable, logfilePath } from '../postgres/archiver.js';
 import { countRows, probeDatabase, serverOverview } from '../postgres/checks.js';
 import { LOG_LEVELS, parseSince, scanServerLog, type LogLevelName } from '../postgres/server-log-scan.js';
 import { defineProcedure, type Typed } from './define.js';
@@ -188,17 +187,6 @@ function dbConnection(ctx: Ctx, database: string): ConnectionSettings {
 function findServerLog(ctx: Ctx): string | undefined {
   const svc = ctx.services;
   const candidates: (string | undefined)[] = [ctx.params.serverLog, svc.profile.serverLog];
-  const current = ctx.state.currentLogfile;
-  const dataDir = ctx.state.dataDirectory ?? svc.pgdata;
-  if (current) candidates.push(path.isAbsolute(current) ? current : dataDir ? path.join(dataDir, current) : undefined);
-  for (const c of candidates) {
-    if (!c) continue;
-    try {
-      fs.accessSync(c, fs.constants.R_OK);
-      return c;
-    } catch {
-      /* try the next */
-    }
-  }
-  return undefined;
+  candidates.push(logfilePath(ctx.state.currentLogfile, ctx.state.dataDirectory ?? svc.pgdata));
+  return firstReadable(candidates);
 }

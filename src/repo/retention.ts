@@ -48,14 +48,8 @@ export interface BaseBackupDecision {
   reason: string;
 }
 
-export interface DumpDecision {
+export interface DumpDecision extends BaseBackupDecision {
   database: string;
-  id: string;
-  complete: boolean;
-  objects: number;
-  bytes: number;
-  time?: string;
-  reason: string;
 }
 
 export interface RetentionPlan {

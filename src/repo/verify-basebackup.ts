@@ -5,10 +5,11 @@ import { PassThrough, type Transform } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { ManifestReader, manifestChecksummer, type ManifestFile } from '../postgres/formats/backup_manifest.js';
 import { TarReader, type TarEntrySink } from '../postgres/formats/tar.js';
+import { drainedOrClosed } from '../postgres/streams.js';
 import type { BaseBackupMeta } from './catalog.js';
 import { BASEBACKUP_PREFIX } from './layout.js';
 import { parseLsn, segmentName, segnoOfLsn } from './walnames.js';
-import { readHashed, readMeta, verifyPlain, type Group, type VerifyRun } from './verify-run.js';
+import { readHashed, readMeta, takeListed, verifyPlain, type Group, type VerifyRun } from './verify-run.js';
 
 export async function verifyBaseBackup(run: VerifyRun, g: Group): Promise<void> {
   const metaKey = g.meta!.key;
@@ -18,23 +19,13 @@ export async function verifyBaseBackup(run: VerifyRun, g: Group): Promise<void> 
   let manifestFiles: Map<string, ManifestFile> | undefined;
   if (recorded?.manifest) {
     const key = recorded.manifest.key;
-    if (!listed.has(key)) {
-      run.addBad({ key, problem: 'missing', detail: `backup.json of ${g.id} names it, but the repository does not have it` });
-    } else {
-      listed.delete(key);
-      manifestFiles = await checkManifest(run, key, recorded.manifest.sha256);
-    }
+    if (takeListed(run, listed, key, `backup.json of ${g.id}`)) manifestFiles = await checkManifest(run, key, recorded.manifest.sha256);
   } else if (meta?.objects) {
     run.addBad({ key: `${BASEBACKUP_PREFIX}${g.id}/backup_manifest`, problem: 'missing', detail: 'backup.json lists no backup_manifest' });
   }
   if (recorded?.data) {
     const key = recorded.data.key;
-    if (!listed.has(key)) {
-      run.addBad({ key, problem: 'missing', detail: `backup.json of ${g.id} names it, but the repository does not have it` });
-    } else {
-      listed.delete(key);
-      await checkBackupData(run, key, recorded.data, manifestFiles, meta!);
-    }
+    if (takeListed(run, listed, key, `backup.json of ${g.id}`)) await checkBackupData(run, key, recorded.data, manifestFiles, meta!);
   }
   for (const e of listed.values()) await verifyPlain(run, e.key);
 }
@@ -42,7 +33,7 @@ export async function verifyBaseBackup(run: VerifyRun, g: Group): Promise<void> 
 export async function checkManifest(run: VerifyRun, key: string, sha256: string): Promise<Map<string, ManifestFile> | undefined> {
   const reader = new ManifestReader({ keepFiles: true });
   let readerError: Error | undefined;
-  try {
+  return run.checkObject(key, async () => {
     const r = await readHashed(run, key, (c) => {
       if (readerError) return;
       try {
@@ -68,13 +59,7 @@ export async function checkManifest(run: VerifyRun, key: string, sha256: string)
     }
     run.counts.verified++;
     return reader.files;
-  } catch (err) {
-    if (run.opts.signal?.aborted) throw err;
-    run.readFailed(key, err);
-    return undefined;
-  } finally {
-    run.objectDone();
-  }
+  });
 }
 
 /** The data tar: SHA-256 of the stored bytes, and (when the manifest was good) every file in it against backup_manifest. */
@@ -120,19 +105,9 @@ export async function checkBackupData(run: VerifyRun, key: string, rec: NonNulla
   const feed = async (chunk: Buffer) => {
     if (contentError || decoder.destroyed) return;
     if (decoder.write(chunk)) return;
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        decoder.off('drain', done);
-        decoder.off('close', done);
-        decoder.off('error', done);
-        resolve();
-      };
-      decoder.once('drain', done);
-      decoder.once('close', done);
-      decoder.once('error', done);
-    });
+    await drainedOrClosed(decoder);
   };
-  try {
+  await run.checkObject(key, async () => {
     let r: { sha256: string; size: number };
     try {
       r = await readHashed(run, key, feed);
@@ -174,10 +149,5 @@ export async function checkBackupData(run: VerifyRun, key: string, rec: NonNulla
       return;
     }
     run.counts.verified++;
-  } catch (err) {
-    if (run.opts.signal?.aborted) throw err;
-    run.readFailed(key, err);
-  } finally {
-    run.objectDone();
-  }
+  });
 }

@@ -59,6 +59,22 @@ export class VerifyRun {
     else this.warnings.push(`${key}: deleted while the verify ran (retention or another job?); not checked`);
   }
 
+  /**
+   * Runs the check of one object: a failed read is recorded against `key` (an abort is rethrown,
+   * it stops the run), and the object counts as done either way.
+   */
+  async checkObject<T>(key: string, check: () => Promise<T>): Promise<T | undefined> {
+    try {
+      return await check();
+    } catch (err) {
+      if (this.opts.signal?.aborted) throw err;
+      this.readFailed(key, err);
+      return undefined;
+    } finally {
+      this.objectDone();
+    }
+  }
+
   unverified(key: string): void {
     this.counts.unverified++;
     if (this.unverifiedKeys.length < 20) this.unverifiedKeys.push(key);
@@ -84,7 +100,7 @@ export async function readHashed(run: VerifyRun, key: string, onChunk?: (chunk: 
 /** An object checked against the SHA-256 in its own metadata (metadata files, other objects). */
 export async function verifyPlain(run: VerifyRun, key: string, expected?: string): Promise<Buffer | undefined> {
   const chunks: Buffer[] = [];
-  try {
+  return run.checkObject(key, async () => {
     const keep = key.endsWith('.json');
     const r = await readHashed(run, key, keep ? (c) => void chunks.push(Buffer.from(c)) : undefined);
     const want = expected ?? r.metadata.sha256;
@@ -106,13 +122,7 @@ export async function verifyPlain(run: VerifyRun, key: string, expected?: string
       run.counts.verified++;
     }
     return Buffer.concat(chunks);
-  } catch (err) {
-    if (run.opts.signal?.aborted) throw err;
-    run.readFailed(key, err);
-    return undefined;
-  } finally {
-    run.objectDone();
-  }
+  });
 }
 
 export async function readMeta<T>(run: VerifyRun, key: string): Promise<T | undefined> {
@@ -128,7 +138,7 @@ export async function readMeta<T>(run: VerifyRun, key: string): Promise<T | unde
 
 export async function verifyWal(run: VerifyRun, e: ListEntry): Promise<void> {
   const key = e.key;
-  try {
+  await run.checkObject(key, async () => {
     const chunks: Buffer[] = [];
     const r = await readHashed(run, key, (c) => void chunks.push(Buffer.from(c)));
     const stored = Buffer.concat(chunks);
@@ -161,12 +171,7 @@ export async function verifyWal(run: VerifyRun, e: ListEntry): Promise<void> {
     }
     if (!want && !wantRaw) run.unverified(key);
     else run.counts.verified++;
-  } catch (err) {
-    if (run.opts.signal?.aborted) throw err;
-    run.readFailed(key, err);
-  } finally {
-    run.objectDone();
-  }
+  });
 }
 
 export async function verifyDump(run: VerifyRun, g: Group): Promise<void> {
@@ -176,19 +181,28 @@ export async function verifyDump(run: VerifyRun, g: Group): Promise<void> {
   const listed = new Map(g.entries.map((e) => [e.key, e]));
   if (meta && typeof meta.object === 'string') {
     const key = prefix + meta.object;
-    if (!listed.has(key)) {
-      run.addBad({ key, problem: 'missing', detail: `dump.json names it, but the repository does not have it` });
-    } else {
-      listed.delete(key);
-      await checkRecorded(run, key, meta.sha256, meta.size, 'dump.json');
-    }
+    if (takeListed(run, listed, key, 'dump.json')) await checkRecorded(run, key, meta.sha256, meta.size, 'dump.json');
   }
   for (const e of listed.values()) await verifyPlain(run, e.key);
 }
 
+/**
+ * Takes an object a backup's metadata file names (`where`) out of the backup's listing, so that
+ * what is left are the objects it does not name; false, and a 'missing' problem, when the
+ * repository does not have it.
+ */
+export function takeListed(run: VerifyRun, listed: Map<string, ListEntry>, key: string, where: string): boolean {
+  if (!listed.has(key)) {
+    run.addBad({ key, problem: 'missing', detail: `${where} names it, but the repository does not have it` });
+    return false;
+  }
+  listed.delete(key);
+  return true;
+}
+
 /** An object against the SHA-256 and size its backup's metadata file recorded. */
 export async function checkRecorded(run: VerifyRun, key: string, sha256: unknown, size: unknown, where: string): Promise<void> {
-  try {
+  await run.checkObject(key, async () => {
     const r = await readHashed(run, key);
     if (typeof sha256 !== 'string' || !HEX64.test(sha256)) {
       run.unverified(key);
@@ -200,10 +214,5 @@ export async function checkRecorded(run: VerifyRun, key: string, sha256: unknown
     } else {
       run.counts.verified++;
     }
-  } catch (err) {
-    if (run.opts.signal?.aborted) throw err;
-    run.readFailed(key, err);
-  } finally {
-    run.objectDone();
-  }
+  });
 }

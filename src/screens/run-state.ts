@@ -1,7 +1,7 @@
 // What the run view shows, as a pure function of the runner's events. No Ink, no React:
 // unit-testable with plain event sequences. Bounded: the log tail keeps LOG_TAIL lines and
 // the check list MAX_CHECKS entries, whatever a step emits.
-import type { CheckResult, LogLevel, ReplayProgress, RunEvent, RunSummary, StepKind, StepStatus } from '../engine/types.js';
+import type { CheckResult, LogLevel, ReplayProgress, RunEvent, RunSummary, StepKind, StepProgress, StepStatus } from '../engine/types.js';
 
 export const LOG_TAIL = 5;
 export const MAX_CHECKS = 200;
@@ -21,16 +21,8 @@ export interface StepView {
   reason?: string;
 }
 
-export interface ProgressView {
-  stepId: string;
-  done: number;
-  total?: number;
-  unit: string;
-  ratePerSec?: number;
-  etaSec?: number;
-  /** Set when the progress is a WAL replay's. */
-  replay?: ReplayProgress;
-}
+/** The latest progress event of a step, as the runner sent it (replay set for a WAL replay's). */
+export type ProgressView = StepProgress;
 
 /**
  * A WAL replay as the run reported it: the target the run was given (run-start's params) and

@@ -3,15 +3,12 @@
 
 import { StorageError } from './types.js';
 import {
-  bucketAndPrefix,
-  checkQuery,
-  describeTuning,
+  describeBucketUrl,
   invalidUrl,
   nonEmpty,
   normalizeEndpoint,
-  prefixPart,
+  parseBucketUrl,
   tuningFrom,
-  withQuery,
   TUNING_PARAMS,
   type Env,
   type LocationSyntax,
@@ -97,9 +94,7 @@ function settingsFrom(q: URLSearchParams, env: Env): AzureSettings {
 
 export const azureLocation: LocationSyntax<AzureLocation> = {
   parse(url, env, options) {
-    const q = url.searchParams;
-    checkQuery(q, AZURE_PARAMS, 'azure');
-    const { name: container, prefix } = bucketAndPrefix(url, 'container');
+    const { q, name: container, prefix } = parseBucketUrl(url, AZURE_PARAMS, 'azure', 'container');
     if (!/^(\$root|[a-z0-9][a-z0-9-]{1,61}[a-z0-9])$/.test(container)) {
       throw invalidUrl('bad container name (3-63 lower-case letters, digits and dashes)');
     }
@@ -140,8 +135,7 @@ export const azureLocation: LocationSyntax<AzureLocation> = {
   describe(loc) {
     const q = new URLSearchParams();
     q.set('endpoint', loc.serviceUrl);
-    describeTuning(loc.tuning, q);
-    return withQuery(`azure://${loc.container}${prefixPart(loc.prefix)}`, q);
+    return describeBucketUrl('azure', loc.container, loc.prefix, loc.tuning, q);
   },
 
   secrets(loc) {

@@ -19,20 +19,17 @@ import {
   type ContainerClient,
   type StoragePipelineOptions,
 } from '@azure/storage-blob';
-import { Readable, addAbortSignal } from 'node:stream';
-import { hashedBody, verifyingStream } from './checksum.js';
+import { Readable } from 'node:stream';
+import { hashedBody } from './checksum.js';
 import { isTransientError } from './retry.js';
 import { azureLocation, type AzureLocation } from './azure-location.js';
 import { redactSecrets } from './location.js';
+import { StoreBase } from './store-base.js';
 import {
   ObjectNotFoundError,
   StorageError,
   isAbortError,
   totalFromContentRange,
-  validateKey,
-  validateMetadata,
-  validatePrefix,
-  validateRange,
   type GetOptions,
   type GetResult,
   type ListEntry,
@@ -78,16 +75,13 @@ function codeOf(err: unknown): string {
   return e?.details?.errorCode ?? e?.code ?? e?.name ?? 'Error';
 }
 
-export class AzureStore implements ObjectStore {
+export class AzureStore extends StoreBase implements ObjectStore {
   readonly kind = 'azure' as const;
   readonly container: ContainerClient;
-  private readonly prefix: string;
-  private readonly description: string;
   private readonly secrets: string[];
 
   constructor(private readonly loc: AzureLocation) {
-    this.prefix = loc.prefix;
-    this.description = azureLocation.describe(loc);
+    super(azureLocation.describe(loc), loc.prefix);
     this.secrets = azureLocation.secrets(loc);
     const r = loc.tuning.retry;
     const pipelineOptions: StoragePipelineOptions = {
@@ -101,19 +95,6 @@ export class AzureStore implements ObjectStore {
       auth.type === 'shared-key' ? new StorageSharedKeyCredential(auth.account, auth.accountKey) : new AnonymousCredential();
     const service = new BlobServiceClient(url, credential, pipelineOptions);
     this.container = service.getContainerClient(loc.container);
-  }
-
-  describe(): string {
-    return this.description;
-  }
-
-  toString(): string {
-    return this.description;
-  }
-
-  private nameOf(key: string): string {
-    validateKey(key);
-    return this.prefix + key;
   }
 
   private error(operation: string, key: string | undefined, err: unknown, extra = ''): StorageError {
@@ -135,21 +116,12 @@ export class AzureStore implements ObjectStore {
       code = 'unreachable';
       hint = ` Cannot reach ${this.loc.serviceUrl} (${this.loc.tuning.retry.maxAttempts} attempts).`;
     }
-    const what = key === undefined ? '' : ` '${key}'`;
-    return new StorageError(
-      `Azure ${operation}${what} in ${this.description} failed: ${rawMessage} (${name}${
-        status ? `, HTTP ${status}` : ''
-      }).${hint}${extra}`,
-      { code, operation, key, store: this.description, statusCode: status, causeCode: name },
-    );
+    return this.serviceError('Azure', operation, key, { name, status, message: rawMessage, code, hint }, extra);
   }
 
-  async put(key: string, body: Readable | Buffer, opts: PutOptions = {}): Promise<PutResult> {
-    const name = this.nameOf(key);
-    validateMetadata(opts.metadata);
-    opts.signal?.throwIfAborted();
+  protected async write(name: string, key: string, body: Readable | Buffer, opts: PutOptions): Promise<PutResult> {
     const t = this.loc.tuning;
-    const { source, hasher, sourceError } = hashedBody(body, opts);
+    const { hasher, stop } = hashedBody(body, opts);
     try {
       await this.container
         .getBlockBlobClient(name)
@@ -166,18 +138,15 @@ export class AzureStore implements ObjectStore {
       return { key, size: hasher.byteCount, sha256: hasher.sha256 };
     } catch (err) {
       // Stop reading: other blocks may still be in flight, but nothing more is staged or committed.
-      if (!source.destroyed) source.destroy();
-      if (!hasher.destroyed) hasher.destroy();
-      if (opts.signal?.aborted) throw opts.signal.reason ?? err;
-      if (sourceError() !== undefined) throw sourceError();
-      if (err instanceof StorageError) throw err;
+      const own = stop(err);
+      if (own !== undefined) throw own;
       throw this.error('put', key, err, ' Nothing was stored under this name.');
     }
   }
 
   /** Creates a small blob only if absent: If-None-Match: * (409 BlobAlreadyExists when taken). */
   async putIfAbsent(key: string, body: Buffer): Promise<boolean> {
-    const name = this.nameOf(key);
+    const name = this.keyOf(key);
     try {
       await this.container.getBlockBlobClient(name).upload(body, body.length, {
         conditions: { ifNoneMatch: '*' },
@@ -191,10 +160,7 @@ export class AzureStore implements ObjectStore {
     }
   }
 
-  async get(key: string, opts: GetOptions = {}): Promise<GetResult> {
-    const name = this.nameOf(key);
-    validateRange(opts.range, opts.expectedSha256);
-    opts.signal?.throwIfAborted();
+  protected async read(name: string, key: string, opts: GetOptions): Promise<GetResult> {
     const start = opts.range?.start ?? 0;
     const end = opts.range?.end;
     const count = end !== undefined ? end - start + 1 : undefined;
@@ -208,9 +174,7 @@ export class AzureStore implements ObjectStore {
       if (opts.signal?.aborted) throw opts.signal.reason;
       if (statusOf(err) === 404 && codeOf(err) !== 'ContainerNotFound') throw new ObjectNotFoundError(key, this.description);
       if (statusOf(err) === 416 || codeOf(err) === 'InvalidRange') {
-        const info = await this.head(key);
-        if (!info) throw new ObjectNotFoundError(key, this.description);
-        return { body: Readable.from([], { objectMode: false }), info };
+        return this.emptyRead(key);
       }
       throw this.error('get', key, err);
     }
@@ -222,9 +186,7 @@ export class AzureStore implements ObjectStore {
     };
     const raw = (res.readableStreamBody as Readable | undefined) ?? Readable.from([], { objectMode: false });
     const chunks = this.wrapErrors(raw, key);
-    const body = verifyingStream(chunks, key, opts.expectedSha256, this.description);
-    if (opts.signal) addAbortSignal(opts.signal, body);
-    return { body, info };
+    return this.getResult(chunks, info, opts);
   }
 
   /** Gives mid-stream failures (after the SDK's own resumes) an operator message. */
@@ -238,7 +200,7 @@ export class AzureStore implements ObjectStore {
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {
-    const name = this.nameOf(key);
+    const name = this.keyOf(key);
     try {
       const p = await this.container.getBlobClient(name).getProperties();
       return {
@@ -253,14 +215,9 @@ export class AzureStore implements ObjectStore {
     }
   }
 
-  list(prefix: string): AsyncIterable<ListEntry> {
-    validatePrefix(prefix);
-    return this.listPages(prefix);
-  }
-
-  private async *listPages(prefix: string): AsyncGenerator<ListEntry> {
+  protected async *listFrom(prefix: string): AsyncGenerator<ListEntry> {
     const pages = this.container
-      .listBlobsFlat({ prefix: this.prefix + prefix })
+      .listBlobsFlat({ prefix: this.keyPrefix + prefix })
       .byPage({ maxPageSize: this.loc.tuning.listPageSize });
     for (;;) {
       let page;
@@ -271,9 +228,9 @@ export class AzureStore implements ObjectStore {
       }
       if (page.done) return;
       for (const b of page.value.segment.blobItems) {
-        if (!b.name.startsWith(this.prefix) || b.name.endsWith('/')) continue;
+        if (!b.name.startsWith(this.keyPrefix) || b.name.endsWith('/')) continue;
         yield {
-          key: b.name.slice(this.prefix.length),
+          key: b.name.slice(this.keyPrefix.length),
           size: b.properties.contentLength ?? 0,
           lastModified: b.properties.lastModified,
         };
@@ -282,7 +239,7 @@ export class AzureStore implements ObjectStore {
   }
 
   async delete(key: string): Promise<void> {
-    const name = this.nameOf(key);
+    const name = this.keyOf(key);
     try {
       await this.container.getBlobClient(name).deleteIfExists({ deleteSnapshots: 'include' });
     } catch (err) {

@@ -91,7 +91,7 @@ export function verifyingStream(
  * A put's body, hashed on its way into a driver's upload. Errors of the source itself are kept
  * apart and rethrown as they are: the storage did not fail when, say, pg_basebackup died.
  */
-export function hashedBody(body: Readable | Buffer, opts: { contentLength?: number; signal?: AbortSignal }): { source: Readable; hasher: HashingStream; sourceError(): unknown } {
+export function hashedBody(body: Readable | Buffer, opts: { contentLength?: number; signal?: AbortSignal }): HashedBody {
   const hasher = new HashingStream(opts.contentLength);
   const source = Buffer.isBuffer(body) ? Readable.from([body], { objectMode: false }) : body;
   let sourceError: unknown;
@@ -101,5 +101,25 @@ export function hashedBody(body: Readable | Buffer, opts: { contentLength?: numb
   });
   source.pipe(hasher);
   if (opts.signal) addAbortSignal(opts.signal, hasher);
-  return { source, hasher, sourceError: () => sourceError };
+  return {
+    hasher,
+    stop(err: unknown): unknown {
+      if (!source.destroyed) source.destroy();
+      if (!hasher.destroyed) hasher.destroy();
+      if (opts.signal?.aborted) return opts.signal.reason ?? err;
+      if (sourceError !== undefined) return sourceError;
+      if (err instanceof StorageError) return err;
+      return undefined;
+    },
+  };
+}
+
+export interface HashedBody {
+  hasher: HashingStream;
+  /**
+   * After a failed upload: stops reading the body, and returns what to rethrow as it is (the
+   * abort, the body's own error, a StorageError already worded), or undefined when the storage
+   * failed and the driver should say how.
+   */
+  stop(err: unknown): unknown;
 }

@@ -19,19 +19,16 @@ import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, rename, rmdir, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { Readable, addAbortSignal } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { HashingStream, verifyingStream } from './checksum.js';
+import { HashingStream } from './checksum.js';
 import { fileLocation, type FileLocation } from './local-location.js';
+import { StoreBase } from './store-base.js';
 import {
   isAbortError,
   ObjectNotFoundError,
   RESERVED_NAME_PREFIX,
   StorageError,
-  validateKey,
-  validateMetadata,
-  validatePrefix,
-  validateRange,
   type GetOptions,
   type GetResult,
   type ListEntry,
@@ -86,25 +83,23 @@ function formatBytesShort(n: number): string {
   return u === 0 ? `${n} bytes` : `${v.toFixed(1)} ${units[u]} (${n} bytes)`;
 }
 
-export class LocalStore implements ObjectStore {
+export class LocalStore extends StoreBase implements ObjectStore {
   readonly kind = 'file' as const;
 
   constructor(
     readonly root: string,
-    private readonly description: string,
-  ) {}
-
-  describe(): string {
-    return this.description;
-  }
-
-  toString(): string {
-    return this.description;
+    description: string,
+  ) {
+    super(description);
   }
 
   private pathOf(key: string): string {
-    validateKey(key);
-    return join(this.root, ...key.split('/'));
+    return this.fileOf(this.keyOf(key));
+  }
+
+  /** The file of an object, by its already validated name. */
+  private fileOf(name: string): string {
+    return join(this.root, ...name.split('/'));
   }
 
   private static sidecarOf(path: string): string {
@@ -185,10 +180,8 @@ export class LocalStore implements ObjectStore {
     }
   }
 
-  async put(key: string, body: Readable | Buffer, opts: PutOptions = {}): Promise<PutResult> {
-    const finalPath = this.pathOf(key);
-    validateMetadata(opts.metadata);
-    opts.signal?.throwIfAborted();
+  protected async write(name: string, key: string, body: Readable | Buffer, opts: PutOptions): Promise<PutResult> {
+    const finalPath = this.fileOf(name);
     const dir = dirname(finalPath);
     const temps: string[] = [];
     let sourceError: unknown;
@@ -308,10 +301,8 @@ export class LocalStore implements ObjectStore {
     }
   }
 
-  async get(key: string, opts: GetOptions = {}): Promise<GetResult> {
-    const path = this.pathOf(key);
-    validateRange(opts.range, opts.expectedSha256);
-    opts.signal?.throwIfAborted();
+  protected async read(name: string, key: string, opts: GetOptions): Promise<GetResult> {
+    const path = this.fileOf(name);
     let fh: FileHandle;
     try {
       fh = await open(path, 'r');
@@ -338,9 +329,7 @@ export class LocalStore implements ObjectStore {
     } else {
       raw = fh.createReadStream({ start, end, autoClose: true, highWaterMark: 256 * 1024 });
     }
-    const body = verifyingStream(raw, key, opts.expectedSha256, this.description);
-    if (opts.signal) addAbortSignal(opts.signal, body);
-    return { body, info };
+    return this.getResult(raw, info, opts);
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {
@@ -355,8 +344,7 @@ export class LocalStore implements ObjectStore {
     }
   }
 
-  list(prefix: string): AsyncIterable<ListEntry> {
-    validatePrefix(prefix);
+  protected listFrom(prefix: string): AsyncIterable<ListEntry> {
     const cut = prefix.lastIndexOf('/') + 1;
     const dirKey = prefix.slice(0, cut); // '' or 'a/b/'
     const namePrefix = prefix.slice(cut);

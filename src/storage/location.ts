@@ -141,6 +141,23 @@ export function bucketAndPrefix(url: URL, what: string): { name: string; prefix:
   return { name, prefix: path === '' ? '' : `${path}/` };
 }
 
+/**
+ * The start of parsing an s3:// or azure:// URL: the query checked against the `allowed`
+ * parameters, the bucket or container (`what`) from the host and the prefix from the path.
+ */
+export function parseBucketUrl(url: URL, allowed: readonly string[], scheme: string, what: string): { q: URLSearchParams; name: string; prefix: string } {
+  const q = url.searchParams;
+  checkQuery(q, allowed, scheme);
+  return { q, ...bucketAndPrefix(url, what) };
+}
+
+/** The description of a bucket or container location: `scheme://name/prefix?query`, the query
+ *  being `q` (the driver's settings) with the tuning worth showing. */
+export function describeBucketUrl(scheme: string, name: string, prefix: string, tuning: ResolvedTuning, q: URLSearchParams): string {
+  describeTuning(tuning, q);
+  return withQuery(`${scheme}://${name}${prefixPart(prefix)}`, q);
+}
+
 export function normalizeEndpoint(raw: string, what: string): string {
   let u: URL;
   try {

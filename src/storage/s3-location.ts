@@ -2,16 +2,13 @@
 // Settings missing from the query come from the AWS SDK's usual environment variables.
 
 import {
-  bucketAndPrefix,
-  checkQuery,
-  describeTuning,
+  describeBucketUrl,
   invalidUrl,
   nonEmpty,
   normalizeEndpoint,
   parseBool,
-  prefixPart,
+  parseBucketUrl,
   tuningFrom,
-  withQuery,
   TUNING_PARAMS,
   type LocationSyntax,
   type PrefixedLocation,
@@ -62,9 +59,7 @@ function parseSse(raw: string | undefined, kmsKeyId: string | undefined): S3Sse 
 
 export const s3Location: LocationSyntax<S3Location> = {
   parse(url, env, options) {
-    const q = url.searchParams;
-    checkQuery(q, S3_PARAMS, 's3');
-    const { name: bucket, prefix } = bucketAndPrefix(url, 'bucket');
+    const { q, name: bucket, prefix } = parseBucketUrl(url, S3_PARAMS, 's3', 'bucket');
     if (!/^[a-zA-Z0-9][a-zA-Z0-9._-]*$/.test(bucket)) throw invalidUrl('bad bucket name');
 
     const rawEndpoint = nonEmpty(q.get('endpoint')) ?? nonEmpty(env.AWS_ENDPOINT_URL_S3) ?? nonEmpty(env.AWS_ENDPOINT_URL);
@@ -116,8 +111,7 @@ export const s3Location: LocationSyntax<S3Location> = {
     if (loc.sse) q.set('sse', loc.sse);
     if (loc.kmsKeyId) q.set('kmsKeyId', loc.kmsKeyId);
     if (loc.profile) q.set('profile', loc.profile);
-    describeTuning(loc.tuning, q);
-    return withQuery(`s3://${loc.bucket}${prefixPart(loc.prefix)}`, q);
+    return describeBucketUrl('s3', loc.bucket, loc.prefix, loc.tuning, q);
   },
 
   secrets(loc) {

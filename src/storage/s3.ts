@@ -27,8 +27,8 @@ import {
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { Readable, addAbortSignal } from 'node:stream';
-import { hashedBody, verifyingStream } from './checksum.js';
+import { Readable } from 'node:stream';
+import { hashedBody } from './checksum.js';
 import { backoffDelay, delay, isTransientError } from './retry.js';
 import {
   BackoffRetryStrategy,
@@ -41,15 +41,12 @@ import {
 } from './s3-policy.js';
 import { s3Location, type S3Location } from './s3-location.js';
 import { redactSecrets } from './location.js';
+import { StoreBase } from './store-base.js';
 import {
   ObjectNotFoundError,
   StorageError,
   parseContentRange,
   totalFromContentRange,
-  validateKey,
-  validateMetadata,
-  validatePrefix,
-  validateRange,
   type GetOptions,
   type GetResult,
   type ListEntry,
@@ -71,19 +68,16 @@ interface UploadTracker {
   abortError?: unknown;
 }
 
-export class S3Store implements ObjectStore {
+export class S3Store extends StoreBase implements ObjectStore {
   readonly kind = 's3' as const;
   readonly client: S3Client;
   private readonly bucket: string;
-  private readonly prefix: string;
-  private readonly description: string;
   private readonly secrets: string[];
   private readonly trackers = new Map<string, Set<UploadTracker>>();
 
   constructor(private readonly loc: S3Location) {
+    super(s3Location.describe(loc), loc.prefix);
     this.bucket = loc.bucket;
-    this.prefix = loc.prefix;
-    this.description = s3Location.describe(loc);
     this.secrets = s3Location.secrets(loc);
     const t = loc.tuning;
     // This tool pins the SDK on purpose (Node 20); its "upgrade Node" notice would otherwise be
@@ -132,19 +126,6 @@ export class S3Store implements ObjectStore {
     );
   }
 
-  describe(): string {
-    return this.description;
-  }
-
-  toString(): string {
-    return this.description;
-  }
-
-  private keyOf(key: string): string {
-    validateKey(key);
-    return this.prefix + key;
-  }
-
   private error(operation: string, key: string | undefined, err: unknown, extra = ''): StorageError {
     const status = statusOf(err);
     const name = nameOf(err);
@@ -174,21 +155,12 @@ export class S3Store implements ObjectStore {
       code = 'unreachable';
       hint = ` Cannot reach ${this.loc.endpoint ?? 'S3'} (${this.loc.tuning.retry.maxAttempts} attempts).`;
     }
-    const what = key === undefined ? '' : ` '${key}'`;
-    return new StorageError(
-      `S3 ${operation}${what} in ${this.description} failed: ${rawMessage} (${name}${
-        status ? `, HTTP ${status}` : ''
-      }).${hint}${extra}`,
-      { code, operation, key, store: this.description, statusCode: status, causeCode: name },
-    );
+    return this.serviceError('S3', operation, key, { name, status, message: rawMessage, code, hint }, extra);
   }
 
-  async put(key: string, body: Readable | Buffer, opts: PutOptions = {}): Promise<PutResult> {
-    const Key = this.keyOf(key);
-    validateMetadata(opts.metadata);
-    opts.signal?.throwIfAborted();
+  protected async write(Key: string, key: string, body: Readable | Buffer, opts: PutOptions): Promise<PutResult> {
     const t = this.loc.tuning;
-    const { source, hasher, sourceError } = hashedBody(body, opts);
+    const { hasher, stop } = hashedBody(body, opts);
 
     const trackKey = `${this.bucket}\0${Key}`;
     const tracker: UploadTracker = {
@@ -219,11 +191,8 @@ export class S3Store implements ObjectStore {
       await upload.done();
       return { key, size: hasher.byteCount, sha256: hasher.sha256 };
     } catch (err) {
-      if (!source.destroyed) source.destroy();
-      if (!hasher.destroyed) hasher.destroy();
-      if (opts.signal?.aborted) throw opts.signal.reason ?? err;
-      if (sourceError() !== undefined) throw sourceError();
-      if (err instanceof StorageError) throw err;
+      const own = stop(err);
+      if (own !== undefined) throw own;
       if (/Exceeded \d+ parts/.test((err as Error)?.message ?? '')) {
         throw new StorageError(
           `S3 put '${key}' in ${this.description} failed: the object needs more than ${S3_MAX_PARTS} parts of ` +
@@ -257,10 +226,7 @@ export class S3Store implements ObjectStore {
     );
   }
 
-  async get(key: string, opts: GetOptions = {}): Promise<GetResult> {
-    const Key = this.keyOf(key);
-    validateRange(opts.range, opts.expectedSha256);
-    opts.signal?.throwIfAborted();
+  protected async read(Key: string, key: string, opts: GetOptions): Promise<GetResult> {
     const start = opts.range?.start ?? 0;
     const rangeHeader = opts.range ? `bytes=${start}-${opts.range.end ?? ''}` : undefined;
     let res: GetObjectCommandOutput;
@@ -271,9 +237,7 @@ export class S3Store implements ObjectStore {
       if (isNotFound(err)) throw new ObjectNotFoundError(key, this.description);
       if (statusOf(err) === 416 || nameOf(err) === 'InvalidRange') {
         // The range starts at or past the end: an empty body, like the other drivers.
-        const info = await this.head(key);
-        if (!info) throw new ObjectNotFoundError(key, this.description);
-        return { body: Readable.from([], { objectMode: false }), info };
+        return this.emptyRead(key);
       }
       throw this.error('get', key, err);
     }
@@ -288,9 +252,7 @@ export class S3Store implements ObjectStore {
     const first = (res.Body as Readable | undefined) ?? Readable.from([], { objectMode: false });
     const firstAt = parseContentRange(res.ContentRange)?.start ?? 0;
     const chunks = this.resumable(first, firstAt, key, Key, start, last, res.ETag, opts.signal);
-    const body = verifyingStream(chunks, key, opts.expectedSha256, this.description);
-    if (opts.signal) addAbortSignal(opts.signal, body);
-    return { body, info };
+    return this.getResult(chunks, info, opts);
   }
 
   /**
@@ -414,12 +376,7 @@ export class S3Store implements ObjectStore {
     }
   }
 
-  list(prefix: string): AsyncIterable<ListEntry> {
-    validatePrefix(prefix);
-    return this.listPages(prefix);
-  }
-
-  private async *listPages(prefix: string): AsyncGenerator<ListEntry> {
+  protected async *listFrom(prefix: string): AsyncGenerator<ListEntry> {
     let token: string | undefined;
     do {
       let page;
@@ -427,7 +384,7 @@ export class S3Store implements ObjectStore {
         page = await this.client.send(
           new ListObjectsV2Command({
             Bucket: this.bucket,
-            Prefix: this.prefix + prefix,
+            Prefix: this.keyPrefix + prefix,
             ContinuationToken: token,
             MaxKeys: Math.min(1000, this.loc.tuning.listPageSize),
           }),
@@ -436,8 +393,8 @@ export class S3Store implements ObjectStore {
         throw this.error('list', prefix || undefined, err);
       }
       for (const o of page.Contents ?? []) {
-        if (!o.Key || !o.Key.startsWith(this.prefix) || o.Key.endsWith('/')) continue; // skip "folder" markers
-        yield { key: o.Key.slice(this.prefix.length), size: o.Size ?? 0, lastModified: o.LastModified ?? new Date(0) };
+        if (!o.Key || !o.Key.startsWith(this.keyPrefix) || o.Key.endsWith('/')) continue; // skip "folder" markers
+        yield { key: o.Key.slice(this.keyPrefix.length), size: o.Size ?? 0, lastModified: o.LastModified ?? new Date(0) };
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);

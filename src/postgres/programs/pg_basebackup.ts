@@ -3,7 +3,7 @@
 // (no password on a command line); -v's start and end points are picked out of stderr.
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { execa } from 'execa';
+import { startStreamingProgram } from './spawn.js';
 import type { ConnectionSettings } from '../../config/connection.js';
 import { findPgBinary } from '../binaries.js';
 import { libpqEnv } from '../libpq.js';
@@ -50,15 +50,11 @@ export async function startPgBasebackup(opts: PgBasebackupOptions): Promise<Runn
   const bin = await findPgBinary('pg_basebackup');
   const args = pgBasebackupArgs(opts);
   const command = [path.basename(bin), ...args].join(' ');
-  const child = execa(bin, args, {
+  const child = startStreamingProgram(bin, args, {
     env: libpqEnv(opts.connection, opts.env ?? process.env),
-    extendEnv: false,
     stdin: 'ignore',
     stdout: 'pipe',
-    stderr: 'pipe',
-    buffer: false,
-    reject: false,
-    cancelSignal: opts.signal,
+    signal: opts.signal,
     forceKillAfterDelay: 5000,
   });
   const tail: string[] = [];

@@ -5,7 +5,7 @@
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, type Readable, type Writable } from 'node:stream';
-import { execa } from 'execa';
+import { startStreamingProgram } from './spawn.js';
 import type { ConnectionSettings } from '../../config/connection.js';
 import { drainedOrClosed } from '../streams.js';
 import { findPgBinary, pgBinaryVersion, PgBinaryNotFoundError, PG_BINDIR_ENV, type PgBinaryVersion } from '../binaries.js';
@@ -140,15 +140,11 @@ export function startPgDump(opts: PgDumpOptions): PgDumpRun {
   const cancelSignal = opts.signal ? AbortSignal.any([opts.signal, stopper.signal]) : stopper.signal;
   const stderr = new StderrLines(opts.onStderrLine);
 
-  const child = execa(opts.pgDump, args, {
+  const child = startStreamingProgram(opts.pgDump, args, {
     env: libpqEnv(opts.connection, opts.env ?? process.env),
-    extendEnv: false,
     stdin: 'ignore',
     stdout: 'pipe',
-    stderr: 'pipe',
-    buffer: false,
-    reject: false,
-    cancelSignal,
+    signal: cancelSignal,
     forceKillAfterDelay: 5000,
   });
   child.stderr?.on('data', (d: Buffer) => stderr.push(d));
@@ -255,15 +251,11 @@ export async function readThroughRestoreList(
     return { bytes };
   }
   const stderr = new StderrLines(undefined, 0, STDERR_TAIL_LINES);
-  const child = execa(opts.pgRestore, ['--list'], {
+  const child = startStreamingProgram(opts.pgRestore, ['--list'], {
     env: opts.env ?? process.env,
-    extendEnv: false,
     stdin: 'pipe',
     stdout: 'pipe',
-    stderr: 'pipe',
-    buffer: false,
-    reject: false,
-    ...(opts.signal ? { cancelSignal: opts.signal } : {}),
+    signal: opts.signal,
     forceKillAfterDelay: 5000,
   });
   const toc: TocSummary = { entries: 0, tableData: 0 };

@@ -2,6 +2,7 @@
 // per-item progress. The dump is a local file (`pg_restore -j` needs a seekable file, not a pipe).
 // Connections travel in libpq's environment variables: no password on a command line.
 import { execa } from 'execa';
+import { startStreamingProgram } from './spawn.js';
 import type { ConnectionSettings } from '../../config/connection.js';
 import { libpqEnv } from '../libpq.js';
 import { StderrLines, findPgClientFor, serverMajor } from './pg_dump.js';
@@ -133,15 +134,11 @@ export async function runPgRestore(opts: PgRestoreOptions): Promise<{ items: num
       messages.push(line + '\n');
     }
   };
-  const child = execa(opts.pgRestore, args, {
+  const child = startStreamingProgram(opts.pgRestore, args, {
     env: libpqEnv(opts.connection, opts.env ?? process.env),
-    extendEnv: false,
     stdin: 'ignore',
     stdout: 'ignore',
-    stderr: 'pipe',
-    buffer: false,
-    reject: false,
-    ...(opts.signal ? { cancelSignal: opts.signal } : {}),
+    signal: opts.signal,
     forceKillAfterDelay: 5000,
   });
   child.stderr?.on('data', (d: Buffer) => {

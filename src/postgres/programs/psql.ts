@@ -2,7 +2,7 @@
 // STDOUT piped into COPY FROM STDIN) inside one transaction on the receiving side. Connections
 // travel in libpq's environment variables: no password on a command line.
 import type { Writable } from 'node:stream';
-import { execa } from 'execa';
+import { startStreamingProgram } from './spawn.js';
 import type { ConnectionSettings } from '../../config/connection.js';
 import { libpqEnv } from '../libpq.js';
 import { drainedOrClosed } from '../streams.js';
@@ -58,26 +58,18 @@ export async function copyRows(opts: CopyRowsOptions): Promise<CopyRowsResult> {
   const local = new AbortController();
   const signal = opts.signal ? AbortSignal.any([opts.signal, local.signal]) : local.signal;
 
-  const sink = execa(opts.psql, [...psqlArgs, '-f', '-'], {
+  const sink = startStreamingProgram(opts.psql, [...psqlArgs, '-f', '-'], {
     env: libpqEnv(appName(opts.target), baseEnv),
-    extendEnv: false,
     stdin: 'pipe',
     stdout: 'pipe',
-    stderr: 'pipe',
-    buffer: false,
-    reject: false,
-    cancelSignal: signal,
+    signal,
     killSignal: 'SIGKILL',
   });
-  const source = execa(opts.psql, [...psqlArgs, '-c', `COPY (${opts.sourceQuery}) TO STDOUT`], {
+  const source = startStreamingProgram(opts.psql, [...psqlArgs, '-c', `COPY (${opts.sourceQuery}) TO STDOUT`], {
     env: libpqEnv(appName(opts.source), baseEnv),
-    extendEnv: false,
     stdin: 'ignore',
     stdout: 'pipe',
-    stderr: 'pipe',
-    buffer: false,
-    reject: false,
-    cancelSignal: signal,
+    signal,
     forceKillAfterDelay: 2000,
   });
   const sinkErr = new StderrLines();
