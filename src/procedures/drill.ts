@@ -185,7 +185,7 @@ export const drillProcedure = defineProcedure<DrillParams, DrillState>({
         switch (incident(ctx)) {
           case 'bad-delete': {
             const n = await deleteThirdOfEvents(conn(ctx));
-            ctx.log(`DELETE FROM events WHERE id % 3 = 0: ${n} rows gone`, 'warn');
+            ctx.log(`deleted every third row of events: ${n} rows gone`, 'warn');
             break;
           }
           case 'dropped-table':

@@ -98,8 +98,8 @@ export const logicalRestoreProcedure = defineProcedure<LogicalRestoreParams, Log
       id: 'counts',
       title: 'Compare every table\'s row count with the dump',
       kind: 'verify',
-      describe: (ctx) => `Counting the rows of every table in ${ctx.state.plan?.newDatabase ?? 'the new database'} (SELECT count(*)) against the counts dump.json recorded in the dump's own snapshot.`,
-      plan: () => ['the new database\'s owner must be the original\'s; SELECT count(*) of every table listed in dump.json in the new database; each must equal dump.json'],
+      describe: (ctx) => `Counting the rows of every table in ${ctx.state.plan?.newDatabase ?? 'the new database'} (count(*)) against the counts dump.json recorded in the dump's own snapshot.`,
+      plan: () => ['the new database\'s owner must be the original\'s; count(*) of every table listed in dump.json in the new database; each must equal dump.json'],
       run: compareCounts,
     },
     {

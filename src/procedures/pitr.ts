@@ -324,7 +324,7 @@ export const pitrProcedure = defineProcedure<PitrParams, PitrState>({
         if (!ctx.state.reached?.ok) throw new Error('the target was not verified as reached; not promoting');
         if (!promoting(ctx)) {
           ctx.state.leftPaused = true;
-          ctx.log(`left paused for inspection; promote later with: pgrunbook --procedure promote --pgdata ${pgdataOf(ctx)} --yes (or SELECT pg_promote())`, 'warn');
+          ctx.log(`left paused for inspection; promote later with: pgrunbook --procedure promote --pgdata ${pgdataOf(ctx)} --yes (or pg_promote() in psql)`, 'warn');
           return;
         }
         await promoteAndClear(ctx, plan(ctx));

@@ -113,7 +113,7 @@ export const tableRestoreProcedure = defineProcedure<TableRestoreParams, TableRe
         'The live table\'s rows now, the rows restored from the dump, and the count dump.json recorded: the restored count must equal dump.json\'s. ' +
         'Replace mode: the columns and partitions must match, and every key that other tables reference now must be among the dumped rows (else nothing is changed).',
       plan: (ctx) => [
-        'SELECT count(*) of the live table and of the restored one; compare with dump.json',
+        'count(*) of the live table and of the restored one; compare with dump.json',
         ...(modeOf(ctx.params) === 'replace' ? ['for each foreign key referencing the table: stream the referenced keys from production into the temporary database and look for keys the dump lacks'] : []),
       ],
       async run(ctx) {
@@ -133,7 +133,7 @@ export const tableRestoreProcedure = defineProcedure<TableRestoreParams, TableRe
           ? `After a typed confirmation (${confirmText(p)}): in ONE transaction on ${p.database}, LOCK TABLE ${label(p.schema, p.table)} IN EXCLUSIVE MODE (reads go on; all its partitions), ` +
               `${p.replica ? 'SET LOCAL session_replication_role = replica, ' : ''}disable its triggers, DELETE its rows, COPY the restored rows in, enable the triggers, ` +
               `check the count and checksum${p.replica ? ' and the foreign keys' : ''}, COMMIT. No trigger fires; a failure anywhere rolls back: the live rows stay as they are.`
-          : `CREATE TABLE ${label(p.schema, p.newTable!)} (the dumped columns and types, NOT NULL; no defaults, indexes or constraints) and COPY the restored rows into it, in one transaction.`;
+          : `create the table ${label(p.schema, p.newTable!)} (the dumped columns and types, NOT NULL; no defaults, indexes or constraints) and COPY the restored rows into it, in one transaction.`;
       },
       plan: (ctx) => (modeOf(ctx.params) === 'replace' ? [replaceConfirmPlan(ctx.params), ...copyPlanLines(true)] : copyPlanLines(false)),
       async run(ctx) {

@@ -50,7 +50,7 @@ export const verifyConnectStep: VerifyStep = {
   title: 'Connect to the server',
   kind: 'check',
   describe: (ctx) => `Connecting to ${describeConnection(ctx.services.connection)} to read the server version and its databases.`,
-  plan: (ctx) => [`connect to ${describeConnection(ctx.services.connection)} and run SELECT version()`],
+  plan: (ctx) => [`connect to ${describeConnection(ctx.services.connection)} and read its version`],
   async run(ctx) {
     const conn = ctx.services.connection;
     const info = await serverOverview(conn);
@@ -66,8 +66,8 @@ export const verifyDatabasesStep: VerifyStep = {
   id: 'databases',
   title: 'Query every database',
   kind: 'verify',
-  describe: () => 'Running SELECT 1 and a catalog query in each database, to prove each one opens and its catalog is readable.',
-  plan: (ctx) => targetDatabases(ctx).map((db) => `connect to ${db}; SELECT 1; count pg_class`),
+  describe: () => 'Running a trivial query and a catalog query in each database, to prove each one opens and its catalog is readable.',
+  plan: (ctx) => targetDatabases(ctx).map((db) => `connect to ${db}; a trivial query; count pg_class`),
   async run(ctx) {
     const all = ctx.state.allDatabases ?? [];
     for (const db of targetDatabases(ctx)) {
@@ -78,7 +78,7 @@ export const verifyDatabasesStep: VerifyStep = {
       }
       try {
         const relations = await probeDatabase(dbConnection(ctx, db));
-        ctx.check(`database ${db}`, true, `SELECT 1 and catalog query ok (${relations} relations)`);
+        ctx.check(`database ${db}`, true, `trivial and catalog queries ok (${relations} relations)`);
       } catch (err) {
         ctx.check(`database ${db}`, false, (err as Error).message);
       }
@@ -90,9 +90,9 @@ export const verifyTablesStep: VerifyStep = {
   id: 'critical-tables',
   title: 'Count rows of critical tables',
   kind: 'verify',
-  describe: () => 'Counting rows exactly (SELECT count(*)) in each critical table, against the expected minimum where one is given.',
+  describe: () => 'Counting rows exactly (count(*)) in each critical table, against the expected minimum where one is given.',
   skipIf: (ctx) => (criticalTables(ctx).length === 0 ? 'no critical tables given (pass --critical-tables DB:SCHEMA.TABLE[:MIN] or set criticalTables in the profile)' : undefined),
-  plan: (ctx) => criticalTables(ctx).map((t) => `SELECT count(*) FROM ${t.table} in ${t.database}${t.minRows !== undefined ? `, expect >= ${t.minRows}` : ''}`),
+  plan: (ctx) => criticalTables(ctx).map((t) => `count(*) of ${t.table} in ${t.database}${t.minRows !== undefined ? `, expect >= ${t.minRows}` : ''}`),
   async run(ctx) {
     const tables = criticalTables(ctx);
     const counts: Record<string, number> = {};

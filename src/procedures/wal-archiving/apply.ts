@@ -217,7 +217,7 @@ async function checkLive(ctx: WalCtx, changes: Change[]): Promise<void> {
   });
   if (notLive.length) {
     throw new Error(
-      `after the restart ${notLive.map((c) => c.name).join(', ')} still do not have the new values: another configuration source overrides them (see SELECT * FROM pg_file_settings), or the server was started with -c options`,
+      `after the restart ${notLive.map((c) => c.name).join(', ')} still do not have the new values: another configuration source overrides them (see the pg_file_settings view), or the server was started with -c options`,
     );
   }
 }

@@ -137,7 +137,7 @@ async function reportOutcome(ctx: WalCtx, outcome: ArchiveOutcome, where: string
         'segment archived',
         false,
         `${seg} was not archived within ${timeoutSec(ctx)} s (pg_stat_archiver.last_archived_wal = ${outcome.lastArchivedWal ?? 'none'}, no failures reported): ` +
-          `the archiver may be working through a backlog or archive_command may hang. Check SELECT * FROM pg_stat_archiver and the server log${logFile ? ` (${logFile})` : ''}; ` +
+          `the archiver may be working through a backlog or archive_command may hang. Check the pg_stat_archiver view and the server log${logFile ? ` (${logFile})` : ''}; ` +
           'run again with a longer --timeout.',
       );
   }
