@@ -22,6 +22,13 @@ export async function profileCommand(argv: string[], io: { stdout: NodeJS.Writab
   checkPositionals(PROFILE, positionals);
   if (sub !== 'list' && !name) throw new CliUsageError(`profile ${sub} needs a NAME`, USAGE);
   if (sub === 'list' && name) throw new CliUsageError(`unexpected argument "${name}" for profile list`, USAGE);
+  if (sub === 'save') {
+    // Checked before the store is opened (which creates its directory): bad input creates nothing.
+    if (typeof flags['server-control'] === 'string' && !['pg_ctl', 'systemd', 'commands'].includes(flags['server-control'])) {
+      throw new CliUsageError(`--server-control: "${flags['server-control']}" is not one of: pg_ctl, systemd, commands`, USAGE);
+    }
+    if (typeof flags.repo === 'string') checkRepoUrl(flags.repo, io.env);
+  }
   const store = await openProfileStore(io.env);
   switch (sub) {
     case 'list':
@@ -40,10 +47,6 @@ export async function profileCommand(argv: string[], io: { stdout: NodeJS.Writab
       io.stdout.write(`deleted profile ${name}\n`);
       return 0;
     case 'save': {
-      if (typeof flags['server-control'] === 'string' && !['pg_ctl', 'systemd', 'commands'].includes(flags['server-control'])) {
-        throw new CliUsageError(`--server-control: "${flags['server-control']}" is not one of: pg_ctl, systemd, commands`, USAGE);
-      }
-      if (typeof flags.repo === 'string') checkRepoUrl(flags.repo, io.env);
       const s = (k: string) => (flags[k] === undefined ? undefined : String(flags[k]));
       const profile: Profile = { ...(store.get(name) ?? {}) };
       const connection = { ...(profile.connection ?? {}) };
