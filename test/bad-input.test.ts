@@ -158,3 +158,30 @@ describe('README', () => {
     for (const [name, short] of declared) expect(documented.get(name), `--${name}'s short flag`).toBe(short);
   });
 });
+
+describe('the fast commands stay light', () => {
+  // Static imports only (a dynamic import() loads on demand): wal-push, wal-fetch and --version
+  // must not pull in Ink, React, the cloud SDKs, conf or the procedures.
+  function staticClosure(entry: string): { files: Set<string>; packages: Set<string> } {
+    const files = new Set<string>();
+    const packages = new Set<string>();
+    const visit = (file: string) => {
+      if (files.has(file)) return;
+      files.add(file);
+      const text = fs.readFileSync(file, 'utf8');
+      for (const m of text.matchAll(/^\s*(?:import|export)\s+(?!type\b)(?:[^'";]*?\sfrom\s+)?['"]([^'"]+)['"]/gm)) {
+        const spec = m[1];
+        if (spec.startsWith('.')) visit(path.resolve(path.dirname(file), spec.replace(/\.js$/, '.ts')).replace(/\.ts\.ts$/, '.ts'));
+        else if (!spec.startsWith('node:')) packages.add(spec);
+      }
+    };
+    visit(entry);
+    return { files, packages };
+  }
+  it.each(['src/cli.ts', 'src/wal/command.ts', 'src/commands/registry.ts'])('%s', (entry) => {
+    const { files, packages } = staticClosure(path.join(import.meta.dirname, '..', entry));
+    const rel = [...files].map((f) => path.relative(path.join(import.meta.dirname, '..'), f));
+    expect(rel.filter((f) => /src\/(main|app)\.tsx?$|src\/procedures\/|src\/screens\//.test(f))).toEqual([]);
+    expect([...packages].filter((p) => /^(ink|react|conf|@aws-sdk|@azure|@smithy)/.test(p))).toEqual([]);
+  });
+});

@@ -48,7 +48,7 @@ export async function catalogCommand(
     if (!since) return usage(`--since: "${String(flags.since)}" is neither a duration (30m, 12h, 7d, 2w) nor an ISO 8601 time (2026-11-24T03:00:00Z)`);
   }
   const url = (flags.repo as string | undefined) ?? io.env.PGRUNBOOK_REPO;
-  if (!url) return usage('no repository', 'pass --repo URL or set PGRUNBOOK_REPO (file:///path, s3://bucket/prefix, azure://container/prefix)');
+  if (!url) return usage('no repository: pass --repo URL or set PGRUNBOOK_REPO', 'a repository URL is file:///path, s3://bucket/prefix or azure://container/prefix');
   try {
     checkRepoUrl(url, io.env, { source: flags.repo !== undefined ? '--repo' : 'PGRUNBOOK_REPO' });
   } catch (err) {
