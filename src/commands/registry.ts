@@ -121,7 +121,7 @@ Exit 0 means durably stored / fetched; anything else tells PostgreSQL to retry (
 
 const walCommon: OptionDecl[] = [
   { name: 'env-file', type: 'string', value: 'FILE', help: 'load KEY=VALUE lines (credentials) from a 0600 file', completes: 'file' },
-  repoOption,
+  { ...repoOption, profile: false },
   { name: 'compress', type: 'choice', choices: ['gzip', 'none'], help: 'compression of stored WAL', env: 'PGRUNBOOK_WAL_COMPRESS', default: 'gzip' },
   { name: 'compress-level', type: 'number', value: '1-9', help: 'gzip level', env: 'PGRUNBOOK_WAL_COMPRESS_LEVEL', default: 1 },
   { name: 'verbose', type: 'boolean', help: 'say what was stored or fetched, and how long it took' },
