@@ -1,6 +1,10 @@
 #!/usr/bin/env node
-// Entry point. PostgreSQL runs wal-push/wal-fetch once per WAL segment, so those are routed
-// before anything heavy (React, Ink, cloud SDKs, conf) is loaded.
+// Entry point. PostgreSQL runs wal-push/wal-fetch once per WAL segment, so those (and
+// --version) are routed before anything heavy (React, Ink, cloud SDKs, conf) is loaded: they
+// import only their own module, the light command registry and the error helpers.
+import fs from 'node:fs';
+import { errorReport } from './engine/errors.js';
+
 const argv = process.argv.slice(2);
 
 async function run(): Promise<number> {
@@ -8,8 +12,21 @@ async function run(): Promise<number> {
     const { walCommand } = await import('./wal/command.js');
     return walCommand(argv[0], argv.slice(1));
   }
+  if (argv.length === 1 && argv[0] === '--version') {
+    process.stdout.write(`${packageVersion()}\n`);
+    return 0;
+  }
   const { main } = await import('./main.js');
   return main(argv);
+}
+
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    return pkg.version;
+  } catch {
+    return 'unknown';
+  }
 }
 
 run().then(
@@ -18,8 +35,7 @@ run().then(
   },
   (err: unknown) => {
     // No stack traces for operators; PGRUNBOOK_DEBUG=1 shows one for a bug report.
-    const detail = err instanceof Error ? (process.env.PGRUNBOOK_DEBUG ? (err.stack ?? err.message) : err.message || err.name) : String(err);
-    process.stderr.write(`pgrunbook: unexpected error: ${detail}\n`);
+    process.stderr.write(errorReport(err, { prefix: 'pgrunbook: unexpected error', hint: 'this is a bug: run it again with PGRUNBOOK_DEBUG=1 and report the output' }));
     process.exitCode = 1;
   },
 );

@@ -3,8 +3,11 @@
 // module loads, so they never pay for it.
 import fs from 'node:fs';
 import { EXIT, UsageError, type Params, type Procedure } from './engine/types.js';
-import { FlagError, flagName, parseArgv, procedureBooleanFlags, resolveParams, type RawFlags } from './engine/params.js';
+import { flagName, resolveParams, type RawFlags } from './engine/params.js';
 import { errorMessage, runProcedure, type RunSupervisor } from './engine/runner.js';
+import { hintOf } from './engine/errors.js';
+import { CliUsageError, GLOBAL, SUBCOMMANDS, optionLines, parseCommand, procedureOptions } from './commands/registry.js';
+import { checkDataDir, checkRepoUrl, checkStateDir } from './commands/validate.js';
 import { headlessAnswerer } from './engine/confirm.js';
 import { humanReporter, jsonLinesReporter } from './engine/reporters.js';
 import { defaultStateDir, journalPathFor, newRunId, readResumePoint } from './engine/journal.js';
@@ -16,9 +19,8 @@ import { buildServices, profileDefaults, runContextOf, type ProcedureServices } 
 import { loadProcedures } from './procedures/load.js';
 import { profileCommand } from './config/command.js';
 
-const GLOBAL_BOOLEANS = ['yes', 'json', 'dry-run', 'list', 'help', 'version'];
-const GLOBAL_VALUED = ['procedure', 'profile', 'confirm', 'resume', 'host', 'port', 'user', 'dbname', 'pgdata', 'repo', 'state-dir'];
-const ALIASES: Record<string, string> = { '-h': '--host', '-p': '--port', '-U': '--user', '-d': '--dbname', '-D': '--pgdata', '-y': '--yes', '-P': '--procedure' };
+const GLOBAL_NAMES = new Set(GLOBAL.options.map((o) => o.name));
+const SUBCOMMAND_WORDS = Object.keys(SUBCOMMANDS);
 
 export interface MainIo {
   stdout: NodeJS.WriteStream;
@@ -31,16 +33,28 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
   const { env } = io;
   const json = argv.includes('--json');
   const fail = (code: number, message: string, hint?: string): number => {
-    io.stderr.write(`pgrunbook: ${message}\n${hint ? `${hint}\n` : ''}`);
+    io.stderr.write(`pgrunbook: ${message}\n${hint ? `hint: ${hint}\n` : ''}`);
     if (json) io.stdout.write(JSON.stringify({ type: 'error', exitCode: code, message, hint }) + '\n');
     return code;
   };
+
+  const failWith = (err: unknown, code: number = EXIT.usage, hint?: string): number =>
+    fail(err instanceof CliUsageError ? err.exitCode : code, errorMessage(err), hintOf(err) ?? hint);
 
   if (argv[0] === 'profile') {
     try {
       return await profileCommand(argv.slice(1), io);
     } catch (err) {
-      return fail(EXIT.usage, errorMessage(err));
+      return failWith(err, EXIT.usage, 'see: pgrunbook profile --help');
+    }
+  }
+
+  if (argv[0] === 'completion') {
+    try {
+      const { completionCommand } = await import('./commands/completion.js');
+      return await completionCommand(argv.slice(1), io);
+    } catch (err) {
+      return failWith(err, EXIT.usage, 'see: pgrunbook completion --help');
     }
   }
 
@@ -49,7 +63,7 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
       const { catalogCommand } = await import('./commands/catalog.js');
       return await catalogCommand(argv.slice(1), io);
     } catch (err) {
-      return fail(EXIT.failed, errorMessage(err));
+      return failWith(err, EXIT.failed, 'check the repository URL, the credentials and the network, then run it again');
     }
   }
 
@@ -68,24 +82,31 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
   try {
     procedures = await loadProcedures(env);
   } catch (err) {
-    return fail(EXIT.usage, errorMessage(err));
+    return fail(EXIT.usage, errorMessage(err), 'fix or unset PGRUNBOOK_PROCEDURES_MODULE');
   }
   const names = procedures.map((p) => p.id).join(', ');
 
-  // The procedure decides which of its flags are booleans, so find it before parsing
+  // The procedure decides which options exist and which are booleans, so find it before parsing
   // (for --resume, from the run's journal).
-  const procArg = rawFlagValue(argv, '--procedure', '-P') ?? preResumeProcedure(argv, env);
-  const preProcedure = procArg ? procedures.find((p) => p.id === procArg) : undefined;
+  const procArg = rawFlagValue(argv, '--procedure', '-P');
+  if (procArg !== undefined && !procArg.startsWith('-') && !procedures.some((p) => p.id === procArg)) {
+    return fail(EXIT.usage, `unknown procedure "${procArg}"; valid procedures: ${names}`, 'list them with: pgrunbook --list');
+  }
+  const preProcedure = procedures.find((p) => p.id === (procArg ?? preResumeProcedure(argv, env)));
 
   let flags: RawFlags;
   let positionals: string[];
   try {
-    ({ flags, positionals } = parseArgv(argv, new Set([...GLOBAL_BOOLEANS, ...(preProcedure ? procedureBooleanFlags(preProcedure) : [])]), ALIASES));
+    ({ flags, positionals } = parseCommand(GLOBAL, argv, preProcedure
+      ? { extra: procedureOptions(preProcedure.params).filter((o) => !GLOBAL_NAMES.has(o.name)), forWhat: `procedure ${preProcedure.id}`, helpCommand: `pgrunbook --procedure ${preProcedure.id} --help` }
+      : {}));
   } catch (err) {
-    if (err instanceof FlagError) return fail(EXIT.usage, err.message, 'see: pgrunbook --help');
-    throw err;
+    return failWith(err);
   }
-  if (positionals.length) return fail(EXIT.usage, `unexpected argument "${positionals[0]}"`, 'see: pgrunbook --help');
+  if (positionals.length) {
+    const hint = SUBCOMMAND_WORDS.includes(positionals[0]) ? `"${positionals[0]}" is a command: put it first, e.g. pgrunbook ${positionals[0]} --help` : 'see: pgrunbook --help';
+    return fail(EXIT.usage, `unexpected argument "${positionals[0]}"`, hint);
+  }
 
   if (flags.version) {
     io.stdout.write(`${await packageVersion()}\n`);
@@ -142,7 +163,7 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
 
   // Split flags: globals stay here, the rest are the procedure's.
   const procFlags: RawFlags = {};
-  for (const [k, v] of Object.entries(flags)) if (!GLOBAL_BOOLEANS.includes(k) && !GLOBAL_VALUED.includes(k)) procFlags[k] = v;
+  for (const [k, v] of Object.entries(flags)) if (!GLOBAL_NAMES.has(k)) procFlags[k] = v;
 
   let profile: Profile = {};
   const journaled = resumeFrom?.context;
@@ -160,7 +181,7 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
     try {
       profile = await loadProfile(profileName, env);
     } catch (err) {
-      if (err instanceof ProfileError) return fail(EXIT.usage, err.message);
+      if (err instanceof ProfileError) return fail(EXIT.usage, err.message, 'list the saved profiles with: pgrunbook profile list');
       throw err;
     }
   }
@@ -169,9 +190,17 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
   try {
     services = buildServices(flags, env, profile, profileName, resumeFrom && journaled ? { runId: resumeFrom.runId, procedure: procedure.id, context: journaled } : undefined);
   } catch (err) {
-    if (err instanceof ConnectionStringError) return fail(EXIT.usage, err.message);
+    if (err instanceof ConnectionStringError) return fail(EXIT.usage, err.message, 'see: pgrunbook --help (connection options)');
     if (err instanceof UsageError) return fail(EXIT.usage, err.message, err.hint);
     throw err;
+  }
+  // Cheap checks of what the command line names, before any step runs.
+  try {
+    if (services.repo) checkRepoUrl(services.repo, env, { source: flags.repo !== undefined ? '--repo' : env.PGRUNBOOK_REPO ? 'PGRUNBOOK_REPO' : 'the repository' });
+    if (services.pgdata) checkDataDir(services.pgdata, flags.pgdata !== undefined ? '--pgdata' : 'the data directory');
+    if (!flags['dry-run']) checkStateDir(stateDir, flags['state-dir'] !== undefined ? '--state-dir' : env.PGRUNBOOK_STATE_DIR ? 'PGRUNBOOK_STATE_DIR' : 'the state directory');
+  } catch (err) {
+    return failWith(err);
   }
   if (journaled?.repoCredentialsDropped && services.repo === journaled.repo) {
     io.stderr.write(`pgrunbook: note: the repository URL of run ${resumeFrom!.runId} carried credentials, which are never journaled; they must come from the environment (AWS_*, AZURE_STORAGE_*) or give --repo with them again\n`);
@@ -304,41 +333,20 @@ async function packageVersion(): Promise<string> {
 }
 
 export function generalHelp(procedures: Procedure[]): string {
-  return `pgrunbook: guided PostgreSQL backup and disaster recovery
+  const perRun = GLOBAL.options.filter((o) => !['list', 'version', 'help'].includes(o.name));
+  return `pgrunbook: ${GLOBAL.summary}
 
 Usage:
-  pgrunbook                                  the guided app (in a terminal)
-  pgrunbook --procedure NAME [options]       run a procedure headless
-  pgrunbook --resume RUN_ID [options]        continue an interrupted or failed run
-  pgrunbook --list                           list procedures
-  pgrunbook --procedure NAME --help          a procedure's options
-  pgrunbook profile save|list|show|delete    manage saved profiles
-  pgrunbook catalog [--repo URL] [--json]    backups, WAL, gaps and recovery windows in a repository
-  pgrunbook catalog --verify [--since 7d] [--parallel N]   read every object back against its checksum
-  pgrunbook status [--json|--prometheus]     backup ages, sizes, WAL archive lag; exit 0/1/2/3 (see status --help)
-  pgrunbook wal-push %p                      archive_command: store one WAL file in the repository
-  pgrunbook wal-fetch %f %p                  restore_command: fetch one WAL file from the repository
+${GLOBAL.usage.map((u) => `  ${u}`).join('\n')}
 
 Procedures:
 ${procedures.map((p) => `  ${p.id.padEnd(16)} ${p.summary}`).join('\n')}
 
 Options for every procedure:
-  --profile NAME        saved settings (or PGRUNBOOK_PROFILE); flags and PG* variables override it
-  -h, --host HOST       server host or socket directory (PGHOST)
-  -p, --port PORT       server port (PGPORT)
-  -U, --user USER       database user (PGUSER); passwords from PGPASSWORD or ~/.pgpass
-  -d, --dbname DB       database name, conninfo string or postgresql:// URI (PGDATABASE)
-  -D, --pgdata DIR      data directory (PGDATA)
-  --repo URL            backup repository: file:///path, s3://bucket/prefix, azure://container/prefix (PGRUNBOOK_REPO)
-  --yes                 answer yes to ordinary confirmations
-  --confirm VALUE       allow a destructive step: VALUE must equal the text the app would ask you to type
-  --json                one JSON object per line; the last line is the run summary
-  --dry-run             show the plan; change nothing
-  --state-dir DIR       where journals go (PGRUNBOOK_STATE_DIR; default ~/.local/state/pgrunbook)
+${optionLines(perRun)}
 
-Exit codes: 0 done, 1 a step failed, 2 bad usage or parameters, 3 verification failed,
-4 a confirmation was refused or missing, 130 interrupted.
-`;
+Each command has its own --help (pgrunbook status --help, pgrunbook --procedure NAME --help).
+${GLOBAL.notes ?? ''}`;
 }
 
 export function procedureHelp(p: Procedure): string {

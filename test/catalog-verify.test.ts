@@ -359,7 +359,7 @@ describe('catalog --verify on a repository filled by wal-push, backup-base and b
     for (const args of [['--parallel', '0'], ['--parallel', 'many'], ['--since', 'last tuesday'], ['--bogus'], ['extra']]) {
       const r = await verify(args);
       expect(r.exitCode, `${args.join(' ')}: ${r.stderr}`).toBe(2);
-      expect(r.stderr).toMatch(/^pgrunbook catalog: .+\nusage: pgrunbook catalog/);
+      expect(r.stderr).toMatch(/^pgrunbook catalog: .+\nhint: .*pgrunbook catalog/);
     }
     const noRepo = await runCli(['catalog', '--verify'], stateEnv);
     expect(noRepo.exitCode).toBe(2);

@@ -119,10 +119,14 @@ describe('headless CLI', () => {
     expect(unknown.exitCode).toBe(2);
     expect(unknown.stderr).toMatch(/unknown procedure "nope"; valid procedures: verify, .*\bdemo\b/);
 
-    const badParam = await runCli(['--procedure', 'demo', '--dir', t.work, '--fail', 'sometimes', '--colour', 'x'], t.env);
+    const badParam = await runCli(['--procedure', 'demo', '--dir', t.work, '--fail', 'sometimes'], t.env);
     expect(badParam.exitCode).toBe(2);
     expect(badParam.stderr).toContain('--fail: "sometimes" is not one of: none, prepare, verify');
-    expect(badParam.stderr).toContain('unknown option --colour');
+    // Parsing is strict: an unknown option is refused before the parameters are read.
+    const badOption = await runCli(['--procedure', 'demo', '--dir', t.work, '--fail', 'sometimes', '--colour', 'x'], t.env);
+    expect(badOption.exitCode).toBe(2);
+    expect(badOption.stderr).toContain('unknown option --colour for procedure demo');
+    expect(badOption.stderr).toContain('hint: see the valid options: pgrunbook --procedure demo --help');
 
     const missing = await runCli(['--procedure', 'demo'], t.env);
     expect(missing.exitCode).toBe(2);

@@ -4,7 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { errorMessage, runProcedure, type RunSupervisor } from '../src/engine/runner.js';
 import { headlessAnswerer } from '../src/engine/confirm.js';
 import { readJournal, readResumePoint } from '../src/engine/journal.js';
-import { resolveParams, parseArgv } from '../src/engine/params.js';
+import { resolveParams } from '../src/engine/params.js';
+import { CliUsageError, parseCommand, type CommandDecl } from '../src/commands/registry.js';
 import { maskConnectionStrings } from '../src/engine/mask.js';
 import { repoWithoutCredentials } from '../src/procedures/services.js';
 import type { Procedure, RunEvent } from '../src/engine/types.js';
@@ -277,9 +278,32 @@ describe('params', () => {
     expect(bad.errors.join('\n')).toContain('unknown option --bogus for procedure p; its options are: --jobs, --mode, --tables, --pgdata');
     expect(resolveParams(proc, {}, {}).errors).toEqual(['missing --mode: mode']);
   });
-  it('parses flag forms', () => {
-    const { flags, positionals } = parseArgv(['--a', '1', '--b=2', '--yes', '--no-json', '-U', 'me', 'pos'], new Set(['yes', 'json']), { '-U': '--user' });
+  it('parses flag forms strictly against the declarations', () => {
+    const decl: CommandDecl = {
+      name: 't',
+      summary: 'test',
+      usage: ['t'],
+      options: [
+        { name: 'a', type: 'string', help: 'a' },
+        { name: 'b', type: 'string', help: 'b' },
+        { name: 'yes', type: 'boolean', help: 'yes' },
+        { name: 'json', type: 'boolean', help: 'json', negatable: true },
+        { name: 'user', short: 'U', type: 'string', help: 'user' },
+      ],
+    };
+    const { flags, positionals } = parseCommand(decl, ['--a', '1', '--b=2', '--yes', '--no-json', '-U', 'me', 'pos']);
     expect(flags).toEqual({ a: '1', b: '2', yes: true, json: false, user: 'me' });
     expect(positionals).toEqual(['pos']);
+    expect(() => parseCommand(decl, ['--bogus', 'x'])).toThrow(/^unknown option --bogus for t$/);
+    expect(() => parseCommand(decl, ['--a'])).toThrow(/^--a needs a value$/);
+    expect(() => parseCommand(decl, ['--a', '--yes'])).toThrow(/^--a needs a value$/);
+    expect(() => parseCommand(decl, ['--yes=1'])).toThrow(/^--yes takes no value$/);
+    try {
+      parseCommand(decl, ['--bogus']);
+    } catch (err) {
+      expect(err).toBeInstanceOf(CliUsageError);
+      expect((err as CliUsageError).exitCode).toBe(2);
+      expect((err as CliUsageError).hint).toContain('pgrunbook t --help');
+    }
   });
 });

@@ -3,7 +3,8 @@
 // and check it against its recorded checksum, the WAL for gaps, and base backups against their
 // backup_manifest; the result is recorded in the repository (verify/last.json) for `status`.
 // Exit codes: 0 intact, 3 a bad object (each named), 2 bad usage, 1 the repository cannot be read.
-import { parseArgv, FlagError } from '../engine/params.js';
+import { CATALOG, CliUsageError, checkPositionals, commandHelp, parseCommand, type RawFlags } from './registry.js';
+import { checkRepoUrl } from './validate.js';
 import { EXIT } from '../engine/types.js';
 import { formatBytes, formatDuration } from '../engine/format.js';
 import { openStore } from '../storage/url.js';
@@ -11,33 +12,30 @@ import { readCatalog, type Catalog } from '../repo/catalog.js';
 import { RepositoryUnreadableError, VERIFY_RESULT_KEY, parseSince, recordVerifyResult, verifyRepository, type VerifyProgress, type VerifyResult } from '../repo/verify.js';
 import { errorMessage } from '../engine/errors.js';
 
-export const CATALOG_USAGE = 'usage: pgrunbook catalog [--repo URL] [--json] [--verify [--since DURATION|ISO-TIME] [--parallel N]]';
 
 export async function catalogCommand(
   argv: string[],
   io: { stdout: NodeJS.WritableStream; stderr?: NodeJS.WritableStream; env: NodeJS.ProcessEnv },
 ): Promise<number> {
   const wantsJson = argv.includes('--json');
-  const usage = (message: string): number => {
-    io.stderr?.write(`pgrunbook catalog: ${message}\n${CATALOG_USAGE}\n`);
-    if (wantsJson) io.stdout.write(JSON.stringify({ type: 'error', exitCode: EXIT.usage, message }) + '\n');
+  const usage = (message: string, hint = 'see: pgrunbook catalog --help'): number => {
+    io.stderr?.write(`pgrunbook catalog: ${message}\nhint: ${hint}\n`);
+    if (wantsJson) io.stdout.write(JSON.stringify({ type: 'error', exitCode: EXIT.usage, message, hint }) + '\n');
     return EXIT.usage;
   };
-  let flags: Record<string, unknown>;
+  let flags: RawFlags;
   try {
-    const parsed = parseArgv(argv, new Set(['json', 'verify']));
+    const parsed = parseCommand(CATALOG, argv);
     flags = parsed.flags;
-    const unknown = Object.keys(flags).filter((k) => !['json', 'repo', 'verify', 'since', 'parallel'].includes(k));
-    if (unknown.length || parsed.positionals.length) return usage(`unknown: ${[...unknown.map((k) => '--' + k), ...parsed.positionals].join(' ')}`);
+    checkPositionals(CATALOG, parsed.positionals);
   } catch (err) {
-    if (err instanceof FlagError) return usage(err.message);
+    if (err instanceof CliUsageError) return usage(err.message, err.hint);
     throw err;
   }
-  for (const k of ['repo', 'since', 'parallel']) {
-    if (flags[k] === true) return usage(`--${k} needs a value`);
-    if (Array.isArray(flags[k])) return usage(`--${k} given more than once`);
+  if (flags.help) {
+    io.stdout.write(commandHelp(CATALOG));
+    return EXIT.ok;
   }
-  for (const k of ['json', 'verify']) if (flags[k] !== undefined && typeof flags[k] !== 'boolean') return usage(`--${k} takes no value`);
   if (!flags.verify && (flags.since !== undefined || flags.parallel !== undefined)) return usage('--since and --parallel go with --verify');
   let parallel = 4;
   if (flags.parallel !== undefined) {
@@ -50,7 +48,13 @@ export async function catalogCommand(
     if (!since) return usage(`--since: "${String(flags.since)}" is neither a duration (30m, 12h, 7d, 2w) nor an ISO 8601 time (2026-11-24T03:00:00Z)`);
   }
   const url = (flags.repo as string | undefined) ?? io.env.PGRUNBOOK_REPO;
-  if (!url) return usage('no repository: pass --repo URL or set PGRUNBOOK_REPO (file:///path, s3://bucket/prefix, azure://container/prefix)');
+  if (!url) return usage('no repository: pass --repo URL or set PGRUNBOOK_REPO', 'a repository URL is file:///path, s3://bucket/prefix or azure://container/prefix');
+  try {
+    checkRepoUrl(url, io.env, { source: flags.repo !== undefined ? '--repo' : 'PGRUNBOOK_REPO' });
+  } catch (err) {
+    if (err instanceof CliUsageError) return usage(err.message, err.hint);
+    throw err;
+  }
 
   let store;
   try {

@@ -1,7 +1,8 @@
 // `pgrunbook status`: backup ages, size deviations, WAL archive lag and archiver failures, as
 // text, JSON or Prometheus text format, with the Nagios exit codes (0 ok, 1 warning,
 // 2 critical, 3 unknown) so existing alerting can run it as a check.
-import { parseArgv, FlagError, type RawFlags } from '../engine/params.js';
+import { CliUsageError, STATUS, checkPositionals, commandHelp, parseCommand, type RawFlags } from './registry.js';
+import { checkRepoUrl } from './validate.js';
 import { ConnectionStringError } from '../config/connection.js';
 import { UsageError } from '../engine/types.js';
 import { loadProfile, ProfileError } from '../config/store.js';
@@ -13,27 +14,6 @@ import { prometheusText, writeFileAtomic } from '../monitoring/prometheus.js';
 import { EXIT_CODE, StatusUsageError, type StatusThresholds } from '../monitoring/types.js';
 import { errorMessage } from '../engine/errors.js';
 
-const BOOLEANS = ['json', 'prometheus', 'help'];
-const VALUED = [
-  'repo',
-  'profile',
-  'host',
-  'port',
-  'user',
-  'dbname',
-  'pgdata',
-  'databases',
-  'skip',
-  'output',
-  'now',
-  'max-dump-age-hours',
-  'max-base-backup-age-hours',
-  'size-deviation-percent',
-  'max-archive-lag-segments',
-  'max-wal-age-hours',
-  'max-verify-age-days',
-];
-const ALIASES: Record<string, string> = { '-h': '--host', '-p': '--port', '-U': '--user', '-d': '--dbname', '-D': '--pgdata' };
 const THRESHOLD_FLAGS: Record<string, keyof StatusThresholds> = {
   'max-dump-age-hours': 'maxDumpAgeHours',
   'max-base-backup-age-hours': 'maxBaseBackupAgeHours',
@@ -43,11 +23,7 @@ const THRESHOLD_FLAGS: Record<string, keyof StatusThresholds> = {
   'max-verify-age-days': 'maxVerifyAgeDays',
 };
 
-export const STATUS_HELP = `pgrunbook status: are the backups fresh, complete and is WAL archiving keeping up?
-
-Usage:
-  pgrunbook status [--repo URL] [--profile NAME] [connection options] [--json | --prometheus] [--output FILE]
-
+const STATUS_NOTES = `
 Checks (each OK, WARNING, CRITICAL or UNKNOWN):
   last base backup      age of the newest complete base backup      warning over --max-base-backup-age-hours (26), critical over twice
   dump DB               age of each database's newest dump           warning over --max-dump-age-hours (2), critical over twice
@@ -61,25 +37,15 @@ Checks (each OK, WARNING, CRITICAL or UNKNOWN):
   last verify           the last \`pgrunbook catalog --verify\`: found bad objects: critical (each named); older than
                         --max-verify-age-days (8): warning; never verified: a note only
   No backup at all: critical. Repository or server unreachable: critical, and what needed it unknown.
-
-Options:
-  --repo URL                 backup repository (PGRUNBOOK_REPO, or the profile's)
-  --profile NAME             saved settings (PGRUNBOOK_PROFILE); thresholds from its "monitoring"
-  -h/--host, -p/--port, -U/--user, -d/--dbname   the server (libpq's PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD, ~/.pgpass)
-  --databases A,B            databases whose dumps must exist (default: the profile's, else every database with dumps)
-  --skip KINDS               leave out: base-backup, dump, wal, server (server: no connection; repository checks only)
-  --max-dump-age-hours N, --max-base-backup-age-hours N, --size-deviation-percent N,
-  --max-archive-lag-segments N, --max-wal-age-hours N, --max-verify-age-days N
-                             thresholds (flags over the profile's "monitoring" over the defaults)
-  --json                     the whole report as one JSON document
-  --prometheus               Prometheus text format (gauges pgrunbook_*), e.g. for node_exporter's textfile collector
-  --output FILE              write there instead of stdout, atomically (temp file + rename): the collector never reads half a file
+  Thresholds: flags over the profile's "monitoring" over the defaults.
 
 Exit codes (the Nagios plugin convention):
   0 OK, 1 WARNING, 2 CRITICAL,
   3 UNKNOWN: the status cannot be determined: neither the repository nor the server can be reached, or bad usage
     (an unknown option, a bad URL, no repository given). Note that 2 here means critical, not bad usage as elsewhere.
 `;
+
+export const STATUS_HELP = commandHelp(STATUS) + STATUS_NOTES;
 
 export interface StatusIo {
   stdout: NodeJS.WritableStream;
@@ -101,29 +67,22 @@ function all(flags: RawFlags, name: string): string[] {
 
 export async function statusCommand(argv: string[], io: StatusIo): Promise<number> {
   const wantsJson = argv.includes('--json');
-  const unknown = (message: string): number => {
-    io.stderr.write(`pgrunbook status: ${message}\nsee: pgrunbook status --help\n`);
+  const unknown = (message: string, hint = 'see: pgrunbook status --help'): number => {
+    io.stderr.write(`pgrunbook status: ${message}\nhint: ${hint}\n`);
     if (wantsJson) io.stdout.write(JSON.stringify({ status: 'unknown', exitCode: EXIT_CODE.unknown, error: message }) + '\n');
     else if (!argv.includes('--prometheus')) io.stdout.write(`UNKNOWN: ${message}\n`);
     return EXIT_CODE.unknown;
   };
 
-  // Unknown options first: parseArgv would take the word after one as its value.
-  const strange = argv.filter((a) => a.startsWith('--') && a.length > 2).map((a) => a.slice(2).split('=')[0]).filter((n) => !BOOLEANS.includes(n) && !VALUED.includes(n));
-  if (strange.length) return unknown(`unknown option${strange.length > 1 ? 's' : ''} ${strange.map((k) => `--${k}`).join(', ')}`);
-
   let flags: RawFlags;
   try {
-    const parsed = parseArgv(argv, new Set(BOOLEANS), ALIASES);
+    const parsed = parseCommand(STATUS, argv);
     flags = parsed.flags;
-    if (parsed.positionals.length) return unknown(`unexpected argument "${parsed.positionals[0]}"`);
+    checkPositionals(STATUS, parsed.positionals);
   } catch (err) {
-    if (err instanceof FlagError) return unknown(err.message);
+    if (err instanceof CliUsageError) return unknown(err.message, err.hint);
     throw err;
   }
-  const bad = Object.keys(flags).filter((k) => !BOOLEANS.includes(k) && !VALUED.includes(k));
-  if (bad.length) return unknown(`unknown option${bad.length > 1 ? 's' : ''} ${bad.map((k) => `--${k}`).join(', ')}`);
-  for (const b of BOOLEANS) if (flags[b] !== undefined && typeof flags[b] !== 'boolean') return unknown(`--${b} takes no value`);
   if (flags.help) {
     io.stdout.write(STATUS_HELP);
     return EXIT_CODE.ok;
@@ -146,6 +105,7 @@ export async function statusCommand(argv: string[], io: StatusIo): Promise<numbe
     let profile: Profile = {};
     if (profileName) profile = await loadProfile(profileName, io.env);
     const services = buildServices(flags, io.env, profile, profileName);
+    if (services.repo) checkRepoUrl(services.repo, io.env, { exit: EXIT_CODE.unknown, source: flags.repo !== undefined ? '--repo' : 'the repository' });
     const databaseList = all(flags, 'databases')
       .flatMap((s) => s.split(','))
       .map((s) => s.trim())
@@ -174,7 +134,9 @@ export async function statusCommand(argv: string[], io: StatusIo): Promise<numbe
     }
     return report.exitCode;
   } catch (err) {
-    if (err instanceof StatusUsageError || err instanceof ProfileError || err instanceof ConnectionStringError || err instanceof UsageError) return unknown(err.message);
+    if (err instanceof ProfileError) return unknown(err.message, 'list the saved profiles with: pgrunbook profile list');
+    if (err instanceof UsageError) return unknown(err.message, err.hint);
+    if (err instanceof StatusUsageError || err instanceof ConnectionStringError) return unknown(err.message);
     throw err;
   }
 }

@@ -1,46 +1,52 @@
 // `pgrunbook profile save|list|show|delete`: manage saved settings without editing JSON.
-import { parseArgv } from '../engine/params.js';
+import { CliUsageError, PROFILE, checkPositionals, commandHelp, parseCommand } from '../commands/registry.js';
+import { checkRepoUrl } from '../commands/validate.js';
 import { openProfileStore } from './store.js';
 import { parseCriticalTable, profileHasSecrets, profilePasswordRefusal, type Profile } from './profile.js';
 import { maskConnectionStrings } from '../engine/mask.js';
 
-const USAGE = `Usage:
-  pgrunbook profile save NAME [--host H] [--port P] [--user U] [--dbname DB|CONNINFO|URI] [--pgdata DIR]
-                              [--databases a,b] [--critical-tables db:schema.table[:min],...] [--repo URL]
-                              [--server-log FILE] [--server-control pg_ctl|systemd|commands] [--systemd-unit UNIT]
-                              [--start-command CMD] [--stop-command CMD] [--server-env NAME,...]
-  pgrunbook profile list
-  pgrunbook profile show NAME
-  pgrunbook profile delete NAME
-Passwords are not stored in profiles: put them in a password file (~/.pgpass or PGPASSFILE).`;
+const USAGE = `see: pgrunbook profile --help`;
 
 export async function profileCommand(argv: string[], io: { stdout: NodeJS.WritableStream; env: NodeJS.ProcessEnv }): Promise<number> {
-  const [sub, name, ...rest] = argv;
+  // One strict parse against the declarations: unknown options and missing values are refused here.
+  const { flags, positionals } = parseCommand(PROFILE, argv);
+  if (flags.help) {
+    io.stdout.write(commandHelp(PROFILE));
+    return 0;
+  }
+  const [sub, name] = positionals;
+  if (!['save', 'list', 'show', 'delete'].includes(sub)) {
+    throw new CliUsageError(sub === undefined ? 'profile needs a subcommand: save, list, show or delete' : `unknown profile subcommand "${sub}"; valid: save, list, show, delete`, USAGE);
+  }
+  if (sub !== 'save' && Object.keys(flags).length) throw new CliUsageError(`profile ${sub} takes no options`, USAGE);
+  checkPositionals(PROFILE, positionals);
+  if (sub !== 'list' && !name) throw new CliUsageError(`profile ${sub} needs a NAME`, USAGE);
+  if (sub === 'list' && name) throw new CliUsageError(`unexpected argument "${name}" for profile list`, USAGE);
+  if (sub === 'save') {
+    // Checked before the store is opened (which creates its directory): bad input creates nothing.
+    if (typeof flags['server-control'] === 'string' && !['pg_ctl', 'systemd', 'commands'].includes(flags['server-control'])) {
+      throw new CliUsageError(`--server-control: "${flags['server-control']}" is not one of: pg_ctl, systemd, commands`, USAGE);
+    }
+    if (typeof flags.repo === 'string') checkRepoUrl(flags.repo, io.env);
+  }
   const store = await openProfileStore(io.env);
   switch (sub) {
     case 'list':
       for (const n of store.list()) io.stdout.write(`${n}\n`);
       return 0;
     case 'show': {
-      if (!name) throw new Error(`profile show needs a NAME\n${USAGE}`);
       const p = store.get(name);
-      if (!p) throw new Error(`no profile named "${name}" (profiles: ${store.list().join(', ') || 'none'})`);
+      if (!p) throw new CliUsageError(`no profile named "${name}" (profiles: ${store.list().join(', ') || 'none'})`, 'list them with: pgrunbook profile list');
       const shown = JSON.parse(JSON.stringify(p)) as Profile;
       if (shown.connection?.password) shown.connection.password = '***';
       io.stdout.write(maskConnectionStrings(JSON.stringify(shown, null, 2)) + '\n');
       return 0;
     }
     case 'delete':
-      if (!name) throw new Error(`profile delete needs a NAME\n${USAGE}`);
-      if (!store.delete(name)) throw new Error(`no profile named "${name}"`);
+      if (!store.delete(name)) throw new CliUsageError(`no profile named "${name}"`, 'list them with: pgrunbook profile list');
       io.stdout.write(`deleted profile ${name}\n`);
       return 0;
     case 'save': {
-      if (!name || name.startsWith('-')) throw new Error(`profile save needs a NAME\n${USAGE}`);
-      const { flags, positionals } = parseArgv(rest, new Set());
-      if (positionals.length) throw new Error(`unexpected argument "${positionals[0]}"\n${USAGE}`);
-      const known = ['host', 'port', 'user', 'dbname', 'pgdata', 'databases', 'critical-tables', 'repo', 'server-log', 'server-control', 'systemd-unit', 'start-command', 'stop-command', 'server-env'];
-      for (const k of Object.keys(flags)) if (!known.includes(k)) throw new Error(`unknown option --${k} for profile save\n${USAGE}`);
       const s = (k: string) => (flags[k] === undefined ? undefined : String(flags[k]));
       const profile: Profile = { ...(store.get(name) ?? {}) };
       const connection = { ...(profile.connection ?? {}) };
@@ -81,6 +87,6 @@ export async function profileCommand(argv: string[], io: { stdout: NodeJS.Writab
       return 0;
     }
     default:
-      throw new Error(USAGE);
+      throw new CliUsageError(`unknown profile subcommand "${sub}"`, USAGE);
   }
 }

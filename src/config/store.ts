@@ -1,6 +1,7 @@
 // Profiles live in one JSON file managed by `conf`, always mode 0600 because a profile may
 // hold a password or a repository credential.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type { Profile } from './profile.js';
 import { validateProfile } from './profile.js';
@@ -58,6 +59,11 @@ export async function openProfileStore(env: NodeJS.ProcessEnv = process.env): Pr
 
 /** Load and validate one profile; the error names the profiles that exist. */
 export async function loadProfile(name: string, env: NodeJS.ProcessEnv = process.env): Promise<Profile> {
+  // Opening the store creates its file: a lookup where none was ever saved must create nothing.
+  const file = knownProfilesFile(env);
+  if (file && !fs.existsSync(file)) {
+    throw new ProfileError(`no profile named "${name}" in ${file}. There are no profiles yet. Create one with: pgrunbook profile save ${name} --host HOST --port PORT --user USER`);
+  }
   const store = await openProfileStore(env);
   const profile = store.get(name);
   if (!profile) {
@@ -69,4 +75,11 @@ export async function loadProfile(name: string, env: NodeJS.ProcessEnv = process
   const errors = validateProfile(name, profile);
   if (errors.length) throw new ProfileError(errors.join('\n'));
   return profile;
+}
+
+/** Where conf keeps the profiles, where that is certain (PGRUNBOOK_CONFIG_DIR; Linux's XDG rule). */
+function knownProfilesFile(env: NodeJS.ProcessEnv): string | undefined {
+  if (env.PGRUNBOOK_CONFIG_DIR) return path.join(path.resolve(env.PGRUNBOOK_CONFIG_DIR), 'profiles.json');
+  if (process.platform === 'linux') return path.join(env.XDG_CONFIG_HOME || path.join(os.homedir(), '.config'), 'pgrunbook', 'profiles.json');
+  return undefined;
 }

@@ -50,3 +50,19 @@ function field(value: unknown, name: string): unknown {
 export function shellQuote(value: string): string {
   return /^[A-Za-z0-9@%_+=:,./-]+$/.test(value) ? value : `'${value.replace(/'/g, `'\\''`)}'`;
 }
+
+/**
+ * What the CLI prints for an error: `pgrunbook: <what went wrong>` and `hint: <what to do>`.
+ * A stack trace only with PGRUNBOOK_DEBUG=1 (for a bug report), never otherwise.
+ */
+export function errorReport(err: unknown, opts: { prefix?: string; hint?: string; env?: NodeJS.ProcessEnv } = {}): string {
+  const env = opts.env ?? process.env;
+  const hint = hintOf(err) ?? opts.hint;
+  const stack = env.PGRUNBOOK_DEBUG === '1' && err instanceof Error && err.stack ? `${err.stack}\n` : '';
+  return `${opts.prefix ?? 'pgrunbook'}: ${errorMessage(err)}\n${hint ? `hint: ${hint}\n` : ''}${stack}`;
+}
+
+/** `pgrunbook: message` and `hint: ...` for a usage problem known by its text. */
+export function usageReport(message: string, hint?: string, prefix = 'pgrunbook'): string {
+  return `${prefix}: ${message}\n${hint ? `hint: ${hint}\n` : ''}`;
+}

@@ -1,6 +1,7 @@
 // Flags to typed params, with messages that name the flag and the fix.
 import type { ParamSpec, Params, ParamValue, Procedure } from './types.js';
 
+// Parsing the command line is the command registry's (src/commands/registry.ts, node:util parseArgs).
 export type RawFlags = Record<string, string | boolean | string[]>;
 
 export function flagName(paramName: string): string {
@@ -9,69 +10,6 @@ export function flagName(paramName: string): string {
 
 export function paramNameFromFlag(flag: string): string {
   return flag.replace(/^--/, '').replace(/-([a-z0-9])/g, (_m, c: string) => c.toUpperCase());
-}
-
-/**
- * Parse `--name value`, `--name=value`, `--flag`, `--no-flag` and `-x value` forms.
- * `booleanFlags` lists flags that never take a value; repeated flags accumulate into a list.
- */
-export function parseArgv(
-  argv: string[],
-  booleanFlags: Set<string>,
-  aliases: Record<string, string> = {},
-): { flags: RawFlags; positionals: string[] } {
-  const flags: RawFlags = {};
-  const positionals: string[] = [];
-  const put = (name: string, value: string | boolean) => {
-    const prev = flags[name];
-    if (prev === undefined || typeof value === 'boolean') flags[name] = value;
-    else if (Array.isArray(prev)) prev.push(String(value));
-    else flags[name] = [String(prev), String(value)];
-  };
-  for (let i = 0; i < argv.length; i++) {
-    let arg = argv[i];
-    if (arg === '--') {
-      positionals.push(...argv.slice(i + 1));
-      break;
-    }
-    if (/^-[A-Za-z]$/.test(arg)) {
-      const long = aliases[arg];
-      if (!long) throw new FlagError(`unknown option ${arg}`);
-      arg = long;
-    }
-    if (!arg.startsWith('--')) {
-      positionals.push(arg);
-      continue;
-    }
-    const eq = arg.indexOf('=');
-    const name = eq > 0 ? arg.slice(2, eq) : arg.slice(2);
-    if (eq > 0) {
-      put(name, arg.slice(eq + 1));
-    } else if (booleanFlags.has(name)) {
-      put(name, true);
-    } else if (name.startsWith('no-') && booleanFlags.has(name.slice(3))) {
-      put(name.slice(3), false);
-    } else {
-      const next = argv[i + 1];
-      if (next === undefined || (next.startsWith('--') && next.length > 2)) {
-        throw new FlagError(`--${name} needs a value`);
-      }
-      put(name, next);
-      i++;
-    }
-  }
-  return { flags, positionals };
-}
-
-export class FlagError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'FlagError';
-  }
-}
-
-export function procedureBooleanFlags(procedure: Procedure): string[] {
-  return procedure.params.filter((p) => p.type === 'boolean').map((p) => flagName(p.name).slice(2));
 }
 
 /**

@@ -6,14 +6,9 @@ import path from 'node:path';
 import { openStore } from '../storage/url.js';
 import { fetchWal, pushWal, type WalCompression } from '../repo/walarchive.js';
 import { EnvFileError, loadEnvFile } from './env-file.js';
-
-const USAGE = `usage:
-  pgrunbook wal-push [--env-file FILE] [--repo URL] [--compress gzip|none] [--compress-level 1-9] %p
-  pgrunbook wal-fetch [--env-file FILE] [--repo URL] %f %p
---env-file loads KEY=VALUE lines (the repository's credentials) from a file only its owner may read (chmod 600);
-they override the environment.
-The repository comes from --repo or PGRUNBOOK_REPO (file:///path, s3://bucket/prefix, azure://container/prefix);
-compression from --compress / PGRUNBOOK_WAL_COMPRESS (default gzip) and --compress-level / PGRUNBOOK_WAL_COMPRESS_LEVEL (default 1).`;
+import { CliUsageError, WAL_FETCH, WAL_PUSH, checkPositionals, commandHelp, parseCommand, type CommandDecl, type RawFlags } from '../commands/registry.js';
+import { checkRepoUrl } from '../commands/validate.js';
+import { errorMessage, hintOf, usageReport } from '../engine/errors.js';
 
 interface WalArgs {
   repo?: string;
@@ -23,58 +18,48 @@ interface WalArgs {
   positionals: string[];
 }
 
-function parse(argv: string[], env: NodeJS.ProcessEnv): WalArgs {
+/** Flags over the environment (which --env-file may have extended) over the defaults. */
+function resolve(decl: CommandDecl, flags: RawFlags, positionals: string[], env: NodeJS.ProcessEnv): WalArgs {
+  const str = (k: string) => (typeof flags[k] === 'string' ? (flags[k] as string) : undefined);
   const out: WalArgs = {
-    repo: env.PGRUNBOOK_REPO || undefined,
-    compression: (env.PGRUNBOOK_WAL_COMPRESS as WalCompression) || 'gzip',
-    level: env.PGRUNBOOK_WAL_COMPRESS_LEVEL ? Number(env.PGRUNBOOK_WAL_COMPRESS_LEVEL) : 1,
-    verbose: false,
-    positionals: [],
+    repo: str('repo') ?? (env.PGRUNBOOK_REPO || undefined),
+    compression: (str('compress') ?? (env.PGRUNBOOK_WAL_COMPRESS || 'gzip')) as WalCompression,
+    level: Number(str('compress-level') ?? (env.PGRUNBOOK_WAL_COMPRESS_LEVEL || 1)),
+    verbose: flags.verbose === true,
+    positionals,
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const value = () => {
-      const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
-    if (a === '--env-file' || a.startsWith('--env-file=')) value(); // loaded before parsing
-    else if (a === '--repo' || a.startsWith('--repo=')) out.repo = value();
-    else if (a === '--compress' || a.startsWith('--compress=')) out.compression = value() as WalCompression;
-    else if (a === '--compress-level' || a.startsWith('--compress-level=')) out.level = Number(value());
-    else if (a === '--verbose') out.verbose = true;
-    else if (a.startsWith('--')) throw new Error(`unknown option ${a}`);
-    else out.positionals.push(a);
+  const hint = `see: pgrunbook ${decl.name} --help`;
+  if (out.compression !== 'gzip' && out.compression !== 'none') throw new CliUsageError(`--compress must be gzip or none, got "${out.compression}"`, hint);
+  if (!Number.isInteger(out.level) || out.level < 1 || out.level > 9) throw new CliUsageError(`--compress-level must be 1-9, got "${str('compress-level') ?? env.PGRUNBOOK_WAL_COMPRESS_LEVEL}"`, hint);
+  if (!out.repo) {
+    throw new CliUsageError('no repository', "pass --repo URL in archive_command/restore_command, or set PGRUNBOOK_REPO in the server's environment");
   }
-  if (out.compression !== 'gzip' && out.compression !== 'none') throw new Error(`--compress must be gzip or none, got "${out.compression}"`);
-  if (!Number.isInteger(out.level) || out.level < 1 || out.level > 9) throw new Error(`--compress-level must be 1-9, got "${out.level}"`);
-  if (!out.repo) throw new Error('no repository: pass --repo URL in archive_command/restore_command, or set PGRUNBOOK_REPO in the server\'s environment');
+  checkRepoUrl(out.repo, env, { source: str('repo') ? '--repo' : 'PGRUNBOOK_REPO' });
+  checkPositionals(decl, positionals);
   return out;
-}
-
-/**
- * The value of --env-file (last one wins), if given. Node.js itself looks at --env-file even after
- * the script name (nodejs/node#54232): a file it cannot read ends the process with exit code 9 and
- * "node: FILE: not found" before this code runs; a readable one is then checked and loaded here.
- */
-function envFileArg(argv: string[]): string | undefined {
-  let file: string | undefined;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--env-file') file = argv[++i] ?? '';
-    else if (a.startsWith('--env-file=')) file = a.slice('--env-file='.length);
-  }
-  return file;
 }
 
 export async function walCommand(command: 'wal-push' | 'wal-fetch', argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const say = (msg: string) => process.stderr.write(`pgrunbook ${command}: ${msg}\n`);
-  const envFile = envFileArg(argv);
+  const decl = command === 'wal-push' ? WAL_PUSH : WAL_FETCH;
+  const usage = (err: unknown): number => {
+    process.stderr.write(usageReport(errorMessage(err), hintOf(err), `pgrunbook ${command}`));
+    return err instanceof CliUsageError ? err.exitCode : 2;
+  };
+  let flags: RawFlags;
+  let positionals: string[];
+  try {
+    ({ flags, positionals } = parseCommand(decl, argv));
+  } catch (err) {
+    return usage(err);
+  }
+  if (flags.help) {
+    process.stdout.write(commandHelp(decl));
+    return 0;
+  }
+  const envFile = typeof flags['env-file'] === 'string' ? flags['env-file'] : undefined;
   if (envFile !== undefined) {
-    if (!envFile) {
-      say(`--env-file needs a file name\n${USAGE}`);
-      return 2;
-    }
+    if (!envFile) return usage(new CliUsageError('--env-file needs a file name', `see: pgrunbook ${command} --help`));
     try {
       const vars = await loadEnvFile(path.resolve(envFile));
       // The file's values win: the server's environment may hold stale or foreign credentials.
@@ -87,15 +72,10 @@ export async function walCommand(command: 'wal-push' | 'wal-fetch', argv: string
   }
   let args: WalArgs;
   try {
-    args = parse(argv, env);
+    args = resolve(decl, flags, positionals, env);
   } catch (err) {
-    say(`${(err as Error).message}\n${USAGE}`);
-    return 2;
-  }
-  const want = command === 'wal-push' ? 1 : 2;
-  if (args.positionals.length !== want) {
-    say(`expected ${want === 1 ? 'the WAL file path (%p)' : 'the WAL file name and destination path (%f %p)'}\n${USAGE}`);
-    return 2;
+    if (err instanceof CliUsageError) return usage(err);
+    throw err;
   }
   const started = Date.now();
   let store;
