@@ -105,7 +105,7 @@ describe('verify procedure', () => {
     expect(refused.exitCode).toBe(2);
     expect(refused.stderr).toMatch(/~\/\.pgpass, or the file PGPASSFILE names/);
     expect(refused.stderr + refused.stdout).not.toContain('Pa55word!');
-    const withSecret = await runCli(['profile', 'save', 'secret', '--dbname', `postgresql://app@127.0.0.1:5432/app`, '--repo', 's3://b/p?secretAccessKey=Pa55word!'], penv);
+    const withSecret = await runCli(['profile', 'save', 'secret', '--dbname', `postgresql://app@127.0.0.1:5432/app`, '--repo', 's3://b/p?accessKeyId=AKEXAMPLE&secretAccessKey=Pa55word!'], penv);
     expect(withSecret.exitCode, withSecret.stderr).toBe(0);
     const file = fs.readdirSync(configDir).find((f) => f.endsWith('.json'))!;
     expect(fs.statSync(path.join(configDir, file)).mode & 0o777).toBe(0o600);

@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseRepoUrl } from '../storage/url.js';
+import { redactSecrets } from '../storage/location.js';
 import { CliUsageError } from './registry.js';
 
 export const REPO_FORMS_HINT = 'a repository URL is file:///absolute/path (or just /absolute/path), s3://bucket/prefix or azure://container/prefix';
@@ -11,14 +12,16 @@ export const REPO_FORMS_HINT = 'a repository URL is file:///absolute/path (or ju
 /** The URL's syntax only: no file system, no network. `file:relative` is refused (not read as /relative). */
 export function checkRepoUrl(url: string, env: NodeJS.ProcessEnv, opts: { source?: string; exit?: number } = {}): void {
   const source = opts.source ?? '--repo';
+  // The URL may carry credentials in its query: never echo them.
+  const shown = redactSecrets(url);
   if (/^file:(?!\/)/i.test(url.trim())) {
-    throw new CliUsageError(`${source} ${url}: a file: URL needs an absolute path (file:///var/backups/pg), a relative one is not allowed`, REPO_FORMS_HINT, opts.exit ?? 2);
+    throw new CliUsageError(`${source} ${shown}: a file: URL needs an absolute path (file:///var/backups/pg), a relative one is not allowed`, REPO_FORMS_HINT, opts.exit ?? 2);
   }
   try {
     parseRepoUrl(url, env);
   } catch (err) {
     if ((err as { code?: string }).code === 'invalid-url' || (err as { code?: string }).code === 'invalid-argument') {
-      throw new CliUsageError(`${source} ${url}: ${(err as Error).message}`, REPO_FORMS_HINT, opts.exit ?? 2);
+      throw new CliUsageError(redactSecrets(`${source} ${shown}: ${(err as Error).message}`), REPO_FORMS_HINT, opts.exit ?? 2);
     }
     throw err;
   }

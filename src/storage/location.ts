@@ -198,7 +198,7 @@ export function redactSecrets(text: string, secrets: readonly string[] = []): st
     for (const form of new Set([s, encodeURIComponent(s)])) out = out.split(form).join('***');
   }
   return out
-    .replace(/([?&;](?:sig|signature|X-Amz-Signature|X-Amz-Security-Token|X-Amz-Credential)=)[^&\s"';]+/gi, '$1***')
+    .replace(/([?&;](?:sig|signature|X-Amz-Signature|X-Amz-Security-Token|X-Amz-Credential|secretAccessKey|sessionToken|accountKey|sas|sasToken|password|secret|token)=)[^&\s"';]+/gi, '$1***')
     .replace(/((?:AccountKey|SharedAccessSignature|SharedAccessKey)=)[^;\s"']+/gi, '$1***')
     .replace(/(SharedKey(?:Lite)?\s+[^:\s]+:)[A-Za-z0-9+/=]+/g, '$1***')
     .replace(/(Signature=)[0-9a-f]{16,}/gi, '$1***');
