@@ -7,6 +7,12 @@ import { errorReport } from './engine/errors.js';
 
 const argv = process.argv.slice(2);
 
+// `pgrunbook --list | head -2`: a reader that stops early is not an error worth a stack trace.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw err;
+});
+
 async function run(): Promise<number> {
   if (argv[0] === 'wal-push' || argv[0] === 'wal-fetch') {
     const { walCommand } = await import('./wal/command.js');

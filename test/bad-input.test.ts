@@ -63,6 +63,7 @@ const rows: [string, string[], number, RegExp, RegExp?][] = [
   ['unknown profile for status (UNKNOWN)', ['status', '--profile', 'nope', '--repo', repo], 3, /no profile named "nope"/, /pgrunbook profile list/],
   ['stray argument', ['verify'], 2, /unexpected argument "verify"/, /--help/],
   ['unknown shell', ['completion', 'tcsh'], 2, /no completion for the shell "tcsh"/, /bash/],
+  ['a password on the command line, for a profile', ['profile', 'save', 'pw', '--dbname', 'postgresql://app:Pw0rdOnTheLine@127.0.0.1:5432/app'], 2, /password/i, /pgpass|PGPASSFILE/],
 ];
 
 describe('bad input: exit code, the problem, a hint, no stack trace, nothing created, quickly', () => {
@@ -83,6 +84,7 @@ describe('bad input: exit code, the problem, a hint, no stack trace, nothing cre
     expect(r.stderr).toMatch(/^hint: \S/m);
     if (hint) expect(r.stderr).toMatch(hint);
     expect(r.stdout + r.stderr).not.toMatch(/\n\s+at |Error: |node:internal/);
+    expect(r.stdout + r.stderr).not.toContain('Pw0rdOnTheLine');
     expect(listing(sandbox)).toEqual(before);
     expect(elapsed).toBeLessThan(2000);
   });

@@ -29,12 +29,14 @@ export async function profileCommand(argv: string[], io: { stdout: NodeJS.Writab
     }
     if (typeof flags.repo === 'string') checkRepoUrl(flags.repo, io.env);
   }
-  const store = await openProfileStore(io.env);
+  // Opened only once the input is known good: opening creates the store's directory and file.
+  const openStore = () => openProfileStore(io.env);
   switch (sub) {
     case 'list':
-      for (const n of store.list()) io.stdout.write(`${n}\n`);
+      for (const n of (await openStore()).list()) io.stdout.write(`${n}\n`);
       return 0;
     case 'show': {
+      const store = await openStore();
       const p = store.get(name);
       if (!p) throw new CliUsageError(`no profile named "${name}" (profiles: ${store.list().join(', ') || 'none'})`, 'list them with: pgrunbook profile list');
       const shown = JSON.parse(JSON.stringify(p)) as Profile;
@@ -43,11 +45,16 @@ export async function profileCommand(argv: string[], io: { stdout: NodeJS.Writab
       return 0;
     }
     case 'delete':
-      if (!store.delete(name)) throw new CliUsageError(`no profile named "${name}"`, 'list them with: pgrunbook profile list');
+      if (!(await openStore()).delete(name)) throw new CliUsageError(`no profile named "${name}"`, 'list them with: pgrunbook profile list');
       io.stdout.write(`deleted profile ${name}\n`);
       return 0;
     case 'save': {
       const s = (k: string) => (flags[k] === undefined ? undefined : String(flags[k]));
+      // A password given now is refused before anything is opened or created.
+      const given = s('dbname');
+      const early = given && /[=]|:\/\//.test(given) ? profilePasswordRefusal({ connection: { conninfo: given } }) : undefined;
+      if (early) throw new CliUsageError(early, 'put it in a password file: ~/.pgpass, or the file PGPASSFILE names');
+      const store = await openStore();
       const profile: Profile = { ...(store.get(name) ?? {}) };
       const connection = { ...(profile.connection ?? {}) };
       if (s('host')) connection.host = s('host');
