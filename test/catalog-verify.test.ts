@@ -7,10 +7,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, runCli, serverWritableDir, tempDir } from './helpers/cli.js';
+import { CLI, runCli, serverWritableDir, tempDir, serverOwnedRepoDir } from './helpers/cli.js';
 import { waitFor } from './helpers/wait.js';
 import { createSandboxCluster, type SandboxCluster } from '../src/postgres/sandbox.js';
-import { isRoot, lookupUser } from '../src/postgres/osuser.js';
 import { openRepository, type Repository } from '../src/repo/repository.js';
 import { openProfileStore } from '../src/config/store.js';
 import type { Catalog } from '../src/repo/catalog.js';
@@ -86,12 +85,7 @@ describe('catalog --verify on a repository filled by wal-push, backup-base and b
 
   beforeAll(async () => {
     work = await serverWritableDir('pgrunbook-verify-');
-    repoDir = path.join(work, 'repo');
-    fs.mkdirSync(repoDir);
-    if (isRoot()) {
-      const pg = await lookupUser('postgres');
-      fs.chownSync(repoDir, pg.uid, pg.gid);
-    }
+    repoDir = await serverOwnedRepoDir(work);
     repoUrl = `file://${repoDir}`;
     stateEnv = { PGRUNBOOK_STATE_DIR: path.join(tempDir('pgrunbook-verify-state-'), 'state') };
     const wrapper = path.join(work, 'archive.sh');

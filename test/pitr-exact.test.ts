@@ -6,10 +6,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jsonLines, runCli, startCli, tempDir, serverWritableDir } from './helpers/cli.js';
+import { jsonLines, runCli, startCli, tempDir, serverWritableDir, serverOwnedRepoDir } from './helpers/cli.js';
 import { waitFor } from './helpers/wait.js';
 import { createSandboxCluster, type SandboxCluster } from '../src/postgres/sandbox.js';
-import { isRoot, lookupUser } from '../src/postgres/osuser.js';
 import { walCommandLine } from '../src/procedures/pgrunbook-command.js';
 import { openStore } from '../src/storage/url.js';
 import { readCatalog } from '../src/repo/catalog.js';
@@ -53,12 +52,7 @@ describe('pitr: exact and refusing', () => {
 
   beforeAll(async () => {
     const work = await serverWritableDir('pgrunbook-pitrx-');
-    repoDir = path.join(work, 'repo');
-    fs.mkdirSync(repoDir);
-    if (isRoot()) {
-      const pg = await lookupUser('postgres');
-      fs.chownSync(repoDir, pg.uid, pg.gid);
-    }
+    repoDir = await serverOwnedRepoDir(work);
     repoUrl = `file://${repoDir}`;
     cluster = await createSandboxCluster({
       name: 'pitrx',

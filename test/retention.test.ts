@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, jsonLines, runCli, tempDir, serverWritableDir } from './helpers/cli.js';
+import { CLI, jsonLines, runCli, tempDir, serverWritableDir, serverOwnedRepoDir } from './helpers/cli.js';
 import { waitFor } from './helpers/wait.js';
 import { startS3rver, type StorageServer } from './helpers/storage-servers.js';
 import { createSandboxCluster, type SandboxCluster } from '../src/postgres/sandbox.js';
@@ -273,12 +273,7 @@ describe('retention procedure with real WAL (file:// and S3)', () => {
   beforeAll(async () => {
     work = await serverWritableDir('pgrunbook-retention-');
     stateDir = tempDir('pgrunbook-retention-state-');
-    const repoDir = path.join(work, 'repo');
-    fs.mkdirSync(repoDir);
-    if (isRoot()) {
-      const pg = await lookupUser('postgres');
-      fs.chownSync(repoDir, pg.uid, pg.gid);
-    }
+    const repoDir = await serverOwnedRepoDir(work);
     fileUrl = `file://${repoDir}`;
     s3 = await startS3rver({ prefix: 'retention' });
     // archive_command runs as the server's OS user (postgres when we are root).

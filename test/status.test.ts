@@ -7,10 +7,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, runCli, tempDir, serverWritableDir } from './helpers/cli.js';
+import { CLI, runCli, tempDir, serverWritableDir, serverOwnedRepoDir } from './helpers/cli.js';
 import { waitFor } from './helpers/wait.js';
 import { createSandboxCluster, type SandboxCluster } from '../src/postgres/sandbox.js';
-import { isRoot, lookupUser } from '../src/postgres/osuser.js';
 import { findPgBinary } from '../src/postgres/binaries.js';
 import { libpqEnv } from '../src/postgres/libpq.js';
 import { openRepository, type Repository } from '../src/repo/repository.js';
@@ -139,12 +138,7 @@ describe('pgrunbook status against a real cluster and repository', () => {
 
   beforeAll(async () => {
     work = await serverWritableDir('pgrunbook-status-');
-    repoDir = path.join(work, 'repo');
-    fs.mkdirSync(repoDir);
-    if (isRoot()) {
-      const pg = await lookupUser('postgres');
-      fs.chownSync(repoDir, pg.uid, pg.gid);
-    }
+    repoDir = await serverOwnedRepoDir(work);
     repoUrl = `file://${repoDir}`;
     wrapper = path.join(work, 'archive.sh');
     fs.writeFileSync(wrapper, `#!/bin/sh\nexec '${process.execPath}' '${CLI}' wal-push --repo '${repoUrl}' "$1"\n`, { mode: 0o755 });

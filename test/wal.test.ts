@@ -6,7 +6,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, cleanEnv, ROOT, tempDir, serverWritableDir } from './helpers/cli.js';
+import { CLI, cleanEnv, ROOT, tempDir, serverWritableDir, serverOwnedRepoDir } from './helpers/cli.js';
 import { waitFor } from './helpers/wait.js';
 import { startAzurite, startS3rver, type StorageServer } from './helpers/storage-servers.js';
 import { createSandboxCluster, type SandboxCluster } from '../src/postgres/sandbox.js';
@@ -35,12 +35,7 @@ describe.each(['file', 's3', 'azure'] as const)('WAL archiving into %s', (kind) 
   beforeAll(async () => {
     work = await serverWritableDir('pgrunbook-wal-');
     if (kind === 'file') {
-      const repoDir = path.join(work, 'repo');
-      fs.mkdirSync(repoDir);
-      if (isRoot()) {
-        const pg = await lookupUser('postgres');
-        fs.chownSync(repoDir, pg.uid, pg.gid);
-      }
+      const repoDir = await serverOwnedRepoDir(work);
       repoUrl = `file://${repoDir}`;
     } else {
       server = kind === 's3' ? await startS3rver({ prefix: 'wal-test' }) : await startAzurite({ prefix: 'wal-test' });

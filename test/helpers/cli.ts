@@ -48,6 +48,18 @@ export function tempDir(prefix = 'pgrunbook-test-'): string {
 }
 
 /** A temp dir the PostgreSQL server (the postgres OS user when the tests run as root) can write. */
+/** A repository directory inside `parent` that the server's OS user owns (archive_command writes it). */
+export async function serverOwnedRepoDir(parent: string, name = 'repo'): Promise<string> {
+  const { isRoot, lookupUser } = await import('../../src/postgres/osuser.js');
+  const dir = path.join(parent, name);
+  fs.mkdirSync(dir);
+  if (isRoot()) {
+    const pg = await lookupUser('postgres');
+    fs.chownSync(dir, pg.uid, pg.gid);
+  }
+  return dir;
+}
+
 export async function serverWritableDir(prefix: string): Promise<string> {
   const { isRoot, lookupUser } = await import('../../src/postgres/osuser.js');
   const dir = tempDir(prefix);
