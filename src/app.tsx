@@ -3,7 +3,8 @@
 // exit() from an effect, after the last frame has been committed. It is also where screens
 // get their services: the recovery timeline and the status check are built here from the
 // procedures' services, so no screen opens a repository or connects to a server itself.
-import React, { useCallback, useEffect, useMemo, useReducer, useRef } from 'react';
+import type React from 'react';
+import { useCallback, useEffect, useMemo, useReducer, useRef } from 'react';
 import { render, useApp } from 'ink';
 import { EXIT, UsageError, type Params, type Procedure, type RunSummary } from './engine/types.js';
 import { resolveParams } from './engine/params.js';

@@ -34,7 +34,7 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
   const json = argv.includes('--json');
   const fail = (code: number, message: string, hint?: string): number => {
     io.stderr.write(`pgrunbook: ${message}\n${hint ? `hint: ${hint}\n` : ''}`);
-    if (json) io.stdout.write(JSON.stringify({ type: 'error', exitCode: code, message, hint }) + '\n');
+    if (json) io.stdout.write(`${JSON.stringify({ type: 'error', exitCode: code, message, hint })}\n`);
     return code;
   };
 
@@ -113,7 +113,7 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
     return EXIT.ok;
   }
   if (flags.list) {
-    if (flags.json) io.stdout.write(JSON.stringify(procedures.map((p) => ({ id: p.id, group: p.group, title: p.title, summary: p.summary }))) + '\n');
+    if (flags.json) io.stdout.write(`${JSON.stringify(procedures.map((p) => ({ id: p.id, group: p.group, title: p.title, summary: p.summary })))}\n`);
     else for (const p of procedures) io.stdout.write(`${p.id.padEnd(16)} ${p.group.padEnd(8)} ${p.summary}\n`);
     return EXIT.ok;
   }

@@ -271,7 +271,7 @@ describe('catalog --verify on a repository filled by wal-push, backup-base and b
       const tampered = zlib.gzipSync(tar);
       await repo.store.put(dataKey, tampered, { metadata: originals[0].info.metadata });
       const newMeta = { ...meta, objects: { ...meta.objects, data: { ...meta.objects!.data!, sha256: sha256Hex(tampered), size: tampered.length } } };
-      const body = Buffer.from(JSON.stringify(newMeta, null, 2) + '\n');
+      const body = Buffer.from(`${JSON.stringify(newMeta, null, 2)}\n`);
       await repo.store.put(metaKey, body, { metadata: { sha256: sha256Hex(body) } });
 
       const { exitCode, result } = await verifyJson();

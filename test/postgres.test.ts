@@ -206,7 +206,7 @@ describe('sandbox cluster', () => {
       `on\nreplica\n8MB\n${c.port}`,
     );
     expect(await c.psql('SHOW unix_socket_directories')).toBe(c.socketDir);
-    expect((c.socketDir + '/.s.PGSQL.65535').length).toBeLessThanOrEqual(100);
+    expect((`${c.socketDir}/.s.PGSQL.65535`).length).toBeLessThanOrEqual(100);
     const viaTcp = await withPg(c.tcpConnection(), async (cl) => (await cl.query('SELECT 2 AS two')).rows);
     expect(viaTcp).toEqual([{ two: 2 }]);
     if (isRoot()) {

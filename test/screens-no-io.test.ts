@@ -36,7 +36,7 @@ describe('screens', () => {
     const found = sources.flatMap(({ file, text }) =>
       code(text)
         .split('\n')
-        .filter((l) => (!allowedMatching.has(file) && /\.(exec|test|match)\(|RegExp\(/.test(l)) || /[\w)\]]\s+as\s+(unknown|any|string|number|boolean|[A-Z{(\[])/.test(l))
+        .filter((l) => (!allowedMatching.has(file) && /\.(exec|test|match)\(|RegExp\(/.test(l)) || /[\w)\]]\s+as\s+(unknown|any|string|number|boolean|[A-Z{([])/.test(l))
         .map((l) => `${file}: ${l.trim()}`),
     );
     expect(found).toEqual([]);

@@ -430,7 +430,7 @@ describe('pgrunbook status against a real cluster and repository', () => {
     expect(both.stdout.split('\n')[0]).toMatch(/^UNKNOWN: cannot reach the repository \(directory .*not-mounted does not exist.*\) nor the server/);
     const bothProm = await runCli(['status', '--repo', `file://${path.join(work, 'not-mounted')}`, ...noServer, '--prometheus']);
     expect(bothProm.exitCode).toBe(3);
-    const e = parseExposition(bothProm.stdout + '\n'); // execa strips the final newline
+    const e = parseExposition(`${bothProm.stdout}\n`); // execa strips the final newline
     expect(sample(e, 'pgrunbook_status')).toBe(3);
     expect(sample(e, 'pgrunbook_repository_up')).toBe(0);
     expect(sample(e, 'pgrunbook_server_up')).toBe(0);

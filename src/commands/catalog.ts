@@ -20,7 +20,7 @@ export async function catalogCommand(
   const wantsJson = argv.includes('--json');
   const usage = (message: string, hint = 'see: pgrunbook catalog --help'): number => {
     io.stderr?.write(`pgrunbook catalog: ${message}\nhint: ${hint}\n`);
-    if (wantsJson) io.stdout.write(JSON.stringify({ type: 'error', exitCode: EXIT.usage, message, hint }) + '\n');
+    if (wantsJson) io.stdout.write(`${JSON.stringify({ type: 'error', exitCode: EXIT.usage, message, hint })}\n`);
     return EXIT.usage;
   };
   let flags: RawFlags;
@@ -68,7 +68,7 @@ export async function catalogCommand(
   try {
     if (flags.verify) return await verifyCommand(store, { parallel, since, json: Boolean(flags.json) }, io);
     const catalog = await readCatalog(store);
-    io.stdout.write(flags.json ? JSON.stringify(catalog, null, 2) + '\n' : catalogText(catalog));
+    io.stdout.write(flags.json ? `${JSON.stringify(catalog, null, 2)}\n` : catalogText(catalog));
     return 0;
   } finally {
     await store.close().catch(() => undefined);
@@ -110,7 +110,7 @@ async function verifyCommand(
   } catch (err) {
     if (err instanceof RepositoryUnreadableError) {
       io.stderr?.write(`pgrunbook catalog --verify: ${err.message}\nNothing was verified. Check the URL, the credentials and the network (or that the backup volume is mounted), then run it again.\n`);
-      if (opts.json) io.stdout.write(JSON.stringify({ type: 'error', exitCode: EXIT.failed, message: err.message }) + '\n');
+      if (opts.json) io.stdout.write(`${JSON.stringify({ type: 'error', exitCode: EXIT.failed, message: err.message })}\n`);
       return EXIT.failed;
     }
     throw err;
@@ -125,7 +125,7 @@ async function verifyCommand(
     recordError = `could not record the result as ${VERIFY_RESULT_KEY}: ${errorMessage(err)} (status will not see this verify; check write access to the repository)`;
     result.warnings.push(recordError);
   }
-  io.stdout.write(opts.json ? JSON.stringify({ ...result, recorded: recordError ? false : VERIFY_RESULT_KEY }, null, 2) + '\n' : verifyText(result, recordError));
+  io.stdout.write(opts.json ? `${JSON.stringify({ ...result, recorded: recordError ? false : VERIFY_RESULT_KEY }, null, 2)}\n` : verifyText(result, recordError));
   return result.ok ? EXIT.ok : EXIT.verification;
 }
 
@@ -144,7 +144,7 @@ export function verifyText(r: VerifyResult, recordError?: string): string {
   for (const w of r.warnings) lines.push(`warning: ${w}`);
   if (!r.ok) lines.push('Do not rely on the bad objects: take a new base backup / dump now, and restore from an older copy if one of them is needed.');
   if (!recordError) lines.push(`recorded as ${VERIFY_RESULT_KEY}`);
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }
 
 export function catalogText(c: Catalog): string {
@@ -173,5 +173,5 @@ export function catalogText(c: Catalog): string {
         `  from ${w.backupId}: ${w.fromLsn} (${w.fromTime}) to ${w.toLsn}${w.toArchivedAt ? ` (archived ${w.toArchivedAt})` : ''}, timeline${w.timelines.length > 1 ? 's' : ''} ${w.timelines.join(' -> ')}${w.endedByGap ? `; ends at the gap at ${w.endedByGap.from}` : ''}`,
       );
   }
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }

@@ -96,7 +96,7 @@ function fishCompletion(procedures: { id: string; summary: string; params: impor
   lines.push(`complete -c pgrunbook -n '__fish_seen_argument -l procedure -s P' -a ${q(procedures.map((p) => p.id).join(' '))}`);
   for (const d of Object.values(SUBCOMMANDS)) for (const o of d.options) lines.push(line(`__fish_seen_subcommand_from ${d.name}`, o));
   for (const p of procedures) for (const o of procedureOptions(p.params)) lines.push(line(`__fish_contains_opt procedure; and string match -q -- ${p.id} (commandline -opc)`, o));
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }
 
 export async function completionCommand(argv: string[], io: { stdout: NodeJS.WritableStream; env: NodeJS.ProcessEnv }): Promise<number> {

@@ -233,7 +233,7 @@ export const SUBCOMMANDS: Record<string, CommandDecl> = {
 };
 
 export function kebab(paramName: string): string {
-  return paramName.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+  return paramName.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 }
 
 /** A procedure's options, from its ParamSpecs. */

@@ -69,7 +69,7 @@ export async function statusCommand(argv: string[], io: StatusIo): Promise<numbe
   const wantsJson = argv.includes('--json');
   const unknown = (message: string, hint = 'see: pgrunbook status --help'): number => {
     io.stderr.write(`pgrunbook status: ${message}\nhint: ${hint}\n`);
-    if (wantsJson) io.stdout.write(JSON.stringify({ status: 'unknown', exitCode: EXIT_CODE.unknown, error: message }) + '\n');
+    if (wantsJson) io.stdout.write(`${JSON.stringify({ status: 'unknown', exitCode: EXIT_CODE.unknown, error: message })}\n`);
     else if (!argv.includes('--prometheus')) io.stdout.write(`UNKNOWN: ${message}\n`);
     return EXIT_CODE.unknown;
   };

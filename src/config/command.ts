@@ -41,7 +41,7 @@ export async function profileCommand(argv: string[], io: { stdout: NodeJS.Writab
       if (!p) throw new CliUsageError(`no profile named "${name}" (profiles: ${store.list().join(', ') || 'none'})`, 'list them with: pgrunbook profile list');
       const shown = JSON.parse(JSON.stringify(p)) as Profile;
       if (shown.connection?.password) shown.connection.password = '***';
-      io.stdout.write(maskConnectionStrings(JSON.stringify(shown, null, 2)) + '\n');
+      io.stdout.write(`${maskConnectionStrings(JSON.stringify(shown, null, 2))}\n`);
       return 0;
     }
     case 'delete':

@@ -64,7 +64,7 @@ export class Journal {
   append(record: JournalRecord): void {
     // A step left running after the run ended must not write through a reused descriptor.
     if (this.closed) return;
-    fs.writeSync(this.fd, JSON.stringify(record) + '\n');
+    fs.writeSync(this.fd, `${JSON.stringify(record)}\n`);
     // Step boundaries are what --resume relies on after a crash: make them durable.
     if (record.rec === 'step-end' || record.rec === 'run-end' || record.rec === 'confirm') fs.fsyncSync(this.fd);
   }
@@ -131,7 +131,7 @@ export function readResumePoint(stateDir: string, runId: string): ResumePoint {
   }
   const records = readJournal(file);
   const start = records.find((r) => r.rec === 'run-start');
-  if (!start || start.rec !== 'run-start') throw new Error(`journal ${file} has no run-start record; it cannot be resumed`);
+  if (start?.rec !== 'run-start') throw new Error(`journal ${file} has no run-start record; it cannot be resumed`);
   const completed = new Set<string>();
   let state: Record<string, unknown> = {};
   let lastStatus: RunSummary['status'] | undefined;

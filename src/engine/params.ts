@@ -5,7 +5,7 @@ import type { ParamSpec, Params, ParamValue, Procedure } from './types.js';
 export type RawFlags = Record<string, string | boolean | string[]>;
 
 export function flagName(paramName: string): string {
-  return '--' + paramName.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+  return `--${paramName.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 }
 
 export function paramNameFromFlag(flag: string): string {
@@ -27,7 +27,7 @@ export function resolveParams(
   const known = new Set(procedure.params.map((p) => flagName(p.name).slice(2)));
   for (const key of Object.keys(flags)) {
     if (!known.has(key)) {
-      const valid = [...known].map((k) => '--' + k).join(', ') || '(none)';
+      const valid = [...known].map((k) => `--${k}`).join(', ') || '(none)';
       errors.push(`unknown option --${key} for procedure ${procedure.id}; its options are: ${valid}`);
     }
   }
@@ -92,7 +92,6 @@ function coerce(spec: ParamSpec, raw: string | boolean | string[] | number): { v
       const parts = (Array.isArray(raw) ? raw : [String(raw)]).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
       return { value: parts };
     }
-    case 'string':
     default:
       if (typeof single === 'boolean') return { error: `${flag} needs a value${spec.example ? ` (for example ${flag} ${spec.example})` : ''}` };
       return { value: String(single) };

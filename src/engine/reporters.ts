@@ -8,7 +8,7 @@ export type Reporter = (event: RunEvent) => void;
 
 export function jsonLinesReporter(out: Writable): Reporter {
   return (event) => {
-    out.write(JSON.stringify(event) + '\n');
+    out.write(`${JSON.stringify(event)}\n`);
   };
 }
 
@@ -29,13 +29,13 @@ export function humanReporter(out: Writable, opts: HumanOptions): Reporter {
   const indexOf = new Map<string, number>();
   let lastProgressLine = 0;
   const every = (opts.progressEverySec ?? 2) * 1000;
-  const line = (text: string) => out.write(text + '\n');
+  const line = (text: string) => out.write(`${text}\n`);
 
   return (event) => {
     switch (event.type) {
       case 'run-start': {
         total = event.steps.length;
-        event.steps.forEach((s, i) => indexOf.set(s.id, i + 1));
+        for (const [i, s] of event.steps.entries()) indexOf.set(s.id, i + 1);
         const mode = event.dryRun ? ' (dry run: nothing will be changed)' : event.resumedAt ? ` (resuming at ${event.resumedAt})` : '';
         line(bold(`${event.title}`) + dim(` [${event.procedure}] run ${event.runId}`) + mode);
         if (event.journalPath) line(dim(`journal: ${event.journalPath}`));

@@ -4,17 +4,17 @@
 // step is step-executor.ts, what ends a run from outside is supervision.ts, and the summary's
 // wording is summary.ts.
 import os from 'node:os';
-import {
-  type CheckResult,
-  type ConfirmAnswerer,
-  type Params,
-  type Procedure,
-  type RunContext,
-  type RunEvent,
-  type RunStatus,
-  type RunSummary,
-  type Step,
-  type StepSummary,
+import type {
+  CheckResult,
+  ConfirmAnswerer,
+  Params,
+  Procedure,
+  RunContext,
+  RunEvent,
+  RunStatus,
+  RunSummary,
+  Step,
+  StepSummary,
 } from './types.js';
 import { Masker } from './mask.js';
 import { Journal, newRunId, whoAmI, type JournalRecord } from './journal.js';

@@ -239,13 +239,11 @@ export type RunEvent =
 export type RunEventType = RunEvent['type'];
 
 /** Answers confirm-requests: the TUI asks the operator, headless answers from flags. */
-export interface ConfirmAnswerer {
-  (request: { stepId: string; message: string; destructive?: { what: string; expected: string } }): Promise<{
+export type ConfirmAnswerer = (request: { stepId: string; message: string; destructive?: { what: string; expected: string } }) => Promise<{
     allowed: boolean;
     /** Why it was refused, and what would allow it (e.g. "pass --confirm prod-main"). */
     reason?: string;
-  }>;
-}
+  }>
 
 export class UsageError extends Error {
   constructor(

@@ -180,7 +180,7 @@ export function evaluateStatus(input: EvaluateInput): StatusReport {
   if (wal) measurements.wal = wal;
 
   // The verdict. Nothing reachable at all: nothing can be said (Nagios UNKNOWN).
-  const nothingReachable = !catalog && (!server || !server.facts);
+  const nothingReachable = !catalog && (!server?.facts);
   let status: Severity = 'ok';
   for (const c of checks) status = worse(status, c.status);
   if (nothingReachable) status = 'unknown';

@@ -106,7 +106,7 @@ export function prometheusText(r: StatusReport): string {
     out.push(`# TYPE ${f.name} ${f.type}`);
     for (const sm of f.samples) out.push(sampleLine(f.name, sm.labels, sm.value));
   }
-  return out.join('\n') + '\n';
+  return `${out.join('\n')}\n`;
 }
 
 /**

@@ -17,9 +17,9 @@ export function statusText(r: StatusReport): string {
   }
   lines.push('');
   lines.push(`exit ${r.exitCode} (0 ok, 1 warning, 2 critical, 3 unknown)`);
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }
 
 export function statusJson(r: StatusReport): string {
-  return JSON.stringify(r, null, 2) + '\n';
+  return `${JSON.stringify(r, null, 2)}\n`;
 }

@@ -80,7 +80,7 @@ export async function mayGiveDatabaseTo(maint: ConnectionSettings, role: string)
 /** The CREATE DATABASE clauses that give a new database the same encoding and locale as `like` (and the owner, when given). */
 export async function createDatabaseClauses(maint: ConnectionSettings, like: string | undefined, owner?: string): Promise<string> {
   const ownerClause = owner ? ` OWNER ${ident(owner)}` : '';
-  if (!like) return 'TEMPLATE template0' + ownerClause;
+  if (!like) return `TEMPLATE template0${ownerClause}`;
   return withPg(maint, async (c) => {
     const num = Number((await c.query<{ n: string }>(`SELECT current_setting('server_version_num') AS n`)).rows[0].n);
     const cols =
@@ -94,7 +94,7 @@ export async function createDatabaseClauses(maint: ConnectionSettings, like: str
       [like],
     );
     const d = r.rows[0];
-    if (!d) return 'TEMPLATE template0' + ownerClause;
+    if (!d) return `TEMPLATE template0${ownerClause}`;
     let sql = `TEMPLATE template0 ENCODING ${literal(d.encoding)} LC_COLLATE ${literal(d.collate)} LC_CTYPE ${literal(d.ctype)}`;
     if (d.provider === 'i' && d.icu) sql += ` LOCALE_PROVIDER icu ICU_LOCALE ${literal(d.icu)}`;
     else if (d.provider === 'b' && d.icu) sql += ` LOCALE_PROVIDER builtin BUILTIN_LOCALE ${literal(d.icu)}`;

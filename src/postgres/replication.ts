@@ -1,7 +1,7 @@
 // The replication protocol, as pg_basebackup will use it: a probe (IDENTIFY_SYSTEM) that proves
 // pg_hba.conf lets this user in for replication, and a temporary slot that holds WAL while a base
 // backup runs.
-import pg from 'pg';
+import type pg from 'pg';
 import type { ConnectionSettings } from '../config/connection.js';
 import { connectPg } from './client.js';
 

@@ -38,6 +38,7 @@ export interface SandboxCluster {
   remove(): Promise<void>;
   /** Run SQL (one or more statements); rows as text like `psql -At`: columns joined by '|', rows by '\n'. */
   psql(sql: string, database?: string): Promise<string>;
+  // biome-ignore lint/suspicious/noExplicitAny: rows are whatever the caller's SQL selects; callers name T
   query<T = any>(sql: string, params?: unknown[], database?: string): Promise<T[]>;
 }
 
@@ -133,7 +134,7 @@ function pidAlive(pid: number): boolean {
     const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
     return st.slice(st.lastIndexOf(')') + 2, st.lastIndexOf(')') + 3) !== 'Z';
   } catch {
-    return existsSync('/proc/self') ? false : true;
+    return !existsSync('/proc/self');
   }
 }
 
@@ -168,7 +169,6 @@ class SandboxClusterImpl implements SandboxCluster {
     readonly binDir: string,
     port: number,
     private readonly fixedPort: boolean,
-    private readonly runAs: OsIds | undefined,
   ) {
     this.port = port;
     this.ownsSocketDir = path.dirname(socketDir) !== baseDir;
@@ -298,6 +298,7 @@ class SandboxClusterImpl implements SandboxCluster {
     });
   }
 
+  // biome-ignore lint/suspicious/noExplicitAny: as declared in SandboxCluster
   async query<T = any>(sql: string, params?: unknown[], database?: string): Promise<T[]> {
     return withPg(this.connection(database), async (c) => {
       const res = (await c.query(sql, params)) as unknown as pg.QueryResult | pg.QueryResult[];
@@ -388,7 +389,6 @@ export async function createSandboxCluster(opts: SandboxOptions = {}): Promise<S
       binDir,
       port,
       opts.port !== undefined,
-      runAs,
     );
     cluster.settings = {
       port,

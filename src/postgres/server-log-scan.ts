@@ -46,7 +46,7 @@ export async function scanServerLog(file: string, since: Date, signal?: AbortSig
       }
       if (!inWindow) continue;
       const level = LEVEL.exec(line);
-      if (level) out.push({ level: level[1].toLowerCase() as LogLine['level'], text: line.length > 300 ? line.slice(0, 300) + '…' : line });
+      if (level) out.push({ level: level[1].toLowerCase() as LogLine['level'], text: line.length > 300 ? `${line.slice(0, 300)}…` : line });
     }
   } finally {
     lines.close();
@@ -57,7 +57,7 @@ export async function scanServerLog(file: string, since: Date, signal?: AbortSig
 
 function logTime(stamp: string, zone: string | undefined): Date | undefined {
   const iso = stamp.replace(' ', 'T');
-  if (!zone || zone === 'UTC' || zone === 'GMT') return new Date(iso + 'Z');
+  if (!zone || zone === 'UTC' || zone === 'GMT') return new Date(`${iso}Z`);
   if (/^[+-]\d\d/.test(zone)) {
     const z = zone.length === 3 ? `${zone}:00` : zone.includes(':') ? zone : `${zone.slice(0, 3)}:${zone.slice(3)}`;
     return new Date(iso + z);

@@ -127,7 +127,7 @@ export async function ensureRepositoryIdentity(
       createdAt: new Date().toISOString(),
       ...(cluster.compression !== undefined ? { compression: cluster.compression } : {}),
     };
-    if (await createIfAbsent(store, IDENTITY_KEY, Buffer.from(JSON.stringify(record, null, 2) + '\n'))) return record;
+    if (await createIfAbsent(store, IDENTITY_KEY, Buffer.from(`${JSON.stringify(record, null, 2)}\n`))) return record;
     // Someone else created it first: read theirs and check against it.
   }
   const final = await readRepositoryIdentity(store);

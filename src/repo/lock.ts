@@ -81,7 +81,7 @@ export async function createIfAbsent(store: ObjectStore, key: string, body: Buff
   }
   if (created && store.kind !== 'file') await sleep(SETTLE_MS);
   const back = await readObjectIfExists(store, key);
-  return back !== undefined && back.equals(body);
+  return back?.equals(body) === true;
 }
 
 export async function readLock(store: ObjectStore, key: string): Promise<LockRecord | undefined> {
@@ -152,7 +152,7 @@ export class HeldLock {
     }
     const now = new Date();
     this.record = { ...this.record, refreshedAt: now.toISOString(), expiresAt: new Date(now.getTime() + this.ttlMs).toISOString() };
-    const body = Buffer.from(JSON.stringify(this.record, null, 2) + '\n');
+    const body = Buffer.from(`${JSON.stringify(this.record, null, 2)}\n`);
     await this.store.put(this.key, body, { contentLength: body.length });
     return true;
   }
@@ -211,7 +211,7 @@ export async function acquireLock(store: ObjectStore, key: string, opts: Acquire
   };
   for (let attempt = 0; attempt < 4; attempt++) {
     const record = make();
-    const body = Buffer.from(JSON.stringify(record, null, 2) + '\n');
+    const body = Buffer.from(`${JSON.stringify(record, null, 2)}\n`);
     if (await createIfAbsent(store, key, body)) return new HeldLock(store, key, record, ttlMs, onWarn);
     const holder = await readLock(store, key);
     if (!holder) continue; // released meanwhile: try again

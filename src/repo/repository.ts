@@ -65,7 +65,7 @@ export class Repository {
   }
 
   private async putJson(key: string, value: unknown): Promise<void> {
-    const body = Buffer.from(JSON.stringify(value, null, 2) + '\n');
+    const body = Buffer.from(`${JSON.stringify(value, null, 2)}\n`);
     await this.store.put(key, body, { contentLength: body.length, metadata: { sha256: sha256Hex(body) } });
   }
 

@@ -186,7 +186,7 @@ export async function verifyRepository(store: ObjectStore, opts: VerifyOptions =
 /** Writes the result as verify/last.json (a small JSON object, its SHA-256 in its metadata). */
 export async function recordVerifyResult(store: ObjectStore, result: VerifyResult): Promise<void> {
   const recorded: VerifyResult = result.bad.length > MAX_RECORDED_BAD ? { ...result, bad: result.bad.slice(0, MAX_RECORDED_BAD), badTruncated: result.bad.length - MAX_RECORDED_BAD } : result;
-  const body = Buffer.from(JSON.stringify(recorded, null, 2) + '\n');
+  const body = Buffer.from(`${JSON.stringify(recorded, null, 2)}\n`);
   await store.put(VERIFY_RESULT_KEY, body, { contentLength: body.length, metadata: { sha256: sha256Hex(body) } });
 }
 

@@ -67,9 +67,7 @@ export interface RecoveryPlan {
   clusterName?: string;
 }
 
-export interface PlanProgress {
-  (p: { done: number; total: number; unit: 'bytes' }): void;
-}
+export type PlanProgress = (p: { done: number; total: number; unit: 'bytes' }) => void
 
 export interface PlanInput {
   store: ObjectStore;

@@ -9,7 +9,7 @@ import { fetchWal, WalCorruptError } from '../repo/walarchive.js';
 import { parseHistoryFile, parseLsn, segmentName, segnoOfLsn, type TimelineHistoryEntry } from '../repo/walnames.js';
 import { streamWalDump, streamWalRecords, type WalRecord, type WalRecordLine } from '../postgres/programs/waldump.js';
 import { RepositoryCorruptError } from './errors.js';
-import { SegmentIndex, segmentOnPath, type PathPart, type PathSegment } from './timelines.js';
+import { type SegmentIndex, segmentOnPath, type PathPart, type PathSegment } from './timelines.js';
 
 /** What the walker needs of the plan's input: where to read, when to stop, whom to tell. */
 export type WalkerInput = {

@@ -1,8 +1,4 @@
-// The typed confirmation. A destructive step waits until the operator types the expected
-// text exactly and presses Enter; a mismatch is refused and the prompt stays for another
-// try; Esc cancels. Ordinary confirmations are y/n. Input state lives in a reducer, so keys
-// that arrive together (a paste, a fast typist) never see stale text.
-import React from 'react';
+
 import { Box, Text } from 'ink';
 import type { Key } from './keys.js';
 import { editText } from './keys.js';

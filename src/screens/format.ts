@@ -49,7 +49,7 @@ export const STATE_COLOR: Partial<Record<StepState, ColorName>> = {
 export function clip(text: string, width: number): string {
   const w = Math.max(1, width);
   const one = text.replace(/\s*\n\s*/g, ' ');
-  return one.length <= w ? one : one.slice(0, w - 1) + '…';
+  return one.length <= w ? one : `${one.slice(0, w - 1)}…`;
 }
 
 /** Lines a wrapped text takes, a little pessimistic (word wrap wastes some of each line). */

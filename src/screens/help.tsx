@@ -1,5 +1,4 @@
-// The `?` overlay: every key the app answers to, on one screen. Any key closes it.
-import React from 'react';
+
 import { Box, Text } from 'ink';
 import { useKeys } from './keys.js';
 import { useTerminalSize, useTheme } from './theme.js';

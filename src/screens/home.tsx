@@ -1,6 +1,7 @@
 // Home: the procedures, grouped, one line each. Keys go through a reducer (a quick ↓ then
 // Enter must pick the procedure below, not the one the stale render saw).
-import React, { useEffect, useReducer } from 'react';
+import type React from 'react';
+import { useEffect, useReducer } from 'react';
 import { Box, Text } from 'ink';
 import type { Procedure, ProcedureGroup } from '../engine/types.js';
 import { useKeys, type Key } from './keys.js';

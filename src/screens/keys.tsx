@@ -2,7 +2,7 @@
 // throws on a stdin that is not a TTY). Screens register their handler with useKeys; it is
 // swapped in a layout effect, so the handler of a screen is live by the time its first
 // frame is on the terminal and no key typed right after a screen change is lost.
-import React, { createContext, useCallback, useContext, useLayoutEffect, useRef, type ReactNode } from 'react';
+import { createContext, useCallback, useContext, useLayoutEffect, useRef, type ReactNode } from 'react';
 import { useInput, useStdin, type Key } from 'ink';
 
 export type { Key };

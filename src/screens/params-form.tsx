@@ -4,7 +4,7 @@
 // errors show under the field they name. All key handling is one pure reducer. A field can
 // have a picker (the pitr target opens the recovery timeline): Enter on it while it is empty,
 // or Ctrl-T, shows the picker in place of the form, and its answer fills the field.
-import React, { useEffect, useReducer, type ReactNode } from 'react';
+import { useEffect, useReducer, type ReactNode } from 'react';
 import { Box, Text } from 'ink';
 import { flagName, resolveParams, type RawFlags } from '../engine/params.js';
 import type { ParamSpec, Params, Procedure } from '../engine/types.js';
@@ -312,7 +312,7 @@ function FieldValueView({ spec, value, focused, width }: { spec: ParamSpec; valu
   }
   return (
     <Text wrap="truncate-start">
-      {shown.length > width - 1 ? '…' + shown.slice(-(width - 2)) : shown}
+      {shown.length > width - 1 ? `…${shown.slice(-(width - 2))}` : shown}
       {focused ? <Text inverse> </Text> : null}
     </Text>
   );

@@ -1,5 +1,5 @@
 // The final report: verdict, step timings, checks, where the journal is, and what to do next.
-import React, { useEffect, useReducer } from 'react';
+import { useEffect, useReducer } from 'react';
 import { Box, Text } from 'ink';
 import { summaryLines } from '../engine/reporters.js';
 import type { RunSummary } from '../engine/types.js';
@@ -83,6 +83,7 @@ export function Report({ summary, title, exiting, exitCode, onHome, onQuit }: Re
         </Text>
       ) : null}
       {checks.slice(0, shown).map((check, i) => (
+        // biome-ignore lint/suspicious/noArrayIndexKey: a fixed list of lines that never reorders
         <Text key={i} wrap="truncate-end">
           {'  '}
           <Text color={c(check.ok ? 'green' : 'red')}>{check.ok ? '✓' : '✗'}</Text> {check.name}

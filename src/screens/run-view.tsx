@@ -2,7 +2,7 @@
 // Event -> state is the pure runReducer (run-state.ts); events reach it in batches of at most
 // 10 a second. The live area is sized to the terminal so it never fills it (Ink would then
 // clear and repaint the whole screen on every frame).
-import React, { useEffect, useReducer, useRef, useState } from 'react';
+import { useEffect, useReducer, useRef, useState } from 'react';
 import { Box, Text } from 'ink';
 import { Spinner } from '@inkjs/ui';
 import { runProcedure } from '../engine/runner.js';
@@ -241,6 +241,7 @@ export function RunView({ state, confirm, now, stopping, size }: RunViewProps) {
         </Text>
       ) : null}
       {state.checks.slice(state.checks.length - checksShown).map((check, i) => (
+        // biome-ignore lint/suspicious/noArrayIndexKey: the index is offset by what scrolled away, so a line keeps its key
         <Text key={`c${state.checksDropped + state.checks.length - checksShown + i}`} wrap="truncate-end">
           {'  '}
           <Text color={c(check.ok ? 'green' : 'red')}>{check.ok ? '✓' : '✗'}</Text> {check.name}
@@ -248,6 +249,7 @@ export function RunView({ state, confirm, now, stopping, size }: RunViewProps) {
         </Text>
       ))}
       {state.logs.slice(state.logs.length - logsShown).map((line, i) => (
+        // biome-ignore lint/suspicious/noArrayIndexKey: the index is offset by what scrolled away, so a line keeps its key
         <Text key={`l${state.logsDropped + state.logs.length - logsShown + i}`} wrap="truncate-end" color={line.level === 'error' ? c('red') : line.level === 'warn' ? c('yellow') : undefined} dimColor={line.level === 'info'}>
           {line.level === 'error' ? '  ✗ ' : line.level === 'warn' ? '  ! ' : '    '}
           {line.message}

@@ -1,6 +1,6 @@
 // The status in the TUI: a feed that checks in the background (Home never waits for it), a
 // compact panel for the top of Home, and the full dashboard screen (key `s` on Home).
-import React, { useEffect, useReducer } from 'react';
+import { useEffect, useReducer } from 'react';
 import { Box, Text } from 'ink';
 import { shortProblem } from '../monitoring/evaluate.js';
 import { SEVERITY_MARK } from '../monitoring/render.js';

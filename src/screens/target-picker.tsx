@@ -4,7 +4,8 @@
 // loads in the background from a source the app hands in (the screen never opens the
 // repository itself); if it cannot be read, the target can still be typed and is
 // checked for form only. Keys go through one pure reducer (pitfall 5: no stale state).
-import React, { useEffect, useLayoutEffect, useReducer, useRef } from 'react';
+import type React from 'react';
+import { useEffect, useLayoutEffect, useReducer, useRef } from 'react';
 import { Box, Text } from 'ink';
 import { Spinner } from '@inkjs/ui';
 import type { Catalog } from '../repo/catalog.js';
@@ -273,7 +274,7 @@ export function TargetPicker({ source, initial, onDone, size }: TargetPickerProp
     if (!model.windows.length) info.push({ key: 'none', text: 'no usable recovery window: no complete base backup with the WAL it needs', color: 'red' });
     for (const g of model.gaps) info.push({ key: `gap-${g.timeline}-${g.from}`, text: `gap on timeline ${g.timeline}: ${describeGap(g)}`, color: 'red' });
     for (const b of model.backups.filter((x) => !x.usable)) info.push({ key: `bad-${b.id}`, text: `${b.id} unusable: ${b.problem ?? 'no window'}`, color: 'yellow' });
-    describeTimelines(model).forEach((t, i) => info.push({ key: `tl-${i}`, text: t }));
+    for (const [i, t] of describeTimelines(model).entries()) info.push({ key: `tl-${i}`, text: t });
     if (model.incomplete) info.push({ key: 'incomplete', text: `${model.incomplete} incomplete base backup${model.incomplete === 1 ? '' : 's'} (no backup.json) not offered` });
     if (info.length) push(<Text key="b3"> </Text>);
     for (const line of info) {

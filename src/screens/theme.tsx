@@ -1,6 +1,6 @@
 // Colours, honouring NO_COLOR (https://no-color.org): when it is set and non-empty, no
 // component gets a colour. Bold, dim and inverse are styles, not colours, and stay.
-import React, { createContext, useContext, useEffect, useState, type ReactNode } from 'react';
+import { createContext, useContext, useEffect, useState, type ReactNode } from 'react';
 import { useStdout } from 'ink';
 import { ThemeProvider, defaultTheme, extendTheme } from '@inkjs/ui';
 

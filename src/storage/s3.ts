@@ -393,7 +393,7 @@ export class S3Store extends StoreBase implements ObjectStore {
         throw this.error('list', prefix || undefined, err);
       }
       for (const o of page.Contents ?? []) {
-        if (!o.Key || !o.Key.startsWith(this.keyPrefix) || o.Key.endsWith('/')) continue; // skip "folder" markers
+        if (!o.Key?.startsWith(this.keyPrefix) || o.Key.endsWith('/')) continue; // skip "folder" markers
         yield { key: o.Key.slice(this.keyPrefix.length), size: o.Size ?? 0, lastModified: o.LastModified ?? new Date(0) };
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;

@@ -53,7 +53,7 @@ export class StderrLines {
   private line(raw: string): void {
     const text = raw.replace(/\r$/, '');
     if (!text.trim()) return;
-    const line = text.length > STDERR_MAX_LINE ? text.slice(0, STDERR_MAX_LINE) + '…' : text;
+    const line = text.length > STDERR_MAX_LINE ? `${text.slice(0, STDERR_MAX_LINE)}…` : text;
     this.tail.push(line);
     if (this.tail.length > this.keep) this.tail.shift();
     if (this.delivered < this.maxDelivered) {

@@ -131,7 +131,7 @@ export async function runPgRestore(opts: PgRestoreOptions): Promise<{ items: num
       items++;
       opts.onItem?.(items);
     } else if (!CHATTER_LINE.test(line)) {
-      messages.push(line + '\n');
+      messages.push(`${line}\n`);
     }
   };
   const child = startStreamingProgram(opts.pgRestore, args, {

@@ -65,7 +65,7 @@ export async function streamWalDump(
   dir: string,
   first: string,
   last: string,
-  onLine: (r: WalRecordLine) => boolean | void,
+  onLine: (r: WalRecordLine) => boolean | undefined,
   opts: { rmgrs?: string[]; signal?: AbortSignal } = {},
 ): Promise<WalDumpResult> {
   const bin = await findPgBinary('pg_waldump');
@@ -99,7 +99,7 @@ export async function streamWalDump(
 }
 
 /** Commit/abort and restore-point records, streamed. */
-export async function streamWalRecords(dir: string, first: string, last: string, onRecord: (r: WalRecord) => boolean | void, signal?: AbortSignal): Promise<WalDumpResult> {
+export async function streamWalRecords(dir: string, first: string, last: string, onRecord: (r: WalRecord) => boolean | undefined, signal?: AbortSignal): Promise<WalDumpResult> {
   return streamWalDump(
     dir,
     first,
