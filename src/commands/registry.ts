@@ -128,23 +128,20 @@ const walCommon: OptionDecl[] = [
   help,
 ];
 
-export const WAL_PUSH: CommandDecl = {
-  name: 'wal-push',
-  summary: 'archive_command: store one WAL file in the repository',
-  usage: ['pgrunbook wal-push [--env-file FILE] [--repo URL] [--compress gzip|none] [--compress-level 1-9] %p'],
-  options: walCommon,
-  positionals: { min: 1, max: 1, names: 'the WAL file path (%p)' },
-  notes: WAL_NOTES,
-};
+/** wal-push and wal-fetch share their options and notes; they differ in what PostgreSQL passes them. */
+function walCommand(name: string, summary: string, usage: string, positionals: { count: number; names: string }): CommandDecl {
+  return { name, summary, usage: [usage], options: walCommon, positionals: { min: positionals.count, max: positionals.count, names: positionals.names }, notes: WAL_NOTES };
+}
 
-export const WAL_FETCH: CommandDecl = {
-  name: 'wal-fetch',
-  summary: 'restore_command: fetch one WAL file from the repository',
-  usage: ['pgrunbook wal-fetch [--env-file FILE] [--repo URL] %f %p'],
-  options: walCommon,
-  positionals: { min: 2, max: 2, names: 'the WAL file name and destination path (%f %p)' },
-  notes: WAL_NOTES,
-};
+export const WAL_PUSH = walCommand('wal-push', 'archive_command: store one WAL file in the repository', 'pgrunbook wal-push [--env-file FILE] [--repo URL] [--compress gzip|none] [--compress-level 1-9] %p', {
+  count: 1,
+  names: 'the WAL file path (%p)',
+});
+
+export const WAL_FETCH = walCommand('wal-fetch', 'restore_command: fetch one WAL file from the repository', 'pgrunbook wal-fetch [--env-file FILE] [--repo URL] %f %p', {
+  count: 2,
+  names: 'the WAL file name and destination path (%f %p)',
+});
 
 export const CATALOG: CommandDecl = {
   name: 'catalog',
