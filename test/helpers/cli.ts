@@ -1,6 +1,5 @@
 // Runs the built CLI (dist/cli.js, made by `npm test` before vitest starts) as a real subprocess.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 
@@ -43,9 +42,9 @@ export function jsonLines(stdout: string): Record<string, any>[] {
     .map((l) => JSON.parse(l) as Record<string, any>);
 }
 
-export function tempDir(prefix = 'pgrunbook-test-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-}
+import { tempDir } from './temp.js';
+
+export { tempDir };
 
 /** A temp dir the PostgreSQL server (the postgres OS user when the tests run as root) can write. */
 /** A repository directory inside `parent` that the server's OS user owns (archive_command writes it). */
