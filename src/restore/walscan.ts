@@ -1,6 +1,6 @@
-// Looking inside archived WAL before a restore: the last commit time of each window (so a
-// time target past it is refused up front) and the position of a named restore point or a
-// transaction id (so the right base backup is chosen for them).
+// Looking inside archived WAL for the target picker: the last commit time of each window, so the
+// timeline can show where a time target stops being recoverable. pitr's own planning reads the
+// WAL path in restore/plan.ts.
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -49,40 +49,6 @@ export async function lastCommitInWindow(store: ObjectStore, window: RecoveryWin
     const chunk = segments.slice(Math.max(0, end - 4), end);
     const commits = (await scanSegments(store, chunk, signal)).filter((r) => r.kind === 'commit');
     if (commits.length) return (commits[commits.length - 1] as Extract<WalRecord, { kind: 'commit' | 'abort' }>).time;
-  }
-  return undefined;
-}
-
-/**
- * Find a restore point by name or a transaction's commit/abort in a window, newest first,
- * scanning at most `maxSegments` segments.
- */
-export async function locateInWindow(
-  store: ObjectStore,
-  window: RecoveryWindow,
-  segmentSize: number,
-  match: (r: WalRecord) => boolean,
-  signal?: AbortSignal,
-  maxSegments = 256,
-  stats: { segments: number; records: number } = { segments: 0, records: 0 },
-  /** Segments already searched (for an earlier, overlapping window): skipped, and added to. */
-  scanned: Set<string> = new Set(),
-): Promise<WalRecord | undefined> {
-  // Newest timeline first, newest segments first: targets are usually recent.
-  let budget = maxSegments;
-  const chunkSize = 8;
-  for (const run of windowRuns(window, segmentSize).reverse()) {
-    const segments = run.filter((name) => !scanned.has(name));
-    for (const name of segments) scanned.add(name);
-    for (let end = segments.length; end > 0 && budget > 0; end -= chunkSize) {
-      const chunk = segments.slice(Math.max(0, end - chunkSize), end);
-      budget -= chunk.length;
-      const records = await scanSegments(store, chunk, signal);
-      stats.segments += chunk.length;
-      stats.records += records.length;
-      const found = records.filter(match);
-      if (found.length) return found[found.length - 1];
-    }
   }
   return undefined;
 }
