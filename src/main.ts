@@ -17,7 +17,7 @@ import { loadProfile, ProfileError } from './config/store.js';
 import type { Profile } from './config/profile.js';
 import { buildServices, profileDefaults, runContextOf, type ProcedureServices } from './procedures/services.js';
 import { loadProcedures } from './procedures/load.js';
-import { profileCommand } from './config/command.js';
+import { isToolSubcommand, runToolSubcommand } from './commands/subcommands.js';
 
 const GLOBAL_NAMES = new Set(GLOBAL.options.map((o) => o.name));
 const SUBCOMMAND_WORDS = Object.keys(SUBCOMMANDS);
@@ -41,42 +41,8 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
   const failWith = (err: unknown, code: number = EXIT.usage, hint?: string): number =>
     fail(err instanceof CliUsageError ? err.exitCode : code, errorMessage(err), hintOf(err) ?? hint);
 
-  if (argv[0] === 'profile') {
-    try {
-      return await profileCommand(argv.slice(1), io);
-    } catch (err) {
-      return failWith(err, EXIT.usage, 'see: pgrunbook profile --help');
-    }
-  }
-
-  if (argv[0] === 'completion') {
-    try {
-      const { completionCommand } = await import('./commands/completion.js');
-      return await completionCommand(argv.slice(1), io);
-    } catch (err) {
-      return failWith(err, EXIT.usage, 'see: pgrunbook completion --help');
-    }
-  }
-
-  if (argv[0] === 'catalog') {
-    try {
-      const { catalogCommand } = await import('./commands/catalog.js');
-      return await catalogCommand(argv.slice(1), io);
-    } catch (err) {
-      return failWith(err, EXIT.failed, 'check the repository URL, the credentials and the network, then run it again');
-    }
-  }
-
-  if (argv[0] === 'status') {
-    try {
-      const { statusCommand } = await import('./commands/status.js');
-      return await statusCommand(argv.slice(1), io);
-    } catch (err) {
-      // Nagios UNKNOWN: the status could not be determined.
-      io.stderr.write(`pgrunbook status: ${errorMessage(err)}\n`);
-      return 3;
-    }
-  }
+  // Also routed by cli.ts before this module loads; kept here so main(argv) handles every command.
+  if (isToolSubcommand(argv[0])) return runToolSubcommand(argv, io);
 
   let procedures: Procedure[];
   try {
