@@ -4,6 +4,7 @@
 import { CliUsageError } from './registry.js';
 import { EXIT } from '../engine/types.js';
 import { errorMessage, hintOf } from '../engine/errors.js';
+import { pgrunbookCommand } from '../engine/command-name.js';
 
 export interface SubcommandIo {
   stdout: NodeJS.WriteStream;
@@ -37,14 +38,14 @@ export async function runToolSubcommand(argv: string[], io: SubcommandIo): Promi
         const { profileCommand } = await import('../config/command.js');
         return await profileCommand(rest, io);
       } catch (err) {
-        return fail(err, EXIT.usage, 'see: pgrunbook profile --help');
+        return fail(err, EXIT.usage, `see: ${pgrunbookCommand('profile --help', io.env)}`);
       }
     case 'completion':
       try {
         const { completionCommand } = await import('./completion.js');
         return await completionCommand(rest, io);
       } catch (err) {
-        return fail(err, EXIT.usage, 'see: pgrunbook completion --help');
+        return fail(err, EXIT.usage, `see: ${pgrunbookCommand('completion --help', io.env)}`);
       }
     case 'catalog':
       try {
