@@ -17,7 +17,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { chown, link, mkdir, open, readdir, readFile, rename, rmdir, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
+import { chmod, chown, link, mkdir, open, readdir, readFile, rename, rmdir, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -184,8 +184,13 @@ export class LocalStore extends StoreBase implements ObjectStore {
       if (d === first || dirname(d) === d) break;
     }
     const owner = await this.repoOwner();
+    // The same modes whoever writes: PostgreSQL runs archive_command with umask 077.
     // A directory another run removes at the same moment is that run's business (ENOENT).
-    if (owner) for (const d of made) await chown(d, owner.uid, owner.gid).catch((err) => (isMissing(err) ? undefined : Promise.reject(err)));
+    const quiet = (err: unknown) => (isMissing(err) ? undefined : Promise.reject(err));
+    for (const d of made) {
+      await chmod(d, DIR_MODE).catch(quiet);
+      if (owner) await chown(d, owner.uid, owner.gid).catch(quiet);
+    }
     for (const d of chain.reverse()) await fsyncDir(d);
   }
 
@@ -197,7 +202,10 @@ export class LocalStore extends StoreBase implements ObjectStore {
       try {
         const fh = await open(path, 'wx', FILE_MODE);
         const owner = await this.repoOwner();
-        if (owner) await fh.chown(owner.uid, owner.gid).catch(async (err) => {
+        await (async () => {
+          await fh.chmod(FILE_MODE);
+          if (owner) await fh.chown(owner.uid, owner.gid);
+        })().catch(async (err) => {
           await fh.close();
           await unlinkQuiet(path);
           throw err;
@@ -255,6 +263,7 @@ export class LocalStore extends StoreBase implements ObjectStore {
         const fh = await open(metaTmp, 'wx', FILE_MODE);
         try {
           const owner = await this.repoOwner();
+          await fh.chmod(FILE_MODE);
           if (owner) await fh.chown(owner.uid, owner.gid);
           await fh.writeFile(JSON.stringify({ version: 1, metadata }));
           await fh.sync();
