@@ -2,7 +2,7 @@
 // found next to the data directory, with their origin and age, for status and for
 // `retention --data-dirs`, which removes old ones. Never the live data directory, never one a
 // server runs in (a live postmaster.pid), never anything whose name is not ours.
-import fs from 'node:fs';
+import type fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 
