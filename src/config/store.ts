@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Profile } from './profile.js';
 import { validateProfile } from './profile.js';
+import { pgrunbookCommand } from '../engine/command-name.js';
 
 export interface ProfileStore {
   path: string;
@@ -62,14 +63,14 @@ export async function loadProfile(name: string, env: NodeJS.ProcessEnv = process
   // Opening the store creates its file: a lookup where none was ever saved must create nothing.
   const file = knownProfilesFile(env);
   if (file && !fs.existsSync(file)) {
-    throw new ProfileError(`no profile named "${name}" in ${file}. There are no profiles yet. Create one with: pgrunbook profile save ${name} --host HOST --port PORT --user USER`);
+    throw new ProfileError(`no profile named "${name}" in ${file}. There are no profiles yet. Create one with: ${pgrunbookCommand(`profile save ${name}`)} --host HOST --port PORT --user USER`);
   }
   const store = await openProfileStore(env);
   const profile = store.get(name);
   if (!profile) {
     const known = store.list();
     throw new ProfileError(
-      `no profile named "${name}" in ${store.path}. ${known.length ? `Profiles: ${known.join(', ')}.` : 'There are no profiles yet.'} Create one with: pgrunbook profile save ${name} --host HOST --port PORT --user USER`,
+      `no profile named "${name}" in ${store.path}. ${known.length ? `Profiles: ${known.join(', ')}.` : 'There are no profiles yet.'} Create one with: ${pgrunbookCommand(`profile save ${name}`)} --host HOST --port PORT --user USER`,
     );
   }
   const errors = validateProfile(name, profile);

@@ -10,6 +10,7 @@ import { formatBytes } from '../engine/format.js';
 import { errorMessage } from '../engine/runner.js';
 import { DUMP_META, DUMP_PREFIX, type DumpMeta } from './catalog.js';
 import { openRepository, safeName, type Repository } from './repository.js';
+import { pgrunbookCommand } from '../engine/command-name.js';
 
 // ---------------------------------------------------------------------------------------------
 // Work files
@@ -151,7 +152,7 @@ export async function chooseDump(repo: Repository, database: string, id: string 
   if (complete.length === 0) {
     throw new Error(
       `${available} in ${repo.describe()}${incomplete.length ? ` (${incomplete.length} incomplete, never restored)` : ''}. ` +
-        `Check --database and --repo, or make one with: pgrunbook --procedure backup-logical --databases ${database}`,
+        `Check --database and --repo, or make one with: ${pgrunbookCommand(`--procedure backup-logical --databases ${database}`)}`,
     );
   }
   const dumpId = id ?? complete[complete.length - 1];
