@@ -13,14 +13,14 @@ const STATUS_WORD: Record<string, string> = { failed: 'failed', interrupted: 'in
 export function describeRun(r: UnfinishedRun): string {
   const how = r.lastStatus ? (STATUS_WORD[r.lastStatus] ?? r.lastStatus) : 'never ended';
   const when = r.startedAt.replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
-  return `${how} · ${when} · ${r.completedSteps} step${r.completedSteps === 1 ? '' : 's'} done${r.profile ? ` · profile ${r.profile}` : ''}`;
+  return `${how} · ${r.completedSteps} step${r.completedSteps === 1 ? '' : 's'} done${r.profile ? ` · profile ${r.profile}` : ''} · ${when}`;
 }
 
 export function ResumeList({ list, onDone }: ResumeListProps) {
   return (
     <PickList
       title="Unfinished runs on this host · Enter resumes one from where it stopped"
-      load={async () => (await list()).map((r) => ({ value: r.runId, label: `${r.procedure}  ${r.runId}`, detail: describeRun(r) }))}
+      load={async () => (await list()).map((r) => ({ value: r.runId, label: r.runId, detail: describeRun(r) }))}
       empty="no unfinished runs on this host"
       onDone={onDone}
     />
