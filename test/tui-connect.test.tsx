@@ -162,6 +162,8 @@ describe('forms that know', () => {
       // A dump of the database as backup-logical commits one (the list reads the catalog).
       const obj = await repo.putObject(repo.dumpKey(db, '20261201T101500Z', `${db}.dump`), Buffer.alloc(3 * 1024 * 1024, 1));
       await repo.commitDump({ id: '20261201T101500Z', database: db, startTime: '2026-12-01T10:15:00Z', stopTime: '2026-12-01T10:15:09Z', size: obj.size, object: `${db}.dump`, format: 'custom' });
+      // And a base backup (metadata only: the list reads the catalog, nothing restores it here).
+      await repo.commitBaseBackup({ id: '20261201T090000Z', startLsn: '0/2000028', stopLsn: '0/2000100', startTime: '2026-12-01T09:00:00Z', stopTime: '2026-12-01T09:00:42Z', timeline: 1, size: 5 * 1024 * 1024 });
     } finally {
       await repo.close();
     }
@@ -242,6 +244,12 @@ describe('forms that know', () => {
     await app.frame(/target\s*\*\s+2026-12-01T10:20:00Z/);
     app.stdin.write(KEYS.down);
     app.stdin.write(KEYS.down);
+    await app.frame(/› backup/);
+    // The base backups, with their time, timeline and size; Esc leaves the field as it was.
+    app.stdin.write(KEYS.ctrlT);
+    frame = await app.frame(/› 20261201T090000Z/);
+    expect(frame).toMatch(/20261201T090000Z\s+2026-12-01 09:00:42 UTC · timeline 1 · 5\.0 MiB/);
+    app.stdin.write(KEYS.esc);
     await app.frame(/› backup/);
     app.stdin.write('no-such-backup');
     await app.frame(/backup\s+no-such-backup/);
