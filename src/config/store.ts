@@ -79,7 +79,7 @@ export async function loadProfile(name: string, env: NodeJS.ProcessEnv = process
 }
 
 /** Where conf keeps the profiles, where that is certain (PGRUNBOOK_CONFIG_DIR; Linux's XDG rule). */
-function knownProfilesFile(env: NodeJS.ProcessEnv): string | undefined {
+export function knownProfilesFile(env: NodeJS.ProcessEnv): string | undefined {
   if (env.PGRUNBOOK_CONFIG_DIR) return path.join(path.resolve(env.PGRUNBOOK_CONFIG_DIR), 'profiles.json');
   if (process.platform === 'linux') return path.join(env.XDG_CONFIG_HOME || path.join(os.homedir(), '.config'), 'pgrunbook', 'profiles.json');
   return undefined;
