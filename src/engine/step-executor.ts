@@ -10,6 +10,8 @@ export interface StepOutcome {
   error?: string;
   reason?: string;
   hint?: string;
+  /** The thrown error's class name, for typed advice (RunFailure.errorName). */
+  errorName?: string;
   /** A failure that carries its own exit code (e.g. 75, a lock held by another run; 3, corruption). */
   exitCode?: number;
 }
@@ -82,7 +84,7 @@ export async function executeStep(step: Step, ctx: StepContext, exec: StepExecut
   if (result.ok) return { status: 'ok' };
   const err = result.err;
   if (err instanceof ConfirmationRefusedError) return { status: 'refused', error: err.message, hint: hintOf(err) };
-  return { status: 'failed', error: errorMessage(err), hint: hintOf(err), exitCode: ownExitCode(err) };
+  return { status: 'failed', error: errorMessage(err), hint: hintOf(err), exitCode: ownExitCode(err), errorName: err instanceof Error ? err.name : undefined };
 }
 
 /** The step's "about" text; a describe() that throws only loses the text. */

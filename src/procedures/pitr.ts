@@ -21,6 +21,7 @@ import { replayProgress, watchReplay } from '../restore/replay.js';
 import { describeTarget, formatMicrosIso, parseTarget, validTarget } from '../restore/target.js';
 import { unpackTar } from '../restore/unpack.js';
 import { defineProcedure, type Typed } from './define.js';
+import { pitrAdvice } from './pitr-advice.js';
 import { defaultServerEnvFile, walCommandLine, writeServerEnvFile } from './pgrunbook-command.js';
 import { criticalTableErrors, verifyConnectStep, verifyDatabasesStep, verifyTablesStep, type VerifyParams, type VerifyState } from './verify.js';
 
@@ -102,6 +103,7 @@ export const pitrProcedure = defineProcedure<PitrParams, PitrState>({
     { name: 'exclusive', type: 'boolean', default: false, description: 'stop just before the target instead of just after it (a commit exactly at a target time is then not kept)' },
     { name: 'timeline', type: 'number', description: 'follow this timeline instead of the newest in the repository (needed for a target that lies only on an abandoned branch)' },
   ],
+  advise: pitrAdvice,
   validate(params) {
     const t = parseTarget(params.target ?? '');
     return ('error' in t ? [t.error] : []).concat(criticalTableErrors(params.criticalTables));
