@@ -52,7 +52,7 @@ export async function executeStep(step: Step, ctx: StepContext, exec: StepExecut
     const expected = step.destructive.confirmText(ctx);
     const answer = await exec.ask(step, {
       message: `${step.title}: this will ${what}. Type "${expected}" to continue.`,
-      destructive: { what, expected },
+      destructive: { what, expected, means: step.destructive.confirmMeaning?.(ctx) },
     });
     if (!answer.allowed) {
       if (signal.aborted) return { status: 'interrupted', error: 'interrupted' };

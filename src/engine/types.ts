@@ -49,6 +49,8 @@ export interface DestructiveSpec<T extends ProcedureTypes = Untyped> {
   what(ctx: StepContext<T>): string;
   /** The exact text an operator must type (TUI) or pass as `--confirm` (headless). */
   confirmText(ctx: StepContext<T>): string;
+  /** What that text is, in words ("the data directory's name"), shown beside it. */
+  confirmMeaning?(ctx: StepContext<T>): string;
 }
 
 export interface Step<T extends ProcedureTypes = Untyped> {
@@ -126,7 +128,7 @@ export interface ReplayProgress {
 export interface ConfirmOptions {
   message: string;
   /** Set for destructive confirmations: the operator must type `expected`. */
-  destructive?: { what: string; expected: string };
+  destructive?: { what: string; expected: string; means?: string };
 }
 
 export interface CheckResult {
@@ -253,7 +255,7 @@ export type RunEvent =
       type: 'confirm-request';
       stepId: string;
       message: string;
-      destructive?: { what: string; expected: string };
+      destructive?: { what: string; expected: string; means?: string };
     })
   | (EventBase & { type: 'confirm-answer'; stepId: string; allowed: boolean; reason?: string })
   | (EventBase & {
@@ -269,7 +271,7 @@ export type RunEvent =
 export type RunEventType = RunEvent['type'];
 
 /** Answers confirm-requests: the TUI asks the operator, headless answers from flags. */
-export type ConfirmAnswerer = (request: { stepId: string; message: string; destructive?: { what: string; expected: string } }) => Promise<{
+export type ConfirmAnswerer = (request: { stepId: string; message: string; destructive?: { what: string; expected: string; means?: string } }) => Promise<{
     allowed: boolean;
     /** Why it was refused, and what would allow it (e.g. "pass --confirm prod-main"). */
     reason?: string;

@@ -181,6 +181,7 @@ export const pitrProcedure = defineProcedure<PitrParams, PitrState>({
       destructive: {
         what: (ctx) => `stop PostgreSQL and replace data directory ${pgdataOf(ctx)} with base backup ${planned(ctx).backupId} recovered to ${planned(ctx).target} (the current one is moved aside, not deleted)`,
         confirmText: (ctx) => ctx.state.plan?.clusterName || path.basename(pgdataOf(ctx)),
+        confirmMeaning: (ctx) => (ctx.state.plan?.clusterName ? "the cluster's name (cluster_name)" : `the data directory's name (the last part of ${pgdataOf(ctx)})`),
       },
       plan: (ctx) => [`stop the server (${controlSpec(ctx).method})`, `rename ${pgdataOf(ctx)} to ${pgdataOf(ctx)}.pgrunbook-<time>`],
       async run(ctx) {
