@@ -125,7 +125,7 @@ function pickersFor(procedure: Procedure, timeline: RecoveryTimelineSource): Rec
   return {
     [param]: {
       hint: 'pick on the timeline',
-      render: ({ value, onDone }) => <TargetPicker source={timeline} initial={value} onDone={onDone} />,
+      render: ({ value, onDone }) => <TargetPicker source={timeline} initial={value} onDone={onDone} />, // tui-b: onDone(target, { exclusive, timeline })
     },
   };
 }
@@ -177,7 +177,7 @@ export function App(props: AppProps) {
   const secrets = useMemo(() => [services?.connection.password, env.PGPASSWORD].filter((s): s is string => Boolean(s)), [services, env]);
   // The screens' services: the recovery timeline of the configured repository (opened anew
   // each time the picker opens), and the status check when there is a repository to check.
-  const timeline = useMemo(() => loadRecoveryTimeline(services?.repo, services?.env ?? env), [services, env]);
+  const timeline = useMemo(() => loadRecoveryTimeline(services?.repo, services?.env ?? env, { connection: services?.connection }), [services, env]);
   const statusCheck = useMemo(() => (services?.repo ? () => checkStatus(statusOptionsFromServices(services)) : undefined), [services]);
 
   // One AbortController per run; Ctrl-C aborts it and the runner records the interrupted step.
