@@ -96,7 +96,7 @@ export function reportBody(summary: RunSummary, width: number): { lines: BodyLin
   gap();
   lines.push({ text: 'Steps', bold: true });
   const stepsAt = lines.length;
-  for (let i = 0; i < summary.steps.length; i++) lines.push({ text: '' }); // drawn as StepLines
+  for (let i = 0; i < summary.steps.length; i++) lines.push({ text: '' }); // StepLine rows, drawn by the screen
   if (summary.checks.length) {
     const passed = summary.checks.filter((x) => x.ok).length;
     gap();

@@ -23,7 +23,7 @@ export function wrapText(text: string, width: number, indent = ''): string[] {
   const w = Math.max(8, width);
   const out: string[] = [];
   for (const raw of text.split('\n')) {
-    const lead = /^\s*/.exec(raw)?.[0] ?? '';
+    const lead = raw.slice(0, raw.length - raw.trimStart().length);
     const words = raw.slice(lead.length).split(/ +/).filter((x) => x !== '');
     let line = lead;
     let started = false;

@@ -7,6 +7,7 @@ import type { ServerWalPosition, WalActivity } from '../services/recovery-timeli
 import { buildTimelineModel, checkTarget, chooseForLsn, chooseForTime, initialCursor, isoTime, moveCursor, targetTime, type CursorMove, type TimelineModel } from './recovery-timeline.js';
 import { commitPath, describeCommitTarget, newestTimeline } from './recovery-timeline-activity.js';
 import { parseLsn } from '../repo/walnames.js';
+import { parseTarget } from '../restore/target.js';
 
 /** Other form fields a pick implies: a commit is stopped just before (exclusive), on its timeline. */
 export type PickAlso = { exclusive: boolean; timeline: string };
@@ -160,16 +161,18 @@ export function pickerReducer(state: PickerState, action: PickerAction): PickerS
 function withActivity(state: PickerState, activity: WalActivity | undefined, problem?: string): PickerState {
   const next: PickerState = { ...state, activity, activityState: 'done', activityProblem: problem };
   if (!activity || !state.model) return next;
-  const timeline = state.timeline ?? newestTimeline(state.model, activity);
+  // Until the operator moves, the cursor follows the newest timeline's last commit (also after a reload).
+  const timeline = state.moved && state.timeline !== undefined ? state.timeline : newestTimeline(state.model, activity);
   const withTl = { ...next, timeline };
   const path = pathOf(withTl);
   if (!path.length) return { ...withTl, commit: undefined };
-  const previous = selectedCommit(state);
-  const initialXid = /^xid:(\d+)$/.exec(state.initial)?.[1];
+  const previous = state.moved ? selectedCommit(state) : undefined;
+  const parsed = parseTarget(state.initial);
+  const initialXid = 'kind' in parsed && parsed.kind === 'xid' ? parsed.xid : undefined;
   let commit = path.length - 1;
   if (previous) commit = Math.max(0, path.findIndex((c) => c.xid === previous.xid && c.timeline === previous.timeline));
   else if (initialXid) commit = Math.max(0, path.findIndex((c) => c.xid === initialXid));
-  else if (state.moved || targetTime(state.initial) !== undefined) commit = nearestCommit(path, state.cursor);
+  else if (targetTime(state.initial) !== undefined) commit = nearestCommit(path, state.cursor);
   return { ...withTl, commit, cursor: path[commit].ms, latest: state.latest && state.moved ? state.latest : false };
 }
 

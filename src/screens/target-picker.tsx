@@ -353,10 +353,10 @@ export function TargetPicker({ source, initial, onDone, size }: TargetPickerProp
     const server = state.server;
     if (state.switching === 'running') info.push({ key: 'switch', text: 'switching WAL and waiting for the archive…', color: 'yellow' });
     else if (state.switchMessage) info.push({ key: 'switch', text: state.switchMessage, color: state.switching === 'failed' ? 'red' : undefined });
-    if (server && server.unarchived && !server.inRecovery && state.switching !== 'running') {
+    if (server?.unarchived && !server.inRecovery && state.switching !== 'running') {
       info.push({
         key: 'unarchived',
-        text: `the server's current WAL (${server.currentSegment ?? '?'}) is not archived yet: its last commits${server.lastArchivedTime ? ` since ${server.lastArchivedTime}` : ''} cannot be recovered to · s switch WAL now`,
+        text: `s switch WAL now: the server's current WAL ${server.currentSegment ?? ''} is not archived yet; its newest commits cannot be recovered to`,
         color: 'yellow',
       });
     }
