@@ -92,7 +92,7 @@ describe('target picker on two timelines, then pitr just before an xid', () => {
 
     // s: switch WAL now; the archive then has the last commits, and the cursor is on the newest (xid of 7).
     stdin.write('s');
-    frame = await waitForFrame(lastFrame, (f) => flat(f).includes('is archived') && /just before xid \d+/.test(f) && !f.includes('reading commits'), 90_000);
+    frame = await waitForFrame(lastFrame, (f) => flat(f).includes('is archived') && /^›tl 2\s+\S/m.test(f) && /just before xid \d+/.test(f) && !f.includes('reading commits'), 90_000);
     // Each timeline on its own line: 1 (up to the first pitr, and its abandoned rest) and 2 (after it).
     expect(frame).toMatch(/^ tl 1\s+[▁▂▃▄▅▆▇█·]+\s*$/m);
     expect(frame).toMatch(/^›tl 2\s+[▁▂▃▄▅▆▇█·]+\s*$/m);

@@ -151,7 +151,10 @@ export function pickerReducer(state: PickerState, action: PickerAction): PickerS
     case 'server':
       return { ...state, server: action.server };
     case 'switch':
-      return { ...state, switching: action.phase, switchMessage: action.message, loads: action.reload ? state.loads + 1 : state.loads };
+      // A reload reads the server and the WAL again: what was shown of them is stale until then.
+      return action.reload
+        ? { ...state, switching: action.phase, switchMessage: action.message, loads: state.loads + 1, server: undefined, activityState: 'reading' }
+        : { ...state, switching: action.phase, switchMessage: action.message };
     case 'key':
       return state.editing ? editKey(state, action.input, action.key) : cursorKey(state, action.input, action.key, action.axisWidth);
   }
