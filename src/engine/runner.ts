@@ -160,6 +160,9 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
 
   // Declared before finish() can run: a failure's own exit code (75 a held lock, 3 corruption).
   let runExitCode: number | undefined;
+  // The step the run failed at, as data for the report and the procedure's advise() (declared
+  // before finish() can run, like runExitCode).
+  let failedAt: Omit<RunFailure, 'status'> | undefined;
   if (journalOpenError !== undefined) {
     return finish('failed', `cannot write the journal ${journalPath}: ${journalOpenError}; nothing was run`, 'check that the state directory exists and is writable (PGRUNBOOK_STATE_DIR or --state-dir)');
   }
@@ -168,8 +171,6 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
   let runError: string | undefined;
   let runHint: string | undefined;
   let verificationFailed = false;
-  // The step the run failed at, as data for the report and the procedure's advise().
-  let failedAt: Omit<RunFailure, 'status'> | undefined;
 
   const scope: RunScope = {
     runId,
