@@ -243,7 +243,7 @@ describe('typed confirmation', () => {
           id: 'swap',
           title: 'Swap the table',
           kind: 'action',
-          destructive: { what: () => 'replace every row of public.users in prod-main', confirmText: () => 'prod-main' },
+          destructive: { what: () => 'replace every row of public.users in prod-main', confirmText: () => 'prod-main', confirmMeaning: () => "the cluster's name" },
           async run() {
             flag.ran = true;
           },
@@ -257,8 +257,10 @@ describe('typed confirmation', () => {
     const { lastFrame, stdin, waitForExit } = renderApp([destructiveProcedure(flag)]);
     await waitForFrame(lastFrame, '› replace');
     stdin.write(KEYS.enter);
-    let frame = await waitForFrame(lastFrame, 'Type prod-main and press Enter');
+    let frame = await waitForFrame(lastFrame, "To continue, type the cluster's name, then press Enter");
     expect(frame).toContain('This will replace every row of public.users in prod-main.');
+    // The word to type stands on its own line (highlighted when colours are on), not inside the sentence.
+    expect(frame).toMatch(/^│\s+ prod-main \s+│$/m);
 
     stdin.write('wrong');
     await waitForFrame(lastFrame, '> wrong');
@@ -292,7 +294,7 @@ describe('typed confirmation', () => {
     const { lastFrame, stdin, waitForExit } = renderApp([destructiveProcedure(flag)]);
     await waitForFrame(lastFrame, '› replace');
     stdin.write(KEYS.enter);
-    await waitForFrame(lastFrame, 'Type prod-main');
+    await waitForFrame(lastFrame, ' prod-main ');
     stdin.write('prod');
     await waitForFrame(lastFrame, '> prod');
     stdin.write(KEYS.esc);
@@ -385,7 +387,7 @@ describe('Ctrl-C', () => {
     const { lastFrame, stdin, waitForExit } = renderApp([procedure]);
     await waitForFrame(lastFrame, '› danger');
     stdin.write(KEYS.enter);
-    await waitForFrame(lastFrame, 'Type x and press Enter');
+    await waitForFrame(lastFrame, 'To continue, type this text exactly');
     stdin.write(KEYS.ctrlC);
     expect(await waitForExit()).toBe(130);
     expect(flag.ran).toBe(false);

@@ -108,6 +108,7 @@ export function summaryLines(summary: RunSummary): { text: string; ok?: boolean 
   for (const c of summary.checks.filter((x) => !x.ok)) lines.push({ text: `  ✗ ${c.name}${c.detail ? `: ${c.detail}` : ''}`, ok: false });
   if (summary.error && summary.status !== 'verification-failed') lines.push({ text: summary.error, ok: false });
   if (summary.hint) lines.push({ text: `next: ${summary.hint}` });
+  for (const a of summary.advice ?? []) lines.push({ text: `next: ${a.text}${a.command ? `\n    ${a.command}` : ''}` });
   if (summary.journalPath) lines.push({ text: `journal: ${summary.journalPath}` });
   return lines;
 }

@@ -5,6 +5,8 @@
 // wording is summary.ts.
 import os from 'node:os';
 import type {
+  Advice,
+  RunFailure,
   CheckResult,
   ConfirmAnswerer,
   Params,
@@ -158,6 +160,9 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
 
   // Declared before finish() can run: a failure's own exit code (75 a held lock, 3 corruption).
   let runExitCode: number | undefined;
+  // The step the run failed at, as data for the report and the procedure's advise() (declared
+  // before finish() can run, like runExitCode).
+  let failedAt: Omit<RunFailure, 'status'> | undefined;
   if (journalOpenError !== undefined) {
     return finish('failed', `cannot write the journal ${journalPath}: ${journalOpenError}; nothing was run`, 'check that the state directory exists and is writable (PGRUNBOOK_STATE_DIR or --state-dir)');
   }
@@ -240,6 +245,9 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
       summary.durationMs = durationMs;
       summary.error = outcome.error;
       checks.push(...stepChecks);
+      if (!failedAt && (outcome.status === 'failed' || outcome.status === 'refused')) {
+        failedAt = { stepId: step.id, stepTitle: step.title, errorName: outcome.errorName, hint: outcome.hint, failedChecks: stepChecks.filter((c) => !c.ok).map((c) => c.name) };
+      }
       record({
         rec: 'step-end',
         time: now(),
@@ -289,6 +297,19 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
   }
   return finish(runStatus, runError, runHint);
 
+  /** The failure as data and the procedure's advice for it (a bug in advise() costs only the advice). */
+  function failureOf(status: RunStatus): Pick<RunSummary, 'failure' | 'advice'> {
+    if (fault || !failedAt || (status !== 'failed' && status !== 'verification-failed' && status !== 'refused')) return {};
+    const failure: RunFailure = { status, ...failedAt };
+    let advice: Advice[] | undefined;
+    try {
+      advice = procedure.advise?.(failure, { runId, params: opts.params, state, services: opts.services });
+    } catch {
+      advice = undefined;
+    }
+    return { failure, advice: advice?.length ? advice : undefined };
+  }
+
   /** Writes run-end and emits it, once, whatever path ends the run. */
   function finish(status: RunStatus, error: string | undefined, hint: string | undefined): RunSummary {
     if (ended) return ended;
@@ -306,6 +327,7 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
       journalPath: journal ? journalPath : undefined,
       error: error === undefined ? undefined : masker.text(error),
       hint: hint === undefined ? undefined : masker.text(hint),
+      ...failureOf(status),
     };
     const masked = masker.deep(summary);
     ended = masked;

@@ -10,6 +10,8 @@ export interface StepOutcome {
   error?: string;
   reason?: string;
   hint?: string;
+  /** The thrown error's class name, for typed advice (RunFailure.errorName). */
+  errorName?: string;
   /** A failure that carries its own exit code (e.g. 75, a lock held by another run; 3, corruption). */
   exitCode?: number;
 }
@@ -50,7 +52,7 @@ export async function executeStep(step: Step, ctx: StepContext, exec: StepExecut
     const expected = step.destructive.confirmText(ctx);
     const answer = await exec.ask(step, {
       message: `${step.title}: this will ${what}. Type "${expected}" to continue.`,
-      destructive: { what, expected },
+      destructive: { what, expected, means: step.destructive.confirmMeaning?.(ctx) },
     });
     if (!answer.allowed) {
       if (signal.aborted) return { status: 'interrupted', error: 'interrupted' };
@@ -82,7 +84,7 @@ export async function executeStep(step: Step, ctx: StepContext, exec: StepExecut
   if (result.ok) return { status: 'ok' };
   const err = result.err;
   if (err instanceof ConfirmationRefusedError) return { status: 'refused', error: err.message, hint: hintOf(err) };
-  return { status: 'failed', error: errorMessage(err), hint: hintOf(err), exitCode: ownExitCode(err) };
+  return { status: 'failed', error: errorMessage(err), hint: hintOf(err), exitCode: ownExitCode(err), errorName: err instanceof Error ? err.name : undefined };
 }
 
 /** The step's "about" text; a describe() that throws only loses the text. */

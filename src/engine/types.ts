@@ -49,6 +49,8 @@ export interface DestructiveSpec<T extends ProcedureTypes = Untyped> {
   what(ctx: StepContext<T>): string;
   /** The exact text an operator must type (TUI) or pass as `--confirm` (headless). */
   confirmText(ctx: StepContext<T>): string;
+  /** What that text is, in words ("the data directory's name"), shown beside it. */
+  confirmMeaning?(ctx: StepContext<T>): string;
 }
 
 export interface Step<T extends ProcedureTypes = Untyped> {
@@ -76,6 +78,32 @@ export interface Procedure<T extends ProcedureTypes = Untyped> {
   /** Cross-field validation after types are checked; each message names the flag and the fix. */
   validate?(params: Partial<T['params']>): string[];
   steps: Step<T>[];
+  /**
+   * What to do after a run that did not finish (failed, refused, verification failed), from
+   * typed facts: the failing step, the error's class and hint, and the run's state (e.g. where
+   * the data directory was moved). Shown by the report; replaces the generic resume hint.
+   */
+  advise?(failure: RunFailure, run: { runId: string; params: T['params']; state: T['state']; services: T['services'] }): Advice[];
+}
+
+/** A run's failure as data, for the report's headline and for `advise`: never parsed from text. */
+export interface RunFailure {
+  status: 'failed' | 'verification-failed' | 'refused';
+  stepId: string;
+  stepTitle: string;
+  /** The thrown error's class name (e.g. UnreachableTargetError), when a step threw. */
+  errorName?: string;
+  /** The thrown error's hint, when it had one. */
+  hint?: string;
+  /** Names of the checks that failed. */
+  failedChecks: string[];
+}
+
+/** One thing to do next. `kind` lets a screen order and mark them; `command` is copyable as is. */
+export interface Advice {
+  kind: 'move-back' | 'other-target' | 'other-timeline' | 'resume' | 'inspect' | 'fix';
+  text: string;
+  command?: string;
 }
 
 export interface ProgressUpdate {
@@ -100,7 +128,7 @@ export interface ReplayProgress {
 export interface ConfirmOptions {
   message: string;
   /** Set for destructive confirmations: the operator must type `expected`. */
-  destructive?: { what: string; expected: string };
+  destructive?: { what: string; expected: string; means?: string };
 }
 
 export interface CheckResult {
@@ -169,6 +197,10 @@ export interface RunSummary {
   error?: string;
   /** What to do next, when the run did not finish cleanly. */
   hint?: string;
+  /** The failure as data (step, error class, failed checks), when the run did not finish. */
+  failure?: RunFailure;
+  /** What to do next, from the procedure's `advise`; when present the report shows it instead of `hint`. */
+  advice?: Advice[];
 }
 
 /**
@@ -223,7 +255,7 @@ export type RunEvent =
       type: 'confirm-request';
       stepId: string;
       message: string;
-      destructive?: { what: string; expected: string };
+      destructive?: { what: string; expected: string; means?: string };
     })
   | (EventBase & { type: 'confirm-answer'; stepId: string; allowed: boolean; reason?: string })
   | (EventBase & {
@@ -239,7 +271,7 @@ export type RunEvent =
 export type RunEventType = RunEvent['type'];
 
 /** Answers confirm-requests: the TUI asks the operator, headless answers from flags. */
-export type ConfirmAnswerer = (request: { stepId: string; message: string; destructive?: { what: string; expected: string } }) => Promise<{
+export type ConfirmAnswerer = (request: { stepId: string; message: string; destructive?: { what: string; expected: string; means?: string } }) => Promise<{
     allowed: boolean;
     /** Why it was refused, and what would allow it (e.g. "pass --confirm prod-main"). */
     reason?: string;

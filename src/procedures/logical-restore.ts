@@ -118,6 +118,7 @@ export const logicalRestoreProcedure = defineProcedure<LogicalRestoreParams, Log
       destructive: {
         what: (ctx) => swapWhat(ctx),
         confirmText: (ctx) => ctx.params.database,
+        confirmMeaning: () => "the database's name",
       },
       skipIf: (ctx) => (ctx.params.swap ? undefined : 'not asked for (pass --swap to exchange the names after a typed confirmation)'),
       describe: (ctx) => `${swapWhat(ctx)}; both renames happen in one transaction, so either both happen or neither.`,

@@ -21,6 +21,7 @@ import { replayProgress, watchReplay } from '../restore/replay.js';
 import { describeTarget, formatMicrosIso, parseTarget, validTarget } from '../restore/target.js';
 import { unpackTar } from '../restore/unpack.js';
 import { defineProcedure, type Typed } from './define.js';
+import { pitrAdvice } from './pitr-advice.js';
 import { defaultServerEnvFile, walCommandLine, writeServerEnvFile } from './pgrunbook-command.js';
 import { criticalTableErrors, verifyConnectStep, verifyDatabasesStep, verifyTablesStep, type VerifyParams, type VerifyState } from './verify.js';
 import { pgrunbookCommand } from '../engine/command-name.js';
@@ -103,6 +104,7 @@ export const pitrProcedure = defineProcedure<PitrParams, PitrState>({
     { name: 'exclusive', type: 'boolean', default: false, description: 'stop just before the target instead of just after it (a commit exactly at a target time is then not kept)' },
     { name: 'timeline', type: 'number', description: 'follow this timeline instead of the newest in the repository (needed for a target that lies only on an abandoned branch)' },
   ],
+  advise: pitrAdvice,
   validate(params) {
     const t = parseTarget(params.target ?? '');
     return ('error' in t ? [t.error] : []).concat(criticalTableErrors(params.criticalTables));
@@ -180,6 +182,7 @@ export const pitrProcedure = defineProcedure<PitrParams, PitrState>({
       destructive: {
         what: (ctx) => `stop PostgreSQL and replace data directory ${pgdataOf(ctx)} with base backup ${planned(ctx).backupId} recovered to ${planned(ctx).target} (the current one is moved aside, not deleted)`,
         confirmText: (ctx) => ctx.state.plan?.clusterName || path.basename(pgdataOf(ctx)),
+        confirmMeaning: (ctx) => (ctx.state.plan?.clusterName ? "the cluster's name (cluster_name)" : `the data directory's name (the last part of ${pgdataOf(ctx)})`),
       },
       plan: (ctx) => [`stop the server (${controlSpec(ctx).method})`, `rename ${pgdataOf(ctx)} to ${pgdataOf(ctx)}.pgrunbook-<time>`],
       async run(ctx) {

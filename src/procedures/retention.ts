@@ -164,6 +164,7 @@ export const retentionProcedure = defineProcedure<RetentionParams, RetentionStat
         // The repository URL (without its query), as the operator knows it: typing it proves which
         // repository loses backups, as typing a database name does before a drop.
         confirmText: (ctx) => ctx.state.confirmText ?? ctx.services.repo ?? 'delete-backups',
+        confirmMeaning: () => "the repository's URL, without its query",
       },
       plan: (ctx) => {
         const { plan, wal } = decided(ctx);

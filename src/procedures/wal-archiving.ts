@@ -27,7 +27,7 @@ import { ConfirmationRefusedError } from '../engine/types.js';
 import { defineProcedure } from './define.js';
 import { applyAndRestart, applyWithReload } from './wal-archiving/apply.js';
 import {
-  confirmName,
+  confirmName, confirmNameMeaning,
   controlSpec,
   desiredOf,
   inspectionOf,
@@ -175,6 +175,7 @@ export const walArchivingProcedure = defineProcedure<WalArchivingParams, WalArch
       destructive: {
         what: (ctx) => `restart PostgreSQL ${restartTarget(ctx)} (connections are dropped)`,
         confirmText: (ctx) => confirmName(ctx),
+        confirmMeaning: (ctx) => confirmNameMeaning(ctx),
       },
       skipIf: (ctx) => (proposalOf(ctx).restartNeeded ? undefined : 'no restart needed'),
       plan: (ctx) => [

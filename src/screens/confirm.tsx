@@ -7,7 +7,7 @@ import { useTheme } from './theme.js';
 export interface ConfirmRequest {
   stepId: string;
   message: string;
-  destructive?: { what: string; expected: string };
+  destructive?: { what: string; expected: string; means?: string };
 }
 
 export interface ConfirmAnswer {
@@ -78,16 +78,14 @@ export function ConfirmPrompt({ request, state, stepTitle, columns }: { request:
       </Box>
     );
   }
-  const { what, expected } = request.destructive;
+  const { what, expected, means } = request.destructive;
   return (
     <Box flexDirection="column" borderStyle="round" borderColor={c('red')} paddingX={1} width={width}>
       <Text bold color={c('red')}>
         ⚠ Destructive step{stepTitle ? `: ${stepTitle}` : ''}
       </Text>
       <Text wrap="wrap">This will {what}.</Text>
-      <Text wrap="wrap">
-        Type <Text bold>{expected}</Text> and press Enter to continue; Esc cancels.
-      </Text>
+      <ConfirmWord expected={expected} means={means} />
       <Text wrap="truncate-start">
         {'> '}
         {state.text}
@@ -98,6 +96,26 @@ export function ConfirmPrompt({ request, state, stepTitle, columns }: { request:
           ✗ {state.error}
         </Text>
       ) : null}
+    </Box>
+  );
+}
+
+/**
+ * The word to type, set apart so it cannot be read as part of the sentence ("Type data and
+ * press Enter" read as an instruction about data): on a line of its own, highlighted, with what
+ * it is in words beside it.
+ */
+export function ConfirmWord({ expected, means }: { expected: string; means?: string }) {
+  const { c } = useTheme();
+  return (
+    <Box flexDirection="column">
+      <Text wrap="wrap">To continue, type{means ? ` ${means}` : ' this text exactly'}, then press Enter (Esc cancels):</Text>
+      <Text wrap="wrap">
+        {'  '}
+        <Text inverse bold color={c('yellow')}>
+          {` ${expected} `}
+        </Text>
+      </Text>
     </Box>
   );
 }

@@ -38,14 +38,14 @@ export interface FormState {
   cancelled?: boolean;
 }
 
-export type FormAction = { type: 'key'; input: string; key: Key } | { type: 'submit' } | { type: 'picked'; value?: string };
+export type FormAction = { type: 'key'; input: string; key: Key } | { type: 'submit' } | { type: 'picked'; value?: string; also?: Record<string, string | boolean> };
 
 /** A screen that chooses a field's value (shown instead of the form while open). */
 export interface FieldPicker {
   /** What the picker does, for the key hint ("pick on the timeline"). */
   hint: string;
-  /** `onDone(value)` fills the field; `onDone()` leaves it as it was. */
-  render(props: { value: string; values: Record<string, string>; onDone(value?: string): void }): ReactNode;
+  /** `onDone(value)` fills the field; `onDone()` leaves it as it was; `also` sets other fields the choice implies (the picker's "just before": exclusive). */
+  render(props: { value: string; values: Record<string, string>; onDone(value?: string, also?: Record<string, string | boolean>): void }): ReactNode;
 }
 
 /** Choices offered for a choice param; "" stands for "not set" when the param is optional without a default. */
@@ -127,6 +127,11 @@ export function formReducer(state: FormState, action: FormAction): FormState {
     if (action.value === undefined) return { ...state, picking: undefined };
     const values = [...state.values];
     values[i] = action.value;
+    // Fields the choice implies (tui-b: the target picker's exclusive and timeline).
+    for (const [name, v] of Object.entries(action.also ?? {})) {
+      const j = state.procedure.params.findIndex((p) => p.name === name);
+      if (j >= 0) values[j] = typeof v === 'boolean' || state.procedure.params[j].type !== 'number' ? v : String(v);
+    }
     // The picked value replaces what the field's errors were about; on to the next field.
     const errors = state.errors.filter((e) => fieldForError(e, state.procedure.params) !== i);
     return { ...state, values, picking: undefined, focus: Math.min(state.procedure.params.length, i + 1), selected: true, errors };
@@ -202,7 +207,7 @@ export function ParamsForm({ procedure, env, defaults, pickers, draft, onSubmit,
   const specs = procedure.params;
   const picker = state.picking !== undefined ? pickers?.[specs[state.picking].name] : undefined;
   if (picker && state.picking !== undefined) {
-    return <>{picker.render({ value: String(state.values[state.picking]), values: valuesByName(state), onDone: (value) => dispatch({ type: 'picked', value }) })}</>;
+    return <>{picker.render({ value: String(state.values[state.picking]), values: valuesByName(state), onDone: (value, also) => dispatch({ type: 'picked', value, also }) })}</>;
   }
 
   const width = Math.max(40, columns);

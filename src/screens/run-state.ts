@@ -57,7 +57,7 @@ export interface LogLine {
 export interface PendingConfirm {
   stepId: string;
   message: string;
-  destructive?: { what: string; expected: string };
+  destructive?: { what: string; expected: string; means?: string };
   /** Counts confirm-requests, so a new request resets the typed text. */
   seq: number;
 }

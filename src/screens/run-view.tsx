@@ -198,7 +198,10 @@ export function RunView({ state, confirm, now, stopping, size }: RunViewProps) {
   const current = state.steps.find((s) => s.id === state.currentStepId);
 
   // Budget: everything but the check list and the log tail is fixed; those two get what is left.
-  const confirmLines = state.confirm ? 2 + 1 + linesFor(`This will ${state.confirm.destructive?.what ?? state.confirm.message}.`, width - 4) + 2 + (confirm?.error ? linesFor(confirm.error, width - 4) : 0) : 0;
+  // The box: borders, title, what it does, then (destructive) the sentence, the word and the input; else the y/n line.
+  const destructive = state.confirm?.destructive;
+  const askLines = destructive ? linesFor(`To continue, type ${destructive.means ?? 'this text exactly'}, then press Enter (Esc cancels):`, width - 4) + 1 + 1 : 1;
+  const confirmLines = state.confirm ? 2 + 1 + linesFor(`This will ${destructive?.what ?? state.confirm.message}.`, width - 4) + askLines + (confirm?.error ? linesFor(confirm.error, width - 4) : 0) : 0;
   const aboutText = state.about ? clip(state.about, width * 2 - 10) : undefined;
   const { replay, progress } = state;
   const replaying = progress?.replay !== undefined;

@@ -16,7 +16,8 @@ import { useTerminalSize, useTheme } from './theme.js';
 import { clip, linesFor } from './format.js';
 import { MARK, checkTarget, describeGap, describeTimelines, isoTime, timeSpan } from './recovery-timeline.js';
 import { layoutTimeline } from './recovery-timeline-layout.js';
-import { cursorSelection, initialPickerState, pickerReducer } from './target-picker-state.js';
+import { cursorSelection, initialPickerState, pathOf, pickerReducer, selectedCommit, type PickAlso } from './target-picker-state.js';
+import { layoutActivity, restorePointsOn } from './recovery-timeline-activity.js';
 
 // The reducer lives in target-picker-state.ts; tests and callers import it from here too.
 export { cursorSelection, initialPickerState, pickerReducer, type PickerAction, type PickerState } from './target-picker-state.js';
@@ -29,14 +30,16 @@ export interface TargetPickerProps {
   source: RecoveryTimelineSource;
   /** The form field's current text. */
   initial?: string;
-  /** The chosen target, or undefined when cancelled (Esc). */
-  onDone(target?: string): void;
+  /** The chosen target, or undefined when cancelled (Esc); `also`: the fields it implies (a commit: exclusive, its timeline). */
+  onDone(target?: string, also?: PickAlso): void;
   /** Override the terminal size (tests). */
   size?: { columns: number; rows: number };
 }
 
 const LABEL = 10;
 const label = (s: string) => s.padEnd(LABEL);
+
+const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 export function TargetPicker({ source, initial, onDone, size }: TargetPickerProps) {
   const { c } = useTheme();
@@ -54,7 +57,6 @@ export function TargetPicker({ source, initial, onDone, size }: TargetPickerProp
   useEffect(() => {
     const controller = new AbortController();
     const { signal } = controller;
-    const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
     void (async () => {
       let catalog: Catalog;
       try {
@@ -65,7 +67,20 @@ export function TargetPicker({ source, initial, onDone, size }: TargetPickerProp
       }
       if (signal.aborted) return;
       dispatch({ type: 'loaded', catalog, axisWidth: axisRef.current });
-      if (!source.lastCommits || !usableWindows(catalog).length) return;
+      if (!usableWindows(catalog).length) return;
+      if (source.activity) {
+        dispatch({ type: 'activity-reading' });
+        // Commits and restore points: the cursor then steps by commit.
+        source.activity(catalog, signal).then(
+          (activity) => {
+            if (!signal.aborted) dispatch({ type: 'activity', activity, problem: activity.problem });
+          },
+          (err: unknown) => {
+            if (!signal.aborted) dispatch({ type: 'activity', problem: message(err) });
+          },
+        );
+      }
+      if (!source.lastCommits) return;
       dispatch({ type: 'commits-reading' });
       try {
         const r = await source.lastCommits(catalog, signal);
@@ -76,10 +91,43 @@ export function TargetPicker({ source, initial, onDone, size }: TargetPickerProp
       }
     })();
     return () => controller.abort(new Error('target picker closed'));
-  }, [source]);
+  }, [source, state.loads]);
+
+  // The server's WAL against the archive: is the last minute recoverable yet?
+  useEffect(() => {
+    if (!source.serverWal) return;
+    const controller = new AbortController();
+    source.serverWal(controller.signal).then(
+      (server) => {
+        if (!controller.signal.aborted) dispatch({ type: 'server', server });
+      },
+      () => {
+        if (!controller.signal.aborted) dispatch({ type: 'server', server: undefined });
+      },
+    );
+    return () => controller.abort();
+  }, [source, state.loads]);
+
+  // `s`: switch WAL now, wait for the archive, then read the catalog and the WAL again.
+  useEffect(() => {
+    if (state.switching !== 'requested' || !source.switchWal) return;
+    dispatch({ type: 'switch', phase: 'running' });
+    const controller = new AbortController();
+    source.switchWal(controller.signal).then(
+      (r) => {
+        if (controller.signal.aborted) return;
+        if (!r) dispatch({ type: 'switch', phase: 'failed', message: 'the server does not archive (in recovery, or archive_mode is off)' });
+        else if (r.archived) dispatch({ type: 'switch', phase: 'done', message: `switched WAL: ${r.segment} is archived`, reload: true });
+        else dispatch({ type: 'switch', phase: 'failed', message: `switched WAL, but ${r.segment} was not archived within 30 s: is archiving failing? (pg_stat_archiver)`, reload: true });
+      },
+      (err: unknown) => {
+        if (!controller.signal.aborted) dispatch({ type: 'switch', phase: 'failed', message: `could not switch WAL: ${message(err)}` });
+      },
+    );
+  }, [state.switching, source]);
 
   useEffect(() => {
-    if (state.result !== undefined) onDone(state.result);
+    if (state.result !== undefined) onDone(state.result, state.resultAlso);
     else if (state.cancelled) onDone(undefined);
   }, [state.result, state.cancelled]);
 
@@ -88,9 +136,12 @@ export function TargetPicker({ source, initial, onDone, size }: TargetPickerProp
       Recovery target <Text dimColor>· {clip(source.describe, width - 20)}</Text>
     </Text>
   );
+  const byCommit = state.commit !== undefined && !state.latest;
   const hint = state.editing
     ? `type a target · Enter use it · Esc ${state.phase === 'ready' ? 'back to the timeline' : 'back to the form'}`
-    : '←→ move · PgUp/PgDn ×10 · Home/End · l latest · e type · Enter use · Esc back';
+    : state.commit !== undefined
+      ? `←→ commit · PgUp/PgDn ×10 · Home/End${(state.activity?.commits.length ?? 0) && new Set(state.activity?.commits.map((x) => x.timeline)).size > 1 ? ' · ↑↓ timeline' : ''} · l latest · e type · Enter use · Esc back`
+      : '←→ move · PgUp/PgDn ×10 · Home/End · l latest · e type · Enter use · Esc back';
 
   if (state.phase === 'loading' && !state.editing) {
     return (
@@ -171,6 +222,28 @@ export function TargetPicker({ source, initial, onDone, size }: TargetPickerProp
         </Text>,
       );
     }
+    if (state.activity && state.model) {
+      const act = layoutActivity(state.model, state.activity, axisWidth);
+      for (const r of act.rows) {
+        const chosenTl = r.timeline === state.timeline;
+        push(
+          <Text key={`tl-row-${r.timeline}`} wrap="truncate-end">
+            <Text dimColor={!chosenTl} bold={chosenTl}>
+              {label(`${chosenTl && byCommit ? '›' : ' '}tl ${r.timeline}`)}
+            </Text>
+            <Text color={c('cyan')}>{r.row}</Text>
+          </Text>,
+        );
+      }
+      if (act.points) {
+        push(
+          <Text key="points" wrap="truncate-end">
+            <Text dimColor>{label('points')}</Text>
+            <Text color={c('magenta')}>{act.points}</Text>
+          </Text>,
+        );
+      }
+    }
     if (!state.editing) {
       push(
         <Text key="cursor" wrap="truncate-end" color={c('cyan')}>
@@ -184,10 +257,19 @@ export function TargetPicker({ source, initial, onDone, size }: TargetPickerProp
       push(
         <Text key="target" wrap="truncate-end">
           <Text dimColor>{label('target')}</Text>
-          <Text bold>{state.latest ? 'latest' : sel.target}</Text>
+          <Text bold>{state.latest ? 'latest' : (sel.label ?? sel.target)}</Text>
           {state.latest ? <Text dimColor> (the end of the archived WAL)</Text> : null}
         </Text>,
       );
+      const commit = byCommit ? selectedCommit(state) : undefined;
+      if (commit) {
+        push(
+          <Text key="commit" wrap="truncate-end" dimColor>
+            {label('')}
+            {`commit ${(state.commit ?? 0) + 1} of ${pathOf(state).length} on timeline ${state.timeline} · ${sel.target}, exclusive · LSN ${commit.lsn}`}
+          </Text>,
+        );
+      }
       if (sel.ok) {
         const win = model.windows.find((w) => w.backupId === sel.backupId);
         const b = model.backups.find((x) => x.id === sel.backupId);
@@ -268,6 +350,26 @@ export function TargetPicker({ source, initial, onDone, size }: TargetPickerProp
 
   if (model) {
     const info: { key: string; text: string; color?: 'red' | 'yellow' }[] = [];
+    const server = state.server;
+    if (state.switching === 'running') info.push({ key: 'switch', text: 'switching WAL and waiting for the archive…', color: 'yellow' });
+    else if (state.switchMessage) info.push({ key: 'switch', text: state.switchMessage, color: state.switching === 'failed' ? 'red' : undefined });
+    if (server?.unarchived && !server.inRecovery && state.switching !== 'running') {
+      info.push({
+        key: 'unarchived',
+        text: `s switch WAL now: the server's current WAL ${server.currentSegment ?? ''} is not archived yet; its newest commits cannot be recovered to`,
+        color: 'yellow',
+      });
+    }
+    if (state.activityState === 'reading') info.push({ key: 'activity', text: 'reading commits and restore points from the archived WAL…' });
+    else if (state.activity) {
+      const n = state.activity.commits.filter((x) => !x.aborted).length;
+      if (!n) info.push({ key: 'activity', text: `no commits found in the archived WAL${state.activityProblem ? ` (${state.activityProblem})` : ''}`, color: state.activityProblem ? 'yellow' : undefined });
+      else if (state.activity.truncated) info.push({ key: 'activity', text: `commits shown from the newest ${state.activity.scanned.map((x) => `${x.segments} segments of timeline ${x.timeline}`).join(', ')}; type an older target with e` });
+      if (state.model) {
+        const tl = state.timeline ?? 0;
+        for (const p of restorePointsOn(state.model, state.activity, tl)) info.push({ key: `rp-${p.timeline}-${p.lsn}`, text: `R restore point "${p.name}" at ${p.lsn}${p.after ? `, after the commit at ${p.after.replace('T', ' ')}` : ''} (name:${p.name})` });
+      }
+    } else if (state.activityProblem) info.push({ key: 'activity', text: `commits not read: ${state.activityProblem}`, color: 'yellow' });
     if (state.commits === 'reading') info.push({ key: 'commits', text: 'reading the last commit of each window from the archived WAL…' });
     else if (state.commits === 'done' && model.windows.some((w) => !w.toExact) && model.windows.length)
       info.push({ key: 'commits', text: `window ends are WAL archive times${state.commitsProblem ? ` (last commits not read: ${state.commitsProblem})` : ''}`, color: 'yellow' });

@@ -45,7 +45,7 @@ export function formDefaults(procedure: Procedure, profile: Profile | undefined)
 export function screenServices(services: ProcedureServices | undefined, env: NodeJS.ProcessEnv, stateDir: string): ScreenServices {
   const envOf = services?.env ?? env;
   return {
-    timeline: loadRecoveryTimeline(services?.repo, envOf),
+    timeline: loadRecoveryTimeline(services?.repo, envOf, { connection: services?.connection }),
     statusCheck: services?.repo ? () => checkStatus(statusOptionsFromServices(services)) : undefined,
     choices: services ? formChoicesFor(services.connection, services.repo, envOf) : { load: async () => [] },
     formDefaults: (procedure) => formDefaults(procedure, services?.profile),

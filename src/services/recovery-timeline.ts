@@ -5,8 +5,14 @@
 import type { Catalog } from '../repo/catalog.js';
 import { openRepository } from '../repo/repository.js';
 import { usableWindows } from '../restore/target.js';
-import { lastCommitInWindow } from '../restore/walscan.js';
+import { lastCommitInWindow, scanActivity, type WalActivity } from '../restore/walscan.js';
 import { errorMessage } from '../engine/errors.js';
+import type { ConnectionSettings } from '../config/connection.js';
+import { serverWalPosition, type ServerWalPosition } from '../postgres/wal-position.js';
+import { archiveCurrentWal } from '../postgres/recovery.js';
+
+export type { ActivityCommit, ActivityRestorePoint, WalActivity } from '../restore/walscan.js';
+export type { ServerWalPosition } from '../postgres/wal-position.js';
 
 /** The last commit of each window, keyed by the window's last segment; `problem` says why some are missing. */
 export interface LastCommits {
@@ -20,6 +26,12 @@ export interface RecoveryTimelineSource {
   catalog(signal: AbortSignal): Promise<Catalog>;
   /** The last commit of each window, read from the archived WAL. Absent: the window ends stay archive times. */
   lastCommits?(catalog: Catalog, signal: AbortSignal): Promise<LastCommits>;
+  /** Every commit and restore point of each timeline's newest WAL (pg_waldump): the picker then steps by commit. */
+  activity?(catalog: Catalog, signal: AbortSignal): Promise<WalActivity>;
+  /** Where the server's WAL is against the archive (is the last minute archived yet?). Absent without a connection. */
+  serverWal?(signal: AbortSignal): Promise<ServerWalPosition>;
+  /** pg_switch_wal() and wait (up to 30 s) until the archive has the segment. */
+  switchWal?(signal: AbortSignal): Promise<{ segment: string; archived: boolean } | undefined>;
 }
 
 /** The last segment of a window's gap-free WAL: windows sharing it share their last commit. */
@@ -28,7 +40,8 @@ export function windowEndSegment(window: { runs: { last: string }[] }): string |
 }
 
 /** The recovery timeline of the repository at `repoUrl` (services.repo), opened with `env`'s credentials. */
-export function loadRecoveryTimeline(repoUrl: string | undefined, env: NodeJS.ProcessEnv, opts: { readCommits?: boolean } = {}): RecoveryTimelineSource {
+export function loadRecoveryTimeline(repoUrl: string | undefined, env: NodeJS.ProcessEnv, opts: { readCommits?: boolean; connection?: ConnectionSettings; maxSegments?: number } = {}): RecoveryTimelineSource {
+  const conn = opts.connection;
   return {
     describe: repoUrl ?? '(no repository)',
     async catalog() {
@@ -40,6 +53,19 @@ export function loadRecoveryTimeline(repoUrl: string | undefined, env: NodeJS.Pr
       }
     },
     lastCommits: opts.readCommits === false ? undefined : (catalog, signal) => readLastCommits(repoUrl, env, catalog, signal),
+    activity:
+      opts.readCommits === false
+        ? undefined
+        : async (catalog, signal) => {
+            const repo = await openRepository(repoUrl, env);
+            try {
+              return await scanActivity(repo.store, catalog, { maxSegments: opts.maxSegments, signal });
+            } finally {
+              await repo.close();
+            }
+          },
+    serverWal: conn ? () => serverWalPosition(conn) : undefined,
+    switchWal: conn ? (signal) => archiveCurrentWal(conn, { timeoutMs: 30_000, signal }) : undefined,
   };
 }
 

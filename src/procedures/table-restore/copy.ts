@@ -17,7 +17,7 @@ async function confirmReplace(ctx: TableRestoreContext, restoredRows: number): P
   const n = await countRows({ ...ctx.services.connection, database: p.database }, p.schema, p.table);
   const what = `delete all ${n} rows of ${label(p.schema, p.table)} in ${p.database} and insert the ${restoredRows} rows from the dump of ${p.dump.consistentAt ?? p.dump.id}`;
   const expected = confirmText(p);
-  if (await ctx.confirm({ message: `${what}? Type "${expected}" to continue.`, destructive: { what, expected } })) return;
+  if (await ctx.confirm({ message: `${what}? Type "${expected}" to continue.`, destructive: { what, expected, means: 'the table, as DATABASE.SCHEMA.TABLE' } })) return;
   throwIfInterrupted(ctx.signal);
   throw refusal(`not confirmed: ${what}. Nothing was changed; the temporary database is dropped`, `to allow it, run the table restore again with --confirm ${shellQuote(expected)}`);
 }

@@ -129,6 +129,15 @@ export function confirmName(ctx: WalCtx): string {
   return `${c.host ?? 'localhost'}:${c.port ?? 5432}`;
 }
 
+/** What confirmName's text is, in words, for the confirmation prompt. */
+export function confirmNameMeaning(ctx: WalCtx): string {
+  if (ctx.state.inspection?.clusterName) return "the cluster's name (cluster_name)";
+  const dir = dataDirOf(ctx);
+  if (dir) return `the data directory's name (the last part of ${dir})`;
+  if (controlSpec(ctx).unit) return "the server's systemd unit";
+  return "the server's host:port";
+}
+
 /**
  * What the proposal was made for: server, repository, data directory. --repo, --host and --pgdata
  * are not journaled parameters, so a --resume without them (or with others) must not apply a
