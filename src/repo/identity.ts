@@ -10,6 +10,7 @@ import type { ObjectStore } from '../storage/types.js';
 import { readObjectIfExists } from './objects.js';
 
 import { IDENTITY_KEY } from './layout.js';
+import { RepoKeyError, encryptionOf, type EncryptionRecord } from './encryption.js';
 
 export { IDENTITY_KEY };
 export const FORMAT_VERSION = 1;
@@ -21,6 +22,8 @@ export interface RepositoryIdentity {
   walSegmentSize?: number;
   createdAt: string;
   compression?: string;
+  /** Present when the repository is encrypted (encryption.ts): salt, scrypt parameters, key check value. */
+  encryption?: EncryptionRecord;
 }
 
 export class IdentityMismatchError extends Error {
@@ -113,10 +116,12 @@ export async function ensureRepositoryIdentity(
   cluster: { systemIdentifier: string; pgMajor?: number; walSegmentSize?: number; compression?: string },
 ): Promise<RepositoryIdentity> {
   const systemIdentifier = String(cluster.systemIdentifier);
+  const encryption = encryptionOf(store);
   for (let attempt = 0; attempt < 3; attempt++) {
     const existing = await readRepositoryIdentity(store);
     if (existing) {
       checkRepositoryIdentity(store, existing, systemIdentifier);
+      checkSameEncryption(store, existing, encryption);
       return existing;
     }
     const record: RepositoryIdentity = {
@@ -126,6 +131,7 @@ export async function ensureRepositoryIdentity(
       ...(cluster.walSegmentSize !== undefined ? { walSegmentSize: cluster.walSegmentSize } : {}),
       createdAt: new Date().toISOString(),
       ...(cluster.compression !== undefined ? { compression: cluster.compression } : {}),
+      ...(encryption ? { encryption } : {}),
     };
     if (await createIfAbsent(store, IDENTITY_KEY, Buffer.from(`${JSON.stringify(record, null, 2)}\n`))) return record;
     // Someone else created it first: read theirs and check against it.
@@ -133,7 +139,18 @@ export async function ensureRepositoryIdentity(
   const final = await readRepositoryIdentity(store);
   if (!final) throw new IdentityRecordError(store.describe(), 'it could not be created, and is not there');
   checkRepositoryIdentity(store, final, systemIdentifier);
+  checkSameEncryption(store, final, encryption);
   return final;
+}
+
+/** Another writer created the record first (the store was opened before it existed): its key must be ours. */
+function checkSameEncryption(store: ObjectStore, record: RepositoryIdentity, ours: EncryptionRecord | undefined): void {
+  const theirs = record.encryption;
+  if ((theirs?.keyCheck ?? '') === (ours?.keyCheck ?? '') && (theirs?.kdf.salt ?? '') === (ours?.kdf.salt ?? '')) return;
+  throw new RepoKeyError(
+    `the repository ${store.describe()} was started by another run at the same time ${theirs ? 'with another key or salt' : 'without a key'}; nothing was stored`,
+    'run again: the repository is now opened with its own format record',
+  );
 }
 
 const XLP_LONG_HEADER = 0x0002;
