@@ -33,8 +33,10 @@ export interface EncryptionRecord {
 }
 
 const CHECK_LABEL = 'pgrunbook repository key check v1';
-/** scrypt cost: 2^15 x 8 x 128 bytes = 32 MiB and tens of milliseconds, once per process. */
-const KDF_DEFAULTS = { N: 2 ** 15, r: 8, p: 1 };
+/** scrypt cost: 2^14 x 8 x 128 bytes = 16 MiB and ~50 ms, once per process. wal-push (one process
+ *  per segment when no pusher runs) pays it every time, hence not more; the record keeps the
+ *  parameters, so a repository made with a higher cost still opens. */
+const KDF_DEFAULTS = { N: 2 ** 14, r: 8, p: 1 };
 
 /** A key problem found before anything was read or written: bad usage, exit 2. */
 export class RepoKeyError extends Error {

@@ -58,8 +58,8 @@ export function plainSize(stored: number, chunkSize = DEFAULT_CHUNK_SIZE): numbe
 
 /** A stored object that does not decrypt: damaged, cut, reordered, moved, or sealed with another key. */
 export class DecryptionError extends ChecksumMismatchError {
-  constructor(key: string, why: string, store: string, expected = 'an object sealed under this key with this repository key') {
-    super(key, expected, `not authentic (${why})`, store);
+  constructor(key: string, why: string, store: string, expected?: string) {
+    super(key, expected ?? 'an object sealed under this key with this repository key', `not authentic (${why})`, store);
     this.message =
       `object '${key}' in ${store} is corrupt: ${why}; it does not decrypt and authenticate with the repository key ` +
       `(AES-256-GCM), so it was changed after it was written. Do not use it; restore from another copy or another backup.`;
@@ -194,12 +194,12 @@ export class EncryptedStore implements ObjectStore {
     validateRange(opts.range, opts.expectedSha256);
     if (opts.range) return this.getRange(key, opts);
     const { body, info } = await this.inner.get(key, { signal: opts.signal });
-    const plain = this.openStream(key, body, info.size);
+    const plain = this.openStream(key, body, info.size, opts.expectedSha256);
     return { body: verifyingStream(plain, key, opts.expectedSha256, this.describe()), info: this.plainInfo(info) };
   }
 
   /** Opens a whole stored object as it streams; the last chunk is known when the source ends. */
-  private async *openStream(key: string, source: AsyncIterable<Buffer>, storedSize: number): AsyncGenerator<Buffer> {
+  private async *openStream(key: string, source: AsyncIterable<Buffer>, storedSize: number, expected?: string): AsyncGenerator<Buffer> {
     const block = this.chunkSize + TAG_BYTES;
     const store = this.describe();
     let pending: Buffer[] = [];
@@ -214,7 +214,7 @@ export class EncryptedStore implements ObjectStore {
       if (!prefix) {
         if (pendingBytes < HEADER_BYTES) continue;
         const all = Buffer.concat(pending);
-        prefix = this.readHeader(key, all);
+        prefix = this.readHeader(key, all, expected);
         pending = [all.subarray(HEADER_BYTES)];
         pendingBytes = all.length - HEADER_BYTES;
       }
@@ -222,7 +222,7 @@ export class EncryptedStore implements ObjectStore {
       if (pendingBytes > block) {
         let all = Buffer.concat(pending);
         while (all.length > block) {
-          yield this.open(key, prefix, index++, false, all.subarray(0, block));
+          yield this.open(key, prefix, index++, false, all.subarray(0, block), expected);
           all = all.subarray(block);
         }
         pending = [all];
@@ -231,19 +231,19 @@ export class EncryptedStore implements ObjectStore {
     }
     const buf = Buffer.concat(pending);
     if (!prefix) throw new DecryptionError(key, `it is ${seen} bytes, shorter than the ${HEADER_BYTES}-byte header of an encrypted object`, store);
-    if (seen !== storedSize && storedSize >= 0) throw new DecryptionError(key, `${seen} bytes were read, the store reported ${storedSize}`, store);
-    yield this.open(key, prefix, index, true, buf);
+    if (seen !== storedSize && storedSize >= 0) throw new DecryptionError(key, `${seen} bytes were read, the store reported ${storedSize}`, store, expected);
+    yield this.open(key, prefix, index, true, buf, expected);
   }
 
-  private readHeader(key: string, buf: Buffer): Buffer {
+  private readHeader(key: string, buf: Buffer, expected?: string): Buffer {
     if (!buf.subarray(0, ENCRYPTION_MAGIC.length).equals(ENCRYPTION_MAGIC)) {
-      throw new DecryptionError(key, 'it does not start with the header of an encrypted object (was it written without the key, or replaced?)', this.describe());
+      throw new DecryptionError(key, 'it does not start with the header of an encrypted object (was it written without the key, or replaced?)', this.describe(), expected);
     }
     return Buffer.from(buf.subarray(ENCRYPTION_MAGIC.length, HEADER_BYTES));
   }
 
-  private open(key: string, prefix: Buffer, index: number, final: boolean, block: Buffer): Buffer {
-    if (block.length < TAG_BYTES) throw new DecryptionError(key, `chunk ${index} is cut short (${block.length} bytes)`, this.describe());
+  private open(key: string, prefix: Buffer, index: number, final: boolean, block: Buffer, expected?: string): Buffer {
+    if (block.length < TAG_BYTES) throw new DecryptionError(key, `chunk ${index} is cut short (${block.length} bytes)`, this.describe(), expected);
     const d = createDecipheriv('aes-256-gcm', this.dataKey, nonce(prefix, index));
     d.setAAD(aad(key, index, final));
     d.setAuthTag(block.subarray(block.length - TAG_BYTES));
@@ -251,7 +251,7 @@ export class EncryptedStore implements ObjectStore {
     try {
       d.final();
     } catch {
-      throw new DecryptionError(key, `chunk ${index}${final ? ' (the last)' : ''} fails authentication`, this.describe());
+      throw new DecryptionError(key, `chunk ${index}${final ? ' (the last)' : ''} fails authentication`, this.describe(), expected);
     }
     return out;
   }
