@@ -10,7 +10,8 @@
 // Every open checks the key against the record before anything else is read or written: no key
 // for an encrypted repository, a key for an unencrypted one, or a wrong key is a RepoKeyError
 // (exit 2, nothing done). A key given for an empty repository without a record makes it
-// encrypted: the first writer's format record carries the salt and check value (identity.ts).
+// encrypted at once: its format record is created there and then with the salt and check value and
+// no cluster yet (before any object is sealed); the first writer adds its cluster (identity.ts).
 //
 // wal-push loads this for every segment: node:crypto only, no SDK.
 import { createHmac, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
@@ -20,6 +21,7 @@ import { openStore } from '../storage/url.js';
 import type { ObjectStore, StoreOptions } from '../storage/types.js';
 import { IDENTITY_KEY } from './layout.js';
 import { readObjectIfExists } from './objects.js';
+import { createIfAbsent } from './lock.js';
 
 export const REPO_KEY_ENV = 'PGRUNBOOK_REPO_KEY';
 export const REPO_KEY_FILE_ENV = 'PGRUNBOOK_REPO_KEY_FILE';
@@ -129,7 +131,7 @@ function encryptionIn(raw: Buffer | undefined): EncryptionRecord | undefined {
  * `inner` as the repository must be read and written: the same store when it is not encrypted,
  * else an EncryptedStore under the key from `env`. Throws RepoKeyError before any write.
  */
-export async function withRepositoryKey(inner: ObjectStore, env: NodeJS.ProcessEnv): Promise<ObjectStore> {
+export async function withRepositoryKey(inner: ObjectStore, env: NodeJS.ProcessEnv, attempt = 0): Promise<ObjectStore> {
   const secret = readRepoKey(env);
   const raw = await readObjectIfExists(inner, IDENTITY_KEY);
   const enc = encryptionIn(raw);
@@ -156,7 +158,11 @@ export async function withRepositoryKey(inner: ObjectStore, env: NodeJS.ProcessE
   // No format record: a new repository becomes encrypted, one with objects from before records existed does not.
   for await (const entry of inner.list('')) if (entry.key !== IDENTITY_KEY) throw unencrypted;
   const fresh = await newEncryption(secret);
-  return sealed(inner, fresh.dataKey, fresh.record);
+  const record = { formatVersion: 1, createdAt: new Date().toISOString(), encryption: fresh.record };
+  if (await createIfAbsent(inner, IDENTITY_KEY, Buffer.from(`${JSON.stringify(record, null, 2)}\n`))) return sealed(inner, fresh.dataKey, fresh.record);
+  // Another run made the record first: open the repository with its salt.
+  if (attempt > 0) throw new RepoKeyError(`the format record of ${where} changes while it is being opened`, 'run again');
+  return withRepositoryKey(inner, env, attempt + 1);
 }
 
 function sealed(inner: ObjectStore, dataKey: Buffer, record: EncryptionRecord): ObjectStore {

@@ -55,13 +55,15 @@ export class IdentityRecordError extends Error {
   }
 }
 
-function parse(raw: Buffer, store: string): RepositoryIdentity {
+/** The record, or undefined for an encrypted repository no cluster has written to yet (encryption.ts). */
+function parse(raw: Buffer, store: string): RepositoryIdentity | undefined {
   let rec: RepositoryIdentity;
   try {
     rec = JSON.parse(raw.toString('utf8')) as RepositoryIdentity;
   } catch (err) {
     throw new IdentityRecordError(store, (err as Error).message);
   }
+  if (rec && typeof rec === 'object' && rec.systemIdentifier === undefined && rec.encryption !== undefined) return undefined;
   if (!rec || typeof rec !== 'object' || typeof rec.systemIdentifier !== 'string' || !/^\d+$/.test(rec.systemIdentifier)) {
     throw new IdentityRecordError(store, 'no systemIdentifier');
   }
@@ -133,7 +135,16 @@ export async function ensureRepositoryIdentity(
       ...(cluster.compression !== undefined ? { compression: cluster.compression } : {}),
       ...(encryption ? { encryption } : {}),
     };
-    if (await createIfAbsent(store, IDENTITY_KEY, Buffer.from(`${JSON.stringify(record, null, 2)}\n`))) return record;
+    const body = Buffer.from(`${JSON.stringify(record, null, 2)}\n`);
+    if (encryption && (await readObjectIfExists(store, IDENTITY_KEY))) {
+      // An encrypted repository no cluster has claimed yet: its record gets the cluster, the same
+      // encryption entry kept. Read back below: another cluster claiming it at the same time is refused.
+      await store.put(IDENTITY_KEY, body, { contentLength: body.length });
+      const now = await readRepositoryIdentity(store);
+      if (now?.systemIdentifier === systemIdentifier) return now;
+      continue;
+    }
+    if (await createIfAbsent(store, IDENTITY_KEY, body)) return record;
     // Someone else created it first: read theirs and check against it.
   }
   const final = await readRepositoryIdentity(store);
