@@ -160,7 +160,7 @@ describe('logical-restore from a backup-logical dump', () => {
     expect(same.stderr).toContain('--new-database');
   });
 
-  it('refuses a corrupt dump while downloading it: nothing created, no file left (exit 1)', async () => {
+  it('refuses a corrupt dump while downloading it: nothing created, no file left (exit 3)', async () => {
     const copyDir = tempDir('pgrunbook-lr-corrupt-');
     fs.cpSync(repoDir, copyDir, { recursive: true });
     const file = path.join(copyDir, 'dumps', db, dump.id, dump.meta!.object!);
