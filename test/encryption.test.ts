@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jsonLines, runCli, serverOwnedRepoDir, serverWritableDir, tempDir } from './helpers/cli.js';
+import { runCli, serverOwnedRepoDir, serverWritableDir, tempDir } from './helpers/cli.js';
 import { waitFor } from './helpers/wait.js';
 import { startS3rver, type StorageServer } from './helpers/storage-servers.js';
 import { createSandboxCluster, type SandboxCluster } from '../src/postgres/sandbox.js';

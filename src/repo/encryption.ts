@@ -14,7 +14,7 @@
 // no cluster yet (before any object is sealed); the first writer adds its cluster (identity.ts).
 //
 // wal-push loads this for every segment: node:crypto only, no SDK.
-import { createHmac, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import { EncryptedStore, DEFAULT_CHUNK_SIZE } from '../storage/encrypted.js';
 import { openStore } from '../storage/url.js';
@@ -91,10 +91,23 @@ function scryptAsync(secret: string, salt: Buffer, kdf: { N: number; r: number; 
   );
 }
 
+/** Derived keys by passphrase hash and KDF parameters, in this process's memory only: a run opens
+ *  its repository several times (the pre-run check, each step), and scrypt is deliberately slow. */
+const derived = new Map<string, Promise<{ dataKey: Buffer; keyCheck: string }>>();
+
 /** The data key and the key check value for `secret` under `record`'s salt and parameters. */
-export async function deriveRepoKey(secret: string, kdf: EncryptionRecord['kdf']): Promise<{ dataKey: Buffer; keyCheck: string }> {
-  const out = await scryptAsync(secret, Buffer.from(kdf.salt, 'base64'), kdf);
-  return { dataKey: out.subarray(0, 32), keyCheck: createHmac('sha256', out.subarray(32)).update(CHECK_LABEL).digest('hex') };
+export function deriveRepoKey(secret: string, kdf: EncryptionRecord['kdf']): Promise<{ dataKey: Buffer; keyCheck: string }> {
+  const memo = `${createHash('sha256').update(secret).digest('hex')}:${kdf.salt}:${kdf.N}:${kdf.r}:${kdf.p}`;
+  let p = derived.get(memo);
+  if (!p) {
+    p = scryptAsync(secret, Buffer.from(kdf.salt, 'base64'), kdf).then((out) => ({
+      dataKey: out.subarray(0, 32),
+      keyCheck: createHmac('sha256', out.subarray(32)).update(CHECK_LABEL).digest('hex'),
+    }));
+    p.catch(() => derived.delete(memo));
+    derived.set(memo, p);
+  }
+  return p;
 }
 
 /** A new repository's encryption entry for `secret`, with a fresh salt. */
