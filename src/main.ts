@@ -170,6 +170,12 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
   } catch (err) {
     return failWith(err);
   }
+  // A repository key (or its file) is checked against the repository before any step runs: a
+  // wrong key, or a key for an unencrypted repository, is refused with nothing done.
+  if (services.repo && (services.env.PGRUNBOOK_REPO_KEY_FILE || services.env.PGRUNBOOK_REPO_KEY)) {
+    const refusal = await checkRepoKey(services.repo, services.env);
+    if (refusal) return failWith(refusal);
+  }
   if (journaled?.repoCredentialsDropped && services.repo === journaled.repo) {
     io.stderr.write(`pgrunbook: note: the repository URL of run ${resumeFrom!.runId} carried credentials, which are never journaled; they must come from the environment (AWS_*, AZURE_STORAGE_*) or give --repo with them again\n`);
   }
@@ -248,7 +254,7 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
         ? { runId: resumeFrom.runId, journalPath: resumeFrom.journalPath, state: resumeFrom.state, completedSteps: resumeFrom.completedSteps }
         : undefined,
       onEvent: report,
-      secrets: [services.connection.password, env.PGPASSWORD, ...confirmSecrets(procedure, params)].filter((s): s is string => Boolean(s)),
+      secrets: [services.connection.password, env.PGPASSWORD, env.PGRUNBOOK_REPO_KEY, ...confirmSecrets(procedure, params)].filter((s): s is string => Boolean(s)),
       context: runContextOf(services, { yes, confirm }),
       supervisor,
     });
@@ -284,6 +290,17 @@ function preResumeProcedure(argv: string[], env: NodeJS.ProcessEnv): string | un
     return readResumePoint(stateDir, runId).procedure;
   } catch {
     return undefined;
+  }
+}
+
+/** The RepoKeyError opening the repository with the run's key gives, if any; other failures are left to the steps, which report them in context. */
+async function checkRepoKey(repo: string, env: NodeJS.ProcessEnv): Promise<unknown> {
+  const { openRepoStore, RepoKeyError } = await import('./repo/encryption.js');
+  try {
+    await (await openRepoStore(repo, env)).close();
+    return undefined;
+  } catch (err) {
+    return err instanceof RepoKeyError ? err : undefined;
   }
 }
 

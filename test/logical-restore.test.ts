@@ -160,7 +160,7 @@ describe('logical-restore from a backup-logical dump', () => {
     expect(same.stderr).toContain('--new-database');
   });
 
-  it('refuses a corrupt dump while downloading it: nothing created, no file left (exit 1)', async () => {
+  it('refuses a corrupt dump while downloading it: nothing created, no file left (exit 3)', async () => {
     const copyDir = tempDir('pgrunbook-lr-corrupt-');
     fs.cpSync(repoDir, copyDir, { recursive: true });
     const file = path.join(copyDir, 'dumps', db, dump.id, dump.meta!.object!);
@@ -169,7 +169,7 @@ describe('logical-restore from a backup-logical dump', () => {
     fs.closeSync(fd);
     const before = await databases(PREFIX);
     const r = await runCli(['--procedure', 'logical-restore', ...conn, '--database', db, '--new-database', `${db}_from_corrupt`, '--repo', `file://${copyDir}`, '--work-dir', workDir, '--json'], stateEnv);
-    expect(r.exitCode).toBe(1);
+    expect(r.exitCode).toBe(3); // corruption is a failed verification
     const summary = summaryOf(r.stdout);
     expect(stepStatuses(summary)).toMatchObject({ preflight: 'ok', download: 'failed', restore: 'pending' });
     expect(summary.error).toContain('is corrupt: its SHA-256 is');

@@ -7,7 +7,8 @@ import { CATALOG, CliUsageError, checkPositionals, commandHelp, parseCommand, ty
 import { checkRepoUrl } from './validate.js';
 import { EXIT } from '../engine/types.js';
 import { formatBytes, formatDuration } from '../engine/format.js';
-import { openStore } from '../storage/url.js';
+import { openRepoStore, RepoKeyError } from '../repo/encryption.js';
+import type { ObjectStore } from '../storage/types.js';
 import { readCatalog, type Catalog } from '../repo/catalog.js';
 import { RepositoryUnreadableError, VERIFY_RESULT_KEY, parseSince, recordVerifyResult, verifyRepository, type VerifyProgress, type VerifyResult } from '../repo/verify.js';
 import { errorMessage } from '../engine/errors.js';
@@ -59,8 +60,9 @@ export async function catalogCommand(
 
   let store;
   try {
-    store = await openStore(url, io.env);
+    store = await openRepoStore(url, keyEnv(flags, io.env));
   } catch (err) {
+    if (err instanceof RepoKeyError) return usage(err.message, err.hint);
     // A malformed URL is bad usage; anything else (credentials, network) is a repository that cannot be read.
     const code = (err as { code?: string }).code;
     if (code === 'invalid-url' || code === 'invalid-argument') return usage(errorMessage(err));
@@ -77,7 +79,7 @@ export async function catalogCommand(
 }
 
 async function verifyCommand(
-  store: Awaited<ReturnType<typeof openStore>>,
+  store: ObjectStore,
   opts: { parallel: number; since?: Date; json: boolean },
   io: { stdout: NodeJS.WritableStream; stderr?: NodeJS.WritableStream },
 ): Promise<number> {
@@ -175,4 +177,9 @@ export function catalogText(c: Catalog): string {
       );
   }
   return `${lines.join('\n')}\n`;
+}
+
+/** --repo-key-file reaches the repository code as PGRUNBOOK_REPO_KEY_FILE (encryption.ts). */
+function keyEnv(flags: RawFlags, env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return typeof flags['repo-key-file'] === 'string' ? { ...env, PGRUNBOOK_REPO_KEY_FILE: flags['repo-key-file'] } : env;
 }

@@ -71,6 +71,16 @@ export const CONNECTION_OPTIONS: OptionDecl[] = [
 ];
 
 const repoOption: OptionDecl = { name: 'repo', type: 'string', value: 'URL', help: `backup repository: ${REPO_FORMS}`, env: 'PGRUNBOOK_REPO', profile: true };
+/** Only the file's path is ever taken on the command line: the passphrase itself never reaches argv. */
+const repoKeyFileOption: OptionDecl = {
+  name: 'repo-key-file',
+  type: 'string',
+  value: 'FILE',
+  help: 'file (mode 0600) holding the passphrase of an encrypted repository; or PGRUNBOOK_REPO_KEY holds the passphrase itself',
+  env: 'PGRUNBOOK_REPO_KEY_FILE',
+  profile: true,
+  completes: 'file',
+};
 const pgdataOption: OptionDecl = { name: 'pgdata', short: 'D', type: 'string', value: 'DIR', help: 'data directory', env: 'PGDATA', profile: true, completes: 'dir' };
 const profileOption: OptionDecl = { name: 'profile', type: 'string', value: 'NAME', help: 'saved settings; flags and PG* variables override it', env: 'PGRUNBOOK_PROFILE' };
 
@@ -99,6 +109,7 @@ export const GLOBAL: CommandDecl = {
     ...CONNECTION_OPTIONS,
     pgdataOption,
     repoOption,
+    repoKeyFileOption,
     { name: 'yes', short: 'y', type: 'boolean', help: 'answer yes to ordinary confirmations' },
     { name: 'confirm', type: 'string', multiple: true, value: 'VALUE', help: 'allow a destructive step: VALUE must equal the text the app would ask you to type' },
     { name: 'json', type: 'boolean', help: 'one JSON object per line; the last line is the run summary' },
@@ -122,6 +133,7 @@ Exit 0 means durably stored / fetched; anything else tells PostgreSQL to retry (
 const walCommon: OptionDecl[] = [
   { name: 'env-file', type: 'string', value: 'FILE', help: 'load KEY=VALUE lines (credentials) from a 0600 file', completes: 'file' },
   { ...repoOption, profile: false },
+  { ...repoKeyFileOption, profile: false },
   { name: 'compress', type: 'choice', choices: ['gzip', 'none'], help: 'compression of stored WAL', env: 'PGRUNBOOK_WAL_COMPRESS', default: 'gzip' },
   { name: 'compress-level', type: 'number', value: '1-9', help: 'gzip level', env: 'PGRUNBOOK_WAL_COMPRESS_LEVEL', default: 1 },
   { name: 'verbose', type: 'boolean', help: 'say what was stored or fetched, and how long it took' },
@@ -149,6 +161,7 @@ export const CATALOG: CommandDecl = {
   usage: ['pgrunbook catalog [--repo URL] [--json]', 'pgrunbook catalog --verify [--since DURATION|ISO-TIME] [--parallel N] [--repo URL] [--json]'],
   options: [
     repoOption,
+    { ...repoKeyFileOption, profile: false },
     { name: 'json', type: 'boolean', help: 'the catalog (or the verify result) as JSON' },
     { name: 'verify', type: 'boolean', help: 'read every object back and check it against its recorded checksum' },
     { name: 'since', type: 'string', value: 'DURATION|ISO-TIME', help: 'with --verify: only objects written since (30m, 12h, 7d, 2w or an ISO 8601 time)' },
@@ -164,6 +177,7 @@ export const STATUS: CommandDecl = {
   usage: ['pgrunbook status [--repo URL] [--profile NAME] [connection options] [--json | --prometheus] [--output FILE]'],
   options: [
     { ...repoOption, help: "backup repository (or the profile's)" },
+    repoKeyFileOption,
     { ...profileOption, help: 'saved settings; thresholds from its "monitoring"' },
     ...CONNECTION_OPTIONS,
     pgdataOption,
@@ -199,6 +213,7 @@ export const PROFILE: CommandDecl = {
     { name: 'databases', type: 'list', value: 'a,b', help: 'databases to back up and verify' },
     { name: 'critical-tables', type: 'list', value: 'db:schema.table[:min],...', help: 'tables whose row counts are checked' },
     repoOption,
+    { ...repoKeyFileOption, env: undefined, profile: false, help: 'file holding the encrypted repository\'s passphrase (the profile stores the path, never the passphrase)' },
     { name: 'server-log', type: 'string', value: 'FILE', help: "the server's log file", completes: 'file' },
     { name: 'server-control', type: 'choice', choices: ['pg_ctl', 'systemd', 'commands'], help: 'how pgrunbook stops and starts the server' },
     { name: 'systemd-unit', type: 'string', value: 'UNIT', help: 'with --server-control systemd' },

@@ -114,7 +114,7 @@ export async function statusCommand(argv: string[], io: StatusIo): Promise<numbe
 
     const report = await checkStatus({
       repo: services.repo,
-      env: io.env,
+      env: services.env,
       connection: services.connection,
       thresholds: resolveThresholds(profile, overrides),
       now,

@@ -1,4 +1,5 @@
 // `pgrunbook profile save|list|show|delete`: manage saved settings without editing JSON.
+import path from 'node:path';
 import { CliUsageError, PROFILE, checkPositionals, commandHelp, parseCommand } from '../commands/registry.js';
 import { checkRepoUrl } from '../commands/validate.js';
 import { openProfileStore } from './store.js';
@@ -76,6 +77,7 @@ export async function profileCommand(argv: string[], io: { stdout: NodeJS.Writab
         });
       }
       if (s('repo')) profile.repo = s('repo');
+      if (s('repo-key-file')) profile.repoKeyFile = path.resolve(s('repo-key-file')!);
       if (s('server-log')) profile.serverLog = s('server-log');
       if (s('server-control')) {
         profile.server = { method: s('server-control') as 'pg_ctl' | 'systemd' | 'commands', unit: s('systemd-unit'), start: s('start-command'), stop: s('stop-command') };

@@ -43,6 +43,8 @@ export interface Profile {
   databases?: string[];
   criticalTables?: CriticalTable[];
   repo?: string;
+  /** Path of the file holding an encrypted repository's passphrase; never the passphrase itself. */
+  repoKeyFile?: string;
   serverLog?: string;
   monitoring?: Partial<MonitoringThresholds>;
   /** What the retention procedure keeps; its flags override these. */
@@ -64,7 +66,7 @@ export const DEFAULT_THRESHOLDS: MonitoringThresholds = {
   maxVerifyAgeDays: 8,
 };
 
-const PROFILE_KEYS = ['connection', 'pgdata', 'server', 'databases', 'criticalTables', 'repo', 'serverLog', 'monitoring', 'retention'];
+const PROFILE_KEYS = ['connection', 'pgdata', 'server', 'databases', 'criticalTables', 'repo', 'repoKeyFile', 'serverLog', 'monitoring', 'retention'];
 
 /** Every problem with a profile, each naming the field and how to fix it. */
 export function validateProfile(name: string, raw: unknown): string[] {
@@ -125,6 +127,7 @@ export function validateProfile(name: string, raw: unknown): string[] {
         }
       });
   }
+  if (p.repoKeyFile !== undefined && (typeof p.repoKeyFile !== 'string' || !p.repoKeyFile.startsWith('/'))) errors.push(`${at('repoKeyFile')} must be an absolute file path`);
   if (p.repo !== undefined && (typeof p.repo !== 'string' || !/^(file|s3|azure):\/\/|^\//.test(p.repo))) {
     errors.push(`${at('repo')} must be a repository URL: file:///path, s3://bucket/prefix or azure://container/prefix`);
   }

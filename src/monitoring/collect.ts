@@ -10,6 +10,7 @@ import { readCatalog, type Catalog } from '../repo/catalog.js';
 import { StorageError } from '../storage/types.js';
 import { readLastVerify, type VerifyResult } from '../repo/verify.js';
 import { StatusUsageError } from './types.js';
+import { withRepositoryKey } from '../repo/encryption.js';
 import { errorMessage } from '../engine/errors.js';
 
 export interface RepositorySnapshot {
@@ -78,7 +79,7 @@ export function repositoryLocation(url: string | undefined, env: NodeJS.ProcessE
   }
 }
 
-export async function collectRepository(loc: RepoLocation): Promise<RepositorySnapshot> {
+export async function collectRepository(loc: RepoLocation, env: NodeJS.ProcessEnv = process.env): Promise<RepositorySnapshot> {
   const url = describeLocation(loc);
   // A local repository whose directory is missing is an unmounted volume or a typo, not an
   // empty repository: listing it would report "no backups" and hide the real problem.
@@ -96,7 +97,11 @@ export async function collectRepository(loc: RepoLocation): Promise<RepositorySn
   }
   let store;
   try {
-    store = await openLocation(loc);
+    const inner = await openLocation(loc);
+    store = await withRepositoryKey(inner, env).catch(async (err: unknown) => {
+      await inner.close().catch(() => undefined);
+      throw err;
+    });
   } catch (err) {
     return { url, error: errorMessage(err) };
   }

@@ -53,7 +53,7 @@ export async function checkStatus(opts: StatusOptions): Promise<StatusReport> {
   const skip = opts.skip ?? [];
   // Only WAL checks need the server; without them there is nothing to ask it.
   const needServer = !skip.includes('wal') && !skip.includes('server');
-  const [repository, server] = await Promise.all([collectRepository(loc), needServer ? collectServer(opts.connection) : Promise.resolve(undefined)]);
+  const [repository, server] = await Promise.all([collectRepository(loc, opts.env), needServer ? collectServer(opts.connection) : Promise.resolve(undefined)]);
   const report = evaluateStatus({ repository, server, thresholds: opts.thresholds, now: opts.now, databases: opts.databases, skip });
   if (opts.pgdata) report.checks.push(await movedAsideCheck(opts.pgdata, opts.now));
   return report;

@@ -51,7 +51,7 @@ export function walCommandLine(
 ): { command: string; program: { node?: string; script: string } } {
   const arg = (v: string) => percentEscape(shellQuote(v));
   const tail = sub === 'wal-push' ? '%p' : '%f %p';
-  const envFile = opts.envFile ? ` --env-file ${arg(path.resolve(opts.envFile))}` : '';
+  const envFile = (opts.envFile ? ` --env-file ${arg(path.resolve(opts.envFile))}` : '') + repoKeyFileArg(env, arg);
   const onPath = pgrunbookOnPath(env);
   if (onPath) return { command: `${arg(onPath)} ${sub}${envFile} --repo ${arg(repo)} ${tail}`, program: { script: onPath } };
   const script = cliScriptPath();
@@ -59,6 +59,26 @@ export function walCommandLine(
     command: `${arg(process.execPath)} ${arg(script)} ${sub}${envFile} --repo ${arg(repo)} ${tail}`,
     program: { node: process.execPath, script },
   };
+}
+
+/**
+ * ` --repo-key-file FILE` for an encrypted repository's key, '' without one. The server runs these
+ * commands, and a setting is visible to anyone who can read the configuration: only the file's path
+ * goes there, never the passphrase. A passphrase given only as PGRUNBOOK_REPO_KEY is refused.
+ */
+function repoKeyFileArg(env: NodeJS.ProcessEnv, arg: (v: string) => string): string {
+  const file = env.PGRUNBOOK_REPO_KEY_FILE;
+  if (file) return ` --repo-key-file ${arg(path.resolve(file))}`;
+  if (env.PGRUNBOOK_REPO_KEY) {
+    throw Object.assign(
+      new Error('the repository key is given as PGRUNBOOK_REPO_KEY, which PostgreSQL\'s archive_command/restore_command must never carry; nothing was changed'),
+      {
+        hint: 'put the passphrase in a file owned by the server\'s OS user (e.g. postgres), mode 0600, and pass --repo-key-file FILE instead of PGRUNBOOK_REPO_KEY',
+        procedureExitCode: 2,
+      },
+    );
+  }
+  return '';
 }
 
 /** What the repository URL names: file (a local directory), s3 or azure. */

@@ -46,7 +46,7 @@ export function buildServices(flags: RawFlags, env: NodeJS.ProcessEnv, profile: 
     const connection = resolveConnection(given, env, profile.connection);
     const pgdata = str('pgdata') ?? (env.PGDATA || undefined) ?? profile.pgdata;
     const repo = str('repo') ?? (env.PGRUNBOOK_REPO || undefined) ?? profile.repo;
-    return { connection, profile, profileName, pgdata, repo, env };
+    return { connection, profile, profileName, pgdata, repo, env: withKeyFile(str, env, profile) };
   }
 
   const j = resume.context;
@@ -73,7 +73,19 @@ export function buildServices(flags: RawFlags, env: NodeJS.ProcessEnv, profile: 
     // The journal's URL lost its credentials; the profile's copy of the same URL still has them.
     repo = profile.repo !== undefined && repoWithoutCredentials(profile.repo).url === j.repo ? profile.repo : j.repo;
   }
-  return { connection, profile, profileName, pgdata, repo, env };
+  return { connection, profile, profileName, pgdata, repo, env: withKeyFile(str, env, profile) };
+}
+
+/**
+ * --repo-key-file, else PGRUNBOOK_REPO_KEY_FILE, else the profile's: handed to the repository code
+ * (src/repo/encryption.ts) as PGRUNBOOK_REPO_KEY_FILE in the run's environment, absolute. Only the
+ * path travels; the passphrase is read where a repository is opened.
+ */
+function withKeyFile(str: (k: string) => string | undefined, env: NodeJS.ProcessEnv, profile: Profile): NodeJS.ProcessEnv {
+  const file = str('repo-key-file') ?? (env.PGRUNBOOK_REPO_KEY_FILE || undefined) ?? (env.PGRUNBOOK_REPO_KEY ? undefined : profile.repoKeyFile);
+  if (!file) return env;
+  const abs = path.resolve(file);
+  return abs === env.PGRUNBOOK_REPO_KEY_FILE ? env : { ...env, PGRUNBOOK_REPO_KEY_FILE: abs };
 }
 
 /** Flags or environment variables that name another host, port, data directory or repository than the run used. */

@@ -243,7 +243,9 @@ export async function downloadDump(
       });
     } catch (err) {
       if (opts.signal?.aborted) throw err;
-      throw new Error(`could not download ${chosen.key} from ${repo.describe()}: ${errorMessage(err).replace(/\.+$/, '')}`);
+      // Damaged bytes stay damaged bytes (corrupt: exit 3), whatever the wording around them.
+      const corrupt = (err as { corrupt?: unknown } | null)?.corrupt === true;
+      throw Object.assign(new Error(`could not download ${chosen.key} from ${repo.describe()}: ${errorMessage(err).replace(/\.+$/, '')}`), corrupt ? { corrupt } : {});
     }
   });
 }

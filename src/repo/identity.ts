@@ -10,6 +10,7 @@ import type { ObjectStore } from '../storage/types.js';
 import { readObjectIfExists } from './objects.js';
 
 import { IDENTITY_KEY } from './layout.js';
+import { RepoKeyError, encryptionOf, type EncryptionRecord } from './encryption.js';
 
 export { IDENTITY_KEY };
 export const FORMAT_VERSION = 1;
@@ -21,6 +22,8 @@ export interface RepositoryIdentity {
   walSegmentSize?: number;
   createdAt: string;
   compression?: string;
+  /** Present when the repository is encrypted (encryption.ts): salt, scrypt parameters, key check value. */
+  encryption?: EncryptionRecord;
 }
 
 export class IdentityMismatchError extends Error {
@@ -52,13 +55,15 @@ export class IdentityRecordError extends Error {
   }
 }
 
-function parse(raw: Buffer, store: string): RepositoryIdentity {
+/** The record, or undefined for an encrypted repository no cluster has written to yet (encryption.ts). */
+function parse(raw: Buffer, store: string): RepositoryIdentity | undefined {
   let rec: RepositoryIdentity;
   try {
     rec = JSON.parse(raw.toString('utf8')) as RepositoryIdentity;
   } catch (err) {
     throw new IdentityRecordError(store, (err as Error).message);
   }
+  if (rec && typeof rec === 'object' && rec.systemIdentifier === undefined && rec.encryption !== undefined) return undefined;
   if (!rec || typeof rec !== 'object' || typeof rec.systemIdentifier !== 'string' || !/^\d+$/.test(rec.systemIdentifier)) {
     throw new IdentityRecordError(store, 'no systemIdentifier');
   }
@@ -113,10 +118,12 @@ export async function ensureRepositoryIdentity(
   cluster: { systemIdentifier: string; pgMajor?: number; walSegmentSize?: number; compression?: string },
 ): Promise<RepositoryIdentity> {
   const systemIdentifier = String(cluster.systemIdentifier);
+  const encryption = encryptionOf(store);
   for (let attempt = 0; attempt < 3; attempt++) {
     const existing = await readRepositoryIdentity(store);
     if (existing) {
       checkRepositoryIdentity(store, existing, systemIdentifier);
+      checkSameEncryption(store, existing, encryption);
       return existing;
     }
     const record: RepositoryIdentity = {
@@ -126,14 +133,35 @@ export async function ensureRepositoryIdentity(
       ...(cluster.walSegmentSize !== undefined ? { walSegmentSize: cluster.walSegmentSize } : {}),
       createdAt: new Date().toISOString(),
       ...(cluster.compression !== undefined ? { compression: cluster.compression } : {}),
+      ...(encryption ? { encryption } : {}),
     };
-    if (await createIfAbsent(store, IDENTITY_KEY, Buffer.from(`${JSON.stringify(record, null, 2)}\n`))) return record;
+    const body = Buffer.from(`${JSON.stringify(record, null, 2)}\n`);
+    if (encryption && (await readObjectIfExists(store, IDENTITY_KEY))) {
+      // An encrypted repository no cluster has claimed yet: its record gets the cluster, the same
+      // encryption entry kept. Read back below: another cluster claiming it at the same time is refused.
+      await store.put(IDENTITY_KEY, body, { contentLength: body.length });
+      const now = await readRepositoryIdentity(store);
+      if (now?.systemIdentifier === systemIdentifier) return now;
+      continue;
+    }
+    if (await createIfAbsent(store, IDENTITY_KEY, body)) return record;
     // Someone else created it first: read theirs and check against it.
   }
   const final = await readRepositoryIdentity(store);
   if (!final) throw new IdentityRecordError(store.describe(), 'it could not be created, and is not there');
   checkRepositoryIdentity(store, final, systemIdentifier);
+  checkSameEncryption(store, final, encryption);
   return final;
+}
+
+/** Another writer created the record first (the store was opened before it existed): its key must be ours. */
+function checkSameEncryption(store: ObjectStore, record: RepositoryIdentity, ours: EncryptionRecord | undefined): void {
+  const theirs = record.encryption;
+  if ((theirs?.keyCheck ?? '') === (ours?.keyCheck ?? '') && (theirs?.kdf.salt ?? '') === (ours?.kdf.salt ?? '')) return;
+  throw new RepoKeyError(
+    `the repository ${store.describe()} was started by another run at the same time ${theirs ? 'with another key or salt' : 'without a key'}; nothing was stored`,
+    'run again: the repository is now opened with its own format record',
+  );
 }
 
 const XLP_LONG_HEADER = 0x0002;

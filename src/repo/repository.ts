@@ -3,7 +3,7 @@
 // read back with their checksums checked. Procedures use this, never the drivers directly.
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { openStore } from '../storage/url.js';
+import { openRepoStore } from './encryption.js';
 import type { ObjectStore, PutResult } from '../storage/types.js';
 import { readCatalog, type BaseBackupMeta, type Catalog, type DumpMeta } from './catalog.js';
 import { BACKUP_META, BASEBACKUP_PREFIX, DUMP_META, DUMP_PREFIX, WAL_PREFIX } from './layout.js';
@@ -155,5 +155,5 @@ export async function openRepository(url: string | undefined, env: NodeJS.Proces
   if (!url) {
     throw new RepositoryError('no backup repository: pass --repo URL (file:///var/backups/pg, s3://bucket/prefix, azure://container/prefix), set PGRUNBOOK_REPO, or save one in the profile');
   }
-  return new Repository(await openStore(url, env));
+  return new Repository(await openRepoStore(url, env));
 }

@@ -3,7 +3,7 @@
 // talk to the server log through stderr. Exit 0 means durably stored / fetched; anything else
 // tells PostgreSQL to retry (push) or that the file is not available (fetch).
 import path from 'node:path';
-import { openStore } from '../storage/url.js';
+import { openRepoStore, RepoKeyError } from '../repo/encryption.js';
 import { fetchWal, pushWal, type WalCompression } from '../repo/walarchive.js';
 import { EnvFileError, loadEnvFile } from './env-file.js';
 import { CliUsageError, WAL_FETCH, WAL_PUSH, checkPositionals, commandHelp, parseCommand, type CommandDecl, type RawFlags } from '../commands/registry.js';
@@ -80,8 +80,11 @@ export async function walCommand(command: 'wal-push' | 'wal-fetch', argv: string
   const started = Date.now();
   let store;
   try {
-    store = await openStore(args.repo!, env);
+    // --repo-key-file (never the passphrase) is how archive_command names an encrypted repository's key.
+    const keyFile = typeof flags['repo-key-file'] === 'string' ? { PGRUNBOOK_REPO_KEY_FILE: path.resolve(flags['repo-key-file']) } : {};
+    store = await openRepoStore(args.repo!, { ...env, ...keyFile });
   } catch (err) {
+    if (err instanceof RepoKeyError) return usage(err);
     say((err as Error).message);
     return 1;
   }

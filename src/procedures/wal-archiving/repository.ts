@@ -77,6 +77,8 @@ export async function checkRepository(ctx: WalCtx): Promise<Finding[]> {
   if (envFile) out.push(...(await checkEnvFile(ctx, envFile, serverUser, prep)));
   else if (loc.kind !== 'file') out.push({ text: noEnvFileReason(ctx, loc.kind), level: 'warn' });
 
+  const keyFile = svc.env.PGRUNBOOK_REPO_KEY_FILE;
+  if (keyFile && !ctx.params.archiveCommand) out.push(await checkKeyFile(keyFile, serverUser));
   await checkArchiveProgram(ctx, serverUser);
   if (secretsOf(loc).some((s) => repo.includes(s) || repo.includes(encodeURIComponent(s)))) {
     out.push({
@@ -163,6 +165,21 @@ async function planRepositoryDir(root: string, serverUser: ServerUser, prep: Rep
   if (!canCreate) throw new Error(`the repository directory ${root} does not exist. Create it for the server's OS user: mkdir -p ${shellQuote(root)} && ${chownHint}`);
   prep.create = missing;
   return { text: `${root} does not exist: it will be created owned by ${serverUser.name}:${serverUser.groupName} once the settings are confirmed`, level: 'warn' };
+}
+
+/** An encrypted repository: archive_command names the key file, which the server's OS user alone must read. */
+async function checkKeyFile(file: string, serverUser: ServerUser | undefined): Promise<Finding> {
+  if (!serverUser) return { text: `archive_command reads the repository key from ${file}: make sure it is on the server's machine, owned by the server's OS user, mode 0600`, level: 'warn' };
+  const st = await fsp.stat(file);
+  const fix = `chown ${serverUser.name} ${shellQuote(file)} && chmod 600 ${shellQuote(file)}`;
+  if (serverUser.uid !== 0 && st.uid !== serverUser.uid) {
+    const owner = (await userNameOf(st.uid)) ?? String(st.uid);
+    throw new Error(`archive_command reads the repository key from ${file} as OS user ${serverUser.name}, but the file belongs to ${owner}. Give it to the server's user: ${fix}`);
+  }
+  if ((st.mode & 0o077) !== 0) throw new Error(`the repository key file ${file} can be read by other users (mode ${(st.mode & 0o777).toString(8)}): ${fix}`);
+  const blocked = await firstUntraversableDirFor(path.dirname(file), serverUser);
+  if (blocked) throw new Error(`${serverUser.name} (the server's OS user) cannot enter ${blocked}, so archive_command could not read the key file ${file}: move it, or chmod o+x ${shellQuote(blocked)}`);
+  return { text: `${file} (mode 0600, owner ${serverUser.name}) holds the repository key; archive_command names only the file` };
 }
 
 /** The server's OS user must be able to run the command we set. */
