@@ -1,9 +1,10 @@
 // Finding incidents in pg_waldump's lines, before any name is known: pure, fed one record at a
 // time in WAL order, holding only the open transactions. What counts as an incident:
-// - a committed transaction whose commit record drops relation files and which created no
-//   file that then got whole pages written (that would be VACUUM FULL, CLUSTER or REINDEX
-//   rewriting a relation, not losing it): a TRUNCATE when it created new files for it, a
-//   DROP when it created none;
+// - a committed transaction whose commit record drops relation files and which wrote no data
+//   pages into a file it created (that would be VACUUM FULL, CLUSTER or REINDEX rewriting a
+//   relation, not losing it): a TRUNCATE when it created new files, a DROP when it created
+//   none. Known blind spots: VACUUM FULL of a one-page table, and ALTER TABLE rewrites
+//   (which write rows, not pages), show as a TRUNCATE;
 // - a Database DROP record (the directory is removed when that record is replayed, before
 //   the commit, so "just before it" is before that record);
 // - a committed transaction with at least `minRows` heap DELETE/UPDATE/HOT_UPDATE records on
@@ -128,11 +129,15 @@ export class IncidentScanner {
         return;
       }
       case 'XLOG': {
-        // Whole pages written into a file this transaction created: a rewrite (VACUUM FULL, CLUSTER, index build).
+        // Whole pages written into a file this transaction created, past its first page: a
+        // rewrite (VACUUM FULL, CLUSTER, REINDEX). A TRUNCATE writes only the first page of
+        // each new, empty index (its metapage).
         if (!/^FPI/.test(r.desc)) return;
         const x = this.open.get(r.xid);
-        const b = BLKREF.exec(r.desc);
-        if (x && b) x.rewritten.add(`${b[1]}/${b[2]}/${b[3]}`);
+        if (!x) return;
+        for (const b of r.desc.matchAll(/blkref #\d+: rel (\d+)\/(\d+)\/(\d+)(?: fork \w+)? blk (\d+)/g)) {
+          if (b[4] !== '0') x.rewritten.add(`${b[1]}/${b[2]}/${b[3]}`);
+        }
         return;
       }
       case 'Database': {
