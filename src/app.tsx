@@ -19,6 +19,7 @@ import { HelpOverlay } from './screens/help.js';
 import { ParamsForm, type FieldPicker } from './screens/params-form.js';
 import { TargetPicker } from './screens/target-picker.js';
 import { loadRecoveryTimeline, type RecoveryTimelineSource } from './services/recovery-timeline.js';
+import { loadIncidentSource, type IncidentSource } from './services/incident-source.js';
 import { checkStatus, statusOptionsFromServices } from './monitoring/status.js';
 import { RunScreen } from './screens/run-view.js';
 import { Report } from './screens/report.js';
@@ -119,13 +120,13 @@ export function appReducer(state: AppState, action: AppAction): AppState {
 /** Params chosen on the recovery timeline instead of typed: procedure id -> param name. */
 export const RECOVERY_TARGET_PARAMS: Record<string, string> = { pitr: 'target' };
 
-function pickersFor(procedure: Procedure, timeline: RecoveryTimelineSource): Record<string, FieldPicker> | undefined {
+function pickersFor(procedure: Procedure, timeline: RecoveryTimelineSource, incidents?: IncidentSource): Record<string, FieldPicker> | undefined {
   const param = RECOVERY_TARGET_PARAMS[procedure.id];
   if (!param || !procedure.params.some((p) => p.name === param)) return undefined;
   return {
     [param]: {
       hint: 'pick on the timeline',
-      render: ({ value, onDone }) => <TargetPicker source={timeline} initial={value} onDone={onDone} />,
+      render: ({ value, onDone }) => <TargetPicker source={timeline} incidents={incidents} initial={value} onDone={onDone} />,
     },
   };
 }
@@ -178,6 +179,8 @@ export function App(props: AppProps) {
   // The screens' services: the recovery timeline of the configured repository (opened anew
   // each time the picker opens), and the status check when there is a repository to check.
   const timeline = useMemo(() => loadRecoveryTimeline(services?.repo, services?.env ?? env), [services, env]);
+  // find-target's incidents for the picker's "find the incident" list (f).
+  const incidents = useMemo(() => (services?.repo ? loadIncidentSource(services.repo, services.env, services.connection) : undefined), [services]);
   const statusCheck = useMemo(() => (services?.repo ? () => checkStatus(statusOptionsFromServices(services)) : undefined), [services]);
 
   // One AbortController per run; Ctrl-C aborts it and the runner records the interrupted step.
@@ -257,7 +260,7 @@ export function App(props: AppProps) {
           procedure={screen.procedure}
           env={env}
           defaults={profileDefaults(screen.procedure, profile)}
-          pickers={pickersFor(screen.procedure, timeline)}
+          pickers={pickersFor(screen.procedure, timeline, incidents)}
           onSubmit={(params) => dispatch({ type: 'run', params })}
           onBack={toHome}
         />

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jsonLines, runCli, serverOwnedRepoDir, serverWritableDir, tempDir } from './helpers/cli.js';
+import { jsonLines, runCli, startCli, serverOwnedRepoDir, serverWritableDir, tempDir } from './helpers/cli.js';
 import { waitFor } from './helpers/wait.js';
 import { withPg } from '../src/postgres/client.js';
 import { createSandboxCluster, type SandboxCluster } from '../src/postgres/sandbox.js';
@@ -137,8 +137,13 @@ describe('find-target: the incidents of a window among pgbench noise', () => {
     expect(bad.stderr).toContain('add a time zone');
   });
 
-  const pitr = (target: string) =>
-    runCli(['--procedure', 'pitr', ...conn, '--pgdata', cluster.dataDir, '--repo', repoUrl, '--target', target, '--target-action', 'pause', '--yes', '--confirm', 'data', '--json'], env);
+  /** pitr to `target`, interrupted (SIGINT) if it runs past 150 s so the output says where it was. */
+  const pitr = async (target: string) => {
+    const child = startCli(['--procedure', 'pitr', ...conn, '--pgdata', cluster.dataDir, '--repo', repoUrl, '--target', target, '--target-action', 'pause', '--yes', '--confirm', 'data', '--json'], env);
+    const timer = setTimeout(() => child.kill('SIGINT'), 150_000);
+    const r = await child.finally(() => clearTimeout(timer));
+    return { exitCode: r.exitCode, stdout: String(r.stdout) };
+  };
 
   it('pitr to each suggested target brings the table back exactly as it was just before', async () => {
     expect(incidents).toHaveLength(3);
@@ -153,7 +158,7 @@ describe('find-target: the incidents of a window among pgbench noise', () => {
     expect(r.exitCode, r.stdout.slice(-3000)).toBe(0);
     expect(await md5('delme')).toBe(before.delme);
     expect((await cluster.query<{ n: string }>('SELECT count(*)::text AS n FROM delme', [], 'app'))[0].n).toBe('1000');
-  }, 300_000);
+  }, 480_000);
 });
 
 describe('find-target: the scanner on pg_waldump lines', () => {
