@@ -16,7 +16,11 @@
 // (recovery_target_inclusive on, pitr's default) stops right after the last record before
 // the commit (or, for DROP DATABASE, before the record that removes the directory), so
 // everything committed before the incident is kept and the incident is not. With pitr's
-// --exclusive it stops one record earlier, still before the incident.
+// --exclusive it stops one record earlier, still before the incident. Replay then stops
+// inside the incident's transaction: a server left paused there still holds the
+// AccessExclusiveLock a DROP or TRUNCATE took (reads of that table wait) until it is
+// promoted, which ends the transaction as aborted. So recover with --target-action promote,
+// or promote before reading the table (a scratch cluster must promote before copying it).
 import type { ConnectionSettings } from '../config/connection.js';
 import { openRepository, type Repository } from '../repo/repository.js';
 import type { Catalog, DumpEntry } from '../repo/catalog.js';
