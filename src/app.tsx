@@ -1,26 +1,30 @@
 // The Ink root: chooses the screen, routes Ctrl-C, and owns exiting. Screens report what
-// happened (a pick, params, a finished run); the root decides what comes next and calls
-// exit() from an effect, after the last frame has been committed. It is also where screens
-// get their services: the recovery timeline and the status check are built here from the
-// procedures' services, so no screen opens a repository or connects to a server itself.
+// happened (a pick, params, a finished run, a saved profile); the pure reducer (app-state.ts)
+// decides what comes next, and exit() is called from an effect, after the last frame has been
+// committed. Screens get what they read or do from screenServices (services/app-services.ts),
+// built from the session's services, so no screen opens a repository or connects itself.
 import type React from 'react';
 import { useCallback, useEffect, useMemo, useReducer, useRef } from 'react';
 import { render, useApp } from 'ink';
 import { EXIT, UsageError, type Params, type Procedure, type RunSummary } from './engine/types.js';
 import { resolveParams } from './engine/params.js';
+import { errorMessage } from './engine/errors.js';
+import { MASK } from './engine/mask.js';
 import { ConnectionStringError, describeConnection } from './config/connection.js';
 import { loadProfile, ProfileError } from './config/store.js';
 import type { Profile } from './config/profile.js';
-import { buildServices, profileDefaults, type ProcedureServices } from './procedures/services.js';
+import { buildServices, profileDefaults, runContextOf, type ProcedureServices } from './procedures/services.js';
+import { appReducer, initialAppState } from './app-state.js';
+import { screenServices } from './services/app-services.js';
 import { KeysProvider, isCtrlC, type Key } from './screens/keys.js';
 import { AppThemeProvider, colorEnabled } from './screens/theme.js';
 import { Home, menuOrder } from './screens/home.js';
 import { HelpOverlay } from './screens/help.js';
-import { ParamsForm, type FieldPicker } from './screens/params-form.js';
-import { TargetPicker } from './screens/target-picker.js';
-import { loadRecoveryTimeline, type RecoveryTimelineSource } from './services/recovery-timeline.js';
-import { loadIncidentSource, type IncidentSource } from './services/incident-source.js';
-import { checkStatus, statusOptionsFromServices } from './monitoring/status.js';
+import { ParamsForm } from './screens/params-form.js';
+import { fieldPickers } from './screens/field-pickers.js';
+import { ConnectScreen } from './screens/connect.js';
+import { ProfilePicker } from './screens/profile-picker.js';
+import { ResumeList } from './screens/resume-list.js';
 import { RunScreen } from './screens/run-view.js';
 import { Report } from './screens/report.js';
 import { StatusDashboard, StatusPanel, statusPanelRows, useStatusFeed } from './screens/status-dashboard.js';
@@ -32,104 +36,8 @@ export interface TuiOptions {
   profileName?: string;
 }
 
-// ---------------------------------------------------------------------------------------
-// Root state
-
-export type Screen =
-  | { name: 'home' }
-  | { name: 'form'; procedure: Procedure }
-  | { name: 'run'; procedure: Procedure; params: Params; attempt: number }
-  | { name: 'report'; procedure: Procedure; summary: RunSummary }
-  | { name: 'status' };
-
-export interface AppState {
-  screen: Screen;
-  /** Home's selection, kept while other screens show. */
-  homeIndex: number;
-  /** The ? overlay is open (over home or a report). */
-  help?: boolean;
-  runs: number;
-  /** Ctrl-C presses during the current run: 1 stops it, 2 quits at once. */
-  stopping: number;
-  /** Set once: the app exits with this code after the current frame is on screen. */
-  exit?: { code: number; forced: boolean };
-}
-
-export type AppAction =
-  | { type: 'pick'; procedure: Procedure; index: number; params?: Params }
-  | { type: 'run'; params: Params }
-  | { type: 'home' }
-  | { type: 'status'; index: number }
-  | { type: 'finished'; summary: RunSummary }
-  | { type: 'ctrl-c' }
-  | { type: 'quit'; code: number }
-  | { type: 'help'; open: boolean };
-
-export const initialAppState: AppState = { screen: { name: 'home' }, homeIndex: 0, runs: 0, stopping: 0 };
-
-/** The exit code after a run the operator stopped with Ctrl-C. */
-function interruptedCode(summary: RunSummary): number {
-  return summary.status === 'interrupted' ? EXIT.interrupted : summary.exitCode;
-}
-
-export function appReducer(state: AppState, action: AppAction): AppState {
-  if (state.exit) return state;
-  const { screen } = state;
-  switch (action.type) {
-    case 'pick':
-      if (screen.name !== 'home') return state;
-      if (action.params) {
-        const runs = state.runs + 1;
-        return { ...state, homeIndex: action.index, runs, stopping: 0, screen: { name: 'run', procedure: action.procedure, params: action.params, attempt: runs } };
-      }
-      return { ...state, homeIndex: action.index, screen: { name: 'form', procedure: action.procedure } };
-    case 'run': {
-      if (screen.name !== 'form') return state;
-      const runs = state.runs + 1;
-      return { ...state, runs, stopping: 0, screen: { name: 'run', procedure: screen.procedure, params: action.params, attempt: runs } };
-    }
-    case 'home':
-      return screen.name === 'run' ? state : { ...state, screen: { name: 'home' } };
-    case 'help':
-      // Over home and reports only: a running procedure keeps its screen.
-      return !action.open || screen.name === 'home' || screen.name === 'report' ? { ...state, help: action.open } : state;
-    case 'status':
-      return screen.name === 'home' ? { ...state, homeIndex: action.index, screen: { name: 'status' } } : state;
-    case 'finished': {
-      if (screen.name !== 'run') return state;
-      const next: AppState = { ...state, screen: { name: 'report', procedure: screen.procedure, summary: action.summary } };
-      // Stopped with Ctrl-C: show where it stopped, then exit.
-      if (state.stopping > 0) next.exit = { code: interruptedCode(action.summary), forced: false };
-      return next;
-    }
-    case 'ctrl-c':
-      if (screen.name === 'run') {
-        if (state.stopping > 0) return { ...state, stopping: state.stopping + 1, exit: { code: EXIT.interrupted, forced: true } };
-        return { ...state, stopping: 1 };
-      }
-      if (screen.name === 'report') return { ...state, exit: { code: screen.summary.exitCode, forced: false } };
-      return { ...state, exit: { code: EXIT.ok, forced: false } };
-    case 'quit':
-      return { ...state, exit: { code: action.code, forced: false } };
-  }
-}
-
-// ---------------------------------------------------------------------------------------
-// The App
-
-/** Params chosen on the recovery timeline instead of typed: procedure id -> param name. */
-export const RECOVERY_TARGET_PARAMS: Record<string, string> = { pitr: 'target' };
-
-function pickersFor(procedure: Procedure, timeline: RecoveryTimelineSource, incidents?: IncidentSource): Record<string, FieldPicker> | undefined {
-  const param = RECOVERY_TARGET_PARAMS[procedure.id];
-  if (!param || !procedure.params.some((p) => p.name === param)) return undefined;
-  return {
-    [param]: {
-      hint: 'pick on the timeline',
-      render: ({ value, onDone }) => <TargetPicker source={timeline} incidents={incidents} initial={value} onDone={onDone} />,
-    },
-  };
-}
+export { appReducer, initialAppState, type AppAction, type AppState, type Screen } from './app-state.js';
+export { RECOVERY_TARGET_PARAMS } from './screens/field-pickers.js';
 
 export interface AppProps {
   procedures: Procedure[];
@@ -168,20 +76,18 @@ export function firstChoice(procedures: Procedure[], profileName: string | undef
 }
 
 export function App(props: AppProps) {
-  const { procedures, env, services } = props;
+  const { procedures, env } = props;
   const { exit } = useApp();
   // With nothing configured, the drill (a sandbox, nothing to set up) is the obvious first thing to try.
-  const [state, dispatch] = useReducer(appReducer, { ...initialAppState, homeIndex: firstChoice(procedures, props.profileName, env, services) });
+  const [state, dispatch] = useReducer(appReducer, { ...initialAppState, homeIndex: firstChoice(procedures, props.profileName, env, props.services) });
   const stateRef = useRef(state);
   stateRef.current = state;
-  const profile = services?.profile;
+  // The session: what the app was started with, until the operator switches profile.
+  const services = state.session ? state.session.services : props.services;
+  const profileName = state.session ? state.session.profileName : props.profileName;
   const secrets = useMemo(() => [services?.connection.password, env.PGPASSWORD].filter((s): s is string => Boolean(s)), [services, env]);
-  // The screens' services: the recovery timeline of the configured repository (opened anew
-  // each time the picker opens), and the status check when there is a repository to check.
-  const timeline = useMemo(() => loadRecoveryTimeline(services?.repo, services?.env ?? env), [services, env]);
-  // find-target's incidents for the picker's "find the incident" list (f).
-  const incidents = useMemo(() => (services?.repo ? loadIncidentSource(services.repo, services.env, services.connection) : undefined), [services]);
-  const statusCheck = useMemo(() => (services?.repo ? () => checkStatus(statusOptionsFromServices(services)) : undefined), [services]);
+  // Everything the screens read or do, built from the session's services (services/app-services.ts).
+  const sources = useMemo(() => screenServices(services, env, props.stateDir), [services, env, props.stateDir]);
 
   // One AbortController per run; Ctrl-C aborts it and the runner records the interrupted step.
   const attempt = state.screen.name === 'run' ? state.screen.attempt : -1;
@@ -220,17 +126,46 @@ export function App(props: AppProps) {
     (procedure: Procedure, index: number) => {
       if (procedure.params.length === 0) {
         // Nothing to ask: straight to the run.
-        const { params } = resolveParams(procedure, {}, env, profileDefaults(procedure, profile));
+        const { params } = resolveParams(procedure, {}, env, sources.formDefaults(procedure));
         dispatch({ type: 'pick', procedure, index, params });
       } else {
         dispatch({ type: 'pick', procedure, index });
       }
     },
-    [env, profile],
+    [env, sources],
   );
   const toHome = useCallback(() => dispatch({ type: 'home' }), []);
+  const switchTo = useCallback(
+    (name: string, notice: string) =>
+      sources.servicesFor(name).then(
+        (next) => dispatch({ type: 'session', session: { services: next, profileName: name }, notice }),
+        (err: unknown) => {
+          dispatch({ type: 'home' });
+          dispatch({ type: 'notice', text: `profile ${name}: ${errorMessage(err)}`, error: true });
+        },
+      ),
+    [sources],
+  );
+  const onResume = useCallback(
+    (runId?: string) => {
+      if (!runId) return toHome();
+      sources.resume(runId).then(
+        ({ point, services: resumed }) => {
+          const procedure = procedures.find((p) => p.id === point.procedure);
+          if (!procedure) throw new Error(`run ${runId} was procedure "${point.procedure}", which this pgrunbook does not know`);
+          const { params, errors } = resolveParams(procedure, {}, env, { ...profileDefaults(procedure, resumed.profile), ...unmasked(point.params) });
+          if (errors.length) throw new Error(`run ${runId} cannot resume here: ${errors.join('; ')}`);
+          dispatch({ type: 'resume', procedure, point, services: resumed, params });
+        },
+      ).catch((err: unknown) => {
+        dispatch({ type: 'home' });
+        dispatch({ type: 'notice', text: errorMessage(err), error: true });
+      });
+    },
+    [sources, procedures, env],
+  );
   // Status of the backups, checked in the background when a repository is configured; again after each run.
-  const statusFeed = useStatusFeed(statusCheck);
+  const statusFeed = useStatusFeed(sources.statusCheck);
   useEffect(() => {
     if (state.screen.name === 'report') statusFeed?.refresh();
   }, [state.screen.name]);
@@ -243,11 +178,13 @@ export function App(props: AppProps) {
       body = (
         <Home
           procedures={procedures}
-          connection={connectionLabel(services, props.profileName)}
+          connection={connectionLabel(services, profileName)}
           initialIndex={state.homeIndex}
           banner={statusFeed ? <StatusPanel feed={statusFeed} /> : undefined}
           bannerRows={statusPanelRows(statusFeed)}
+          notice={state.notice}
           onStatus={statusFeed ? (index) => dispatch({ type: 'status', index }) : undefined}
+          onCommand={(command) => dispatch({ type: 'open', screen: command })}
           onPick={onPick}
           onQuit={() => dispatch({ type: 'quit', code: EXIT.ok })}
         />
@@ -259,20 +196,27 @@ export function App(props: AppProps) {
           key={screen.procedure.id}
           procedure={screen.procedure}
           env={env}
-          defaults={profileDefaults(screen.procedure, profile)}
-          pickers={pickersFor(screen.procedure, timeline, incidents)}
-          onSubmit={(params) => dispatch({ type: 'run', params })}
-          onBack={toHome}
+          defaults={sources.formDefaults(screen.procedure)}
+          pickers={fieldPickers(screen.procedure, sources)}
+          draft={state.drafts[screen.procedure.id]}
+          onSubmit={(params, values) => dispatch({ type: 'run', params, values })}
+          onBack={(values) => {
+            dispatch({ type: 'draft', procedure: screen.procedure.id, values });
+            toHome();
+          }}
         />
       );
       break;
-    case 'run':
+    case 'run': {
+      const runServices = screen.services ?? services;
       body = (
         <RunScreen
           key={screen.attempt}
           procedure={screen.procedure}
           params={screen.params}
-          services={services}
+          services={runServices}
+          context={runServices ? runContextOf(runServices) : undefined}
+          resume={screen.resume}
           stateDir={props.stateDir}
           signal={controller.signal}
           stopping={state.stopping > 0}
@@ -283,8 +227,26 @@ export function App(props: AppProps) {
         />
       );
       break;
+    }
     case 'status':
       body = statusFeed ? <StatusDashboard feed={statusFeed} onBack={toHome} /> : null;
+      break;
+    case 'connect':
+      body = (
+        <ConnectScreen
+          draft={sources.connectDraft()}
+          test={sources.testDraft}
+          save={sources.saveDraft}
+          onSaved={(result) => switchTo(result.profileName, result.message)}
+          onBack={toHome}
+        />
+      );
+      break;
+    case 'profiles':
+      body = <ProfilePicker current={profileName} list={sources.listProfiles} onDone={(name) => (name ? switchTo(name, `using profile ${name}`) : toHome())} />;
+      break;
+    case 'resume':
+      body = <ResumeList list={sources.unfinishedRuns} onDone={onResume} />;
       break;
     case 'report':
       body = (
@@ -307,6 +269,11 @@ export function App(props: AppProps) {
       <KeysProvider onKey={onKey}>{body}</KeysProvider>
     </AppThemeProvider>
   );
+}
+
+/** A journal's params without the masked secrets (those must be given again; none of the app's procedures has one). */
+function unmasked(params: Params): Params {
+  return Object.fromEntries(Object.entries(params).filter(([, v]) => v !== MASK));
 }
 
 // ---------------------------------------------------------------------------------------

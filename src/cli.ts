@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // Entry point. PostgreSQL runs wal-push/wal-fetch once per WAL segment, so those (and
 // --version) are routed before anything heavy (React, Ink, cloud SDKs, conf) is loaded: they
-// import only their own module, the light command registry and the error helpers.
+// import only their own module, the light command registry and the error helpers. The tool
+// subcommands (status, catalog, profile, completion) skip main.ts too: they never load the
+// procedures, the runner or the TUI.
 import fs from 'node:fs';
 import { errorReport } from './engine/errors.js';
 
@@ -21,6 +23,10 @@ async function run(): Promise<number> {
   if (argv.length === 1 && argv[0] === '--version') {
     process.stdout.write(`${packageVersion()}\n`);
     return 0;
+  }
+  if (argv[0] === 'status' || argv[0] === 'catalog' || argv[0] === 'profile' || argv[0] === 'completion') {
+    const { runToolSubcommand } = await import('./commands/subcommands.js');
+    return runToolSubcommand(argv, { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env });
   }
   const { main } = await import('./main.js');
   return main(argv);

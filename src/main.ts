@@ -17,7 +17,8 @@ import { loadProfile, ProfileError } from './config/store.js';
 import type { Profile } from './config/profile.js';
 import { buildServices, profileDefaults, runContextOf, type ProcedureServices } from './procedures/services.js';
 import { loadProcedures } from './procedures/load.js';
-import { profileCommand } from './config/command.js';
+import { isToolSubcommand, runToolSubcommand } from './commands/subcommands.js';
+import { pgrunbookCommand } from './engine/command-name.js';
 
 const GLOBAL_NAMES = new Set(GLOBAL.options.map((o) => o.name));
 const SUBCOMMAND_WORDS = Object.keys(SUBCOMMANDS);
@@ -31,6 +32,7 @@ export interface MainIo {
 
 export async function main(argv: string[], io: MainIo = { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env }): Promise<number> {
   const { env } = io;
+  const cmd = (args: string) => pgrunbookCommand(args, env);
   const json = argv.includes('--json');
   const fail = (code: number, message: string, hint?: string): number => {
     io.stderr.write(`pgrunbook: ${message}\n${hint ? `hint: ${hint}\n` : ''}`);
@@ -41,51 +43,8 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
   const failWith = (err: unknown, code: number = EXIT.usage, hint?: string): number =>
     fail(err instanceof CliUsageError ? err.exitCode : code, errorMessage(err), hintOf(err) ?? hint);
 
-  if (argv[0] === 'profile') {
-    try {
-      return await profileCommand(argv.slice(1), io);
-    } catch (err) {
-      return failWith(err, EXIT.usage, 'see: pgrunbook profile --help');
-    }
-  }
-
-  if (argv[0] === 'completion') {
-    try {
-      const { completionCommand } = await import('./commands/completion.js');
-      return await completionCommand(argv.slice(1), io);
-    } catch (err) {
-      return failWith(err, EXIT.usage, 'see: pgrunbook completion --help');
-    }
-  }
-
-  if (argv[0] === 'catalog') {
-    try {
-      const { catalogCommand } = await import('./commands/catalog.js');
-      return await catalogCommand(argv.slice(1), io);
-    } catch (err) {
-      return failWith(err, EXIT.failed, 'check the repository URL, the credentials and the network, then run it again');
-    }
-  }
-
-  if (argv[0] === 'find-target') {
-    try {
-      const { findTargetCommand } = await import('./commands/find-target.js');
-      return await findTargetCommand(argv.slice(1), io);
-    } catch (err) {
-      return failWith(err, EXIT.failed, 'check the repository URL and the connection, then run it again');
-    }
-  }
-
-  if (argv[0] === 'status') {
-    try {
-      const { statusCommand } = await import('./commands/status.js');
-      return await statusCommand(argv.slice(1), io);
-    } catch (err) {
-      // Nagios UNKNOWN: the status could not be determined.
-      io.stderr.write(`pgrunbook status: ${errorMessage(err)}\n`);
-      return 3;
-    }
-  }
+  // Also routed by cli.ts before this module loads; kept here so main(argv) handles every command.
+  if (isToolSubcommand(argv[0])) return runToolSubcommand(argv, io);
 
   let procedures: Procedure[];
   try {
@@ -99,7 +58,7 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
   // (for --resume, from the run's journal).
   const procArg = rawFlagValue(argv, '--procedure', '-P');
   if (procArg !== undefined && !procArg.startsWith('-') && !procedures.some((p) => p.id === procArg)) {
-    return fail(EXIT.usage, `unknown procedure "${procArg}"; valid procedures: ${names}`, 'list them with: pgrunbook --list');
+    return fail(EXIT.usage, `unknown procedure "${procArg}"; valid procedures: ${names}`, `list them with: ${cmd('--list')}`);
   }
   const preProcedure = procedures.find((p) => p.id === (procArg ?? preResumeProcedure(argv, env)));
 
@@ -107,13 +66,13 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
   let positionals: string[];
   try {
     ({ flags, positionals } = parseCommand(GLOBAL, argv, preProcedure
-      ? { extra: procedureOptions(preProcedure.params).filter((o) => !GLOBAL_NAMES.has(o.name)), forWhat: `procedure ${preProcedure.id}`, helpCommand: `pgrunbook --procedure ${preProcedure.id} --help` }
+      ? { extra: procedureOptions(preProcedure.params).filter((o) => !GLOBAL_NAMES.has(o.name)), forWhat: `procedure ${preProcedure.id}`, helpCommand: cmd(`--procedure ${preProcedure.id} --help`) }
       : {}));
   } catch (err) {
     return failWith(err);
   }
   if (positionals.length) {
-    const hint = SUBCOMMAND_WORDS.includes(positionals[0]) ? `"${positionals[0]}" is a command: put it first, e.g. pgrunbook ${positionals[0]} --help` : 'see: pgrunbook --help';
+    const hint = SUBCOMMAND_WORDS.includes(positionals[0]) ? `"${positionals[0]}" is a command: put it first, e.g. ${cmd(`${positionals[0]} --help`)}` : `see: ${cmd('--help')}`;
     return fail(EXIT.usage, `unexpected argument "${positionals[0]}"`, hint);
   }
 
@@ -146,7 +105,7 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
   } else if (flags.procedure !== undefined) {
     const id = String(flags.procedure);
     procedure = procedures.find((p) => p.id === id);
-    if (!procedure) return fail(EXIT.usage, `unknown procedure "${id}"; valid procedures: ${names}`, 'list them with: pgrunbook --list');
+    if (!procedure) return fail(EXIT.usage, `unknown procedure "${id}"; valid procedures: ${names}`, `list them with: ${cmd('--list')}`);
   }
 
   if (flags.help) {
@@ -159,7 +118,7 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
       return fail(
         EXIT.usage,
         `no terminal here (stdin or stdout is not a TTY), so the guided app cannot run.`,
-        `Run a procedure headless instead: pgrunbook --procedure NAME [options] (procedures: ${names}); see pgrunbook --help`,
+        `Run a procedure headless instead: ${cmd('--procedure NAME [options]')} (procedures: ${names}); see ${cmd('--help')}`,
       );
     }
     // Ink decides once, when it loads, whether it is in CI (then it prints only the final
@@ -182,7 +141,7 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
     return fail(
       EXIT.usage,
       `${source} differs from the profile run ${resumeFrom!.runId} used, ${journaled.profile}.`,
-      `A resume continues that run with its own settings: drop --profile (or unset PGRUNBOOK_PROFILE), or start a new run with: pgrunbook --procedure ${procedure.id} ...`,
+      `A resume continues that run with its own settings: drop --profile (or unset PGRUNBOOK_PROFILE), or start a new run with: ${cmd(`--procedure ${procedure.id} ...`)}`,
     );
   }
   const profileName = explicitProfile ?? journaled?.profile;
@@ -190,7 +149,7 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
     try {
       profile = await loadProfile(profileName, env);
     } catch (err) {
-      if (err instanceof ProfileError) return fail(EXIT.usage, err.message, 'list the saved profiles with: pgrunbook profile list');
+      if (err instanceof ProfileError) return fail(EXIT.usage, err.message, `list the saved profiles with: ${cmd('profile list')}`);
       throw err;
     }
   }
@@ -199,7 +158,7 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
   try {
     services = buildServices(flags, env, profile, profileName, resumeFrom && journaled ? { runId: resumeFrom.runId, procedure: procedure.id, context: journaled } : undefined);
   } catch (err) {
-    if (err instanceof ConnectionStringError) return fail(EXIT.usage, err.message, 'see: pgrunbook --help (connection options)');
+    if (err instanceof ConnectionStringError) return fail(EXIT.usage, err.message, `see: ${cmd('--help')} (connection options)`);
     if (err instanceof UsageError) return fail(EXIT.usage, err.message, err.hint);
     throw err;
   }
@@ -229,7 +188,7 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
 
   const { params, errors } = resolveParams(procedure, procFlags, env, { ...profileDefaults(procedure, profile), ...journaledParams });
   if (errors.length) {
-    return fail(EXIT.usage, `bad parameters for ${procedure.id}:\n  ${errors.join('\n  ')}`, `see: pgrunbook --procedure ${procedure.id} --help`);
+    return fail(EXIT.usage, `bad parameters for ${procedure.id}:\n  ${errors.join('\n  ')}`, `see: ${cmd(`--procedure ${procedure.id} --help`)}`);
   }
 
   const color = Boolean(io.stdout.isTTY) && !('NO_COLOR' in env && env.NO_COLOR !== '');

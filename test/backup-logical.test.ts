@@ -17,6 +17,7 @@ import { libpqEnv } from '../src/postgres/libpq.js';
 import { findPgClientFor } from '../src/postgres/programs/pg_dump.js';
 import { openRepository, type Repository } from '../src/repo/repository.js';
 import { readCatalog, type DumpEntry } from '../src/repo/catalog.js';
+import { decompressStream, type Codec } from '../src/repo/codec.js';
 
 const cluster = sharedCluster();
 const conn = ['--host', cluster.host, '--port', String(cluster.port), '--user', cluster.user];
@@ -60,7 +61,9 @@ async function restoreInto(repo: Repository, dump: DumpEntry, target: string): P
     stdin: 'pipe',
     reject: false,
   });
-  const [fed, r] = await Promise.allSettled([pipeline(body, child.stdin!), child]);
+  // The stored object is the archive in the repository's codec (dump.json says which).
+  const codec = (dump.meta!.compression as Codec | undefined) ?? 'none';
+  const [fed, r] = await Promise.allSettled([pipeline(body, decompressStream(codec), child.stdin!), child]);
   expect(r.status === 'fulfilled' && r.value.exitCode, r.status === 'fulfilled' ? String(r.value.stderr) : String(r.reason)).toBe(0);
   if (fed.status === 'rejected') throw fed.reason;
 }

@@ -21,6 +21,7 @@ describe('drill', () => {
     expect(checks.find((c) => c.name === 'matih_control_plane:public.users')?.ok).toBe(true);
     expect(checks.find((c) => c.name === 'RTO measured')?.detail).toMatch(/\d/);
     expect(checks.find((c) => c.name === 'RPO measured')?.ok).toBe(true);
+    expect(checks.find((c) => c.name === 'RPO measured')?.detail).toMatch(/^data lost: [\d.]+ s of commits$/);
     // Cleaned up after the (--yes) confirmation.
     const sandboxLine = events.find((e) => e.type === 'log' && String(e.message).startsWith('sandbox cluster in '))!;
     const dataDir = /sandbox cluster in (\S+)/.exec(String(sandboxLine.message))![1];

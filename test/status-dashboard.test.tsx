@@ -232,7 +232,7 @@ describe('status on Home', () => {
     // The worst problems on the second line: no base backup, server unreachable.
     expect(frame).toMatch(/✗ last base backup missing/);
     expect(frame).toMatch(/✗ server unreachable/);
-    expect(frame).toContain('Enter choose · s status · ? help · q quit');
+    expect(frame).toContain('Enter choose · s status · c connect · p profile · r resume · ? help · q quit');
     expect(frame.split('\n').length).toBeLessThanOrEqual(24);
     // The menu still works with the panel there; ↓ and s typed at once: s sees the moved selection.
     stdin.write(KEYS.down);
@@ -267,6 +267,7 @@ describe('status on Home', () => {
     const { lastFrame } = render(<App procedures={procedures} stateDir={dir} env={env} services={services} />);
     const frame = await waitForFrame(lastFrame, 'Enter choose');
     expect(frame).not.toContain('Status');
-    expect(frame).toContain('Enter choose · ? help · q quit');
+    expect(frame).toContain('Enter choose · c connect · p profile · r resume · ? help · q quit');
+    expect(frame).not.toContain('s status');
   });
 });

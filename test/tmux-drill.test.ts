@@ -89,7 +89,7 @@ describe.skipIf(!hasTmux)('npm start in a terminal', () => {
 
     const report = await screenShows('the final report', /(DONE|done) in .*\(exit 0\)/i, 60_000);
     expect(report).toMatch(/RTO: [\d.]+ (ms|s)/);
-    expect(report).toMatch(/RPO: [\d.]+ (ms|s)/);
+    expect(report).toMatch(/RPO: data lost: [\d.]+ s of commits/);
     expect(report).toMatch(/journal:/);
     await keys('q');
     await screenShows('the app to exit', /EXIT=0/, 30_000);

@@ -11,6 +11,7 @@ import { openStore } from '../storage/url.js';
 import { readCatalog, type Catalog } from '../repo/catalog.js';
 import { RepositoryUnreadableError, VERIFY_RESULT_KEY, parseSince, recordVerifyResult, verifyRepository, type VerifyProgress, type VerifyResult } from '../repo/verify.js';
 import { errorMessage } from '../engine/errors.js';
+import { pgrunbookCommand } from '../engine/command-name.js';
 
 
 export async function catalogCommand(
@@ -18,7 +19,7 @@ export async function catalogCommand(
   io: { stdout: NodeJS.WritableStream; stderr?: NodeJS.WritableStream; env: NodeJS.ProcessEnv },
 ): Promise<number> {
   const wantsJson = argv.includes('--json');
-  const usage = (message: string, hint = 'see: pgrunbook catalog --help'): number => {
+  const usage = (message: string, hint = `see: ${pgrunbookCommand('catalog --help', io.env)}`): number => {
     io.stderr?.write(`pgrunbook catalog: ${message}\nhint: ${hint}\n`);
     if (wantsJson) io.stdout.write(`${JSON.stringify({ type: 'error', exitCode: EXIT.usage, message, hint })}\n`);
     return EXIT.usage;

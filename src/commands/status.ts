@@ -13,6 +13,7 @@ import { statusJson, statusText } from '../monitoring/render.js';
 import { prometheusText, writeFileAtomic } from '../monitoring/prometheus.js';
 import { EXIT_CODE, StatusUsageError, type StatusThresholds } from '../monitoring/types.js';
 import { errorMessage } from '../engine/errors.js';
+import { pgrunbookCommand } from '../engine/command-name.js';
 
 const THRESHOLD_FLAGS: Record<string, keyof StatusThresholds> = {
   'max-dump-age-hours': 'maxDumpAgeHours',
@@ -67,7 +68,7 @@ function all(flags: RawFlags, name: string): string[] {
 
 export async function statusCommand(argv: string[], io: StatusIo): Promise<number> {
   const wantsJson = argv.includes('--json');
-  const unknown = (message: string, hint = 'see: pgrunbook status --help'): number => {
+  const unknown = (message: string, hint = `see: ${pgrunbookCommand('status --help', io.env)}`): number => {
     io.stderr.write(`pgrunbook status: ${message}\nhint: ${hint}\n`);
     if (wantsJson) io.stdout.write(`${JSON.stringify({ status: 'unknown', exitCode: EXIT_CODE.unknown, error: message })}\n`);
     else if (!argv.includes('--prometheus')) io.stdout.write(`UNKNOWN: ${message}\n`);
@@ -119,6 +120,7 @@ export async function statusCommand(argv: string[], io: StatusIo): Promise<numbe
       now,
       databases: databaseList.length ? databaseList : profile.databases,
       skip,
+      pgdata: services.pgdata,
     });
 
     const body = flags.prometheus ? prometheusText(report) : flags.json ? statusJson(report) : statusText(report);
@@ -134,7 +136,7 @@ export async function statusCommand(argv: string[], io: StatusIo): Promise<numbe
     }
     return report.exitCode;
   } catch (err) {
-    if (err instanceof ProfileError) return unknown(err.message, 'list the saved profiles with: pgrunbook profile list');
+    if (err instanceof ProfileError) return unknown(err.message, `list the saved profiles with: ${pgrunbookCommand('profile list', io.env)}`);
     if (err instanceof UsageError) return unknown(err.message, err.hint);
     if (err instanceof StatusUsageError || err instanceof ConnectionStringError) return unknown(err.message);
     throw err;

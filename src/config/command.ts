@@ -4,8 +4,9 @@ import { checkRepoUrl } from '../commands/validate.js';
 import { openProfileStore } from './store.js';
 import { parseCriticalTable, profileHasSecrets, profilePasswordRefusal, type Profile } from './profile.js';
 import { maskConnectionStrings } from '../engine/mask.js';
+import { pgrunbookCommand } from '../engine/command-name.js';
 
-const USAGE = `see: pgrunbook profile --help`;
+const USAGE = `see: ${pgrunbookCommand('profile --help')}`;
 
 export async function profileCommand(argv: string[], io: { stdout: NodeJS.WritableStream; env: NodeJS.ProcessEnv }): Promise<number> {
   // One strict parse against the declarations: unknown options and missing values are refused here.
@@ -38,14 +39,14 @@ export async function profileCommand(argv: string[], io: { stdout: NodeJS.Writab
     case 'show': {
       const store = await openStore();
       const p = store.get(name);
-      if (!p) throw new CliUsageError(`no profile named "${name}" (profiles: ${store.list().join(', ') || 'none'})`, 'list them with: pgrunbook profile list');
+      if (!p) throw new CliUsageError(`no profile named "${name}" (profiles: ${store.list().join(', ') || 'none'})`, `list them with: ${pgrunbookCommand('profile list')}`);
       const shown = JSON.parse(JSON.stringify(p)) as Profile;
       if (shown.connection?.password) shown.connection.password = '***';
       io.stdout.write(`${maskConnectionStrings(JSON.stringify(shown, null, 2))}\n`);
       return 0;
     }
     case 'delete':
-      if (!(await openStore()).delete(name)) throw new CliUsageError(`no profile named "${name}"`, 'list them with: pgrunbook profile list');
+      if (!(await openStore()).delete(name)) throw new CliUsageError(`no profile named "${name}"`, `list them with: ${pgrunbookCommand('profile list')}`);
       io.stdout.write(`deleted profile ${name}\n`);
       return 0;
     case 'save': {

@@ -4,6 +4,7 @@
 import type { ConnectionSettings } from './connection.js';
 import { parseConnectionString } from './connection.js';
 import { errorMessage } from '../engine/errors.js';
+import { pgrunbookCommand } from '../engine/command-name.js';
 
 export interface CriticalTable {
   database: string;
@@ -69,7 +70,7 @@ const PROFILE_KEYS = ['connection', 'pgdata', 'server', 'databases', 'criticalTa
 export function validateProfile(name: string, raw: unknown): string[] {
   const errors: string[] = [];
   const at = (field: string) => `profile "${name}": ${field}`;
-  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return [`profile "${name}" is not an object; recreate it with: pgrunbook profile save ${name} ...`];
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return [`profile "${name}" is not an object; recreate it with: ${pgrunbookCommand(`profile save ${name}`)} ...`];
   const p = raw as Record<string, unknown>;
   for (const key of Object.keys(p)) {
     if (!PROFILE_KEYS.includes(key)) errors.push(`${at(key)} is not a known setting; known settings: ${PROFILE_KEYS.join(', ')}`);

@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Profile } from './profile.js';
 import { validateProfile } from './profile.js';
+import { pgrunbookCommand } from '../engine/command-name.js';
 
 export interface ProfileStore {
   path: string;
@@ -62,14 +63,14 @@ export async function loadProfile(name: string, env: NodeJS.ProcessEnv = process
   // Opening the store creates its file: a lookup where none was ever saved must create nothing.
   const file = knownProfilesFile(env);
   if (file && !fs.existsSync(file)) {
-    throw new ProfileError(`no profile named "${name}" in ${file}. There are no profiles yet. Create one with: pgrunbook profile save ${name} --host HOST --port PORT --user USER`);
+    throw new ProfileError(`no profile named "${name}" in ${file}. There are no profiles yet. Create one with: ${pgrunbookCommand(`profile save ${name}`)} --host HOST --port PORT --user USER`);
   }
   const store = await openProfileStore(env);
   const profile = store.get(name);
   if (!profile) {
     const known = store.list();
     throw new ProfileError(
-      `no profile named "${name}" in ${store.path}. ${known.length ? `Profiles: ${known.join(', ')}.` : 'There are no profiles yet.'} Create one with: pgrunbook profile save ${name} --host HOST --port PORT --user USER`,
+      `no profile named "${name}" in ${store.path}. ${known.length ? `Profiles: ${known.join(', ')}.` : 'There are no profiles yet.'} Create one with: ${pgrunbookCommand(`profile save ${name}`)} --host HOST --port PORT --user USER`,
     );
   }
   const errors = validateProfile(name, profile);
@@ -78,7 +79,7 @@ export async function loadProfile(name: string, env: NodeJS.ProcessEnv = process
 }
 
 /** Where conf keeps the profiles, where that is certain (PGRUNBOOK_CONFIG_DIR; Linux's XDG rule). */
-function knownProfilesFile(env: NodeJS.ProcessEnv): string | undefined {
+export function knownProfilesFile(env: NodeJS.ProcessEnv): string | undefined {
   if (env.PGRUNBOOK_CONFIG_DIR) return path.join(path.resolve(env.PGRUNBOOK_CONFIG_DIR), 'profiles.json');
   if (process.platform === 'linux') return path.join(env.XDG_CONFIG_HOME || path.join(os.homedir(), '.config'), 'pgrunbook', 'profiles.json');
   return undefined;

@@ -161,3 +161,58 @@ export function readResumePoint(stateDir: string, runId: string): ResumePoint {
     context: start.context,
   };
 }
+
+export interface UnfinishedRun {
+  runId: string;
+  procedure: string;
+  /** When the run (or its last resume) started. */
+  startedAt: string;
+  /** How the last attempt ended; undefined: it never recorded an end (killed). */
+  lastStatus?: RunSummary['status'];
+  /** The profile the run used, from its journal. */
+  profile?: string;
+  /** Steps done, of those the journal saw start. */
+  completedSteps: number;
+}
+
+/**
+ * The runs in `stateDir` started on `host` that did not finish successfully (failed,
+ * interrupted, or never ended), newest first: what `r` on the app's Home offers to resume.
+ */
+export function listUnfinishedRuns(stateDir: string, host: string): UnfinishedRun[] {
+  const dir = path.join(stateDir, 'runs');
+  let files: string[];
+  try {
+    files = fs.readdirSync(dir).filter((f) => f.endsWith('.jsonl'));
+  } catch {
+    return [];
+  }
+  const out: UnfinishedRun[] = [];
+  for (const f of files) {
+    let records: JournalRecord[];
+    try {
+      records = readJournal(path.join(dir, f));
+    } catch {
+      continue;
+    }
+    const start = records.find((r) => r.rec === 'run-start');
+    if (start?.rec !== 'run-start' || start.host !== host) continue;
+    let point: ResumePoint;
+    try {
+      point = readResumePoint(stateDir, start.runId);
+    } catch {
+      continue;
+    }
+    if (point.lastStatus === 'ok') continue;
+    const lastStart = records.filter((r) => r.rec === 'resume' || r.rec === 'run-start').at(-1);
+    out.push({
+      runId: start.runId,
+      procedure: start.procedure,
+      startedAt: lastStart?.time ?? start.time,
+      lastStatus: point.lastStatus,
+      profile: start.context?.profile,
+      completedSteps: point.completedSteps.length,
+    });
+  }
+  return out.sort((a, b) => b.startedAt.localeCompare(a.startedAt));
+}

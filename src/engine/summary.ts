@@ -2,6 +2,7 @@
 // one line, and its params as they may be shown (secrets masked).
 import { EXIT, type CheckResult, type Params, type Procedure, type RunStatus } from './types.js';
 import type { Masker } from './mask.js';
+import { pgrunbookCommand } from './command-name.js';
 
 export function exitCodeFor(status: RunStatus): number {
   switch (status) {
@@ -22,9 +23,9 @@ export function exitCodeFor(status: RunStatus): number {
 /** What to do next when a run did not finish cleanly; `journaled` runs can be resumed. */
 export function closingHint(status: RunStatus, runId: string, journaled: boolean, faulted: boolean): string | undefined {
   if (!journaled) return undefined;
-  if (status === 'interrupted') return `continue with: pgrunbook --resume ${runId}`;
-  if (faulted) return `this is a bug in pgrunbook or in the procedure, not a verdict on your data; read the journal, then continue with: pgrunbook --resume ${runId}`;
-  if (status === 'failed' || status === 'refused') return `fix the cause, then continue with: pgrunbook --resume ${runId}`;
+  if (status === 'interrupted') return `continue with: ${pgrunbookCommand(`--resume ${runId}`)}`;
+  if (faulted) return `this is a bug in pgrunbook or in the procedure, not a verdict on your data; read the journal, then continue with: ${pgrunbookCommand(`--resume ${runId}`)}`;
+  if (status === 'failed' || status === 'refused') return `fix the cause, then continue with: ${pgrunbookCommand(`--resume ${runId}`)}`;
   return undefined;
 }
 

@@ -42,6 +42,19 @@ export interface ServerFacts {
   currentLsn: string | null;
   currentWalFile: string | null;
   archiver: ArchiverStats;
+  /** While in recovery: why (a standby, a targeted recovery) and whether replay is paused. */
+  recovery?: RecoveryFacts;
+}
+
+export interface RecoveryFacts {
+  /** Replay is paused: at its target (recovery_target_action = pause) or by pg_wal_replay_pause(). */
+  paused: boolean;
+  /** The recovery target, e.g. "time 2026-11-24 03:00:00+00"; undefined when none is set. */
+  target?: string;
+  /** primary_conninfo is set: a streaming standby. */
+  streaming: boolean;
+  replayLsn?: string;
+  replayTime?: Date;
 }
 
 export interface ServerSnapshot {
@@ -116,10 +129,17 @@ interface ServerRow {
   last_failed_wal: string | null;
   last_failed_time: Date | null;
   stats_reset: Date | null;
+  replay_paused: boolean | null;
+  recovery_target: string | null;
+  streaming: boolean;
+  replay_lsn: string | null;
+  replay_time: Date | null;
 }
 
 // pg_current_wal_lsn() fails on a standby, hence the CASE; pg_stat_archiver and these
-// functions need no special privileges.
+// functions need no special privileges (pg_is_wal_replay_paused neither). primary_conninfo is
+// read through pg_settings, which hides it from a role without pg_read_all_settings (instead
+// of failing); a connected WAL receiver says "standby" too.
 const SERVER_SQL = `
 SELECT current_setting('server_version') AS version,
        pg_is_in_recovery() AS in_recovery,
@@ -128,7 +148,16 @@ SELECT current_setting('server_version') AS version,
        CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current_lsn,
        CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END AS current_wal_file,
        a.archived_count::text AS archived_count, a.last_archived_wal, a.last_archived_time,
-       a.failed_count::text AS failed_count, a.last_failed_wal, a.last_failed_time, a.stats_reset
+       a.failed_count::text AS failed_count, a.last_failed_wal, a.last_failed_time, a.stats_reset,
+       CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END AS replay_paused,
+       CASE WHEN current_setting('recovery_target_time') <> '' THEN 'time ' || current_setting('recovery_target_time')
+            WHEN current_setting('recovery_target_lsn') <> '' THEN 'LSN ' || current_setting('recovery_target_lsn')
+            WHEN current_setting('recovery_target_xid') <> '' THEN 'xid ' || current_setting('recovery_target_xid')
+            WHEN current_setting('recovery_target_name') <> '' THEN 'restore point ' || current_setting('recovery_target_name')
+            WHEN current_setting('recovery_target') <> '' THEN current_setting('recovery_target') END AS recovery_target,
+       coalesce((SELECT setting <> '' FROM pg_settings WHERE name = 'primary_conninfo'), false)
+         OR EXISTS (SELECT 1 FROM pg_stat_wal_receiver) AS streaming,
+       pg_last_wal_replay_lsn()::text AS replay_lsn, pg_last_xact_replay_timestamp() AS replay_time
 FROM pg_stat_archiver a, pg_settings s
 WHERE s.name = 'wal_segment_size'`;
 
@@ -170,6 +199,15 @@ export async function collectServer(conn: ConnectionSettings): Promise<ServerSna
           lastFailedTime: row.last_failed_time,
           statsReset: row.stats_reset,
         },
+        recovery: row.in_recovery
+          ? {
+              paused: row.replay_paused === true,
+              target: row.recovery_target ?? undefined,
+              streaming: row.streaming,
+              replayLsn: row.replay_lsn ?? undefined,
+              replayTime: row.replay_time ?? undefined,
+            }
+          : undefined,
       },
     };
   } catch (err) {

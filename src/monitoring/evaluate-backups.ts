@@ -4,6 +4,7 @@ import type { BaseBackupEntry, DumpEntry } from '../repo/catalog.js';
 import type { BackupMeasurement, CheckKind, StatusCheck, StatusThresholds } from './types.js';
 import { formatAge, formatBytesShort, formatRatio } from './format-units.js';
 import { gradeAbove, gradeDeviation, median, sizeCriticalShrink } from './grade.js';
+import { pgrunbookCommand } from '../engine/command-name.js';
 
 /** How many earlier backups the size of the newest one is compared with. */
 export const SIZE_HISTORY = 10;
@@ -70,8 +71,8 @@ export function judgeSeries<T extends BaseBackupEntry | DumpEntry>(
     const what = kind === 'base_backup' ? 'no complete base backup in the repository' : `no complete dump of ${database} in the repository`;
     const hint =
       kind === 'base_backup'
-        ? 'take one: pgrunbook --procedure backup-base (pass --skip base-backup if this repository holds no base backups)'
-        : `take one: pgrunbook --procedure backup-logical --databases ${database} (or pass --skip dump)`;
+        ? `take one: ${pgrunbookCommand('--procedure backup-base')} (pass --skip base-backup if this repository holds no base backups)`
+        : `take one: ${pgrunbookCommand(`--procedure backup-logical --databases ${database}`)} (or pass --skip dump)`;
     return {
       measurement,
       age: { id: ageId, ...base, title: label, status: 'critical', summary: what + incompleteNote, hint, unit: 'seconds', warningAt: warnAt, criticalAt: 2 * warnAt },

@@ -8,6 +8,7 @@ import type { ArchiverMeasurement, StatusCheck, StatusThresholds, WalMeasurement
 import { formatAge } from './format-units.js';
 import { gradeAbove, unknownCheck } from './grade.js';
 import { baseBackupTime, newestFirst } from './evaluate-backups.js';
+import { pgrunbookCommand } from '../engine/command-name.js';
 
 /** Segment number of an archived file name, when it names a segment (history files do not). */
 function segnoOfArchived(name: string | null | undefined, segmentSize: number): bigint | undefined {
@@ -26,7 +27,7 @@ export function evaluateWalRepository(catalog: Catalog, t: StatusThresholds, now
       title: 'archived WAL',
       status: 'critical',
       summary: 'no WAL segment in the repository: point-in-time recovery is impossible',
-      hint: 'set up WAL archiving into this repository (pgrunbook --procedure wal-archiving); pass --skip wal if you rely on dumps only',
+      hint: `set up WAL archiving into this repository (${pgrunbookCommand('--procedure wal-archiving')}); pass --skip wal if you rely on dumps only`,
     });
     return m;
   }
@@ -93,7 +94,17 @@ export function evaluateServer(server: ServerSnapshot, catalog: Catalog | undefi
     checks.push(unknownCheck('wal_archiver', 'server', 'WAL archiver', 'unknown: the server is unreachable'));
     return undefined;
   }
-  checks.push({ id: 'server', kind: 'server', title: 'server', status: 'ok', summary: `PostgreSQL ${f.version}${f.inRecovery ? ' (standby)' : ''} at ${server.endpoint}` });
+  const recovery = recoveryState(f);
+  const role = recovery ? ` (${recovery.words})` : '';
+  checks.push({
+    id: 'server',
+    kind: 'server',
+    title: 'server',
+    // A recovery paused at its target is a restore waiting for a decision: nobody can write yet.
+    status: recovery?.kind === 'paused-at-target' ? 'warning' : 'ok',
+    summary: `PostgreSQL ${f.version}${role} at ${server.endpoint}`,
+    hint: recovery?.kind === 'paused-at-target' ? recovery.hint : undefined,
+  });
   const a = f.archiver;
   const iso = (d: Date | null) => (d ? d.toISOString() : undefined);
   const failing = a.lastFailedTime !== null && (a.lastArchivedTime === null || a.lastFailedTime.getTime() > a.lastArchivedTime.getTime());
@@ -121,10 +132,10 @@ export function evaluateServer(server: ServerSnapshot, catalog: Catalog | undefi
       title: 'WAL archiver',
       status: 'critical',
       summary: `WAL archiving is off (archive_mode = ${f.archiveMode}): nothing after the last base backup can be recovered`,
-      hint: 'enable it with pgrunbook --procedure wal-archiving (archive_mode needs a restart); pass --skip wal if you rely on dumps only',
+      hint: `enable it with ${pgrunbookCommand('--procedure wal-archiving')} (archive_mode needs a restart); pass --skip wal if you rely on dumps only`,
     });
   } else if (f.inRecovery && f.archiveMode !== 'always') {
-    checks.push(unknownCheck('wal_archiver', 'server', 'WAL archiver', 'the server is a standby: its primary archives the WAL; point --host at the primary'));
+    checks.push(unknownCheck('wal_archiver', 'server', 'WAL archiver', recovery!.archiverWords));
   } else if (failing) {
     checks.push({
       id: 'wal_archiver',
@@ -146,7 +157,7 @@ export function evaluateServer(server: ServerSnapshot, catalog: Catalog | undefi
 
   // The lag: completed segments between the current position and the last archived one.
   if (f.inRecovery || !f.currentLsn) {
-    checks.push(unknownCheck('wal_archive_lag', 'server', 'WAL archive lag', 'the server is a standby: measure the lag on the primary'));
+    checks.push(unknownCheck('wal_archive_lag', 'server', 'WAL archive lag', recovery?.lagWords ?? 'the server reports no current WAL position'));
     return m;
   }
   const seg = f.walSegmentSize;
@@ -202,4 +213,54 @@ export function evaluateServer(server: ServerSnapshot, catalog: Catalog | undefi
     });
   }
   return m;
+}
+
+export interface RecoveryState {
+  kind: 'paused-at-target' | 'paused' | 'recovering-to-target' | 'standby';
+  /** For the server line: "recovery paused at its target (time ...): promote or run pitr again". */
+  words: string;
+  archiverWords: string;
+  lagWords: string;
+  hint?: string;
+}
+
+/**
+ * What a server in recovery is doing, in the operator's words. A recovery with a target that has
+ * paused is a PITR waiting for a decision, not a standby whose primary archives the WAL.
+ */
+export function recoveryState(f: ServerSnapshot['facts'] & object): RecoveryState | undefined {
+  if (!f.inRecovery) return undefined;
+  const r = f.recovery;
+  const at = r?.replayTime ? `, last replayed commit ${r.replayTime.toISOString()}` : '';
+  if (r?.paused && r.target && !r.streaming) {
+    return {
+      kind: 'paused-at-target',
+      words: `recovery paused at its target (${r.target}${at}): promote or run pitr again`,
+      archiverWords: 'recovery is paused at its target: nothing is written or archived until it is promoted',
+      lagWords: 'recovery is paused at its target: there is no WAL to archive until it is promoted',
+      hint: `check the data (read-only queries work), then ${pgrunbookCommand('--procedure promote')}; or run ${pgrunbookCommand('--procedure pitr')} again with another target`,
+    };
+  }
+  if (r?.paused) {
+    return {
+      kind: 'paused',
+      words: `in recovery, replay paused${at}: resume it (SELECT pg_wal_replay_resume()) or promote`,
+      archiverWords: 'replay is paused: this server archives nothing while in recovery',
+      lagWords: 'replay is paused: there is no WAL to archive while in recovery',
+    };
+  }
+  if (r?.target && !r.streaming) {
+    return {
+      kind: 'recovering-to-target',
+      words: `recovering to its target (${r.target}${at})`,
+      archiverWords: 'the server is replaying towards its recovery target: nothing is archived until it is promoted',
+      lagWords: 'the server is replaying towards its recovery target: there is no WAL to archive yet',
+    };
+  }
+  return {
+    kind: 'standby',
+    words: 'standby',
+    archiverWords: 'the server is a standby: its primary archives the WAL; point --host at the primary',
+    lagWords: 'the server is a standby: measure the lag on the primary',
+  };
 }

@@ -22,6 +22,7 @@ import { formatAge, formatRatio } from './format-units.js';
 import { unknownCheck } from './grade.js';
 import { baseBackupTime, dumpTime, judgeSeries } from './evaluate-backups.js';
 import { evaluateRecoveryWindow, evaluateServer, evaluateWalRepository } from './evaluate-wal.js';
+import { pgrunbookCommand } from '../engine/command-name.js';
 
 export { gradeDeviation, sizeCriticalShrink } from './grade.js';
 export { SIZE_HISTORY } from './evaluate-backups.js';
@@ -50,13 +51,13 @@ function evaluateVerify(repository: RepositorySnapshot, t: StatusThresholds, now
       ...base,
       status: 'warning',
       summary: `verify/last.json cannot be read: ${repository.lastVerifyError}`,
-      hint: 'run pgrunbook catalog --verify to check the repository and record a new result',
+      hint: `run ${pgrunbookCommand('catalog --verify')} to check the repository and record a new result`,
     });
     return { exists: true, error: repository.lastVerifyError };
   }
   const v = repository.lastVerify;
   if (!v) {
-    checks.push({ ...base, status: 'ok', summary: 'never verified (note): run pgrunbook catalog --verify to read every object back against its checksum' });
+    checks.push({ ...base, status: 'ok', summary: `never verified (note): run ${pgrunbookCommand('catalog --verify')} to read every object back against its checksum` });
     return { exists: false };
   }
   const at = Date.parse(v.finishedAt);
@@ -82,7 +83,7 @@ function evaluateVerify(repository: RepositorySnapshot, t: StatusThresholds, now
       ...base,
       status: 'critical',
       summary: `CORRUPTION: the verify ${when} found ${badObjects} bad object${badObjects === 1 ? '' : 's'}: ${named.join(', ')}${badObjects > named.length ? ', ...' : ''}`,
-      hint: 'do not rely on those objects: take a new base backup / dump now; see pgrunbook catalog --verify for the full list, and run it again once repaired',
+      hint: `do not rely on those objects: take a new base backup / dump now; see ${pgrunbookCommand('catalog --verify')} for the full list, and run it again once repaired`,
       value: ageSeconds,
       unit: 'seconds',
       warningAt: warnAt,
@@ -94,7 +95,7 @@ function evaluateVerify(repository: RepositorySnapshot, t: StatusThresholds, now
     ...base,
     status,
     summary: `intact ${when}: ${v.counts?.objects ?? '?'} objects${scope} (warning over ${formatAge(warnAt)})`,
-    hint: status === 'ok' ? undefined : 'the last proof that the backups can be read back is old: run pgrunbook catalog --verify (schedule it, e.g. weekly)',
+    hint: status === 'ok' ? undefined : `the last proof that the backups can be read back is old: run ${pgrunbookCommand('catalog --verify')} (schedule it, e.g. weekly)`,
     value: ageSeconds,
     unit: 'seconds',
     warningAt: warnAt,
@@ -152,7 +153,7 @@ export function evaluateStatus(input: EvaluateInput): StatusReport {
           title: 'dumps',
           status: 'critical',
           summary: 'no dump in the repository',
-          hint: 'take them: pgrunbook --procedure backup-logical (pass --skip dump if this repository holds no dumps)',
+          hint: `take them: ${pgrunbookCommand('--procedure backup-logical')} (pass --skip dump if this repository holds no dumps)`,
         });
       }
       for (const database of databases) {

@@ -1,10 +1,13 @@
 // One status check end to end: where to look (repository, server), with which thresholds and
 // which "now", then collect both sides at once and judge. Used by `pgrunbook status` and the TUI.
+import path from 'node:path';
 import type { ConnectionSettings } from '../config/connection.js';
 import { DEFAULT_THRESHOLDS, type Profile } from '../config/profile.js';
 import { collectRepository, collectServer, repositoryLocation } from './collect.js';
 import { evaluateStatus } from './evaluate.js';
-import { SKIPPABLE, StatusUsageError, type CheckKind, type StatusReport, type StatusThresholds } from './types.js';
+import { SKIPPABLE, StatusUsageError, type CheckKind, type StatusCheck, type StatusReport, type StatusThresholds } from './types.js';
+import { describeAsideDir, listAsideDirs } from '../restore/aside-dirs.js';
+import { pgrunbookCommand } from '../engine/command-name.js';
 
 export interface StatusOptions {
   repo?: string;
@@ -14,6 +17,8 @@ export interface StatusOptions {
   now: Date;
   databases?: string[];
   skip?: CheckKind[];
+  /** The data directory: its moved-aside predecessors are listed (an informational check). */
+  pgdata?: string;
 }
 
 /** Defaults, then the profile's `monitoring`, then explicit overrides (flags). */
@@ -49,7 +54,22 @@ export async function checkStatus(opts: StatusOptions): Promise<StatusReport> {
   // Only WAL checks need the server; without them there is nothing to ask it.
   const needServer = !skip.includes('wal') && !skip.includes('server');
   const [repository, server] = await Promise.all([collectRepository(loc), needServer ? collectServer(opts.connection) : Promise.resolve(undefined)]);
-  return evaluateStatus({ repository, server, thresholds: opts.thresholds, now: opts.now, databases: opts.databases, skip });
+  const report = evaluateStatus({ repository, server, thresholds: opts.thresholds, now: opts.now, databases: opts.databases, skip });
+  if (opts.pgdata) report.checks.push(await movedAsideCheck(opts.pgdata, opts.now));
+  return report;
+}
+
+/** The data directories recoveries moved aside next to `pgdata`: listed, never judged (status ok). */
+async function movedAsideCheck(pgdata: string, now: Date): Promise<StatusCheck> {
+  const dirs = await listAsideDirs(pgdata);
+  const base = { id: 'moved_aside', kind: 'server' as const, title: 'moved-aside data directories', status: 'ok' as const };
+  if (!dirs.length) return { ...base, summary: `none next to ${path.resolve(pgdata)}` };
+  return {
+    ...base,
+    summary: `${dirs.length}: ${dirs.map((d) => describeAsideDir(d, now)).join('; ')}`,
+    value: dirs.length,
+    hint: `when no longer needed: ${pgrunbookCommand(`--procedure retention --data-dirs --pgdata ${path.resolve(pgdata)}`)} (asks for each directory's name)`,
+  };
 }
 
 export { StatusUsageError };
@@ -60,6 +80,7 @@ export function statusOptionsFromServices(services: {
   env: NodeJS.ProcessEnv;
   connection: ConnectionSettings;
   profile?: Profile;
+  pgdata?: string;
 }): StatusOptions {
   return {
     repo: services.repo,
@@ -68,5 +89,6 @@ export function statusOptionsFromServices(services: {
     thresholds: resolveThresholds(services.profile),
     now: resolveNow(undefined, services.env),
     databases: services.profile?.databases,
+    pgdata: services.pgdata,
   };
 }

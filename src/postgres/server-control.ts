@@ -12,6 +12,7 @@ import { withPg, type PgConnection } from './client.js';
 import { isRoot, runCommand, runIdsFor, type RunResult } from './osuser.js';
 import { defaultServerLogFile, pgCtlStart, pgCtlStop, readLogTail } from './pgctl.js';
 import { serverEnvironment } from './server-env.js';
+import { pgrunbookCommand } from '../engine/command-name.js';
 
 export type ServerControlMethod = ServerControl['method'];
 
@@ -60,13 +61,13 @@ export function serverControlProblem(spec: ServerControlSpec): string | undefine
       return spec.pgdata
         ? undefined
         : 'restarting with pg_ctl needs the data directory: pass --pgdata DIR (or set PGDATA, or save pgdata in the profile), ' +
-            'or save how to control the server in the profile (pgrunbook profile save NAME --server-control systemd --systemd-unit UNIT)';
+            `or save how to control the server in the profile (${pgrunbookCommand('profile save NAME --server-control systemd --systemd-unit UNIT')})`;
     case 'systemd':
-      return spec.unit ? undefined : 'the profile says server control "systemd" but names no unit: pgrunbook profile save NAME --server-control systemd --systemd-unit postgresql@15-main';
+      return spec.unit ? undefined : `the profile says server control "systemd" but names no unit: ${pgrunbookCommand('profile save NAME --server-control systemd --systemd-unit postgresql@15-main')}`;
     case 'commands':
       return spec.start && spec.stop
         ? undefined
-        : 'the profile says server control "commands" but lacks the start or stop command: pgrunbook profile save NAME --server-control commands --start-command CMD --stop-command CMD';
+        : `the profile says server control "commands" but lacks the start or stop command: ${pgrunbookCommand('profile save NAME --server-control commands --start-command CMD --stop-command CMD')}`;
   }
 }
 

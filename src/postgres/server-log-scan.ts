@@ -1,5 +1,7 @@
 // Reading PostgreSQL's server log for ERROR, FATAL and PANIC lines since a time: the log is
 // streamed line by line (it can be large), and a line whose time cannot be read is kept.
+// serverLogVerdict words what verify reports: FATAL and PANIC fail by default, ERROR is counted
+// and shown (a failed query is the application's business, a FATAL is the server's).
 import fs from 'node:fs';
 import readline from 'node:readline';
 
@@ -23,7 +25,14 @@ export function parseSince(text: string, now: Date): Date | undefined {
 export interface LogLine {
   level: LogLevelName;
   text: string;
+  /** A FATAL PostgreSQL sends a client while it starts or stops on purpose: counted, not alarming. */
+  routine?: boolean;
 }
+
+// FATAL lines a healthy server writes around a planned start or stop (a client connecting too
+// early or too late, sessions ended by a fast shutdown or pg_terminate_backend). "in recovery
+// mode" is not here: it follows a crash.
+const ROUTINE_FATAL = /FATAL:\s+(the database system is (starting up|shutting down|not yet accepting connections)|terminating connection due to administrator command)/;
 
 // PostgreSQL's default log_line_prefix starts with %m: "2026-11-24 15:56:17.123 UTC [42] ".
 const STAMP = /^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?)(?: ([A-Z]{2,5}|[+-]\d\d(?::?\d\d)?))?/;
@@ -46,7 +55,10 @@ export async function scanServerLog(file: string, since: Date, signal?: AbortSig
       }
       if (!inWindow) continue;
       const level = LEVEL.exec(line);
-      if (level) out.push({ level: level[1].toLowerCase() as LogLine['level'], text: line.length > 300 ? `${line.slice(0, 300)}…` : line });
+      if (!level) continue;
+      const entry: LogLine = { level: level[1].toLowerCase() as LogLine['level'], text: line.length > 300 ? `${line.slice(0, 300)}…` : line };
+      if (ROUTINE_FATAL.test(line)) entry.routine = true;
+      out.push(entry);
     }
   } finally {
     lines.close();
@@ -63,4 +75,27 @@ function logTime(stamp: string, zone: string | undefined): Date | undefined {
     return new Date(iso + z);
   }
   return undefined;
+}
+
+export interface ServerLogVerdict {
+  ok: boolean;
+  /** "0 PANIC, 2 FATAL (1 routine: start-up or shutdown), 3 ERROR (shown, not failing) since ..." */
+  summary: string;
+  /** The lines that fail the check, oldest first. */
+  failing: LogLine[];
+}
+
+/** Judges scanned lines: those at `failLevel` or above fail, except the routine FATALs of a planned start or stop. */
+export function serverLogVerdict(found: LogLine[], failLevel: LogLevelName, since: Date, file: string): ServerLogVerdict {
+  const rank = LOG_LEVELS.indexOf(failLevel);
+  const failing = found.filter((l) => LOG_LEVELS.indexOf(l.level) >= rank && !l.routine);
+  const count = (level: LogLevelName) => found.filter((l) => l.level === level).length;
+  const routine = found.filter((l) => l.routine).length;
+  const words = (level: LogLevelName, label: string) => {
+    const n = count(level);
+    const notes = [level === 'fatal' && routine ? `${routine} routine: start-up or shutdown` : undefined, n && LOG_LEVELS.indexOf(level) < rank ? 'shown, not failing' : undefined].filter(Boolean);
+    return `${n} ${label}${notes.length ? ` (${notes.join('; ')})` : ''}`;
+  };
+  const summary = `${words('panic', 'PANIC')}, ${words('fatal', 'FATAL')}, ${words('error', 'ERROR')} since ${since.toISOString()} in ${file}`;
+  return { ok: failing.length === 0, summary, failing };
 }

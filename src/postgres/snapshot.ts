@@ -31,9 +31,9 @@ export class ExportedSnapshot {
     }
   }
 
-  /** Exact row counts of the user tables, in this snapshot. */
-  countRows(signal: AbortSignal): Promise<Record<string, number>> {
-    return countUserTableRows(this.client, this.conn, this.pid, signal);
+  /** Exact row counts of the user tables, in this snapshot (those in `known` are taken from it). */
+  countRows(signal: AbortSignal, known?: Record<string, number>): Promise<Record<string, number>> {
+    return countUserTableRows(this.client, this.conn, this.pid, signal, known);
   }
 
   /** Ends the transaction (the counts are read by then); the connection stays until close(). */
@@ -53,7 +53,7 @@ export class ExportedSnapshot {
 /** What a snapshot-consistent dump runs, for a dry run's plan. */
 export function describeSnapshotDump(dumpKey: string, metaKey: string): string {
   return (
-    `BEGIN ISOLATION LEVEL REPEATABLE READ; pg_export_snapshot(); pg_dump --format=custom --snapshot=<that snapshot> ` +
-    `streamed to ${dumpKey}; SELECT count(*) of every table in the same snapshot; then ${metaKey} written last`
+    `BEGIN ISOLATION LEVEL REPEATABLE READ; pg_export_snapshot(); pg_dump --format=custom --compress=0 --snapshot=<that snapshot>, ` +
+    `each table's rows counted in its COPY data as it streams, compressed and written to ${dumpKey}; then ${metaKey} written last`
   );
 }

@@ -64,9 +64,16 @@ export async function countTables(
  * Exact row counts of the user tables (USER_TABLES_SQL), by "schema.table", read by `client` in
  * whatever transaction it has open (a dump's exported snapshot). count(*) of a big table can run
  * for minutes: on abort the query is cancelled server-side, through a connection of its own to
- * `conn` (the backend is `pid`).
+ * `conn` (the backend is `pid`). `known`: counts already read from the dump itself (its COPY
+ * data); only the tables they miss are counted here.
  */
-export async function countUserTableRows(client: pg.Client, conn: ConnectionSettings, pid: number, signal: AbortSignal): Promise<Record<string, number>> {
+export async function countUserTableRows(
+  client: pg.Client,
+  conn: ConnectionSettings,
+  pid: number,
+  signal: AbortSignal,
+  known: Record<string, number> = {},
+): Promise<Record<string, number>> {
   const tables = await client.query<{ nspname: string; relname: string }>(USER_TABLES_SQL);
   const counts: Record<string, number> = {};
   const cancel = () => {
@@ -76,8 +83,13 @@ export async function countUserTableRows(client: pg.Client, conn: ConnectionSett
   try {
     for (const t of tables.rows) {
       signal.throwIfAborted();
+      const key = `${t.nspname}.${t.relname}`;
+      if (key in known) {
+        counts[key] = known[key];
+        continue;
+      }
       const r = await client.query<{ n: string }>(`SELECT count(*) AS n FROM ${ident(t.nspname)}.${ident(t.relname)}`);
-      counts[`${t.nspname}.${t.relname}`] = Number(r.rows[0].n);
+      counts[key] = Number(r.rows[0].n);
     }
   } finally {
     signal.removeEventListener('abort', cancel);

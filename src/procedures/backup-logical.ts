@@ -1,5 +1,5 @@
 // Logical backup: each database's `pg_dump -Fc` streamed into the repository (no temporary
-// file), with exact per-table row counts taken in the very snapshot the dump reads, and dump.json
+// file), with exact per-table row counts read from the dump's own data as it streams, and dump.json
 // (size, SHA-256, counts, versions) written last as the commit marker. A dump that fails or is
 // interrupted never gets its dump.json, so it is never offered for restore.
 import { describeConnection } from '../config/connection.js';
@@ -48,7 +48,7 @@ const MAX_PARALLEL = 32;
 export const backupLogicalProcedure = defineProcedure<BackupLogicalParams, BackupLogicalState>({
   id: 'backup-logical',
   title: 'Logical backup (pg_dump)',
-  summary: 'pg_dump -Fc of each database streamed into the repository, with exact row counts from the same snapshot, size and SHA-256.',
+  summary: 'pg_dump -Fc of each database streamed into the repository (zstd), with exact row counts read from the dump itself, size and SHA-256.',
   group: 'backup',
   params: [
     {
@@ -84,7 +84,7 @@ export const backupLogicalProcedure = defineProcedure<BackupLogicalParams, Backu
       kind: 'action',
       describe: (ctx) => {
         const dbs = ctx.state.preflight?.targets.join(', ') ?? 'the databases';
-        return `pg_dump -Fc of ${dbs}, streamed into ${describeRepo(ctx)}, ${parallelOf(ctx)} at a time; row counts from the same snapshot; dump.json written last.`;
+        return `pg_dump -Fc of ${dbs}, streamed into ${describeRepo(ctx)}, ${parallelOf(ctx)} at a time; each table's rows counted in the dump's own data as it streams; dump.json written last.`;
       },
       plan: planDump,
       async run(ctx) {

@@ -265,12 +265,15 @@ export const drillProcedure = defineProcedure<DrillParams, DrillState>({
         ctx.state.rpoMs = rpo;
         ctx.log(`incident: ${INCIDENTS[incident(ctx)]}`);
         ctx.log(`RTO (recovery started to data verified): ${formatDuration(rto)}`);
-        ctx.log(`RPO (incident to the recovery point${incident(ctx) === 'dropped-table' ? ', the dump' : ', the last recovered commit'}): ${rpo === undefined ? 'unknown' : formatDuration(rpo)}`);
+        // RPO in what it costs: the seconds of commits before the incident that did not come back.
+        const lost = rpo === undefined ? 'unknown' : `data lost: ${dataLostSeconds(rpo)} s of commits`;
+        const between = incident(ctx) === 'dropped-table' ? 'between the dump restored and the incident' : 'between the last recovered commit and the incident';
+        ctx.log(`RPO: ${lost} (${between})`);
         ctx.fact('Incident', INCIDENTS[incident(ctx)]);
         ctx.fact('RTO', `${formatDuration(rto)} (recovery started to data verified)`);
-        ctx.fact('RPO', rpo === undefined ? 'unknown' : `${formatDuration(rpo)} (incident to the ${incident(ctx) === 'dropped-table' ? 'dump restored' : 'last recovered commit'})`);
+        ctx.fact('RPO', rpo === undefined ? 'unknown' : `${lost} (${between})`);
         ctx.check('RTO measured', true, formatDuration(rto));
-        ctx.check('RPO measured', rpo !== undefined, rpo === undefined ? 'no recovery point found' : formatDuration(rpo));
+        ctx.check('RPO measured', rpo !== undefined, rpo === undefined ? 'no recovery point found' : lost);
       },
     },
     {
@@ -293,3 +296,9 @@ export const drillProcedure = defineProcedure<DrillParams, DrillState>({
     },
   ],
 });
+
+/** Whole seconds under a minute keep one decimal ("0.4", "12.3"); longer ones are whole ("95"). */
+export function dataLostSeconds(ms: number): string {
+  const s = ms / 1000;
+  return s < 60 ? s.toFixed(1) : String(Math.round(s));
+}

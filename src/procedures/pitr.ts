@@ -23,6 +23,7 @@ import { unpackTar } from '../restore/unpack.js';
 import { defineProcedure, type Typed } from './define.js';
 import { defaultServerEnvFile, walCommandLine, writeServerEnvFile } from './pgrunbook-command.js';
 import { criticalTableErrors, verifyConnectStep, verifyDatabasesStep, verifyTablesStep, type VerifyParams, type VerifyState } from './verify.js';
+import { pgrunbookCommand } from '../engine/command-name.js';
 
 export type PitrParams = VerifyParams & {
   target: string;
@@ -296,7 +297,7 @@ export const pitrProcedure = defineProcedure<PitrParams, PitrState>({
           ctx.check(
             'recovery stopped where planned',
             false,
-            `replay stopped at ${s.replayLsn ?? '?'} short of the plan (${p.targetDetail}): ${outcome.why}. The server is left paused in recovery and was not promoted; nothing was archived from it. The original data directory is at ${originalAt(ctx)}. Put the segment back and --resume ${ctx.runId}, or recover to a target before ${s.replayLsn ?? 'it'}.`,
+            `replay stopped at ${s.replayLsn ?? '?'} short of the plan (${p.targetDetail}): ${outcome.why}. The server is left paused in recovery and was not promoted; nothing was archived from it. The original data directory is at ${originalAt(ctx)}. Put the segment back and ${pgrunbookCommand(`--resume ${ctx.runId}`)}, or recover to a target before ${s.replayLsn ?? 'it'}.`,
           );
           return;
         }
@@ -319,12 +320,12 @@ export const pitrProcedure = defineProcedure<PitrParams, PitrState>({
       describe: (ctx) =>
         promoting(ctx)
           ? 'Ending recovery: the server becomes read-write on a new timeline. Only after the target was verified.'
-          : 'Leaving the server paused at the target for inspection (--target-action pause); promote later with pgrunbook --procedure promote.',
+          : `Leaving the server paused at the target for inspection (--target-action pause); promote later with ${pgrunbookCommand('--procedure promote')}.`,
       async run(ctx) {
         if (!ctx.state.reached?.ok) throw new Error('the target was not verified as reached; not promoting');
         if (!promoting(ctx)) {
           ctx.state.leftPaused = true;
-          ctx.log(`left paused for inspection; promote later with: pgrunbook --procedure promote --pgdata ${pgdataOf(ctx)} --yes (or pg_promote() in psql)`, 'warn');
+          ctx.log(`left paused for inspection; promote later with: ${pgrunbookCommand(`--procedure promote --pgdata ${pgdataOf(ctx)} --yes`)} (or pg_promote() in psql)`, 'warn');
           return;
         }
         await promoteAndClear(ctx, plan(ctx));
@@ -344,7 +345,7 @@ export const pitrProcedure = defineProcedure<PitrParams, PitrState>({
         ctx.fact('Target', p.targetDetail);
         ctx.fact('RTO', `${formatDuration(rto)} (server stopped to verified)`);
         if (ctx.state.movedAside) ctx.fact('Original data directory', ctx.state.movedAside);
-        if (ctx.state.leftPaused) ctx.fact('State', 'paused for inspection; promote with pgrunbook --procedure promote --yes');
+        if (ctx.state.leftPaused) ctx.fact('State', `paused for inspection; promote with ${pgrunbookCommand('--procedure promote --yes')}`);
         const unlogged = await unloggedTables({ ...ctx.services.connection, connectTimeoutSec: 5 }).catch((): string[] => []);
         if (unlogged.length) ctx.fact('Unlogged tables (empty after recovery by design)', unlogged.join(', '));
         if (ctx.state.movedAside) ctx.log(`the original data directory is kept at ${ctx.state.movedAside}; remove it once you are sure`, 'warn');

@@ -27,6 +27,7 @@ import { findDebris, removeDebris, type DebrisItem, type DebrisScan } from '../r
 import { debrisText, describeRetentionPlan, plural } from '../repo/retention-text.js';
 import { readRepositoryState, slimCatalog } from '../repo/retention-state.js';
 import { defineProcedure, type Typed } from './define.js';
+import { DEFAULT_KEEP_DATA_DIR_DAYS, dataDirSteps, type DataDirParams, type DataDirState } from './retention-data-dirs.js';
 
 type ExpiredState = {
   baseBackups: string[];
@@ -39,9 +40,9 @@ type ExpiredState = {
   debris?: string[];
 };
 
-type RetentionParams = { keepBaseBackups?: number; keepDumpDays?: number; incompleteGraceHours?: number; now?: string };
+type RetentionParams = { keepBaseBackups?: number; keepDumpDays?: number; incompleteGraceHours?: number; now?: string } & DataDirParams;
 
-type RetentionState = {
+type RetentionState = DataDirState & {
   /** The repository the run was planned for, as it describes itself. */
   repo?: string;
   confirmText?: string;
@@ -94,6 +95,13 @@ export const retentionProcedure = defineProcedure<RetentionParams, RetentionStat
       description: 'measure ages from this time instead of the clock (ISO 8601), to see what a later run would expire; incomplete backups are still judged by the real clock too',
       example: '2026-12-01T00:00:00Z',
     },
+    {
+      name: 'dataDirs',
+      type: 'boolean',
+      default: false,
+      description: 'instead of the repository: remove data directories that pitr and the drill moved aside next to --pgdata, older than --keep-data-dir-days (confirm by typing their names)',
+    },
+    { name: 'keepDataDirDays', type: 'number', default: DEFAULT_KEEP_DATA_DIR_DAYS, description: 'with --data-dirs: keep moved-aside data directories younger than this many days' },
   ],
   validate(params) {
     const errors: string[] = [];
@@ -107,6 +115,7 @@ export const retentionProcedure = defineProcedure<RetentionParams, RetentionStat
     if (g !== undefined && !(g >= 1)) {
       errors.push(`--incomplete-grace-hours: expected at least 1 (a backup written to within the last hour may still be running), got ${g}`);
     }
+    if (params.keepDataDirDays !== undefined && !(params.keepDataDirDays >= 0)) errors.push(`--keep-data-dir-days: expected a number of days, 0 or more, got ${params.keepDataDirDays}`);
     if (params.now !== undefined && parseNow(params.now) === undefined) {
       errors.push(`--now: "${params.now}" is not an ISO 8601 time such as 2026-12-01T00:00:00Z`);
     }
@@ -117,6 +126,7 @@ export const retentionProcedure = defineProcedure<RetentionParams, RetentionStat
       id: 'catalog',
       title: 'Read the repository catalog',
       kind: 'check',
+      skipIf: repositoryOnly,
       describe: (ctx) => `Listing base backups, dumps and archived WAL in ${ctx.services.repo ?? 'the repository'}, with each backup's recovery window.`,
       plan: async (ctx) => [await loadCatalog(ctx)],
       async run(ctx) {
@@ -128,6 +138,7 @@ export const retentionProcedure = defineProcedure<RetentionParams, RetentionStat
       id: 'plan',
       title: 'Decide what expires',
       kind: 'check',
+      skipIf: repositoryOnly,
       describe: (ctx) => {
         const p = policyOf(ctx);
         return `Keeping the ${plural(p.keepBaseBackups, 'newest complete base backup')}, dumps from the last ${plural(p.keepDumpDays, 'day')} (and the newest of each database), and all WAL from the oldest kept base backup's start onward.`;
@@ -143,6 +154,7 @@ export const retentionProcedure = defineProcedure<RetentionParams, RetentionStat
       kind: 'action',
       describe: () => 'Deleting each backup metadata file first (so no half-deleted backup ever looks complete), then its data; WAL files last.',
       skipIf: (ctx) => {
+        if (ctx.params.dataDirs) return repositoryOnly(ctx);
         const { plan, wal } = ctx.state;
         if (!plan || !wal) return undefined;
         return planTotals(plan, wal.expired).objects === 0 && debrisOf(ctx).length === 0 ? 'nothing has expired under this policy' : undefined;
@@ -170,14 +182,20 @@ export const retentionProcedure = defineProcedure<RetentionParams, RetentionStat
       id: 'verify',
       title: 'Check that kept backups still restore as before',
       kind: 'verify',
+      skipIf: repositoryOnly,
       describe: () => 'Re-reading the catalog: expired items are gone, every kept base backup is complete with the same recovery window, and no WAL it needs is missing.',
       plan: () => ['re-read the catalog; compare the recovery window of every kept base backup with the one before; check that every WAL file that was to stay is still there'],
       async run(ctx) {
         await verify(ctx);
       },
     },
+    ...dataDirSteps,
   ],
 });
+
+function repositoryOnly(ctx: Ctx): string | undefined {
+  return ctx.params.dataDirs ? 'with --data-dirs only the moved-aside data directories are looked at' : undefined;
+}
 
 /** The plan the operator confirmed, and the WAL tally it was made with. */
 function decided(ctx: Ctx): { plan: RetentionPlan; wal: WalTallySummary } {

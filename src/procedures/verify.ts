@@ -7,7 +7,7 @@ import { parseCriticalTable, type CriticalTable } from '../config/profile.js';
 import { describeConnection, type ConnectionSettings } from '../config/connection.js';
 import { firstReadable, logfilePath } from '../postgres/archiver.js';
 import { countRows, probeDatabase, serverOverview } from '../postgres/checks.js';
-import { LOG_LEVELS, parseSince, scanServerLog, type LogLevelName } from '../postgres/server-log-scan.js';
+import { LOG_LEVELS, parseSince, scanServerLog, serverLogVerdict, type LogLevelName } from '../postgres/server-log-scan.js';
 import { defineProcedure, type Typed } from './define.js';
 
 export { parseSince, scanServerLog } from '../postgres/server-log-scan.js';
@@ -129,13 +129,10 @@ const verifyServerLogStep: VerifyStep = {
   async run(ctx) {
     const file = findServerLog(ctx)!;
     const since = parseSince(ctx.params.since ?? '1h', new Date())!;
-    const failLevel = LOG_LEVELS.indexOf(ctx.params.logFailLevel ?? 'panic');
     const found = await scanServerLog(file, since, ctx.signal);
-    const count = (level: LogLevelName) => found.filter((l) => l.level === level).length;
-    for (const l of found.slice(-5)) ctx.log(l.text, l.level === 'error' ? 'warn' : 'error');
-    const failing = found.filter((l) => LOG_LEVELS.indexOf(l.level) >= failLevel);
-    const summary = `${count('error')} ERROR, ${count('fatal')} FATAL, ${count('panic')} PANIC since ${since.toISOString()} in ${file}`;
-    ctx.check('server log', failing.length === 0, failing.length ? `${summary}; first: ${failing[0].text}` : summary);
+    for (const l of found.slice(-5)) ctx.log(l.text, l.level === 'error' || l.routine ? 'warn' : 'error');
+    const verdict = serverLogVerdict(found, ctx.params.logFailLevel ?? 'fatal', since, file);
+    ctx.check('server log', verdict.ok, verdict.ok ? verdict.summary : `${verdict.summary}; first: ${verdict.failing[0].text}`);
   },
 };
 
@@ -154,7 +151,7 @@ export const verifyProcedure = defineProcedure<VerifyParams, VerifyState>({
     },
     { name: 'serverLog', type: 'string', description: 'server log file to scan (default: the profile\'s, else pg_current_logfile())', example: '/var/log/postgresql/postgresql-15-main.log' },
     { name: 'since', type: 'string', description: 'scan log lines from this time: ISO 8601, or an age like 30m, 2h, 1d', default: '1h', example: '2026-11-24T03:00:00Z' },
-    { name: 'logFailLevel', type: 'choice', choices: [...LOG_LEVELS], default: 'panic', description: 'the lowest log level that fails the check (lower levels are reported)' },
+    { name: 'logFailLevel', type: 'choice', choices: [...LOG_LEVELS], default: 'fatal', description: 'the lowest log level that fails the check (lower levels are counted and shown)' },
   ],
   validate(params) {
     const errors = criticalTableErrors(params.criticalTables);

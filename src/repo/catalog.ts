@@ -14,6 +14,7 @@ import {
   type TimelineHistoryEntry,
 } from './walnames.js';
 
+import type { Codec } from './codec.js';
 import { BASEBACKUP_PREFIX, DUMP_PREFIX, BACKUP_META, DUMP_META, WAL_PREFIX, parseWalKey } from './layout.js';
 import { readObject } from './objects.js';
 
@@ -71,6 +72,15 @@ export interface DumpMeta {
   object?: string;
   /** pg_dump's archive format ("custom" for -Fc). */
   format?: string;
+  /**
+   * How the stored object is compressed around the archive (made with --compress=0). Absent:
+   * written before pgrunbook compressed dumps itself; the archive is pg_dump's own (gzip inside).
+   */
+  compression?: Codec;
+  /** The archive's size once decompressed (what a restore's local copy takes). */
+  archiveSize?: number;
+  /** Where rowCounts came from: the dump's own COPY data ("archive"), or count(*) in its snapshot. */
+  rowCountsFrom?: 'archive' | 'count';
   /** Exact row count per table, "schema.table" -> rows, taken in the dump's own snapshot. */
   rowCounts?: Record<string, number>;
   /** The server time of the dump's snapshot: the data is as of this moment. */

@@ -9,7 +9,9 @@ import { pipeline } from 'node:stream/promises';
 import { formatBytes } from '../engine/format.js';
 import { errorMessage } from '../engine/runner.js';
 import { DUMP_META, DUMP_PREFIX, type DumpMeta } from './catalog.js';
+import { decompressStream, type Codec } from './codec.js';
 import { openRepository, safeName, type Repository } from './repository.js';
+import { pgrunbookCommand } from '../engine/command-name.js';
 
 // ---------------------------------------------------------------------------------------------
 // Work files
@@ -55,7 +57,17 @@ export interface DownloadedDump {
 export async function downloadToFile(
   repo: Repository,
   key: string,
-  opts: { sha256?: string; size?: number; parentDir: string; fileName: string; signal?: AbortSignal; onBytes?: (total: number) => void },
+  opts: {
+    sha256?: string;
+    size?: number;
+    /** The codec around the stored object: the file gets what is inside it, `archiveSize` bytes. */
+    compression?: Codec;
+    archiveSize?: number;
+    parentDir: string;
+    fileName: string;
+    signal?: AbortSignal;
+    onBytes?: (total: number) => void;
+  },
 ): Promise<DownloadedDump> {
   const dir = await fsp.mkdtemp(path.join(opts.parentDir, 'pgrunbook-restore-'));
   await fsp.chmod(dir, 0o700);
@@ -71,9 +83,13 @@ export async function downloadToFile(
       },
     });
     // The stream fails at its end when the bytes do not hash to `sha256`: the file is then removed.
-    await pipeline(body, counter, fs.createWriteStream(file, { mode: 0o600 }), { signal: opts.signal });
+    await pipeline(body, counter, decompressStream(opts.compression ?? 'none'), fs.createWriteStream(file, { mode: 0o600 }), { signal: opts.signal });
     if (opts.size !== undefined && bytes !== opts.size) {
       throw new Error(`${key} holds ${bytes} bytes, dump.json says ${opts.size}: the dump is damaged; choose another one with --dump ID`);
+    }
+    const written = (await fsp.stat(file)).size;
+    if (opts.archiveSize !== undefined && written !== opts.archiveSize) {
+      throw new Error(`${key} decompresses to ${written} bytes, dump.json says ${opts.archiveSize}: the dump is damaged; choose another one with --dump ID`);
     }
     return { dir, file, bytes };
   } catch (err) {
@@ -115,6 +131,10 @@ export interface ChosenDump {
   size?: number;
   consistentAt?: string;
   pgDumpVersion?: string;
+  /** The codec around the archive; absent for dumps made before pgrunbook compressed them itself. */
+  compression?: Codec;
+  /** The archive's own size, once decompressed: what the local copy takes. */
+  archiveSize?: number;
 }
 
 /** Complete (dump.json present) and incomplete dump ids of one database, oldest first. */
@@ -151,7 +171,7 @@ export async function chooseDump(repo: Repository, database: string, id: string 
   if (complete.length === 0) {
     throw new Error(
       `${available} in ${repo.describe()}${incomplete.length ? ` (${incomplete.length} incomplete, never restored)` : ''}. ` +
-        `Check --database and --repo, or make one with: pgrunbook --procedure backup-logical --databases ${database}`,
+        `Check --database and --repo, or make one with: ${pgrunbookCommand(`--procedure backup-logical --databases ${database}`)}`,
     );
   }
   const dumpId = id ?? complete[complete.length - 1];
@@ -173,6 +193,8 @@ export async function chooseDump(repo: Repository, database: string, id: string 
       size: meta.size,
       consistentAt: meta.consistentAt ?? meta.stopTime,
       pgDumpVersion: meta.pgDumpVersion,
+      ...(meta.compression ? { compression: meta.compression } : {}),
+      ...(meta.archiveSize !== undefined ? { archiveSize: meta.archiveSize } : {}),
     },
     meta,
   };
@@ -203,14 +225,17 @@ export async function downloadDump(
   workDir: string,
   opts: { signal?: AbortSignal; onBytes?: (total: number) => void; onStart?: (message: string) => void } = {},
 ): Promise<DownloadedDump> {
-  const space = await checkFreeSpace(workDir, chosen.size ?? 0);
-  if (!space.ok) throw new Error(freeSpaceMessage(space, `the dump (${formatBytes(chosen.size ?? 0)})`));
+  const local = chosen.archiveSize ?? chosen.size ?? 0;
+  const space = await checkFreeSpace(workDir, local);
+  if (!space.ok) throw new Error(freeSpaceMessage(space, `the dump (${formatBytes(local)}${chosen.compression && chosen.compression !== 'none' ? `, decompressed from ${formatBytes(chosen.size ?? 0)}` : ''})`));
   return withRepository(url, env, async (repo) => {
     try {
       opts.onStart?.(`downloading ${chosen.key} (${formatBytes(chosen.size ?? 0)}) into ${workDir}, checking its SHA-256`);
       return await downloadToFile(repo, chosen.key, {
         sha256: chosen.sha256,
         size: chosen.size,
+        compression: chosen.compression,
+        archiveSize: chosen.archiveSize,
         parentDir: workDir,
         fileName: `${safeName(chosen.database)}.dump`,
         signal: opts.signal,

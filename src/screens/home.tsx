@@ -38,14 +38,20 @@ export interface HomeState {
   quit?: boolean;
   /** s was pressed (with the status dashboard available). */
   status?: boolean;
+  /** c (connect), p (profiles) or r (resume) was pressed. */
+  command?: HomeCommand;
 }
 
-export type HomeAction = { type: 'key'; input: string; key: Key; statusKey?: boolean };
+export type HomeCommand = 'connect' | 'profiles' | 'resume';
+export const HOME_COMMAND_KEYS: Record<string, HomeCommand> = { c: 'connect', p: 'profiles', r: 'resume' };
+
+export type HomeAction = { type: 'key'; input: string; key: Key; statusKey?: boolean; commands?: boolean };
 
 export function homeReducer(state: HomeState, action: HomeAction): HomeState {
-  if (state.picked !== undefined || state.quit || state.status) return state;
+  if (state.picked !== undefined || state.quit || state.status || state.command) return state;
   const { input, key } = action;
   if (action.statusKey && input === 's') return { ...state, status: true };
+  if (action.commands && HOME_COMMAND_KEYS[input]) return { ...state, command: HOME_COMMAND_KEYS[input] };
   if (state.count === 0) return input === 'q' || key.escape ? { ...state, quit: true } : state;
   if (key.downArrow || input === 'j') return { ...state, index: Math.min(state.count - 1, state.index + 1) };
   if (key.upArrow || input === 'k') return { ...state, index: Math.max(0, state.index - 1) };
@@ -68,21 +74,26 @@ export interface HomeProps {
   onStatus?(index: number): void;
   onPick(procedure: Procedure, index: number): void;
   onQuit(): void;
+  /** Given: c connects (the connection screen), p picks a profile, r lists unfinished runs to resume. */
+  onCommand?(command: HomeCommand): void;
+  /** One line under the connection line (a profile saved; a profile that did not load). */
+  notice?: { text: string; error?: boolean };
 }
 
-export function Home({ procedures, connection, initialIndex = 0, banner, bannerRows = 0, onStatus, onPick, onQuit }: HomeProps) {
+export function Home({ procedures, connection, initialIndex = 0, banner, bannerRows = 0, onStatus, onPick, onQuit, onCommand, notice }: HomeProps) {
   const { c } = useTheme();
   const { columns, rows } = useTerminalSize();
   const ordered = menuOrder(procedures);
   const [state, dispatch] = useReducer(homeReducer, { index: Math.max(0, Math.min(initialIndex, ordered.length - 1)), count: ordered.length });
-  useKeys((input, key) => dispatch({ type: 'key', input, key, statusKey: Boolean(onStatus) }));
+  useKeys((input, key) => dispatch({ type: 'key', input, key, statusKey: Boolean(onStatus), commands: Boolean(onCommand) }));
 
   useEffect(() => {
     if (state.picked !== undefined) onPick(ordered[state.picked], state.picked);
     else if (state.quit) onQuit();
     else if (state.status) onStatus?.(state.index);
+    else if (state.command) onCommand?.(state.command);
     // Only the outcome matters; the callbacks come from the root.
-  }, [state.picked, state.quit, state.status]);
+  }, [state.picked, state.quit, state.status, state.command]);
 
   const width = Math.max(40, columns);
   const idWidth = Math.min(20, Math.max(0, ...ordered.map((p) => p.id.length)));
@@ -95,7 +106,7 @@ export function Home({ procedures, connection, initialIndex = 0, banner, bannerR
     menuRows.push({ kind: 'group', label: GROUP_LABEL[g.group] });
     for (const p of g.procedures) menuRows.push({ kind: 'item', procedure: p, index: n++ });
   }
-  const room = Math.max(3, rows - 1 - 3 - 4 - 1 - bannerRows);
+  const room = Math.max(3, rows - 1 - 3 - 4 - 1 - bannerRows - (notice ? 1 : 0));
   const selectedRow = menuRows.findIndex((r) => r.kind === 'item' && r.index === state.index);
   const start = menuRows.length <= room ? 0 : Math.max(0, Math.min(selectedRow - Math.floor(room / 2), menuRows.length - room));
   const visible = menuRows.slice(start, start + room);
@@ -111,6 +122,12 @@ export function Home({ procedures, connection, initialIndex = 0, banner, bannerR
       <Text dimColor wrap="truncate-end">
         {connection ?? 'connection: from PG* variables and ~/.pgpass'}
       </Text>
+      {notice ? (
+        <Text color={c(notice.error ? 'red' : 'green')} wrap="truncate-end">
+          {notice.error ? '✗ ' : '✓ '}
+          {notice.text}
+        </Text>
+      ) : null}
       {banner}
       <Text> </Text>
       {ordered.length === 0 ? <Text>No procedures are available.</Text> : null}
@@ -134,7 +151,7 @@ export function Home({ procedures, connection, initialIndex = 0, banner, bannerR
       ) : null}
       <Text> </Text>
       <Text dimColor wrap="truncate-end">
-        ↑↓ or j k move · Enter choose{onStatus ? ' · s status' : ''} · ? help · q quit
+        ↑↓ Enter choose{onStatus ? ' · s status' : ''}{onCommand ? ' · c connect · p profile · r resume' : ''} · ? help · q quit
       </Text>
     </Box>
   );

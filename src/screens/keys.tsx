@@ -83,3 +83,17 @@ export function editText(text: string, input: string, key: Key): string {
   }
   return out;
 }
+
+/**
+ * Typing into a field whose value may be selected (as a dialog box selects a field it focuses):
+ * when selected, the first character typed replaces the value and Backspace clears it; else the
+ * key edits the value (editText). Returns the value and whether it is still selected.
+ */
+export function typeOver(value: string, selected: boolean, input: string, key: Key): { value: string; selected: boolean } {
+  if (!selected) return { value: editText(value, input, key), selected: false };
+  if (key.backspace || key.delete) return { value: '', selected: false };
+  const typed = input !== '' && !key.ctrl && !key.meta && !key.escape && !key.return && !key.tab;
+  const text = editText(typed ? '' : value, input, key);
+  if (!typed && text === value) return { value, selected: true };
+  return { value: text, selected: false };
+}

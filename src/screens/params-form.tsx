@@ -2,13 +2,15 @@
 // as placeholder), a select for choice, a toggle for boolean. Enter on the last field (or on
 // "Run") validates through the engine's resolveParams, exactly as headless flags would be;
 // errors show under the field they name. All key handling is one pure reducer. A field can
-// have a picker (the pitr target opens the recovery timeline): Enter on it while it is empty,
-// or Ctrl-T, shows the picker in place of the form, and its answer fills the field.
+// have a picker (the pitr target opens the recovery timeline; databases, tables, dumps and
+// base backups open a pick list): Enter on it while it is empty, or Ctrl-T, shows the picker in
+// place of the form, and its answer fills the field. A focused text field starts selected, as
+// in a dialog box: the first key typed replaces what was pre-filled (← keeps it to edit).
 import { useEffect, useReducer, type ReactNode } from 'react';
 import { Box, Text } from 'ink';
 import { flagName, resolveParams, type RawFlags } from '../engine/params.js';
 import type { ParamSpec, Params, Procedure } from '../engine/types.js';
-import { editText, useKeys, type Key } from './keys.js';
+import { typeOver, useKeys, type Key } from './keys.js';
 import { useTerminalSize, useTheme } from './theme.js';
 import { clip } from './format.js';
 
@@ -24,6 +26,8 @@ export interface FormState {
   initial: FieldValue[];
   /** 0..params.length-1 are fields; params.length is the Run action. */
   focus: number;
+  /** The focused text field's value is selected: typing replaces it, Backspace clears it. */
+  selected: boolean;
   errors: string[];
   /** Names of the params that have a picker. */
   pickers: string[];
@@ -41,7 +45,7 @@ export interface FieldPicker {
   /** What the picker does, for the key hint ("pick on the timeline"). */
   hint: string;
   /** `onDone(value)` fills the field; `onDone()` leaves it as it was. */
-  render(props: { value: string; onDone(value?: string): void }): ReactNode;
+  render(props: { value: string; values: Record<string, string>; onDone(value?: string): void }): ReactNode;
 }
 
 /** Choices offered for a choice param; "" stands for "not set" when the param is optional without a default. */
@@ -59,8 +63,11 @@ function toText(value: unknown): string {
   return String(value);
 }
 
-/** Fields start from what headless would use with no flags: environment, profile, default. */
-export function initFormState(procedure: Procedure, env: NodeJS.ProcessEnv, defaults: Params = {}, pickers: string[] = []): FormState {
+/**
+ * Fields start from what headless would use with no flags: environment, profile, default; or,
+ * given `draft` (what the operator typed last time, kept by the app across a failed run), from that.
+ */
+export function initFormState(procedure: Procedure, env: NodeJS.ProcessEnv, defaults: Params = {}, pickers: string[] = [], draft?: FieldValue[]): FormState {
   const { params } = resolveParams(procedure, {}, env, defaults);
   const values: FieldValue[] = procedure.params.map((spec) => {
     const v = params[spec.name];
@@ -68,7 +75,13 @@ export function initFormState(procedure: Procedure, env: NodeJS.ProcessEnv, defa
     if (spec.type === 'choice') return v === undefined ? choiceOptions(spec)[0] ?? '' : String(v);
     return toText(v);
   });
-  return { procedure, env, defaults, values, initial: [...values], focus: 0, errors: [], pickers };
+  const typed = draft && draft.length === values.length && draft.every((v, i) => typeof v === typeof values[i]) ? draft : undefined;
+  return { procedure, env, defaults, values: typed ? [...typed] : values, initial: [...values], focus: 0, selected: true, errors: [], pickers };
+}
+
+/** The form's values by param name, as text (what pickers read: the database a table list is of). */
+export function valuesByName(state: FormState): Record<string, string> {
+  return Object.fromEntries(state.procedure.params.map((spec, i) => [spec.name, String(state.values[i])]));
 }
 
 /** The flags the typed values amount to (what `--flag value` would be headless). */
@@ -116,7 +129,7 @@ export function formReducer(state: FormState, action: FormAction): FormState {
     values[i] = action.value;
     // The picked value replaces what the field's errors were about; on to the next field.
     const errors = state.errors.filter((e) => fieldForError(e, state.procedure.params) !== i);
-    return { ...state, values, picking: undefined, focus: Math.min(state.procedure.params.length, i + 1), errors };
+    return { ...state, values, picking: undefined, focus: Math.min(state.procedure.params.length, i + 1), selected: true, errors };
   }
   // The picker has the keys while it is open.
   if (state.picking !== undefined) return state;
@@ -127,11 +140,11 @@ export function formReducer(state: FormState, action: FormAction): FormState {
   if (state.focus < last && state.pickers.includes(specs[state.focus].name)) {
     if ((key.ctrl && input === 't') || (key.return && String(state.values[state.focus]).trim() === '')) return { ...state, picking: state.focus };
   }
-  if (key.upArrow || (key.tab && key.shift)) return { ...state, focus: Math.max(0, state.focus - 1) };
-  if (key.downArrow || key.tab) return { ...state, focus: Math.min(last, state.focus + 1) };
+  if (key.upArrow || (key.tab && key.shift)) return { ...state, focus: Math.max(0, state.focus - 1), selected: true };
+  if (key.downArrow || key.tab) return { ...state, focus: Math.min(last, state.focus + 1), selected: true };
   if (key.return) {
     if (state.focus >= last - 1) return validateForm(state);
-    return { ...state, focus: state.focus + 1 };
+    return { ...state, focus: state.focus + 1, selected: true };
   }
   if (state.focus >= last) return state;
   const spec = specs[state.focus];
@@ -154,8 +167,12 @@ export function formReducer(state: FormState, action: FormAction): FormState {
     if (key.leftArrow) return set(opts[(i - 1 + opts.length) % opts.length]);
     return state;
   }
-  const text = editText(String(value), input, key);
-  return text === value ? state : set(text);
+  // ← or → on a selected value keeps it, to edit at its end.
+  if (key.leftArrow || key.rightArrow) return state.selected ? { ...state, selected: false } : state;
+  // Selected: the first key typed replaces the value, Backspace clears it.
+  const typed = typeOver(String(value), state.selected, input, key);
+  if (typed.value === value && typed.selected === state.selected) return state;
+  return { ...set(typed.value), selected: typed.selected };
 }
 
 export interface ParamsFormProps {
@@ -164,25 +181,28 @@ export interface ParamsFormProps {
   defaults?: Params;
   /** Pickers by param name. */
   pickers?: Record<string, FieldPicker>;
-  onSubmit(params: Params): void;
-  onBack(): void;
+  /** What the operator typed last time (kept by the app): the fields start from it. */
+  draft?: FieldValue[];
+  /** `values`: the fields as typed, for the app to keep (a failed run's form comes back as it was). */
+  onSubmit(params: Params, values: FieldValue[]): void;
+  onBack(values: FieldValue[]): void;
 }
 
-export function ParamsForm({ procedure, env, defaults, pickers, onSubmit, onBack }: ParamsFormProps) {
+export function ParamsForm({ procedure, env, defaults, pickers, draft, onSubmit, onBack }: ParamsFormProps) {
   const { c } = useTheme();
   const { columns } = useTerminalSize();
-  const [state, dispatch] = useReducer(formReducer, undefined, () => initFormState(procedure, env, defaults, Object.keys(pickers ?? {})));
+  const [state, dispatch] = useReducer(formReducer, undefined, () => initFormState(procedure, env, defaults, Object.keys(pickers ?? {}), draft));
   useKeys((input, key) => dispatch({ type: 'key', input, key }));
 
   useEffect(() => {
-    if (state.result) onSubmit(state.result);
-    else if (state.cancelled) onBack();
+    if (state.result) onSubmit(state.result, state.values);
+    else if (state.cancelled) onBack(state.values);
   }, [state.result, state.cancelled]);
 
   const specs = procedure.params;
   const picker = state.picking !== undefined ? pickers?.[specs[state.picking].name] : undefined;
   if (picker && state.picking !== undefined) {
-    return <>{picker.render({ value: String(state.values[state.picking]), onDone: (value) => dispatch({ type: 'picked', value }) })}</>;
+    return <>{picker.render({ value: String(state.values[state.picking]), values: valuesByName(state), onDone: (value) => dispatch({ type: 'picked', value }) })}</>;
   }
 
   const width = Math.max(40, columns);
@@ -214,7 +234,7 @@ export function ParamsForm({ procedure, env, defaults, pickers, onSubmit, onBack
                 {spec.required ? <Text color={c('yellow')}> *</Text> : null}
               </Text>
             </Box>
-            <FieldValueView spec={spec} value={state.values[i]} focused={i === state.focus} width={valueWidth} />
+            <FieldValueView spec={spec} value={state.values[i]} focused={i === state.focus} selected={i === state.focus && state.selected} width={valueWidth} />
           </Box>
           {fieldErrors[i].map((e) => (
             <Text key={e} color={c('red')} wrap="truncate-end">
@@ -251,18 +271,18 @@ export function ParamsForm({ procedure, env, defaults, pickers, onSubmit, onBack
       <Text dimColor wrap="truncate-end">
         {focusedPicker && String(state.values[state.focus]).trim() === ''
           ? `↑↓ move · type, or Enter/Ctrl-T ${focusedPicker.hint} · Esc back`
-          : `↑↓ Tab move · ${hintFor(focused)}${focusedPicker ? ` · Ctrl-T ${focusedPicker.hint}` : ''} · Enter ${state.focus >= specs.length - 1 ? 'run' : 'next'} · Esc back`}
+          : `↑↓ move · ${hintFor(focused, state.selected)}${focusedPicker ? ` · Ctrl-T ${focusedPicker.hint}` : ''} · Enter ${state.focus >= specs.length - 1 ? 'run' : 'next'} · Esc back`}
       </Text>
     </Box>
   );
 }
 
-function hintFor(spec: ParamSpec | undefined): string {
+function hintFor(spec: ParamSpec | undefined, selected: boolean): string {
   if (!spec) return 'Enter runs';
   if (spec.type === 'boolean') return 'Space toggles';
   if (spec.type === 'choice') return '←→ choose';
-  if (spec.type === 'list') return 'type, comma-separated';
-  return 'type to edit';
+  const typing = selected ? 'type replaces · ← edit' : spec.type === 'list' ? 'type, comma-separated' : 'type to edit';
+  return `${typing} · Ctrl-U clear`;
 }
 
 export function describeSpec(spec: ParamSpec): string {
@@ -276,7 +296,7 @@ export function describeSpec(spec: ParamSpec): string {
   return `${spec.description} (${extra.join('; ')})`;
 }
 
-function FieldValueView({ spec, value, focused, width }: { spec: ParamSpec; value: FieldValue; focused: boolean; width: number }) {
+function FieldValueView({ spec, value, focused, selected, width }: { spec: ParamSpec; value: FieldValue; focused: boolean; selected: boolean; width: number }) {
   const { c } = useTheme();
   if (spec.type === 'boolean') {
     return <Text bold={focused}>{value ? '[x] yes' : '[ ] no'}</Text>;
@@ -312,8 +332,8 @@ function FieldValueView({ spec, value, focused, width }: { spec: ParamSpec; valu
   }
   return (
     <Text wrap="truncate-start">
-      {shown.length > width - 1 ? `…${shown.slice(-(width - 2))}` : shown}
-      {focused ? <Text inverse> </Text> : null}
+      <Text inverse={selected}>{shown.length > width - 1 ? `…${shown.slice(-(width - 2))}` : shown}</Text>
+      {focused && !selected ? <Text inverse> </Text> : null}
     </Text>
   );
 }

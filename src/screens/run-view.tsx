@@ -8,7 +8,8 @@ import { Spinner } from '@inkjs/ui';
 import { runProcedure } from '../engine/runner.js';
 import { journalPathFor, newRunId } from '../engine/journal.js';
 import { formatDuration } from '../engine/format.js';
-import type { ConfirmAnswerer, Params, Procedure, RunEvent, RunSummary } from '../engine/types.js';
+import type { ConfirmAnswerer, Params, Procedure, RunContext, RunEvent, RunSummary } from '../engine/types.js';
+import type { ResumeFrom } from '../engine/runner.js';
 import { createEventBatcher, initialRunState, runReducer, type ReplayInfo, type RunViewState, type StepView } from './run-state.js';
 import { ConfirmPrompt, confirmReducer, initialConfirmState, type ConfirmAnswer, type ConfirmInputState } from './confirm.js';
 import { useKeys } from './keys.js';
@@ -44,6 +45,10 @@ export interface RunScreenProps {
   procedure: Procedure;
   params: Params;
   services?: unknown;
+  /** Journaled in run-start (profile, connection, repository): what a later resume acts with. */
+  context?: RunContext;
+  /** Continue this run from where its journal stopped (Home's resume list). */
+  resume?: ResumeFrom;
   stateDir: string;
   /** Aborted by the root on Ctrl-C. */
   signal: AbortSignal;
@@ -80,7 +85,7 @@ export function RunScreen(props: RunScreenProps) {
     if (started.current) return;
     started.current = true;
     const p = propsRef.current;
-    const runId = newRunId(procedure.id);
+    const runId = p.resume?.runId ?? newRunId(procedure.id);
     const batcher = createEventBatcher((events) => dispatch({ type: 'events', events }));
     let requests = 0;
     const onEvent = (event: RunEvent) => {
@@ -108,6 +113,8 @@ export function RunScreen(props: RunScreenProps) {
       procedure,
       params: p.params,
       services: p.services,
+      context: p.context,
+      resume: p.resume,
       runId,
       answer,
       signal: p.signal,

@@ -3,6 +3,7 @@
 import { formatBytes } from '../engine/format.js';
 import { errorMessage } from '../engine/runner.js';
 import { readThroughRestoreList } from '../postgres/programs/pg_dump.js';
+import { decompressStream } from '../repo/codec.js';
 import type { Repository } from '../repo/repository.js';
 import type { DumpRecord } from './logical-dump.js';
 import type { RunIO } from './run-repository.js';
@@ -22,6 +23,7 @@ export async function verifyDumps(io: RunIO, repo: Repository, records: [string,
       const before = doneBytes;
       const r = await readThroughRestoreList(body, {
         pgRestore: opts.pgRestore,
+        ...(rec.compression && rec.compression !== 'none' ? { decode: decompressStream(rec.compression) } : {}),
         signal: io.signal,
         env: opts.env,
         onBytes: (n) => io.progress({ done: before + n, total: totalBytes, unit: 'bytes' }),

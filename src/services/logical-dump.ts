@@ -1,16 +1,20 @@
-// A logical backup's databases, each dumped into the repository: pg_dump -Fc streamed there (no
-// temporary file) with exact per-table row counts taken in the very snapshot the dump reads, and
-// dump.json (size, SHA-256, counts, versions) written last as the commit marker. A dump that fails
+// A logical backup's databases, each dumped into the repository: pg_dump -Fc --compress=0 streamed
+// there (no temporary file) through the repository's codec, with exact per-table row counts read
+// from the dump's own COPY data as it passes (no second scan of the tables), and dump.json (size,
+// SHA-256, counts, versions) written last as the commit marker. A dump that fails
 // or is interrupted never gets its dump.json, so it is never offered for restore.
+import { pipeline } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import type { ConnectionSettings } from '../config/connection.js';
 import { formatBytes, formatDuration } from '../engine/format.js';
 import { errorMessage } from '../engine/runner.js';
 import { withPg } from '../postgres/client.js';
 import { listDatabases, readServerIdentity, type DatabaseInfo, type ServerIdentity } from '../postgres/cluster.js';
+import { ArchiveFormatError, ArchiveRowCounter } from '../postgres/formats/custom-archive.js';
 import { startPgDump } from '../postgres/programs/pg_dump.js';
 import { describeSnapshotDump, ExportedSnapshot } from '../postgres/snapshot.js';
 import { DUMP_META, DUMP_PREFIX, type DumpMeta } from '../repo/catalog.js';
+import { compressStream, defaultCodec, type Codec } from '../repo/codec.js';
 import { ensureRepositoryIdentity } from '../repo/identity.js';
 import { backupId, safeName, uniqueBackupId, type Repository } from '../repo/repository.js';
 import { anythingUnder, probeRepository, type RunIO } from './run-repository.js';
@@ -39,6 +43,8 @@ export type DumpRecord = {
   sha256: string;
   tables: number;
   rows: number;
+  /** The codec around the archive (absent: pg_dump's own compression, dumps made before). */
+  compression?: Codec;
 };
 
 export function planPreflight(repo: string, server: string): string[] {
@@ -54,7 +60,7 @@ export function probeDumps(repo: Repository): Promise<void> {
   return probeRepository(repo, DUMP_PREFIX);
 }
 
-export type DumpSettings = { connection: ConnectionSettings; env: NodeJS.ProcessEnv };
+export type DumpSettings = { connection: ConnectionSettings; env: NodeJS.ProcessEnv; codec?: Codec };
 
 /** The server to dump: version, identity and its databases. */
 export async function readDumpSource(conn: ConnectionSettings): Promise<ServerIdentity & { databases: DatabaseInfo[] }> {
@@ -114,6 +120,7 @@ async function readCommittedDump(repo: Repository, db: string, id: string): Prom
     sha256: meta.sha256 ?? '',
     tables: Object.keys(counts).length,
     rows: Object.values(counts).reduce((a, b) => a + b, 0),
+    ...(meta.compression ? { compression: meta.compression } : {}),
   };
 }
 
@@ -232,7 +239,8 @@ async function dumpDatabase(io: RunIO, svc: DumpSettings, repo: Repository, pre:
   let putStarted = false;
   let commitAttempted = false;
   try {
-    io.log(`${db}: pg_dump --format=custom --snapshot=${snapshot.name} -> ${key}`);
+    const codec = svc.codec ?? defaultCodec(svc.env);
+    io.log(`${db}: pg_dump --format=custom --compress=0 --snapshot=${snapshot.name}, ${codec} -> ${key}`);
     const dump = startPgDump({
       pgDump: pre.pgDump.path,
       connection: conn,
@@ -251,29 +259,32 @@ async function dumpDatabase(io: RunIO, svc: DumpSettings, repo: Repository, pre:
         local.abort(err);
         throw err;
       });
-    const [put, counts, exit] = await Promise.allSettled([
-      abortOnFailure(repo.putObject(key, dump.output, { signal, sizeHint: pre.databaseSizes[db] || undefined })),
-      abortOnFailure(snapshot.countRows(signal)),
-      dump.exited,
-    ]);
+    // pg_dump's bytes -> the row counter (pass-through) -> the codec -> the repository; a failure
+    // anywhere destroys the whole chain, so the upload fails rather than storing a short dump.
+    const rowCounter = new ArchiveRowCounter();
+    const stored = pipeline(dump.output, rowCounter, compressStream(codec), () => {});
+    const [put, exit] = await Promise.allSettled([abortOnFailure(repo.putObject(key, stored, { signal, sizeHint: pre.databaseSizes[db] || undefined })), dump.exited]);
     const exited = exit.status === 'fulfilled' ? exit.value : undefined;
 
     if (io.signal.aborted) throw io.signal.reason ?? new Error('interrupted');
     // pg_dump failing on its own explains everything else (the upload fails because of it).
     if (exited && !exited.ok && !exited.canceled) throw new Error(`${exited.failure} (command: ${dump.command})`);
     if (put.status === 'rejected') throw new Error(`could not write it to the repository: ${errorMessage(put.reason)}`);
-    if (counts.status === 'rejected') throw new Error(`counting its rows failed: ${errorMessage(counts.reason)}`);
     if (!exited?.ok) throw new Error(`${exited?.failure ?? 'pg_dump failed'} (command: ${dump.command})`);
+    const counts = await countDumpedRows(io, db, rowCounter, snapshot, signal);
 
     await snapshot.commit().catch((err: unknown) => io.log(`${db}: ending the snapshot transaction: ${errorMessage(err)} (the counts were already read)`, 'warn'));
 
     const stopped = Date.now();
-    const rowCounts = counts.value;
+    const rowCounts = counts.rows;
     const meta: DumpMeta = {
       id,
       database: db,
       object: name,
       format: 'custom',
+      compression: codec,
+      archiveSize: dump.bytes(),
+      rowCountsFrom: counts.from,
       size: put.value.size,
       sha256: put.value.sha256,
       startTime,
@@ -299,7 +310,7 @@ async function dumpDatabase(io: RunIO, svc: DumpSettings, repo: Repository, pre:
     const tables = Object.keys(rowCounts).length;
     const rows = Object.values(rowCounts).reduce((a, b) => a + b, 0);
     io.log(`${db}: ${formatBytes(meta.size!)} in ${formatDuration(meta.durationMs!)}, ${tables} tables, ${rows} rows; committed ${metaKey}`);
-    return { key, metaKey, size: put.value.size, sha256: put.value.sha256, tables, rows };
+    return { key, metaKey, size: put.value.size, sha256: put.value.sha256, tables, rows, compression: codec };
   } catch (err) {
     await snapshot.rollback();
     // Without dump.json the data object is never offered for restore; remove it anyway so it does
@@ -309,6 +320,33 @@ async function dumpDatabase(io: RunIO, svc: DumpSettings, repo: Repository, pre:
     throw err;
   } finally {
     await snapshot.close();
+  }
+}
+
+/**
+ * The rows of every user table in the dump: read from its COPY data by `counter`; tables it has
+ * no data for, and every table when the archive could not be read (a pg_dump whose archive
+ * version this reader does not know), are counted with count(*) in the dump's snapshot.
+ */
+async function countDumpedRows(
+  io: Pick<RunIO, 'log'>,
+  db: string,
+  counter: ArchiveRowCounter,
+  snapshot: ExportedSnapshot,
+  signal: AbortSignal,
+): Promise<{ rows: Record<string, number>; from: 'archive' | 'count' }> {
+  let known: Record<string, number> | undefined;
+  try {
+    known = counter.result().rows;
+  } catch (err) {
+    if (!(err instanceof ArchiveFormatError)) throw err;
+    io.log(`${db}: counting rows with count(*) in the dump's snapshot instead: ${err.message}`, 'warn');
+  }
+  try {
+    return { rows: await snapshot.countRows(signal, known), from: known ? 'archive' : 'count' };
+  } catch (err) {
+    if (signal.aborted) throw err;
+    throw new Error(`counting its rows failed: ${errorMessage(err)}`);
   }
 }
 

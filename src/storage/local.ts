@@ -17,7 +17,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { link, mkdir, open, readdir, readFile, rename, rmdir, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
+import { chmod, chown, link, mkdir, open, readdir, readFile, rename, rmdir, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -93,6 +93,23 @@ export class LocalStore extends StoreBase implements ObjectStore {
     super(description);
   }
 
+  /**
+   * Who new files and directories belong to: the owner of the repository's root when we run as
+   * root and it is someone else (normally postgres, whose archive_command writes here too), so
+   * that a run as root never leaves behind what the owner cannot read, replace or delete.
+   * Undefined: leave them to whoever creates them. Looked up once per store.
+   */
+  private ownerLookup?: Promise<{ uid: number; gid: number } | undefined>;
+
+  private repoOwner(): Promise<{ uid: number; gid: number } | undefined> {
+    this.ownerLookup ??= (async () => {
+      if (process.getuid?.() !== 0) return undefined;
+      const st = await stat(this.root).catch(() => undefined);
+      return st && (st.uid !== 0 || st.gid !== 0) ? { uid: st.uid, gid: st.gid } : undefined;
+    })();
+    return this.ownerLookup;
+  }
+
   private pathOf(key: string): string {
     return this.fileOf(this.keyOf(key));
   }
@@ -160,9 +177,19 @@ export class LocalStore extends StoreBase implements ObjectStore {
     const first = await mkdir(dir, { recursive: true, mode: DIR_MODE });
     if (first === undefined) return;
     const chain: string[] = [];
+    const made: string[] = [];
     for (let d = dir; ; d = dirname(d)) {
       chain.push(dirname(d));
+      made.push(d);
       if (d === first || dirname(d) === d) break;
+    }
+    const owner = await this.repoOwner();
+    // The same modes whoever writes: PostgreSQL runs archive_command with umask 077.
+    // A directory another run removes at the same moment is that run's business (ENOENT).
+    const quiet = (err: unknown) => (isMissing(err) ? undefined : Promise.reject(err));
+    for (const d of made) {
+      await chmod(d, DIR_MODE).catch(quiet);
+      if (owner) await chown(d, owner.uid, owner.gid).catch(quiet);
     }
     for (const d of chain.reverse()) await fsyncDir(d);
   }
@@ -173,7 +200,17 @@ export class LocalStore extends StoreBase implements ObjectStore {
       await this.ensureDir(dir);
       const path = join(dir, `${TMP_PREFIX}${randomBytes(8).toString('hex')}`);
       try {
-        return { path, fh: await open(path, 'wx', FILE_MODE) };
+        const fh = await open(path, 'wx', FILE_MODE);
+        const owner = await this.repoOwner();
+        await (async () => {
+          await fh.chmod(FILE_MODE);
+          if (owner) await fh.chown(owner.uid, owner.gid);
+        })().catch(async (err) => {
+          await fh.close();
+          await unlinkQuiet(path);
+          throw err;
+        });
+        return { path, fh };
       } catch (err) {
         if (errno(err) !== 'ENOENT' || attempt >= 5) throw err;
       }
@@ -225,6 +262,9 @@ export class LocalStore extends StoreBase implements ObjectStore {
         temps.push(metaTmp);
         const fh = await open(metaTmp, 'wx', FILE_MODE);
         try {
+          const owner = await this.repoOwner();
+          await fh.chmod(FILE_MODE);
+          if (owner) await fh.chown(owner.uid, owner.gid);
           await fh.writeFile(JSON.stringify({ version: 1, metadata }));
           await fh.sync();
         } finally {

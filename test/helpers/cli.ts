@@ -22,6 +22,10 @@ export function cleanEnv(extra: Record<string, string | undefined> = {}): Record
     if (v === undefined || k.startsWith('PG') || k.startsWith('PGRUNBOOK_') || k === 'NO_COLOR' || k === 'CI') continue;
     env[k] = v;
   }
+  // Hints name the command that runs this install (src/engine/command-name.ts): `node
+  // /abs/dist/cli.js` here, where pgrunbook is not on PATH. Tests read them as `pgrunbook ...`;
+  // test/resume-hints.test.ts passes PGRUNBOOK_COMMAND: '' to see the detection itself.
+  env.PGRUNBOOK_COMMAND = 'pgrunbook';
   for (const [k, v] of Object.entries(extra)) if (v !== undefined) env[k] = v;
   return env;
 }

@@ -4,7 +4,7 @@
 // environment variables (no password on a command line).
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { Transform, type Readable, type Writable } from 'node:stream';
+import { Transform, type Duplex, type Readable, type Writable } from 'node:stream';
 import { startStreamingProgram } from './spawn.js';
 import type { ConnectionSettings } from '../../config/connection.js';
 import { drainedOrClosed } from '../streams.js';
@@ -124,9 +124,11 @@ export interface PgDumpRun {
 
 /** pg_dump's arguments: the connection comes from libpq's environment variables, never from here. */
 export function pgDumpArgs(opts: Pick<PgDumpOptions, 'snapshot' | 'extraArgs'>): string[] {
-  // Custom format: compressed, and pg_restore can restore from it selectively and in parallel.
+  // Custom format: pg_restore can restore from it selectively and in parallel. Uncompressed: the
+  // repository's codec compresses it on another core, and the rows are counted in the COPY data
+  // as it passes (formats/custom-archive.ts).
   // --no-password: fail rather than wait for a password nobody will type (cron, CI).
-  const args = ['--format=custom', '--no-password'];
+  const args = ['--format=custom', '--compress=0', '--no-password'];
   if (opts.snapshot) args.push(`--snapshot=${opts.snapshot}`);
   args.push(...(opts.extraArgs ?? []));
   return args;
@@ -237,10 +239,12 @@ export interface RestoreListResult {
  * `pg_restore --list` on the way when `pgRestore` is given: proof that the archive's header and
  * table of contents parse. pg_restore stops reading once it has the table of contents; the rest of
  * the input is read and counted anyway. Rejects with the input's error (e.g. a checksum mismatch).
+ * `decode`: a stream the input passes through before pg_restore reads it (a decompressor); it is
+ * stopped once pg_restore has the table of contents, so the rest is read but not decoded.
  */
 export async function readThroughRestoreList(
   input: Readable,
-  opts: { pgRestore?: string; signal?: AbortSignal; env?: NodeJS.ProcessEnv; onBytes?: (total: number) => void } = {},
+  opts: { pgRestore?: string; decode?: Duplex; signal?: AbortSignal; env?: NodeJS.ProcessEnv; onBytes?: (total: number) => void } = {},
 ): Promise<RestoreListResult> {
   let bytes = 0;
   if (!opts.pgRestore) {
@@ -281,19 +285,32 @@ export async function readThroughRestoreList(
 
   // With reject: false the promise settles with the result, whatever happened to the program.
   const done = Promise.resolve(child);
+  const { decode } = opts;
+  let listing = true;
+  void done.then(() => {
+    listing = false;
+    decode?.destroy();
+  });
+  if (decode) {
+    // Undecodable input ends pg_restore's too: it then fails saying it could not read the archive.
+    decode.on('error', () => stdin.destroy());
+    decode.pipe(stdin);
+  }
+  const sink: Writable = decode ?? stdin;
   try {
     for await (const chunk of input) {
       bytes += (chunk as Buffer).length;
       opts.onBytes?.(bytes);
-      if (!stdin.destroyed && !stdin.writableEnded && !stdin.write(chunk)) await drainedOrClosed(stdin);
+      if (listing && !sink.destroyed && !sink.writableEnded && !sink.write(chunk)) await drainedOrClosed(sink);
     }
   } catch (err) {
+    decode?.destroy();
     stdin.destroy();
     child.kill();
     await done;
     throw err;
   }
-  if (!stdin.destroyed && !stdin.writableEnded) stdin.end();
+  if (!sink.destroyed && !sink.writableEnded) sink.end();
   const r = await done;
   stderr.end();
   if (partial) countLine(partial);

@@ -27,7 +27,8 @@ export async function ensureDumpFile(ctx: RestoreContext, chosen: ChosenDump, wo
   if (existing) {
     try {
       const st = await fsp.stat(existing.file);
-      if (chosen.size === undefined || st.size === chosen.size) return existing;
+      const expected = chosen.archiveSize ?? chosen.size;
+      if (expected === undefined || st.size === expected) return existing;
     } catch {
       /* gone: download again */
     }
@@ -105,9 +106,10 @@ export async function checkWorkDirectory(pf: Preflight, workDir: string, chosen:
   const bad = await checkWorkDir(workDir);
   if (bad) return pf.fail('work directory', bad);
   if (!chosen) return;
-  const space = await checkFreeSpace(workDir, chosen.size ?? 0);
-  if (!space.ok) pf.fail('work directory', freeSpaceMessage(space, `the dump (${formatBytes(chosen.size ?? 0)})`));
-  else pf.pass('work directory', `${workDir}: ${formatBytes(space.free)} free, the dump takes ${formatBytes(chosen.size ?? 0)}`);
+  const local = chosen.archiveSize ?? chosen.size ?? 0;
+  const space = await checkFreeSpace(workDir, local);
+  if (!space.ok) pf.fail('work directory', freeSpaceMessage(space, `the dump (${formatBytes(local)} once decompressed)`));
+  else pf.pass('work directory', `${workDir}: ${formatBytes(space.free)} free, the dump's local copy takes ${formatBytes(local)}`);
 }
 
 /** A refusal (exit 4) whose hint says how to allow it. */
