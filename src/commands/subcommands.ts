@@ -13,7 +13,7 @@ export interface SubcommandIo {
   env: NodeJS.ProcessEnv;
 }
 
-export const TOOL_SUBCOMMANDS = ['profile', 'completion', 'catalog', 'status'] as const;
+export const TOOL_SUBCOMMANDS = ['profile', 'completion', 'catalog', 'status', 'find-target'] as const;
 export type ToolSubcommand = (typeof TOOL_SUBCOMMANDS)[number];
 
 export function isToolSubcommand(word: string | undefined): word is ToolSubcommand {
@@ -53,6 +53,13 @@ export async function runToolSubcommand(argv: string[], io: SubcommandIo): Promi
         return await catalogCommand(rest, io);
       } catch (err) {
         return fail(err, EXIT.failed, 'check the repository URL, the credentials and the network, then run it again');
+      }
+    case 'find-target':
+      try {
+        const { findTargetCommand } = await import('./find-target.js');
+        return await findTargetCommand(rest, io);
+      } catch (err) {
+        return fail(err, EXIT.failed, 'check the repository URL and the connection, then run it again');
       }
     case 'status':
       try {

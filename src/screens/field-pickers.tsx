@@ -3,6 +3,7 @@
 // and the repository hold (tables and dumps of the database the form names).
 import type { Procedure } from '../engine/types.js';
 import type { RecoveryTimelineSource } from '../services/recovery-timeline.js';
+import type { IncidentSource } from '../services/incident-source.js';
 import type { ChoiceKind, FormChoices } from '../services/form-choices.js';
 import type { FieldPicker } from './params-form.js';
 import { PickList } from './pick-list.js';
@@ -20,14 +21,14 @@ export const PICK_LISTS: Record<string, { kind: ChoiceKind; what: string }> = {
   backup: { kind: 'backup', what: 'base backups' },
 };
 
-export function fieldPickers(procedure: Procedure, sources: { timeline: RecoveryTimelineSource; choices: FormChoices }): Record<string, FieldPicker> | undefined {
+export function fieldPickers(procedure: Procedure, sources: { timeline: RecoveryTimelineSource; incidents?: IncidentSource; choices: FormChoices }): Record<string, FieldPicker> | undefined {
   const out: Record<string, FieldPicker> = {};
   const target = RECOVERY_TARGET_PARAMS[procedure.id];
   for (const spec of procedure.params) {
     if (spec.name === target) {
       out[spec.name] = {
         hint: 'pick on the timeline',
-        render: ({ value, onDone }) => <TargetPicker source={sources.timeline} initial={value} onDone={onDone} />,
+        render: ({ value, onDone }) => <TargetPicker source={sources.timeline} incidents={sources.incidents} initial={value} onDone={onDone} />,
       };
       continue;
     }

@@ -5,13 +5,15 @@
 // repository itself); if it cannot be read, the target can still be typed and is
 // checked for form only. Keys go through one pure reducer (pitfall 5: no stale state).
 import type React from 'react';
-import { useEffect, useLayoutEffect, useReducer, useRef } from 'react';
+import { useEffect, useLayoutEffect, useReducer, useRef, useState } from 'react';
 import { Box, Text } from 'ink';
 import { Spinner } from '@inkjs/ui';
 import type { Catalog } from '../repo/catalog.js';
 import type { RecoveryTimelineSource } from '../services/recovery-timeline.js';
 import { TARGET_FORMS, usableWindows } from '../restore/target.js';
 import { useKeys } from './keys.js';
+import { IncidentList } from './incident-list.js';
+import type { IncidentSource } from '../services/incident-source.js';
 import { useTerminalSize, useTheme } from './theme.js';
 import { clip, linesFor } from './format.js';
 import { MARK, checkTarget, describeGap, describeTimelines, isoTime, timeSpan } from './recovery-timeline.js';
@@ -28,6 +30,8 @@ export { cursorSelection, initialPickerState, pickerReducer, type PickerAction, 
 export interface TargetPickerProps {
   /** Where the catalog and the windows' last commits come from (the app builds it: loadRecoveryTimeline). */
   source: RecoveryTimelineSource;
+  /** find-target's incidents: `f` opens the "find the incident" list (absent: no such entry). */
+  incidents?: IncidentSource;
   /** The form field's current text. */
   initial?: string;
   /** The chosen target, or undefined when cancelled (Esc); `also`: the fields it implies (a commit: exclusive, its timeline). */
@@ -41,7 +45,7 @@ const label = (s: string) => s.padEnd(LABEL);
 
 const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
-export function TargetPicker({ source, initial, onDone, size }: TargetPickerProps) {
+export function TargetPicker({ source, incidents, initial, onDone, size }: TargetPickerProps) {
   const { c } = useTheme();
   const terminal = useTerminalSize();
   const { columns, rows } = size ?? terminal;
@@ -52,7 +56,9 @@ export function TargetPicker({ source, initial, onDone, size }: TargetPickerProp
     axisRef.current = axisWidth;
   });
   const [state, dispatch] = useReducer(pickerReducer, initial ?? '', initialPickerState);
-  useKeys((input, key) => dispatch({ type: 'key', input, key, axisWidth: axisRef.current }));
+  // "Find the incident" (f): its own screen and state (incident-list.tsx); its choice is the target.
+  const [finding, setFinding] = useState(false);
+  useKeys((input, key) => (incidents && input === 'f' && !state.editing ? setFinding(true) : dispatch({ type: 'key', input, key, axisWidth: axisRef.current })));
 
   useEffect(() => {
     const controller = new AbortController();
@@ -136,12 +142,13 @@ export function TargetPicker({ source, initial, onDone, size }: TargetPickerProp
       Recovery target <Text dimColor>· {clip(source.describe, width - 20)}</Text>
     </Text>
   );
+  if (finding && incidents) return <IncidentList source={incidents} width={width} onDone={(target) => (target ? onDone(target) : setFinding(false))} />;
   const byCommit = state.commit !== undefined && !state.latest;
   const hint = state.editing
     ? `type a target · Enter use it · Esc ${state.phase === 'ready' ? 'back to the timeline' : 'back to the form'}`
     : state.commit !== undefined
-      ? `←→ commit · PgUp/PgDn ×10 · Home/End${(state.activity?.commits.length ?? 0) && new Set(state.activity?.commits.map((x) => x.timeline)).size > 1 ? ' · ↑↓ timeline' : ''} · l latest · e type · Enter use · Esc back`
-      : '←→ move · PgUp/PgDn ×10 · Home/End · l latest · e type · Enter use · Esc back';
+      ? `←→ commit · PgUp/PgDn ×10 · Home/End${(state.activity?.commits.length ?? 0) && new Set(state.activity?.commits.map((x) => x.timeline)).size > 1 ? ' · ↑↓ timeline' : ''} · l latest · e type${incidents ? ' · f find the incident' : ''} · Enter use · Esc back`
+      : `←→ move · PgUp/PgDn ×10 · Home/End · l latest · e type${incidents ? ' · f find the incident' : ''} · Enter use · Esc back`;
 
   if (state.phase === 'loading' && !state.editing) {
     return (
@@ -153,7 +160,7 @@ export function TargetPicker({ source, initial, onDone, size }: TargetPickerProp
         </Box>
         <Text> </Text>
         <Text dimColor wrap="truncate-end">
-          e type a target by hand · Esc back
+          e type a target by hand{incidents ? ' · f find the incident' : ''} · Esc back
         </Text>
       </Box>
     );

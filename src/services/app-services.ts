@@ -10,11 +10,14 @@ import { checkStatus, statusOptionsFromServices } from '../monitoring/status.js'
 import type { StatusReport } from '../monitoring/types.js';
 import { profileDefaults, type ProcedureServices } from '../procedures/services.js';
 import { loadRecoveryTimeline, type RecoveryTimelineSource } from './recovery-timeline.js';
+import { loadIncidentSource, type IncidentSource } from './incident-source.js';
 import { formChoicesFor, type FormChoices } from './form-choices.js';
 import { listProfiles, resumeSession, saveDraft, servicesFor, testDraft, unfinishedRuns, type ResumeSession, type SaveResult, type TestLine } from './session.js';
 
 export interface ScreenServices {
   timeline: RecoveryTimelineSource;
+  /** find-target's incidents for the target picker's "find the incident" list (f). */
+  incidents?: IncidentSource;
   statusCheck?: () => Promise<StatusReport>;
   choices: FormChoices;
   /** What a procedure's form starts from: the profile's settings that are its params. */
@@ -46,6 +49,7 @@ export function screenServices(services: ProcedureServices | undefined, env: Nod
   const envOf = services?.env ?? env;
   return {
     timeline: loadRecoveryTimeline(services?.repo, envOf, { connection: services?.connection }),
+    incidents: services?.repo ? loadIncidentSource(services.repo, envOf, services.connection) : undefined,
     statusCheck: services?.repo ? () => checkStatus(statusOptionsFromServices(services)) : undefined,
     choices: services ? formChoicesFor(services.connection, services.repo, envOf) : { load: async () => [] },
     formDefaults: (procedure) => formDefaults(procedure, services?.profile),
