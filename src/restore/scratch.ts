@@ -11,9 +11,11 @@
 //   planScratch(o)            preflight, no side effect: identity, free space (before any byte is
 //                             downloaded), then the recovery plan with the backup and WAL checksummed
 //   recoverScratch(state, o)  build it and replay to the target (throws when not reached)
-//   scratchConnection(state)  where to connect to it
+//   scratchConnection(state)  where to connect to it (a paused hot standby: read-only)
+//   makeScratchWritable(state) promote it after the check, for work tables (WAL goes nowhere)
 //   teardownScratch(state)    stop it and remove its directory (safe to call twice)
 //   scratchGone(state)        proof for a verify step: no server, no directory
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
@@ -22,8 +24,8 @@ import type { ConnectionSettings } from '../config/connection.js';
 import { formatBytes } from '../engine/format.js';
 import type { StepContext } from '../engine/types.js';
 import { runningServerIdentity } from '../postgres/identity.js';
-import { isRoot } from '../postgres/osuser.js';
-import { archiveCurrentWal } from '../postgres/recovery.js';
+import { firstUntraversableDir, isRoot } from '../postgres/osuser.js';
+import { archiveCurrentWal, promoteServer, replayStatus } from '../postgres/recovery.js';
 import { findFreePort } from '../postgres/sandbox.js';
 import { scratchServerConnection, scratchServerRunning, scratchServerSettings, startScratchServer, stopScratchServer, writeScratchServerFiles, type ScratchServerSpec } from '../postgres/scratch-server.js';
 import { bootstrapSuperuser } from '../postgres/scratch-sql.js';
@@ -121,6 +123,17 @@ export function scratchBaseFor(parent: string | undefined, runId: string): strin
   return path.join(path.resolve(parent ?? os.tmpdir()), `pgrunbook-scratch-${runId.replace(/[^A-Za-z0-9._-]+/g, '-')}`);
 }
 
+/**
+ * The server's socket directory: inside the scratch directory when the socket's path fits in
+ * sun_path (107 bytes), else a short private directory in the system temp directory named
+ * after it (teardown removes both).
+ */
+function socketDirFor(base: string): string {
+  const inside = path.join(base, 'sock');
+  if (Buffer.byteLength(`${inside}/.s.PGSQL.65535`) <= 100) return inside;
+  return path.join(os.tmpdir(), `pgrunbook-sock-${createHash('sha256').update(base).digest('hex').slice(0, 12)}`);
+}
+
 /** Free bytes for a non-root user on the file system holding `dir`. */
 async function freeBytesAt(dir: string): Promise<number> {
   const st = await fsp.statfs(dir);
@@ -186,11 +199,13 @@ export async function planScratch(o: ScratchOptions): Promise<ScratchState> {
     o.report.check('room for the scratch cluster', true, `${formatBytes(free)} free in ${parent} for about ${formatBytes(need)}`);
     o.report.check('target inside a recovery window', true, `${plan.targetDetail}; from base backup ${plan.backupId} (ended ${plan.backupStopTime}, ${plan.backupStopLsn})`);
     const owner = await newDataDirOwner(parent);
+    const blocked = isRoot() ? await firstUntraversableDir(parent, owner) : undefined;
+    if (blocked) throw new Error(`the scratch cluster's server runs as uid ${owner.uid}, which cannot enter ${blocked} (mode bits): pass --scratch-dir DIR in a directory it can reach (e.g. /var/tmp), or chmod o+x ${blocked}`);
     return {
       runId: o.runId,
       base,
       dataDir: path.join(base, 'data'),
-      socketDir: path.join(base, 'sock'),
+      socketDir: socketDirFor(base),
       logFile: path.join(base, 'server.log'),
       port: 0,
       owner,
@@ -217,7 +232,7 @@ async function makeDir(dir: string, owner: Owner): Promise<void> {
 export async function recoverScratch(state: ScratchState, o: ScratchOptions): Promise<ScratchState> {
   const { report, signal } = o;
   const p = state.plan;
-  if (state.built || fs.existsSync(state.base)) {
+  if (state.built || fs.existsSync(state.base) || fs.existsSync(state.socketDir)) {
     report.log(`removing the scratch cluster an earlier attempt of run ${state.runId} left at ${state.base}`, 'warn');
     await teardownScratch(state);
   }
@@ -301,19 +316,33 @@ export function scratchConnection(state: Pick<ScratchState, 'socketDir' | 'port'
  * Stop the scratch server (immediate: nothing in it is kept) and remove its directory, only if
  * it carries this run's marker or is empty. Safe to call twice and on a half-built cluster.
  */
-export async function teardownScratch(state: Pick<ScratchState, 'base' | 'dataDir' | 'runId'>): Promise<void> {
-  if (!fs.existsSync(state.base)) return;
+export async function teardownScratch(state: Pick<ScratchState, 'base' | 'dataDir' | 'runId' | 'socketDir'>): Promise<void> {
+  const outside = !state.socketDir.startsWith(`${state.base}${path.sep}`);
+  if (!fs.existsSync(state.base)) {
+    if (outside) await fsp.rm(state.socketDir, { recursive: true, force: true });
+    return;
+  }
   await stopScratchServer(state.dataDir);
   const entries = await fsp.readdir(state.base);
   const ours = fs.existsSync(path.join(state.base, MARKER)) || entries.length === 0;
   if (!ours) throw new Error(`${state.base} was not made by run ${state.runId} (no ${MARKER} in it); it is left alone: remove it yourself`);
   await fsp.rm(state.base, { recursive: true, force: true });
+  if (outside) await fsp.rm(state.socketDir, { recursive: true, force: true });
 }
 
 /** Whether the scratch cluster is really gone: no server on its data directory, no directory. */
-export async function scratchGone(state: Pick<ScratchState, 'base' | 'dataDir'>): Promise<{ gone: boolean; detail: string }> {
+export async function scratchGone(state: Pick<ScratchState, 'base' | 'dataDir' | 'socketDir'>): Promise<{ gone: boolean; detail: string }> {
   const running = await scratchServerRunning(state.dataDir);
-  const exists = fs.existsSync(state.base);
+  const exists = fs.existsSync(state.base) || fs.existsSync(state.socketDir);
   if (!running && !exists) return { gone: true, detail: `${state.base} removed, its server stopped` };
   return { gone: false, detail: `${running ? 'its server still runs' : ''}${running && exists ? '; ' : ''}${exists ? `${state.base} still exists` : ''}` };
+}
+
+/**
+ * Promote the scratch cluster once its target was verified, for callers that need to write
+ * work tables in it (table-restore's key checks). Its WAL goes nowhere: archive_mode is off.
+ */
+export async function makeScratchWritable(state: ScratchState): Promise<void> {
+  if (!(await replayStatus(scratchConnection(state))).inRecovery) return;
+  await promoteServer(scratchConnection(state));
 }
