@@ -67,6 +67,15 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
     }
   }
 
+  if (argv[0] === 'find-target') {
+    try {
+      const { findTargetCommand } = await import('./commands/find-target.js');
+      return await findTargetCommand(argv.slice(1), io);
+    } catch (err) {
+      return failWith(err, EXIT.failed, 'check the repository URL and the connection, then run it again');
+    }
+  }
+
   if (argv[0] === 'status') {
     try {
       const { statusCommand } = await import('./commands/status.js');

@@ -87,6 +87,7 @@ export const GLOBAL: CommandDecl = {
     'pgrunbook profile save|list|show|delete    manage saved profiles',
     'pgrunbook catalog [--repo URL] [--json]    backups, WAL, gaps and recovery windows in a repository',
     'pgrunbook catalog --verify [--since 7d] [--parallel N]   read every object back against its checksum',
+    'pgrunbook find-target [--since 24h]        incidents in the archived WAL (DROP, TRUNCATE, mass DELETE) and the target before each',
     'pgrunbook status [--json|--prometheus]     backup ages, sizes, WAL archive lag; exit 0/1/2/3 (see status --help)',
     'pgrunbook wal-push %p                      archive_command: store one WAL file in the repository',
     'pgrunbook wal-fetch %f %p                  restore_command: fetch one WAL file from the repository',
@@ -158,6 +159,27 @@ export const CATALOG: CommandDecl = {
   notes: 'Exit codes: 0 intact, 1 the repository cannot be read, 2 bad usage, 3 a bad object (each named).\n',
 };
 
+export const FIND_TARGET: CommandDecl = {
+  name: 'find-target',
+  summary: 'find DROP TABLE, TRUNCATE, DROP DATABASE and mass DELETE/UPDATE in the archived WAL, with the target just before each',
+  usage: ['pgrunbook find-target [--since DURATION|ISO-TIME] [--until ISO-TIME] [--min-rows N] [--table NAME] [--repo URL] [connection options] [--json]'],
+  options: [
+    repoOption,
+    profileOption,
+    ...CONNECTION_OPTIONS,
+    { name: 'since', type: 'string', value: 'DURATION|ISO-TIME', help: 'start of the window (30m, 12h, 7d or an ISO 8601 time with a zone)', default: '24h' },
+    { name: 'until', type: 'string', value: 'DURATION|ISO-TIME', help: 'end of the window (default now)' },
+    { name: 'min-rows', type: 'number', value: 'N', help: 'rows one transaction must delete or update in one table to be listed', default: 100 },
+    { name: 'table', type: 'string', value: 'NAME', help: 'only incidents of this table (name or schema.name)' },
+    { name: 'json', type: 'boolean', help: 'one JSON object per incident (kind, database, relation, xid, lsn, time, rows, target)' },
+    help,
+  ],
+  notes:
+    'Each incident\'s target is the text to pass to pitr --target or table-restore --at to get everything just before it.\n' +
+    'Relations are named by the live cluster (the one the connection options reach) and, once dropped, by the dumps in the repository.\n' +
+    'Exit codes: 0 done (incidents or none), 1 the repository or the server cannot be read, 2 bad usage, 3 a damaged WAL segment (named).\n',
+};
+
 export const STATUS: CommandDecl = {
   name: 'status',
   summary: 'are the backups fresh, complete and is WAL archiving keeping up?',
@@ -223,6 +245,7 @@ export const COMPLETION: CommandDecl = {
 export const SUBCOMMANDS: Record<string, CommandDecl> = {
   status: STATUS,
   catalog: CATALOG,
+  'find-target': FIND_TARGET,
   'wal-push': WAL_PUSH,
   'wal-fetch': WAL_FETCH,
   profile: PROFILE,

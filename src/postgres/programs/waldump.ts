@@ -16,18 +16,20 @@ export interface WalRecordLine {
   rmgr: string;
   xid: string;
   lsn: string;
+  /** Start of the record before this one (pg_waldump's "prev"): replaying up to it stops just before this record. */
+  prev: string;
   desc: string;
 }
 
 // rmgr: Transaction len (rec/tot): 34/ 34, tx: 725, lsn: 0/01517370, prev 0/01517330, desc: COMMIT 2026-11-24 16:41:33.273480 UTC
-const LINE = /^rmgr: (\w+)\s.*?tx:\s+(\d+), lsn: ([0-9A-F]+\/[0-9A-F]+), prev [0-9A-F]+\/[0-9A-F]+, desc: (.*)$/;
+const LINE = /^rmgr: (\w+)\s.*?tx:\s+(\d+), lsn: ([0-9A-F]+\/[0-9A-F]+), prev ([0-9A-F]+\/[0-9A-F]+), desc: (.*)$/;
 const COMMIT = /^(COMMIT|ABORT)(?:_PREPARED)? (?:\d+: )?(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:\.(\d+))? UTC/;
 const RESTORE_POINT = /^RESTORE_POINT (.*)$/;
 
 export function parseWalDumpLine(line: string): WalRecord | undefined {
   const m = LINE.exec(line);
   if (!m) return undefined;
-  return recordOf({ rmgr: m[1], xid: m[2], lsn: m[3], desc: m[4] });
+  return recordOf({ rmgr: m[1], xid: m[2], lsn: m[3], prev: m[4], desc: m[5] });
 }
 
 function recordOf(r: WalRecordLine): WalRecord | undefined {
@@ -82,7 +84,7 @@ export async function streamWalDump(
     if (!m) continue;
     lines++;
     lastLsn = m[3];
-    if (onLine({ rmgr: m[1], xid: m[2], lsn: m[3], desc: m[4] })) {
+    if (onLine({ rmgr: m[1], xid: m[2], lsn: m[3], prev: m[4], desc: m[5] })) {
       stopped = true;
       rl.close();
       child.kill('SIGTERM');
