@@ -1,4 +1,4 @@
-// The drill's default recovery for bad-delete and dropped-table: find-target finds the incident
+// The drill's default recovery for dropped-table (bad-delete: drill-at-delete.test.ts): find-target finds the incident
 // in the sandbox's archived WAL, table-restore --at restores the table as it was just before it
 // (a scratch cluster beside the sandbox), and the report shows the RPO gained over the dump.
 import fs from 'node:fs';
@@ -9,7 +9,7 @@ import { jsonLines, runCli, tempDir } from './helpers/cli.js';
 describe('drill through find-target and table-restore --at', () => {
   const env = { PGRUNBOOK_STATE_DIR: path.join(tempDir(), 'state') };
 
-  it.each(['bad-delete', 'dropped-table'])('--incident %s: found in the WAL, restored just before it, RPO gained reported', async (incident) => {
+  it.each(['dropped-table'])('--incident %s: found in the WAL, restored just before it, RPO gained reported', async (incident) => {
     const r = await runCli(['--procedure', 'drill', '--incident', incident, '--rows', '3000', '--yes', '--json'], env);
     const events = jsonLines(r.stdout);
     const end = events.at(-1)!;
