@@ -116,14 +116,15 @@ export async function verifyCopy(ctx: TableRestoreContext): Promise<boolean> {
     tableFingerprint({ ...ctx.services.connection, database: p.database }, target.schema, target.table, copied.columns),
     tableFingerprint(sourceConnection(ctx), p.schema, p.table, copied.columns),
   ]);
+  const from = p.at ? sourceWords(p) : 'the dump';
   const countsOk = prod.rows === temp.rows;
-  ctx.check(`rows in ${copied.table}`, countsOk, countsOk ? `${prod.rows} rows, as restored from ${sourceWords(p)}` : `${prod.rows} rows in ${p.database}, ${temp.rows} in ${sourceWords(p)}`);
+  ctx.check(`rows in ${copied.table}`, countsOk, countsOk ? `${prod.rows} rows, as restored from ${from}` : `${prod.rows} rows in ${p.database}, ${temp.rows} restored from ${from}`);
   const sumOk = prod.sum === temp.sum;
   ctx.check(
     `contents of ${copied.table}`,
     sumOk,
     sumOk
-      ? `every row matches ${sourceWords(p)} (checksum of ${copied.columns.length} columns)`
+      ? `every row matches ${from} (checksum of ${copied.columns.length} columns)`
       : `the rows differ from the dump's now (checksums ${prod.sum} and ${temp.sum}), though they matched before COMMIT (checked inside the copy's transaction): they were changed after the commit, by another session or a deferred trigger`,
   );
   return countsOk && sumOk;
