@@ -11,7 +11,8 @@ describe('drill', () => {
   const env = { PGRUNBOOK_STATE_DIR: path.join(tempDir(), 'state') };
 
   it.each(['bad-delete', 'dropped-table', 'lost-datadir'])('--procedure drill --yes --json recovers from %s and reports RTO and RPO', async (incident) => {
-    const r = await runCli(['--procedure', 'drill', '--incident', incident, '--rows', '5000', '--yes', '--json'], env);
+    // The classic recovery (pitr; the newest dump); find-target + table-restore --at: drill-at.test.ts.
+    const r = await runCli(['--procedure', 'drill', '--incident', incident, '--via', 'classic', '--rows', '5000', '--yes', '--json'], env);
     const events = jsonLines(r.stdout);
     const end = events.at(-1)!;
     expect(r.exitCode, r.stdout.slice(-3000) + r.stderr).toBe(0);
@@ -29,7 +30,7 @@ describe('drill', () => {
   });
 
   it('fails when a WAL segment the restore needs is deleted from the repository', async () => {
-    const child = startCli(['--procedure', 'drill', '--incident', 'bad-delete', '--rows', '2000', '--yes', '--json'], env);
+    const child = startCli(['--procedure', 'drill', '--incident', 'bad-delete', '--via', 'classic', '--rows', '2000', '--yes', '--json'], env);
     let out = '';
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     // Once the workload is archived, remove the newest archived segment: the WAL between the

@@ -30,6 +30,7 @@ import { backupBaseProcedure } from './backup-base.js';
 import { backupLogicalProcedure } from './backup-logical.js';
 import { pitrProcedure } from './pitr.js';
 import { tableRestoreProcedure } from './table-restore.js';
+import { findIncidents } from '../restore/incidents.js';
 
 type Incident = 'bad-delete' | 'dropped-table' | 'lost-datadir';
 
@@ -42,7 +43,9 @@ type Sandbox = {
   repo: string;
 };
 
-type DrillParams = { incident?: Incident; rows?: number; keep?: boolean };
+type Via = 'find-target' | 'classic';
+
+type DrillParams = { incident?: Incident; rows?: number; keep?: boolean; via?: Via };
 
 type DrillState = NestedSummaries & {
   sandbox?: Sandbox;
@@ -56,15 +59,34 @@ type DrillState = NestedSummaries & {
   verifiedAt?: string;
   rtoMs?: number;
   rpoMs?: number;
+  /** find-target's pick: the incident found in the WAL and the target just before it. */
+  found?: { kind: string; relation?: string; xid: string; time: string; target: string };
+  /** What the newest dump would have given (incident to its snapshot), for the RPO gained. */
+  dumpRpoMs?: number;
 };
 
 type Ctx = StepContext<Typed<DrillParams, DrillState>>;
 
 const INCIDENTS: Record<Incident, string> = {
-  'bad-delete': 'a bad DELETE removes a third of context_graph.events (recovered by PITR to just before it)',
-  'dropped-table': 'DROP TABLE users in matih_control_plane (recovered from the hourly dump by table-restore)',
+  'bad-delete': 'a bad DELETE removes a third of context_graph.events',
+  'dropped-table': 'DROP TABLE users in matih_control_plane',
   'lost-datadir': 'the data directory is lost with the host (recovered by PITR to the latest archived WAL)',
 };
+
+/** How each incident is recovered: find-target + table-restore --at (default), or the classic way. */
+const RECOVERY: Record<Exclude<Incident, 'lost-datadir'>, Record<Via, string>> = {
+  'bad-delete': {
+    'find-target': 'find-target finds the DELETE in the archived WAL; table-restore --at just before it replaces the rows of events (a scratch cluster beside the sandbox)',
+    classic: 'pitr of the whole cluster to just before it',
+  },
+  'dropped-table': {
+    'find-target': 'find-target finds the DROP in the archived WAL; table-restore --at just before it brings users back (a scratch cluster beside the sandbox)',
+    classic: 'table-restore from the newest dump',
+  },
+};
+
+const via = (ctx: Pick<Ctx, 'params'>): Via => ctx.params.via ?? 'find-target';
+const usesFindTarget = (ctx: Pick<Ctx, 'params'>) => incident(ctx) !== 'lost-datadir' && via(ctx) === 'find-target';
 
 function sandbox(ctx: Ctx): Sandbox {
   const s = ctx.state.sandbox;
@@ -88,7 +110,7 @@ function lastGoodAt(ctx: Ctx): string {
   return t;
 }
 
-const incident = (ctx: Ctx): Incident => ctx.params.incident ?? 'bad-delete';
+const incident = (ctx: Pick<Ctx, 'params'>): Incident => ctx.params.incident ?? 'bad-delete';
 const archiveNow = (ctx: Ctx) => switchAndWaitArchived(conn(ctx), { logFile: sandbox(ctx).logFile, signal: ctx.signal });
 
 export const drillProcedure = defineProcedure<DrillParams, DrillState>({
@@ -100,6 +122,13 @@ export const drillProcedure = defineProcedure<DrillParams, DrillState>({
     { name: 'incident', type: 'choice', choices: Object.keys(INCIDENTS), default: 'bad-delete', description: 'what goes wrong: bad-delete, dropped-table or lost-datadir' },
     { name: 'rows', type: 'number', default: 20000, description: 'rows per large table in the seeded databases (progress is more visible with more)', example: '100000' },
     { name: 'keep', type: 'boolean', default: false, description: 'keep the sandbox cluster and repository afterwards instead of removing them' },
+    {
+      name: 'via',
+      type: 'choice',
+      choices: ['find-target', 'classic'],
+      default: 'find-target',
+      description: 'bad-delete and dropped-table: find the incident in the WAL (find-target) and restore the table as it was just before it (table-restore --at), or the classic way (pitr of the whole cluster; the newest dump)',
+    },
   ],
   validate(params) {
     const n = Number(params.rows ?? 20000);
@@ -211,21 +240,14 @@ export const drillProcedure = defineProcedure<DrillParams, DrillState>({
       id: 'recover',
       title: 'Recover with the fitting procedure',
       kind: 'action',
-      describe: (ctx) =>
-        incident(ctx) === 'dropped-table'
-          ? 'table-restore: the users table from the newest dump, restored under its own name.'
-          : `pitr: the newest base backup before the target, WAL replayed to ${incident(ctx) === 'lost-datadir' ? 'the latest archived segment' : 'just before the incident'}, promoted.`,
+      describe: (ctx) => (incident(ctx) === 'lost-datadir' ? 'pitr: the newest base backup, WAL replayed to the latest archived segment, promoted.' : `${RECOVERY[incident(ctx) as Exclude<Incident, 'lost-datadir'>][via(ctx)]}.`),
       async run(ctx) {
         ctx.state.recoverStartedAt ??= new Date().toISOString();
+        ctx.state.dumpRpoMs = await dumpRpo(ctx);
+        if (usesFindTarget(ctx)) return recoverAtIncident(ctx);
         if (incident(ctx) === 'dropped-table') {
           await runNested(ctx, tableRestoreProcedure, { database: 'matih_control_plane', table: 'public.users', mode: 'new-table', newTable: 'users' }, sandboxServices(ctx), { label: 'table-restore' });
-          const repo = await openRepository(sandbox(ctx).repo, ctx.services.env);
-          try {
-            const dump = (await repo.catalog()).dumps.filter((d) => d.complete && d.database === 'matih_control_plane').at(-1);
-            ctx.state.recoveryPointAt = dump?.meta?.consistentAt ?? dump?.meta?.startTime;
-          } finally {
-            await repo.close();
-          }
+          ctx.state.recoveryPointAt = new Date(Date.parse(ctx.state.incidentAt ?? '') - (ctx.state.dumpRpoMs ?? 0)).toISOString();
         } else {
           const target = incident(ctx) === 'lost-datadir' ? 'latest' : lastGoodAt(ctx);
           await runNested(ctx, pitrProcedure, { target, targetAction: 'promote', databases: DRILL_DATABASES }, sandboxServices(ctx), { confirm: ['data'], label: 'pitr' });
@@ -266,12 +288,18 @@ export const drillProcedure = defineProcedure<DrillParams, DrillState>({
         ctx.log(`incident: ${INCIDENTS[incident(ctx)]}`);
         ctx.log(`RTO (recovery started to data verified): ${formatDuration(rto)}`);
         // RPO in what it costs: the seconds of commits before the incident that did not come back.
+        const fromDump = incident(ctx) === 'dropped-table' && !usesFindTarget(ctx);
         const lost = rpo === undefined ? 'unknown' : `data lost: ${dataLostSeconds(rpo)} s of commits`;
-        const between = incident(ctx) === 'dropped-table' ? 'between the dump restored and the incident' : 'between the last recovered commit and the incident';
+        const between = fromDump ? 'between the dump restored and the incident' : 'between the last recovered commit and the incident';
         ctx.log(`RPO: ${lost} (${between})`);
         ctx.fact('Incident', INCIDENTS[incident(ctx)]);
+        if (incident(ctx) !== 'lost-datadir') ctx.fact('Recovered by', RECOVERY[incident(ctx) as Exclude<Incident, 'lost-datadir'>][via(ctx)]);
+        if (ctx.state.found) ctx.fact('Found in the WAL', `${ctx.state.found.kind} of ${ctx.state.found.relation ?? '?'} by transaction ${ctx.state.found.xid} at ${ctx.state.found.time}; target ${ctx.state.found.target}`);
         ctx.fact('RTO', `${formatDuration(rto)} (recovery started to data verified)`);
         ctx.fact('RPO', rpo === undefined ? 'unknown' : `${lost} (${between})`);
+        if (usesFindTarget(ctx) && rpo !== undefined && ctx.state.dumpRpoMs !== undefined) {
+          ctx.fact('RPO gained', `${formatDuration(Math.max(0, ctx.state.dumpRpoMs - rpo))} less data lost than with the newest dump (which would have lost ${dataLostSeconds(ctx.state.dumpRpoMs)} s of commits)`);
+        }
         ctx.check('RTO measured', true, formatDuration(rto));
         ctx.check('RPO measured', rpo !== undefined, rpo === undefined ? 'no recovery point found' : lost);
       },
@@ -301,4 +329,37 @@ export const drillProcedure = defineProcedure<DrillParams, DrillState>({
 export function dataLostSeconds(ms: number): string {
   const s = ms / 1000;
   return s < 60 ? s.toFixed(1) : String(Math.round(s));
+}
+
+/** The incident as find-target sees it in the archived WAL, then the table as it was just before it. */
+async function recoverAtIncident(ctx: Ctx): Promise<void> {
+  const bad = incident(ctx) === 'bad-delete';
+  const table = bad ? 'public.events' : 'public.users';
+  const database = bad ? 'context_graph' : 'matih_control_plane';
+  const since = new Date(Date.parse(lastGoodAt(ctx)) - 60_000);
+  const incidents = await findIncidents({ repoUrl: sandbox(ctx).repo, env: ctx.services.env, connection: conn(ctx), since, until: new Date(), table, signal: ctx.signal });
+  const found = incidents.find((i) => i.database === database && i.kind === (bad ? 'delete' : 'drop-table'));
+  if (!found) throw new Error(`find-target did not find the ${bad ? 'DELETE from' : 'DROP of'} ${table} in the archived WAL (it found: ${incidents.map((i) => `${i.kind} ${i.relation ?? '?'}`).join(', ') || 'nothing'}); recover with --via classic`);
+  ctx.state.found = { kind: found.kind, relation: found.relation, xid: found.xid, time: found.time, target: found.target };
+  ctx.log(`find-target: ${found.kind} of ${found.relation} by transaction ${found.xid} at ${found.time}${found.rows !== null ? ` (${found.rows} rows)` : ''}; recovering to ${found.target}, just before it`);
+  const params = bad
+    ? { database, table, mode: 'replace', at: found.target }
+    : { database, table, mode: 'new-table', newTable: 'users', at: found.target };
+  await runNested(ctx, tableRestoreProcedure, params, sandboxServices(ctx), { confirm: [`${database}.${table}`], label: 'table-restore' });
+  // Everything committed before the incident is back: the recovery point is the incident's commit.
+  ctx.state.recoveryPointAt = bad ? (await newestEventTime(conn(ctx)))?.toISOString() : found.time;
+}
+
+/** How much the newest dump of the incident's database would have lost (incident to its snapshot). */
+async function dumpRpo(ctx: Ctx): Promise<number | undefined> {
+  if (incident(ctx) === 'lost-datadir') return undefined;
+  const database = incident(ctx) === 'bad-delete' ? 'context_graph' : 'matih_control_plane';
+  const repo = await openRepository(sandbox(ctx).repo, ctx.services.env);
+  try {
+    const dump = (await repo.catalog()).dumps.filter((d) => d.complete && d.database === database).at(-1);
+    const at = dump?.meta?.consistentAt ?? dump?.meta?.startTime;
+    return at ? Math.max(0, Date.parse(ctx.state.incidentAt ?? '') - Date.parse(at)) : undefined;
+  } finally {
+    await repo.close();
+  }
 }

@@ -19,7 +19,9 @@ import {
 import { dumpDatabaseOwner, readToc, runPgRestore } from '../postgres/programs/pg_restore.js';
 import { countTables } from '../postgres/user-tables.js';
 import { describeDump, dumpFolder, readDumpMeta, withRepository } from '../repo/dump-files.js';
+import { parseTarget, TARGET_FORMS } from '../restore/target.js';
 import { defineProcedure } from './define.js';
+import { checkScratchRemoved, recoverAndDump, removeScratch, scratchDumpDir } from './logical-restore/at.js';
 import { connectionChanges } from './logical-restore/connection-strings.js';
 import { identTooLong, MAX_IDENT_BYTES } from './logical-restore/names.js';
 import { newDatabaseParam, preflight, swapWhat, workDirParam } from './logical-restore/preflight.js';
@@ -43,6 +45,14 @@ export const logicalRestoreProcedure = defineProcedure<LogicalRestoreParams, Log
       description: 'after the checks, swap names: the original becomes <database>_replaced_<stamp> (kept), the restored one takes its name (typed confirmation: the database name)',
     },
     { name: 'workDir', type: 'string', description: 'directory for the temporary copy of the dump (default: the system temp directory); deleted afterwards', example: '/var/tmp' },
+    {
+      name: 'at',
+      type: 'string',
+      description: `restore the database as it was at this moment instead of from a dump (also one dropped since): a scratch cluster is recovered beside production to the target, pitr's syntax: ${TARGET_FORMS}`,
+      example: '2026-11-24T03:14:00Z',
+    },
+    { name: 'exclusive', type: 'boolean', default: false, description: '--at: stop just before the target instead of just after it' },
+    { name: 'scratchDir', type: 'string', description: '--at: directory for the scratch cluster and its dump (default: the system temp directory); removed afterwards', example: '/var/tmp' },
   ],
   validate(params) {
     const errors: string[] = [];
@@ -51,6 +61,13 @@ export const logicalRestoreProcedure = defineProcedure<LogicalRestoreParams, Log
       errors.push(`--jobs: expected a whole number from 1 to ${MAX_JOBS}, got ${String(jobs)}`);
     }
     if (nd !== undefined && identTooLong(nd)) errors.push(`--new-database: "${nd}" is longer than ${MAX_IDENT_BYTES} bytes, which PostgreSQL would cut short; choose a shorter name`);
+    if (params.at !== undefined) {
+      const t = parseTarget(params.at);
+      if ('error' in t) errors.push(t.error.replace(/^--target/, '--at'));
+      if (params.dump !== undefined) errors.push('--dump and --at exclude each other: the database comes from a dump, or from the archive at a moment');
+    } else if (params.exclusive || params.scratchDir !== undefined) {
+      errors.push('--exclusive and --scratch-dir only apply with --at TARGET');
+    }
     if (nd !== undefined && nd === params.database) errors.push(`--new-database must differ from --database (${nd}): pgrunbook never restores over a database`);
     return errors;
   },
@@ -143,6 +160,7 @@ export const logicalRestoreProcedure = defineProcedure<LogicalRestoreParams, Log
 /** Download the dump and read its table of contents: how many items, and who owned the database. */
 async function download(ctx: LogicalRestoreContext): Promise<void> {
   const p = planOf(ctx);
+  if (p.at) return recoverAndDump(ctx);
   try {
     const wf = await ensureDumpFile(ctx, p.dump, p.workDir, { progress: true });
     const toc = await readToc(p.pgRestore, wf.file, { env: ctx.services.env, signal: ctx.signal });
@@ -205,14 +223,15 @@ async function restore(ctx: LogicalRestoreContext): Promise<void> {
   const p = planOf(ctx);
   const env = ctx.services.env;
   try {
-    const wf = await ensureDumpFile(ctx, p.dump, p.workDir);
+    if (p.at && !ctx.state.scratchDumped) await recoverAndDump(ctx);
+    const file = p.at ? scratchDumpDir(ctx) : (await ensureDumpFile(ctx, p.dump, p.workDir)).file;
     await createNewDatabase(ctx);
-    const total = ctx.state.tocEntries ?? (await readToc(p.pgRestore, wf.file, { env, signal: ctx.signal })).entries.length;
+    const total = ctx.state.tocEntries ?? (await readToc(p.pgRestore, file, { env, signal: ctx.signal })).entries.length;
     ctx.progress({ done: 0, total, unit: 'items' });
     const r = await runPgRestore({
       pgRestore: p.pgRestore,
       connection: { ...ctx.services.connection, database: p.newDatabase },
-      file: wf.file,
+      file,
       jobs: p.jobs,
       args: p.keepOwners ? [] : ['--no-owner', '--no-privileges'],
       signal: ctx.signal,
@@ -234,13 +253,16 @@ async function restore(ctx: LogicalRestoreContext): Promise<void> {
     throw err;
   } finally {
     await dropWorkFile(ctx);
+    // The scratch cluster has given what it had; a resumed run recovers it again if needed.
+    if (p.at) await removeScratch(ctx, ctx.state.restored ? 'the restore is done' : 'the restore did not finish');
   }
 }
 
 async function compareCounts(ctx: LogicalRestoreContext): Promise<void> {
   const p = planOf(ctx);
-  const meta = await withRepository(ctx.services.repo, ctx.services.env, (repo) => readDumpMeta(repo, p.dump.database, p.dump.id));
-  const expected = meta.rowCounts;
+  if (p.at) await checkScratchRemoved(ctx);
+  const expected = p.at ? ctx.state.scratchCounts : (await withRepository(ctx.services.repo, ctx.services.env, (repo) => readDumpMeta(repo, p.dump.database, p.dump.id))).rowCounts;
+  const source = p.at ? `the scratch cluster at ${p.at}` : 'dump.json';
   if (!expected) {
     ctx.check('row counts', false, `dump.json of ${p.dump.id} has no row counts, so the restore cannot be verified`);
     ctx.state.countsOk = false;
@@ -265,12 +287,12 @@ async function compareCounts(ctx: LogicalRestoreContext): Promise<void> {
     onTable: (key, rows) => {
       if (rows === undefined) {
         ok = false;
-        ctx.check(`rows ${key}`, false, `missing: no table ${key} in ${p.newDatabase}; dump.json says ${expected[key]} rows`);
+        ctx.check(`rows ${key}`, false, `missing: no table ${key} in ${p.newDatabase}; ${source} says ${expected[key]} rows`);
       } else if (rows === expected[key]) {
-        ctx.check(`rows ${key}`, true, `${rows} rows, as in dump.json`);
+        ctx.check(`rows ${key}`, true, `${rows} rows, as in ${source}`);
       } else {
         ok = false;
-        ctx.check(`rows ${key}`, false, `${rows} rows in ${p.newDatabase}, dump.json says ${expected[key]}`);
+        ctx.check(`rows ${key}`, false, `${rows} rows in ${p.newDatabase}, ${source} says ${expected[key]}`);
       }
       ctx.progress({ done: ++done, total: keys.length, unit: 'tables' });
     },

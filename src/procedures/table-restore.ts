@@ -19,15 +19,17 @@ import { byHand, databaseExists, maintenanceConnection } from '../postgres/datab
 import { findTableInToc, readToc, tablesInToc } from '../postgres/programs/pg_restore.js';
 import { copyPlanLines } from '../postgres/table-copy.js';
 import { dumpFolder } from '../repo/dump-files.js';
+import { parseTarget, TARGET_FORMS } from '../restore/target.js';
 import { defineProcedure } from './define.js';
 import { identTooLong } from './logical-restore/names.js';
 import { dropWorkFile, ensureDumpFile } from './logical-restore/steps-common.js';
+import { checkScratchGone } from './table-restore/at.js';
 import { compare } from './table-restore/compare.js';
 import { copyIntoProduction, verifyCopy } from './table-restore/copy.js';
 import { notInDumpMessage, parseTableName, tempDatabaseName } from './table-restore/names.js';
 import { preflight } from './table-restore/preflight.js';
 import { cleanupTemp, ensureTempRestored, withTempCleanup } from './table-restore/temp-database.js';
-import { confirmText, label, modeOf, planOf, type TableRestoreContext, type TableRestoreParams, type TableRestoreState } from './table-restore/types.js';
+import { confirmText, dumpOf, label, modeOf, planOf, type TableRestoreContext, type TableRestoreParams, type TableRestoreState } from './table-restore/types.js';
 
 export { parseTableName, similarNames, tempDatabaseName } from './table-restore/names.js';
 export { FAULT_ENV } from './table-restore/types.js';
@@ -51,6 +53,14 @@ export const tableRestoreProcedure = defineProcedure<TableRestoreParams, TableRe
     },
     { name: 'newTable', type: 'string', description: 'new-table mode: the name of the table to create (default <table>_restored_<YYYYMMDDHHMM>); it must not exist', example: 'orders_before_incident' },
     { name: 'workDir', type: 'string', description: 'directory for the temporary copy of the dump (default: the system temp directory); deleted afterwards', example: '/var/tmp' },
+    {
+      name: 'at',
+      type: 'string',
+      description: `restore the table as it was at this moment instead of from a dump: a scratch cluster is recovered beside production (base backup + archived WAL) to the target, pitr's syntax: ${TARGET_FORMS}`,
+      example: '2026-11-24T03:14:00Z',
+    },
+    { name: 'exclusive', type: 'boolean', default: false, description: '--at: stop just before the target instead of just after it' },
+    { name: 'scratchDir', type: 'string', description: '--at: directory for the scratch cluster (default: the system temp directory; it needs room for the base backup); removed afterwards', example: '/var/tmp' },
   ],
   validate(params) {
     const errors: string[] = [];
@@ -58,6 +68,13 @@ export const tableRestoreProcedure = defineProcedure<TableRestoreParams, TableRe
       const t = parseTableName(params.table);
       if ('error' in t) errors.push(t.error);
       else if (identTooLong(t.table) || identTooLong(t.schema)) errors.push(`--table: names are at most 63 bytes in PostgreSQL`);
+    }
+    if (params.at !== undefined) {
+      const t = parseTarget(params.at);
+      if ('error' in t) errors.push(t.error.replace(/^--target/, '--at'));
+      if (params.dump !== undefined) errors.push('--dump and --at exclude each other: the rows come from a dump, or from the archive at a moment');
+    } else if (params.exclusive || params.scratchDir !== undefined) {
+      errors.push('--exclusive and --scratch-dir only apply with --at TARGET');
     }
     if (params.newTable !== undefined && params.mode === 'replace') errors.push('--new-table only applies to --mode new-table');
     if (params.newTable !== undefined && identTooLong(params.newTable)) errors.push(`--new-table: "${params.newTable}" is longer than 63 bytes, which PostgreSQL would cut short`);
@@ -86,7 +103,13 @@ export const tableRestoreProcedure = defineProcedure<TableRestoreParams, TableRe
       kind: 'action',
       describe: (ctx) => `Copying the dump into a private temporary directory under ${ctx.params.workDir ?? os.tmpdir()} (SHA-256 checked), then reading its table of contents (pg_restore --list): the table must be there.`,
       plan: () => ['download the dump (SHA-256 and size checked against dump.json); pg_restore --list it; refuse if the table or its data is not listed'],
-      run: downloadAndFindTable,
+      async run(ctx) {
+        if (!planOf(ctx).at) return downloadAndFindTable(ctx);
+        ctx.log(`--at ${planOf(ctx).at}: recovering a scratch cluster instead of downloading a dump`);
+        await withTempCleanup(ctx, 'recovering the scratch cluster failed', async () => {
+          await ensureTempRestored(ctx);
+        });
+      },
     },
     {
       id: 'restore-temp',
@@ -173,10 +196,10 @@ function replaceConfirmPlan(params: TableRestoreParams): string {
 async function downloadAndFindTable(ctx: TableRestoreContext): Promise<void> {
   const p = planOf(ctx);
   try {
-    const wf = await ensureDumpFile(ctx, p.dump, p.workDir, { progress: true });
+    const wf = await ensureDumpFile(ctx, dumpOf(p), p.workDir, { progress: true });
     const toc = await readToc(p.pgRestore, wf.file, { env: ctx.services.env, signal: ctx.signal });
     const found = findTableInToc(toc, p.schema, p.table);
-    if (!found.table) throw new Error(notInDumpMessage(p.schema, p.table, p, tablesInToc(toc)));
+    if (!found.table) throw new Error(notInDumpMessage(p.schema, p.table, { dump: dumpOf(p) }, tablesInToc(toc)));
     if (found.data) ctx.log(`found ${label(p.schema, p.table)} in the dump's table of contents (entries ${found.table.id} and ${found.data.id})`);
     else ctx.log(`found ${label(p.schema, p.table)} in the dump's table of contents (entry ${found.table.id}), without rows of its own: if it is partitioned, its partitions' rows are restored`);
   } catch (err) {
@@ -188,6 +211,7 @@ async function downloadAndFindTable(ctx: TableRestoreContext): Promise<void> {
 async function dropTempDatabase(ctx: TableRestoreContext): Promise<void> {
   const p = planOf(ctx);
   await cleanupTemp(ctx, 'the table restore is done');
+  if (p.at) return checkScratchGone(ctx);
   const gone = !(await databaseExists(await maintenanceConnection(ctx.services.connection, [p.tempDatabase]), p.tempDatabase));
   ctx.check('temporary database dropped', gone, gone ? `${p.tempDatabase} is gone` : `${p.tempDatabase} still exists: ${byHand.dropDatabase(p.tempDatabase)}`);
 }

@@ -7,6 +7,7 @@ import { describeConnection } from '../../config/connection.js';
 import { byHand, serverAndRole } from '../../postgres/databases.js';
 import { findPgRestore } from '../../postgres/programs/pg_restore.js';
 import { chooseDump, describeDump, withRepository } from '../../repo/dump-files.js';
+import { planLogicalScratch, scratchSourceDump } from './at.js';
 import { fitName, nameStamp } from './names.js';
 import { Preflight, checkWorkDirectory, refusal, throwIfInterrupted } from './steps-common.js';
 import type { LogicalRestoreContext, LogicalRestoreParams, LogicalRestorePlan } from './types.js';
@@ -33,13 +34,16 @@ export async function preflight(ctx: LogicalRestoreContext): Promise<void> {
   const { database } = ctx.params;
   const pf = new Preflight(ctx);
 
-  const chosen = await withRepository(ctx.services.repo, ctx.services.env, (repo) =>
-    pf.attempt('dump', async () => {
-      const { chosen } = await chooseDump(repo, database, ctx.params.dump);
-      pf.pass('dump', `${describeDump(chosen)} in ${repo.describe()}`);
-      return chosen;
-    }),
-  );
+  const at = ctx.params.at;
+  const chosen = at
+    ? scratchSourceDump(database, at)
+    : await withRepository(ctx.services.repo, ctx.services.env, (repo) =>
+        pf.attempt('dump', async () => {
+          const { chosen } = await chooseDump(repo, database, ctx.params.dump);
+          pf.pass('dump', `${describeDump(chosen)} in ${repo.describe()}`);
+          return chosen;
+        }),
+      );
 
   const stamp = nameStamp();
   const newDatabase = ctx.params.newDatabase ?? fitName(database, `_restored_${stamp}`);
@@ -77,11 +81,17 @@ export async function preflight(ctx: LogicalRestoreContext): Promise<void> {
     if (pgRestore) pf.pass('pg_restore', `${pgRestore.path} ${pgRestore.version}${chosen?.pgDumpVersion ? ` (dump made by pg_dump ${chosen.pgDumpVersion})` : ''}`);
 
     const workDir = workDirParam(ctx.params);
-    await checkWorkDirectory(pf, workDir, chosen);
+    if (!at) await checkWorkDirectory(pf, workDir, chosen);
+    // --at: the recovery plan (backup and WAL read with their checksums) and room for the scratch cluster, last.
+    if (at && !pf.problems.length) {
+      const scratch = await pf.attempt('scratch recovery', () => planLogicalScratch(ctx, at));
+      if (scratch) ctx.state.scratch = scratch;
+    }
 
     if (!pf.problems.length && chosen && pgRestore) {
       const p: LogicalRestorePlan = {
         dump: chosen,
+        at,
         newDatabase,
         replacedName,
         originalExists,

@@ -1,6 +1,7 @@
 // What a logical restore is asked (its params) and what its steps share (its journaled state).
 import type { StepContext } from '../../engine/types.js';
 import type { ChosenDump } from '../../repo/dump-files.js';
+import type { ScratchState } from '../../restore/scratch.js';
 import type { Typed } from '../define.js';
 import type { WorkFileState } from './steps-common.js';
 
@@ -11,11 +12,17 @@ export type LogicalRestoreParams = {
   jobs?: number;
   swap?: boolean;
   workDir?: string;
+  /** Restore the database as it was at this moment (pitr's target syntax), from a scratch cluster. */
+  at?: string;
+  exclusive?: boolean;
+  scratchDir?: string;
 };
 
 /** What the preflight decided; every later step works from it. */
 export type LogicalRestorePlan = {
+  /** With --at, a stand-in naming the target (at/scratch-source-dump): the scratch cluster is the source. */
   dump: ChosenDump;
+  at?: string;
   newDatabase: string;
   /** The original's name after a swap: <db>_replaced_<stamp>. */
   replacedName: string;
@@ -35,6 +42,10 @@ export type LogicalRestorePlan = {
 
 export type LogicalRestoreState = WorkFileState & {
   plan?: LogicalRestorePlan;
+  /** --at: the scratch cluster, its tables' counts at the target, and whether its dump is made. */
+  scratch?: ScratchState;
+  scratchCounts?: Record<string, number>;
+  scratchDumped?: boolean;
   /** Entries in the dump's table of contents (the restore's progress total). */
   tocEntries?: number;
   /** The owner the dump records for the database. */

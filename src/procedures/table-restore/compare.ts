@@ -5,8 +5,8 @@
 import { dropKeyScratch, missingReferencedKeys, resetKeyScratch } from '../../postgres/table-copy.js';
 import { liveShape, referencingKeys } from '../../postgres/tables.js';
 import { describeDump } from '../../repo/dump-files.js';
-import { ensureTempRestored } from './temp-database.js';
-import { label, planOf, type Restored, type TableRestoreContext } from './types.js';
+import { ensureTempRestored, sourceConnection } from './temp-database.js';
+import { label, planOf, sourceWords, type Restored, type TableRestoreContext } from './types.js';
 
 type LiveShape = NonNullable<Awaited<ReturnType<typeof liveShape>>>;
 
@@ -17,8 +17,8 @@ export async function compare(ctx: TableRestoreContext): Promise<boolean> {
   const name = label(p.schema, p.table);
   ctx.state.counts = { live: live?.rows ?? null, restored: restored.rows, dumpJson: p.dumpRows ?? null };
   ctx.log(`${name} in ${p.database} now: ${live ? `${live.rows} rows` : 'does not exist'}`);
-  ctx.log(`${name} restored from ${describeDump(p.dump)}: ${restored.rows} rows`);
-  ctx.log(`${name} in dump.json: ${p.dumpRows !== undefined ? `${p.dumpRows} rows` : 'no count recorded'}`);
+  ctx.log(`${name} in ${p.dump ? describeDump(p.dump) : sourceWords(p)}: ${restored.rows} rows`);
+  if (p.dump) ctx.log(`${name} in dump.json: ${p.dumpRows !== undefined ? `${p.dumpRows} rows` : 'no count recorded'}`);
   if (live) {
     const d = restored.rows - live.rows;
     ctx.log(d === 0 ? 'the live table has as many rows as the dump' : `the live table has ${Math.abs(d)} ${d > 0 ? 'fewer' : 'more'} rows than the dump`);
@@ -49,6 +49,10 @@ function checkRestoredCount(ctx: TableRestoreContext, restored: Restored): boole
       dumpRows = keys.reduce((a, k) => a + counts[k], 0);
       ctx.log(`${label(p.schema, p.table)} in dump.json: ${dumpRows} rows in its ${keys.length} partitions`);
     }
+  }
+  if (p.at) {
+    ctx.check('restored rows', true, `${restored.rows} rows in ${sourceWords(p)}`);
+    return true;
   }
   if (dumpRows === undefined) {
     ctx.check('restored rows', true, `${restored.rows} rows (dump.json has no count to compare with)`);
@@ -108,7 +112,7 @@ function checkPartitions(ctx: TableRestoreContext, restored: Restored, live: Liv
 async function checkReferencedKeys(ctx: TableRestoreContext): Promise<boolean> {
   const p = planOf(ctx);
   const prod = { ...ctx.services.connection, database: p.database };
-  const temp = { ...ctx.services.connection, database: p.tempDatabase };
+  const temp = sourceConnection(ctx);
   const fks = await referencingKeys(prod, p.schema, p.table);
   if (!fks.length) return true;
   await resetKeyScratch(temp);

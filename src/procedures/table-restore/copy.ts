@@ -7,15 +7,15 @@ import { formatBytes } from '../../engine/format.js';
 import { copyTable, leafRowCounts, renameBackHint, tableFingerprint, waitForCopyProgress } from '../../postgres/table-copy.js';
 import { countRows, triggersAndKeys, triggersToDisable, type ForeignKey, type Trigger } from '../../postgres/tables.js';
 import { refusal, throwIfInterrupted } from '../logical-restore/steps-common.js';
-import { ensureTempRestored } from './temp-database.js';
-import { FAULT_COPY, FAULT_ENV, confirmText, label, planOf, targetTable, type TableRestoreContext } from './types.js';
+import { ensureTempRestored, sourceConnection } from './temp-database.js';
+import { FAULT_COPY, FAULT_ENV, confirmText, label, planOf, sourceWords, targetTable, type TableRestoreContext } from './types.js';
 
 /** Replace mode: the live row count now, and the operator's typed confirmation to lose those rows. */
 async function confirmReplace(ctx: TableRestoreContext, restoredRows: number): Promise<void> {
   const p = planOf(ctx);
   // The count now, not the preflight's: it is what the operator agrees to lose.
   const n = await countRows({ ...ctx.services.connection, database: p.database }, p.schema, p.table);
-  const what = `delete all ${n} rows of ${label(p.schema, p.table)} in ${p.database} and insert the ${restoredRows} rows from the dump of ${p.dump.consistentAt ?? p.dump.id}`;
+  const what = `delete all ${n} rows of ${label(p.schema, p.table)} in ${p.database} and insert the ${restoredRows} rows from ${sourceWords(p)}`;
   const expected = confirmText(p);
   if (await ctx.confirm({ message: `${what}? Type "${expected}" to continue.`, destructive: { what, expected, means: 'the table, as DATABASE.SCHEMA.TABLE' } })) return;
   throwIfInterrupted(ctx.signal);
@@ -57,7 +57,7 @@ export async function copyIntoProduction(ctx: TableRestoreContext): Promise<void
   const p = planOf(ctx);
   const restored = await ensureTempRestored(ctx);
   const prod = { ...ctx.services.connection, database: p.database };
-  const temp = { ...ctx.services.connection, database: p.tempDatabase };
+  const temp = sourceConnection(ctx);
   const applicationName = `pgrunbook table-restore ${ctx.runId}`;
   const replacing = p.mode === 'replace';
   if (replacing) await confirmReplace(ctx, restored.rows);
@@ -68,7 +68,7 @@ export async function copyIntoProduction(ctx: TableRestoreContext): Promise<void
   // inside the transaction, before COMMIT, so a mismatch rolls back instead of being committed.
   const expected = await tableFingerprint(temp, p.schema, p.table, columns.map((c) => c.name));
   const leafCounts = replacing && restored.partitioned ? await leafRowCounts(temp, restored.leaves ?? []) : [];
-  ctx.log(`copying ${restored.rows} rows from ${p.tempDatabase} into ${label(target.schema, target.table)} in ${p.database}, in one transaction`);
+  ctx.log(`copying ${restored.rows} rows from ${p.at ? 'the scratch cluster' : p.tempDatabase} into ${label(target.schema, target.table)} in ${p.database}, in one transaction`);
   ctx.progress({ done: 0, total: restored.rows, unit: 'rows' });
   const r = await copyTable({
     psql: p.psql,
@@ -114,16 +114,17 @@ export async function verifyCopy(ctx: TableRestoreContext): Promise<boolean> {
   const target = targetTable(p);
   const [prod, temp] = await Promise.all([
     tableFingerprint({ ...ctx.services.connection, database: p.database }, target.schema, target.table, copied.columns),
-    tableFingerprint({ ...ctx.services.connection, database: p.tempDatabase }, p.schema, p.table, copied.columns),
+    tableFingerprint(sourceConnection(ctx), p.schema, p.table, copied.columns),
   ]);
+  const from = p.at ? sourceWords(p) : 'the dump';
   const countsOk = prod.rows === temp.rows;
-  ctx.check(`rows in ${copied.table}`, countsOk, countsOk ? `${prod.rows} rows, as restored from the dump` : `${prod.rows} rows in ${p.database}, ${temp.rows} restored from the dump`);
+  ctx.check(`rows in ${copied.table}`, countsOk, countsOk ? `${prod.rows} rows, as restored from ${from}` : `${prod.rows} rows in ${p.database}, ${temp.rows} restored from ${from}`);
   const sumOk = prod.sum === temp.sum;
   ctx.check(
     `contents of ${copied.table}`,
     sumOk,
     sumOk
-      ? `every row matches the dump (checksum of ${copied.columns.length} columns)`
+      ? `every row matches ${from} (checksum of ${copied.columns.length} columns)`
       : `the rows differ from the dump's now (checksums ${prod.sum} and ${temp.sum}), though they matched before COMMIT (checked inside the copy's transaction): they were changed after the commit, by another session or a deferred trigger`,
   );
   return countsOk && sumOk;

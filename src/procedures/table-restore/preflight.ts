@@ -12,6 +12,7 @@ import { chooseDump, describeDump, withRepository, type ChosenDump } from '../..
 import { fitName, nameStamp } from '../logical-restore/names.js';
 import { Preflight, checkWorkDirectory } from '../logical-restore/steps-common.js';
 import { notInDumpMessage, tableOf, tempDatabaseName } from './names.js';
+import { planScratchFor } from './at.js';
 import { referencesCheck, triggersCheck } from './replace-checks.js';
 import { label, modeOf, type Mode, type TableRestoreContext, type TableRestorePlan } from './types.js';
 
@@ -89,10 +90,12 @@ async function checkLiveTable(
 /** The server, the user's right to create the temporary database, and the names on it. */
 function checkServer(pf: Preflight, ctx: TableRestoreContext, server: ServerAndRole, tempDatabase: string): boolean {
   const { database } = ctx.params;
-  if (!server.superuser && !server.createdb) {
+  if (ctx.params.at) {
+    // --at creates nothing on production but the restored table: no temporary database.
+  } else if (!server.superuser && !server.createdb) {
     pf.fail('may create databases', `user "${server.user}" may not create the temporary database (needs CREATEDB or superuser): ${byHand.allowCreatedb(server.user)}, or connect as another user`);
   }
-  if (server.databases.has(tempDatabase)) {
+  if (!ctx.params.at && server.databases.has(tempDatabase)) {
     pf.fail('temporary database name free', `database "${tempDatabase}" already exists; it is not ours to reuse. Drop it if it is left over from an old run`);
   }
   if (!server.databases.has(database)) {
@@ -111,7 +114,8 @@ export async function preflight(ctx: TableRestoreContext): Promise<void> {
   const mode = modeOf(ctx.params);
   const pf = new Preflight(ctx);
 
-  const dump = await findDump(ctx, pf, schema, table);
+  const at = ctx.params.at;
+  const dump = at ? undefined : await findDump(ctx, pf, schema, table);
   const tempDatabase = tempDatabaseName(ctx.runId);
   const newTable = mode === 'new-table' ? (ctx.params.newTable ?? fitName(table, `_restored_${nameStamp()}`)) : undefined;
   const conn = ctx.services.connection;
@@ -127,7 +131,13 @@ export async function preflight(ctx: TableRestoreContext): Promise<void> {
   }
 
   const workDir = ctx.params.workDir ?? os.tmpdir();
-  await checkWorkDirectory(pf, workDir, dump?.chosen);
+  if (!at) await checkWorkDirectory(pf, workDir, dump?.chosen);
+  // --at: the recovery plan (backup and WAL read with their checksums) and room for the scratch
+  // cluster, checked last: only when everything else passed (it reads the most).
+  if (at && !pf.problems.length) {
+    const scratch = await pf.attempt('scratch recovery', () => planScratchFor(ctx, at));
+    if (scratch) ctx.state.scratch = scratch;
+  }
 
   let dumpCounts: Record<string, number> | undefined;
   if (dump?.notCounted) {
@@ -140,9 +150,10 @@ export async function preflight(ctx: TableRestoreContext): Promise<void> {
     }
   }
   pf.refuseIfAny('cannot restore the table', 'Nothing was created or changed');
-  if (!dump || !programs) throw new Error('cannot restore the table: the checks did not finish. Nothing was created or changed');
+  if ((!dump && !at) || !programs) throw new Error('cannot restore the table: the checks did not finish. Nothing was created or changed');
   ctx.state.plan = {
-    dump: dump.chosen,
+    dump: dump?.chosen,
+    at,
     database,
     schema,
     table,
@@ -150,7 +161,7 @@ export async function preflight(ctx: TableRestoreContext): Promise<void> {
     newTable,
     tempDatabase,
     live: facts?.live ?? { exists: false },
-    dumpRows: dump.dumpRows,
+    dumpRows: dump?.dumpRows,
     pgRestore: programs.pgRestore,
     psql: programs.psql,
     workDir,

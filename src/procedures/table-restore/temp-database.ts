@@ -6,12 +6,20 @@
 // temporary database exists drops it itself when it fails, is interrupted, or (replace mode) is
 // refused; the last step drops it after success.
 import fsp from 'node:fs/promises';
+import type { ConnectionSettings } from '../../config/connection.js';
 import path from 'node:path';
 import { createDatabase, createDatabaseClauses, maintenanceConnection } from '../../postgres/databases.js';
 import { findTableInToc, readToc, runPgRestore } from '../../postgres/programs/pg_restore.js';
 import { tableColumnsAndRows, tableLeaves } from '../../postgres/tables.js';
 import { dropOurDatabase, dropWorkFile, ensureDumpFile } from '../logical-restore/steps-common.js';
-import { label, planOf, type Restored, type TableRestoreContext } from './types.js';
+import { cleanupScratch, ensureScratchRestored, scratchSource } from './at.js';
+import { dumpOf, label, planOf, type Restored, type TableRestoreContext } from './types.js';
+
+/** Where the restored rows are read: the temporary database, or (--at) the scratch cluster's copy of the database. */
+export function sourceConnection(ctx: TableRestoreContext): ConnectionSettings {
+  const p = planOf(ctx);
+  return p.at ? scratchSource(ctx) : { ...ctx.services.connection, database: p.tempDatabase };
+}
 
 /** Run `fn`; if it fails (or is interrupted), drop the temporary database before passing the error on. */
 export async function withTempCleanup(ctx: TableRestoreContext, why: string, fn: () => Promise<void>): Promise<void> {
@@ -27,6 +35,7 @@ export async function withTempCleanup(ctx: TableRestoreContext, why: string, fn:
 export async function cleanupTemp(ctx: TableRestoreContext, why: string): Promise<void> {
   await dropWorkFile(ctx);
   const p = ctx.state.plan;
+  if (p?.at) return cleanupScratch(ctx, why);
   if (!p || !ctx.state.tempCreated) return;
   if (await dropOurDatabase(ctx, p.tempDatabase, `temporary database: ${why}`)) {
     ctx.state.tempCreated = false;
@@ -37,6 +46,7 @@ export async function cleanupTemp(ctx: TableRestoreContext, why: string): Promis
 /** The temporary database with the table's rows in it: made here, or again on a resumed run after it was dropped. */
 export async function ensureTempRestored(ctx: TableRestoreContext): Promise<Restored> {
   const p = planOf(ctx);
+  if (p.at) return ensureScratchRestored(ctx);
   const existing = ctx.state.restored;
   if (ctx.state.tempCreated && existing) return existing;
   if (ctx.state.tempCreated) {
@@ -44,7 +54,7 @@ export async function ensureTempRestored(ctx: TableRestoreContext): Promise<Rest
     if (!(await dropOurDatabase(ctx, p.tempDatabase, 'an earlier attempt left it half-restored'))) throw new Error(`the temporary database ${p.tempDatabase} could not be dropped; drop it, then resume`);
     ctx.state.tempCreated = false;
   }
-  const wf = await ensureDumpFile(ctx, p.dump, p.workDir);
+  const wf = await ensureDumpFile(ctx, dumpOf(p), p.workDir);
   await createTempDatabase(ctx);
   const temp = { ...ctx.services.connection, database: p.tempDatabase };
   const common = { pgRestore: p.pgRestore, connection: temp, file: wf.file, signal: ctx.signal, env: ctx.services.env, onMessage: (line: string) => ctx.log(line, 'warn') };

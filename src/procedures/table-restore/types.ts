@@ -2,6 +2,7 @@
 import type { StepContext } from '../../engine/types.js';
 import type { Column, Leaf } from '../../postgres/tables.js';
 import type { ChosenDump } from '../../repo/dump-files.js';
+import type { ScratchState } from '../../restore/scratch.js';
 import type { Typed } from '../define.js';
 import type { WorkFileState } from '../logical-restore/steps-common.js';
 
@@ -14,11 +15,20 @@ export type TableRestoreParams = {
   mode?: Mode;
   newTable?: string;
   workDir?: string;
+  /** Restore from a scratch cluster recovered to this target (pitr's syntax) instead of a dump. */
+  at?: string;
+  /** --at: stop just before the target (an xid or time target then excludes that transaction). */
+  exclusive?: boolean;
+  /** --at: where the scratch cluster is built (default the system temp directory). */
+  scratchDir?: string;
 };
 
 /** What the preflight decided; every later step works from it. */
 export type TableRestorePlan = {
-  dump: ChosenDump;
+  /** The dump restored from (undefined with --at: the scratch cluster is the source). */
+  dump?: ChosenDump;
+  /** --at: the recovery target the rows come from. */
+  at?: string;
   database: string;
   schema: string;
   table: string;
@@ -50,6 +60,8 @@ export type Restored = {
 
 export type TableRestoreState = WorkFileState & {
   plan?: TableRestorePlan;
+  /** --at: the scratch cluster (journaled, so a resume can tear down what an interrupted attempt left). */
+  scratch?: ScratchState;
   /** The temporary database exists: this run created it (and must drop it). */
   tempCreated?: boolean;
   restored?: Restored;
@@ -86,3 +98,15 @@ export function confirmText(p: Pick<TableRestorePlan, 'database' | 'schema' | 't
 /** PGRUNBOOK_FAULT=table-restore:copy makes the copy fail after its first chunk of rows (tests). */
 export const FAULT_ENV = 'PGRUNBOOK_FAULT';
 export const FAULT_COPY = 'table-restore:copy';
+
+/** Where the restored rows come from, for messages: the dump, or the scratch cluster at the target. */
+export function sourceWords(p: Pick<TableRestorePlan, 'dump' | 'at'>): string {
+  if (p.at) return `the scratch cluster recovered to ${p.at}`;
+  return p.dump ? `the dump of ${p.dump.consistentAt ?? p.dump.id}` : 'the dump';
+}
+
+/** The dump of a run restoring from one (not --at). */
+export function dumpOf(p: TableRestorePlan): ChosenDump {
+  if (!p.dump) throw new Error('this table restore reads from a scratch cluster (--at), not a dump');
+  return p.dump;
+}
