@@ -13,7 +13,9 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { serverOwnedRepoDir, serverWritableDir } from './helpers/cli.js';
+import { runCli, serverOwnedRepoDir, serverWritableDir } from './helpers/cli.js';
+import { evaluatePusher } from '../src/monitoring/evaluate-pusher.js';
+import type { StatusCheck } from '../src/monitoring/types.js';
 import { waitFor } from './helpers/wait.js';
 import { createSandboxCluster, type SandboxCluster } from '../src/postgres/sandbox.js';
 import { isRoot, lookupUser } from '../src/postgres/osuser.js';
@@ -123,6 +125,28 @@ describe('asynchronous archiving (pusher) and prefetching', () => {
     await waitFor('ok files cleaned', async () => (await readPusherReport(spool)).pushedAhead === 0, 15_000);
     const mode = fs.statSync(spool).mode & 0o777;
     expect(mode).toBe(0o700);
+  });
+
+  it('status reports the pusher queue: text, JSON and Prometheus', async () => {
+    const conn = ['--repo', repoUrl, '--host', cluster.host, '--port', String(cluster.port), '--user', 'postgres', '--skip', 'base-backup,dump'];
+    const json = await runCli(['status', ...conn, '--json']);
+    const report = JSON.parse(json.stdout);
+    const check = report.checks.find((c: { id: string }) => c.id === 'wal_pusher');
+    expect(check, json.stdout).toBeDefined();
+    expect(check.status).toBe('ok');
+    expect(report.measurements.wal.pusher).toMatchObject({ spool, readySegments: 0, pushedAhead: 0 });
+    const prom = await runCli(['status', ...conn, '--prometheus']);
+    expect(prom.stdout).toMatch(/^pgrunbook_wal_pusher_up [01]$/m);
+    expect(prom.stdout).toMatch(/^pgrunbook_wal_ready_segments 0$/m);
+    expect(prom.stdout).toMatch(/^pgrunbook_wal_pushed_ahead_segments 0$/m);
+    const text = await runCli(['status', ...conn]);
+    expect(text.stdout).toMatch(/WAL pusher.*(running|not running).*0 ready, 0 pushed ahead/);
+    // A pusher failing to push right now warns, naming the failure.
+    const checks: StatusCheck[] = [];
+    const now = Date.now();
+    evaluatePusher({ spool, alive: true, pid: 1, pushedAhead: 0, state: { pid: 1, startedAt: '', updatedAt: '', ready: 3, inFlight: 2, pushedAhead: 0, pushedTotal: 5, lastError: '000000010000000000000009: connection refused', lastErrorAt: new Date(now - 5000).toISOString() } }, 3, now, checks);
+    expect(checks[0]).toMatchObject({ id: 'wal_pusher', status: 'warning' });
+    expect(checks[0].summary).toContain('connection refused');
   });
 
   it('an ok file that names other contents is not trusted: the slow path checks the checksum and pushes', async () => {

@@ -2,7 +2,8 @@
 // archiver statistics. Each side fails on its own (an unreachable server still lets the
 // repository checks run) and reports why in an operator's words; only a bad repository URL is
 // a usage error.
-import { stat } from 'node:fs/promises';
+import { access, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
 import type { ConnectionSettings } from '../config/connection.js';
 import { describeTarget, withPg } from '../postgres/client.js';
 import { describeLocation, parseRepoUrl, openLocation, type RepoLocation } from '../storage/url.js';
@@ -11,6 +12,7 @@ import { StorageError } from '../storage/types.js';
 import { readLastVerify, type VerifyResult } from '../repo/verify.js';
 import { StatusUsageError } from './types.js';
 import { errorMessage } from '../engine/errors.js';
+import { readPusherReport, spoolFromCommand, type PusherReport } from '../wal/spool.js';
 
 export interface RepositorySnapshot {
   /** The URL with secrets removed. */
@@ -42,11 +44,23 @@ export interface ServerFacts {
   currentLsn: string | null;
   currentWalFile: string | null;
   archiver: ArchiverStats;
+  /** The archive_command in force (names the spool of asynchronous archiving). */
+  archiveCommand?: string;
+  /** .ready files in pg_wal/archive_status (pg_ls_archive_statusdir; needs pg_monitor or a superuser). */
+  readyCount?: number;
 }
 
 export interface ServerSnapshot {
   endpoint: string;
   facts?: ServerFacts;
+  error?: string;
+  /** The pusher of asynchronous archiving, when archive_command names a spool. */
+  pusher?: PusherSnapshot;
+}
+
+/** What the spool tells of the pusher; `error` when the spool cannot be read here. */
+export interface PusherSnapshot extends Partial<PusherReport> {
+  spool: string;
   error?: string;
 }
 
@@ -116,6 +130,7 @@ interface ServerRow {
   last_failed_wal: string | null;
   last_failed_time: Date | null;
   stats_reset: Date | null;
+  archive_command: string;
 }
 
 // pg_current_wal_lsn() fails on a standby, hence the CASE; pg_stat_archiver and these
@@ -128,7 +143,8 @@ SELECT current_setting('server_version') AS version,
        CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current_lsn,
        CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END AS current_wal_file,
        a.archived_count::text AS archived_count, a.last_archived_wal, a.last_archived_time,
-       a.failed_count::text AS failed_count, a.last_failed_wal, a.last_failed_time, a.stats_reset
+       a.failed_count::text AS failed_count, a.last_failed_wal, a.last_failed_time, a.stats_reset,
+       current_setting('archive_command') AS archive_command
 FROM pg_stat_archiver a, pg_settings s
 WHERE s.name = 'wal_segment_size'`;
 
@@ -148,7 +164,14 @@ export async function collectServer(conn: ConnectionSettings): Promise<ServerSna
     const row = await withPg(target, async (c) => {
       await c.query(`SET statement_timeout = '15s'`);
       const r = await c.query<ServerRow>(SERVER_SQL);
-      return r.rows[0];
+      let ready: number | undefined;
+      try {
+        const q = await c.query<{ n: string }>(`SELECT count(*)::text AS n FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'`);
+        ready = Number(q.rows[0].n);
+      } catch {
+        ready = undefined; // not pg_monitor: the pusher's own count stands in
+      }
+      return { ...r.rows[0], ready };
     });
     const tl = row.current_wal_file ? parseInt(row.current_wal_file.slice(0, 8), 16) : undefined;
     return {
@@ -170,9 +193,28 @@ export async function collectServer(conn: ConnectionSettings): Promise<ServerSna
           lastFailedTime: row.last_failed_time,
           statsReset: row.stats_reset,
         },
+        archiveCommand: row.archive_command,
+        readyCount: row.ready,
       },
+      pusher: await collectPusher(row.archive_command),
     };
   } catch (err) {
     return { endpoint, error: errorMessage(err) };
   }
+}
+
+/** The pusher's spool, when archive_command names one (it lives on the server's machine: readable here when status runs there). */
+export async function collectPusher(archiveCommand: string | undefined): Promise<PusherSnapshot | undefined> {
+  const spool = archiveCommand ? spoolFromCommand(archiveCommand) : undefined;
+  if (!spool) return undefined;
+  try {
+    await access(spool, constants.R_OK | constants.X_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return {
+      spool,
+      error: code === 'ENOENT' ? `the spool ${spool} does not exist here (status runs on another machine, or no segment was archived yet)` : `cannot read the spool ${spool} (${code}): run status as the server's OS user or root`,
+    };
+  }
+  return readPusherReport(spool);
 }
