@@ -53,6 +53,8 @@ export async function runPrefetcher(o: PrefetcherOptions): Promise<number> {
   });
   for (const n of await fsp.readdir(tmpDir).catch(() => [] as string[])) await fsp.rm(path.join(tmpDir, n), { force: true });
 
+  // Idle: no new request from PostgreSQL and nothing fetched (retrying a missing segment is not work).
+  let idleSince = Date.now();
   const fetchOne = async (name: string, segno: bigint): Promise<void> => {
     // A segment not fetched this time is tried again (after retryAt): step back to it.
     const again = () => {
@@ -80,6 +82,7 @@ export async function runPrefetcher(o: PrefetcherOptions): Promise<number> {
       }
       await fsp.rename(tmp, fetchedFile(o.spool, name));
       state.fetchedTotal++;
+      idleSince = Date.now();
       state.failed = state.failed.filter((f) => f !== name);
       if (state.missing === name) state.missing = undefined;
     } catch (err) {
@@ -91,7 +94,6 @@ export async function runPrefetcher(o: PrefetcherOptions): Promise<number> {
     }
   };
 
-  let idleSince = Date.now();
   let lastWant = '';
   try {
     while (!stopping) {
@@ -126,7 +128,6 @@ export async function runPrefetcher(o: PrefetcherOptions): Promise<number> {
           next++;
         }
       }
-      if (inFlight.size) idleSince = Date.now();
       Object.assign(state, { updatedAt: new Date().toISOString(), inFlight: [...inFlight.keys()], queued });
       await writeAtomic(path.join(dir, 'state.json'), `${JSON.stringify(state)}\n`).catch(() => undefined);
       if (Date.now() - idleSince > o.idleExitMs) break;
