@@ -18,6 +18,7 @@ import { parseArgs } from 'node:util';
 import { createSandboxCluster, findFreePort } from '../src/postgres/sandbox.js';
 import { isRoot, lookupUser, type OsIds } from '../src/postgres/osuser.js';
 import { walCommandLine } from '../src/procedures/pgrunbook-command.js';
+import { lockAlive, readLock } from '../src/wal/spool.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const STANZA = 'bench';
@@ -125,7 +126,11 @@ async function main(): Promise<void> {
       for (const t of round % 2 ? [...tools].reverse() : tools) {
         const dir = path.join(cluster.baseDir, 'replay');
         await rm(dir, { recursive: true, force: true });
-        await rm(spool, { recursive: true, force: true });
+        // The previous round's prefetcher may still run (it idles out after 60 s): stop it first.
+        const owner = readLock(path.join(spool, 'fetch', 'prefetcher.pid'));
+        if (owner && lockAlive(owner)) process.kill(owner.pid, 'SIGTERM');
+        for (let i = 0; i < 200 && owner && lockAlive(owner); i++) await new Promise((res) => setTimeout(res, 25));
+        await rm(spool, { recursive: true, force: true, maxRetries: 5 });
         await rm(path.join(side, 'spool'), { recursive: true, force: true });
         await own(path.join(side, 'spool'));
         await cp(base, dir, { recursive: true });
