@@ -10,6 +10,7 @@ import { createSandboxCluster, type SandboxCluster } from '../src/postgres/sandb
 import { withPg } from '../src/postgres/client.js';
 import { switchAndWaitForArchive, telltaleLines } from '../src/postgres/archiver.js';
 import { alterSystemReset, alterSystemSet, alterSystemText, readAutoConf, readSettings, reloadConf } from '../src/postgres/settings.js';
+import { spoolFromCommand } from '../src/wal/spool.js';
 import { archiveCommandMatches, parseDurationSec, proposeChanges, type Desired } from '../src/procedures/wal-archiving/plan.js';
 import type { Inspection, LiveSetting } from '../src/procedures/wal-archiving/types.js';
 
@@ -59,6 +60,14 @@ describe('wal-archiving plan rules', () => {
     // An env file is wanted: the command must name it.
     expect(archiveCommandMatches('pgrunbook wal-push --repo file:///var/backups/pg %p', desired.archiveCommand, false, repo, '/etc/pg.env')).toBe(false);
     expect(archiveCommandMatches('pgrunbook wal-push --env-file /etc/pg.env --repo file:///var/backups/pg %p', desired.archiveCommand, false, repo, '/etc/pg.env')).toBe(true);
+    // Asynchronous: the same spool is required; with --no-async-archive (false) none may be named.
+    const async = "test /s/push/ok/%f -nt %p || exec pgrunbook wal-push --spool /s --repo file:///var/backups/pg %p";
+    expect(archiveCommandMatches(async, desired.archiveCommand, false, repo, undefined, '/s')).toBe(true);
+    expect(archiveCommandMatches(async, desired.archiveCommand, false, repo, undefined, '/other')).toBe(false);
+    expect(archiveCommandMatches(async, desired.archiveCommand, false, repo, undefined, false)).toBe(false);
+    expect(archiveCommandMatches('pgrunbook wal-push --repo file:///var/backups/pg %p', desired.archiveCommand, false, repo, undefined, '/s')).toBe(false);
+    expect(archiveCommandMatches('pgrunbook wal-push --repo file:///var/backups/pg %p', desired.archiveCommand, false, repo, undefined, false)).toBe(true);
+    expect(spoolFromCommand(`test '/a b/push/ok'/%f -nt %p || exec pgrunbook wal-push --spool '/a b' --repo x %p`)).toBe('/a b');
   });
 
   it('proposes a restart only for what is wrong now, and rewrites what the next restart would undo', () => {

@@ -108,7 +108,9 @@ describe('wal-archiving procedure', () => {
     expect(logs).toContain("archive_mode = off: needs on (takes effect only after a restart): without it PostgreSQL never runs archive_command");
     expect(logs).toContain("would: ALTER SYSTEM SET archive_mode = 'on'");
     expect(logs).toContain("would: ALTER SYSTEM SET archive_timeout = '60s'");
-    expect(logs.some((l) => l.startsWith(`would: ALTER SYSTEM SET archive_command = '/usr/bin/node `) || l.startsWith(`would: ALTER SYSTEM SET archive_command = '${process.execPath} `))).toBe(true);
+    // Asynchronous by default: the shell fast path for segments the pusher has pushed ahead, then wal-push --spool.
+    const spool = path.join(path.dirname(cluster.dataDir), 'pgrunbook-data.spool');
+    expect(logs.some((l) => l.startsWith(`would: ALTER SYSTEM SET archive_command = 'test ${spool}/push/ok/%f -nt %p || exec `) && l.includes(` wal-push --spool ${spool} --repo `))).toBe(true);
     expect(logs.some((l) => l.includes(`would ask to confirm: restart PostgreSQL ${cluster.dataDir} (connections are dropped)`) && l.includes(`--confirm ${confirmName}`))).toBe(true);
     expect(await snapshot()).toEqual(before);
     expect(walFiles()).toEqual([]);
@@ -186,7 +188,14 @@ describe('wal-archiving procedure', () => {
 
     const after = await snapshot();
     expect(after.archiveMode).toBe('on');
-    expect(after.archiveCommand).toMatch(/^\S+node\S* \S+\/dist\/cli\.js wal-push --repo file:\/\/\S+ %p$/);
+    const spool = path.join(path.dirname(cluster.dataDir), 'pgrunbook-data.spool');
+    expect(after.archiveCommand).toBe(`test ${spool}/push/ok/%f -nt %p || exec ${after.archiveCommand.split(' || exec ')[1]}`);
+    expect(after.archiveCommand.split(' || exec ')[1]).toMatch(/^\S+node\S* \S+\/dist\/cli\.js wal-push --spool \S+ --repo file:\/\/\S+ %p$/);
+    // The spool is the server's own, mode 0700; the first wal-push started the pusher there.
+    const st = fs.statSync(spool);
+    expect(st.mode & 0o777).toBe(0o700);
+    if (pgIds) expect([st.uid, st.gid]).toEqual([pgIds.uid, pgIds.gid]);
+    expect(fs.readFileSync(path.join(spool, 'push', 'pusher.log'), 'utf8')).toContain('started for');
     expect(after.archiveCommand).toContain(`--repo ${repoUrl} %p`);
     expect(after.autoConf).toContain("archive_mode = 'on'");
     expect(after.autoConf).toContain("archive_timeout = '60s'");
@@ -215,6 +224,17 @@ describe('wal-archiving procedure', () => {
 
     expect(await snapshot()).toEqual(before); // same settings, same postmaster
     expect(walFiles().length).toBeGreaterThan(filesBefore.length);
+  });
+
+  it('--no-async-archive sets the plain synchronous wal-push (a reload, no restart), and it archives', async () => {
+    const before = await snapshot();
+    const r = await runCli(withData('--repo', repoUrl, '--no-async-archive', '--yes', '--json'), env);
+    expect(r.exitCode, r.stdout + r.stderr).toBe(0);
+    const after = await snapshot();
+    expect(after.archiveCommand).toMatch(/^\S+node\S* \S+\/dist\/cli\.js wal-push --repo file:\/\/\S+ %p$/);
+    expect(after.started).toBe(before.started);
+    const bad = await runCli(withData('--repo', repoUrl, '--no-async-archive', '--spool-dir', path.join(work, 'spool'), '--yes', '--json'), env);
+    expect(bad.exitCode).toBe(2);
   });
 
   it('a failing archive_command fails the proof (exit 3) with the server log lines and what to do; a missing repository directory is created for the server', async () => {
@@ -280,6 +300,6 @@ describe('wal-archiving into S3', () => {
     // The credentials are in the server's environment, never in its settings.
     const [{ archive_command: command }] = await cluster.query<{ archive_command: string }>('SHOW archive_command');
     expect(command).not.toMatch(/AWS_SECRET|S3RVER/);
-    expect(command).toContain(` wal-push --env-file ${path.join(path.dirname(cluster.dataDir), 'pgrunbook-data.env')} --repo `);
+    expect(command).toContain(` wal-push --env-file ${path.join(path.dirname(cluster.dataDir), 'pgrunbook-data.env')} --spool ${path.join(path.dirname(cluster.dataDir), 'pgrunbook-data.spool')} --repo `);
   });
 });

@@ -137,6 +137,7 @@ const walCommon: OptionDecl[] = [
   { ...repoKeyFileOption, profile: false },
   { name: 'compress', type: 'choice', choices: ['gzip', 'none'], help: 'compression of stored WAL', env: 'PGRUNBOOK_WAL_COMPRESS', default: 'gzip' },
   { name: 'compress-level', type: 'number', value: '1-9', help: 'gzip level', env: 'PGRUNBOOK_WAL_COMPRESS_LEVEL', default: 1 },
+  { name: 'spool', type: 'string', value: 'DIR', help: 'asynchronous mode: a background worker pushes ahead (wal-push) or prefetches (wal-fetch) through this directory (mode 0700, the server\'s own)', completes: 'dir' },
   { name: 'verbose', type: 'boolean', help: 'say what was stored or fetched, and how long it took' },
   help,
 ];
@@ -146,12 +147,12 @@ function walCommand(name: string, summary: string, usage: string, positionals: {
   return { name, summary, usage: [usage], options: walCommon, positionals: { min: positionals.count, max: positionals.count, names: positionals.names }, notes: WAL_NOTES };
 }
 
-export const WAL_PUSH = walCommand('wal-push', 'archive_command: store one WAL file in the repository', 'pgrunbook wal-push [--env-file FILE] [--repo URL] [--compress gzip|none] [--compress-level 1-9] %p', {
+export const WAL_PUSH = walCommand('wal-push', 'archive_command: store one WAL file in the repository', 'pgrunbook wal-push [--env-file FILE] [--repo URL] [--compress gzip|none] [--compress-level 1-9] [--spool DIR] %p', {
   count: 1,
   names: 'the WAL file path (%p)',
 });
 
-export const WAL_FETCH = walCommand('wal-fetch', 'restore_command: fetch one WAL file from the repository', 'pgrunbook wal-fetch [--env-file FILE] [--repo URL] %f %p', {
+export const WAL_FETCH = walCommand('wal-fetch', 'restore_command: fetch one WAL file from the repository', 'pgrunbook wal-fetch [--env-file FILE] [--repo URL] [--spool DIR] %f %p', {
   count: 2,
   names: 'the WAL file name and destination path (%f %p)',
 });

@@ -2,7 +2,8 @@
 // archiver statistics. Each side fails on its own (an unreachable server still lets the
 // repository checks run) and reports why in an operator's words; only a bad repository URL is
 // a usage error.
-import { stat } from 'node:fs/promises';
+import { access, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
 import type { ConnectionSettings } from '../config/connection.js';
 import { describeTarget, withPg } from '../postgres/client.js';
 import { describeLocation, parseRepoUrl, openLocation, type RepoLocation } from '../storage/url.js';
@@ -12,6 +13,7 @@ import { readLastVerify, type VerifyResult } from '../repo/verify.js';
 import { StatusUsageError } from './types.js';
 import { withRepositoryKey } from '../repo/encryption.js';
 import { errorMessage } from '../engine/errors.js';
+import { readPusherReport, spoolFromCommand, type PusherReport } from '../wal/spool.js';
 
 export interface RepositorySnapshot {
   /** The URL with secrets removed. */
@@ -43,6 +45,10 @@ export interface ServerFacts {
   currentLsn: string | null;
   currentWalFile: string | null;
   archiver: ArchiverStats;
+  /** The archive_command in force (names the spool of asynchronous archiving). */
+  archiveCommand?: string;
+  /** .ready files in pg_wal/archive_status (pg_ls_archive_statusdir; needs pg_monitor or a superuser). */
+  readyCount?: number;
   /** While in recovery: why (a standby, a targeted recovery) and whether replay is paused. */
   recovery?: RecoveryFacts;
 }
@@ -61,6 +67,14 @@ export interface RecoveryFacts {
 export interface ServerSnapshot {
   endpoint: string;
   facts?: ServerFacts;
+  error?: string;
+  /** The pusher of asynchronous archiving, when archive_command names a spool. */
+  pusher?: PusherSnapshot;
+}
+
+/** What the spool tells of the pusher; `error` when the spool cannot be read here. */
+export interface PusherSnapshot extends Partial<PusherReport> {
+  spool: string;
   error?: string;
 }
 
@@ -139,6 +153,7 @@ interface ServerRow {
   streaming: boolean;
   replay_lsn: string | null;
   replay_time: Date | null;
+  archive_command: string;
 }
 
 // pg_current_wal_lsn() fails on a standby, hence the CASE; pg_stat_archiver and these
@@ -162,7 +177,8 @@ SELECT current_setting('server_version') AS version,
             WHEN current_setting('recovery_target') <> '' THEN current_setting('recovery_target') END AS recovery_target,
        coalesce((SELECT setting <> '' FROM pg_settings WHERE name = 'primary_conninfo'), false)
          OR EXISTS (SELECT 1 FROM pg_stat_wal_receiver) AS streaming,
-       pg_last_wal_replay_lsn()::text AS replay_lsn, pg_last_xact_replay_timestamp() AS replay_time
+       pg_last_wal_replay_lsn()::text AS replay_lsn, pg_last_xact_replay_timestamp() AS replay_time,
+       current_setting('archive_command') AS archive_command
 FROM pg_stat_archiver a, pg_settings s
 WHERE s.name = 'wal_segment_size'`;
 
@@ -182,7 +198,14 @@ export async function collectServer(conn: ConnectionSettings): Promise<ServerSna
     const row = await withPg(target, async (c) => {
       await c.query(`SET statement_timeout = '15s'`);
       const r = await c.query<ServerRow>(SERVER_SQL);
-      return r.rows[0];
+      let ready: number | undefined;
+      try {
+        const q = await c.query<{ n: string }>(`SELECT count(*)::text AS n FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'`);
+        ready = Number(q.rows[0].n);
+      } catch {
+        ready = undefined; // not pg_monitor: the pusher's own count stands in
+      }
+      return { ...r.rows[0], ready };
     });
     const tl = row.current_wal_file ? parseInt(row.current_wal_file.slice(0, 8), 16) : undefined;
     return {
@@ -213,9 +236,28 @@ export async function collectServer(conn: ConnectionSettings): Promise<ServerSna
               replayTime: row.replay_time ?? undefined,
             }
           : undefined,
+        archiveCommand: row.archive_command,
+        readyCount: row.ready,
       },
+      pusher: await collectPusher(row.archive_command),
     };
   } catch (err) {
     return { endpoint, error: errorMessage(err) };
   }
+}
+
+/** The pusher's spool, when archive_command names one (it lives on the server's machine: readable here when status runs there). */
+export async function collectPusher(archiveCommand: string | undefined): Promise<PusherSnapshot | undefined> {
+  const spool = archiveCommand ? spoolFromCommand(archiveCommand) : undefined;
+  if (!spool) return undefined;
+  try {
+    await access(spool, constants.R_OK | constants.X_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return {
+      spool,
+      error: code === 'ENOENT' ? `the spool ${spool} does not exist here (status runs on another machine, or no segment was archived yet)` : `cannot read the spool ${spool} (${code}): run status as the server's OS user or root`,
+    };
+  }
+  return readPusherReport(spool);
 }

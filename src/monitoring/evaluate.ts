@@ -21,6 +21,7 @@ import { EXIT_CODE, SEVERITY_RANK, worse, type CheckKind, type Severity, type St
 import { formatAge, formatRatio } from './format-units.js';
 import { unknownCheck } from './grade.js';
 import { baseBackupTime, dumpTime, judgeSeries } from './evaluate-backups.js';
+import { evaluatePusher } from './evaluate-pusher.js';
 import { evaluateRecoveryWindow, evaluateServer, evaluateWalRepository } from './evaluate-wal.js';
 import { pgrunbookCommand } from '../engine/command-name.js';
 
@@ -176,6 +177,7 @@ export function evaluateStatus(input: EvaluateInput): StatusReport {
     if (server) {
       const archiver = evaluateServer(server, catalog, t, checks);
       if (archiver) wal = { ...(wal ?? { repositoryFiles: 0, gaps: 0 }), server: archiver };
+      if (server.pusher) wal = { ...(wal ?? { repositoryFiles: 0, gaps: 0 }), pusher: evaluatePusher(server.pusher, server.facts?.readyCount, now, checks) };
     }
   }
   if (wal) measurements.wal = wal;
@@ -215,6 +217,7 @@ export function evaluateStatus(input: EvaluateInput): StatusReport {
 /** A few words for the headline: "5 h old", "+900%", "failing", "12 segments". */
 export function shortProblem(c: StatusCheck): string {
   if (c.status === 'unknown') return 'unknown';
+  if (c.id === 'wal_pusher') return 'failing to push';
   if (c.id === 'last_verify') return c.status === 'critical' ? c.summary.replace(/^CORRUPTION: the verify .*? found /, 'found ') : c.value !== undefined ? `${formatAge(c.value)} old` : 'unreadable';
   if (c.unit === 'seconds' && c.value !== undefined) return `${formatAge(c.value)} old`;
   if (c.unit === 'ratio' && c.value !== undefined) return formatRatio(c.value);

@@ -86,6 +86,11 @@ export function prometheusText(r: StatusReport): string {
   put(family('pgrunbook_wal_archive_failed_total', 'counter', 'Failed archive_command runs since the statistics were reset (pg_stat_archiver.failed_count).'), s?.failedCount);
   put(family('pgrunbook_wal_archive_failing', 'gauge', "1 when the archiver's last failure is newer than its last success."), s ? (s.failing ? 1 : 0) : undefined);
 
+  const pu = wal?.pusher;
+  put(family('pgrunbook_wal_pusher_up', 'gauge', 'Whether the pusher of asynchronous archiving runs (1) or not (0; archive_command then pushes itself and starts one).'), pu ? (pu.alive ? 1 : 0) : undefined);
+  put(family('pgrunbook_wal_ready_segments', 'gauge', 'WAL segments PostgreSQL has marked ready to archive.'), pu?.readySegments);
+  put(family('pgrunbook_wal_pushed_ahead_segments', 'gauge', 'Segments the pusher stored ahead whose archive_command has not run yet.'), pu?.pushedAhead);
+
   const v = m.verify;
   put(family('pgrunbook_last_verify_age_seconds', 'gauge', 'Age of the last catalog --verify (since it finished); absent when the repository was never verified.'), v?.ageSeconds);
   put(family('pgrunbook_last_verify_ok', 'gauge', 'Whether the last catalog --verify found the repository intact (1) or found bad objects (0).'), v?.ok === undefined ? undefined : v.ok ? 1 : 0);

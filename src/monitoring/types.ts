@@ -26,7 +26,7 @@ export interface StatusThresholds extends MonitoringThresholds {
 }
 
 export interface StatusCheck {
-  /** Stable identifier: repository, last_verify, server, base_backup_age, base_backup_size, dump_age, dump_size, wal_archived_age, recovery_window, wal_archive_lag, wal_archiver. */
+  /** Stable identifier: repository, last_verify, server, base_backup_age, base_backup_size, dump_age, dump_size, wal_archived_age, recovery_window, wal_archive_lag, wal_archiver, wal_pusher. */
   id: string;
   kind: CheckKind;
   database?: string;
@@ -99,7 +99,23 @@ export interface VerifyMeasurement {
   durationMs?: number;
 }
 
+/** Asynchronous archiving's pusher, from its spool. */
+export interface PusherMeasurement {
+  spool: string;
+  alive: boolean;
+  pid?: number;
+  /** .ready segments (the server's count, else the pusher's last). */
+  readySegments?: number;
+  /** Segments pushed ahead whose archive_command has not run yet. */
+  pushedAhead: number;
+  inFlight?: number;
+  pushedTotal?: number;
+  lastError?: string;
+  lastErrorAt?: string;
+}
+
 export interface WalMeasurement {
+  pusher?: PusherMeasurement;
   repositoryFiles: number;
   lastArchivedSegment?: string;
   lastArchivedAt?: string;

@@ -42,21 +42,32 @@ export function percentEscape(text: string): string {
  * `pgrunbook wal-push [--env-file FILE] --repo URL %p` or `pgrunbook wal-fetch [--env-file FILE]
  * --repo URL %f %p`, with the absolute path of a `pgrunbook` on PATH, else this installation's
  * node and dist/cli.js. The command line carries only the env file's path, never its contents.
+ *
+ * With a spool (asynchronous mode) a shell fast path comes first, because archive_command and
+ * restore_command run under /bin/sh and a node start costs tens of milliseconds:
+ *   archive_command: `test SPOOL/push/ok/%f -nt %p || exec pgrunbook wal-push --spool SPOOL ... %p`
+ *     (the ok file appears by rename only after the store said durable, and is newer than the
+ *     segment it vouches for; an older one, e.g. left from another server, sends it the slow way)
+ *   restore_command: `mv SPOOL/fetch/%f %p 2>/dev/null || exec pgrunbook wal-fetch --spool SPOOL ... %f %p`
+ *     (a file enters SPOOL/fetch/ only by rename after it was verified)
  */
 export function walCommandLine(
   sub: 'wal-push' | 'wal-fetch',
   repo: string,
   env: NodeJS.ProcessEnv,
-  opts: { envFile?: string } = {},
+  opts: { envFile?: string; spool?: string } = {},
 ): { command: string; program: { node?: string; script: string } } {
   const arg = (v: string) => percentEscape(shellQuote(v));
   const tail = sub === 'wal-push' ? '%p' : '%f %p';
   const envFile = (opts.envFile ? ` --env-file ${arg(path.resolve(opts.envFile))}` : '') + repoKeyFileArg(env, arg);
+  const spool = opts.spool ? path.resolve(opts.spool) : undefined;
+  const spoolArg = spool ? ` --spool ${arg(spool)}` : '';
+  const fast = !spool ? '' : sub === 'wal-push' ? `test ${arg(path.join(spool, 'push', 'ok'))}/%f -nt %p || exec ` : `mv ${arg(path.join(spool, 'fetch'))}/%f %p 2>/dev/null || exec `;
   const onPath = pgrunbookOnPath(env);
-  if (onPath) return { command: `${arg(onPath)} ${sub}${envFile} --repo ${arg(repo)} ${tail}`, program: { script: onPath } };
+  if (onPath) return { command: `${fast}${arg(onPath)} ${sub}${envFile}${spoolArg} --repo ${arg(repo)} ${tail}`, program: { script: onPath } };
   const script = cliScriptPath();
   return {
-    command: `${arg(process.execPath)} ${arg(script)} ${sub}${envFile} --repo ${arg(repo)} ${tail}`,
+    command: `${fast}${arg(process.execPath)} ${arg(script)} ${sub}${envFile}${spoolArg} --repo ${arg(repo)} ${tail}`,
     program: { node: process.execPath, script },
   };
 }
@@ -79,6 +90,15 @@ function repoKeyFileArg(env: NodeJS.ProcessEnv, arg: (v: string) => string): str
     );
   }
   return '';
+}
+
+/**
+ * Where wal-archiving and pitr put the spool of asynchronous archiving by default: next to the
+ * data directory (the server's OS user owns that parent), never inside it:
+ * <parent>/pgrunbook-<cluster>.spool.
+ */
+export function defaultSpoolDir(pgdata: string, clusterName?: string): string {
+  return defaultServerEnvFile(pgdata, clusterName).replace(/\.env$/, '.spool');
 }
 
 /** What the repository URL names: file (a local directory), s3 or azure. */

@@ -16,13 +16,13 @@ import { readRepositoryIdentity } from '../repo/identity.js';
 import { asideName, finishRestoreDir, freeSpaceFor, makeRestoreDir, moveAside, newDataDirOwner, type Owner } from '../restore/datadir.js';
 import type { RecoveryPlan } from '../restore/plan.js';
 import { identifyCluster, isCorruption, otherCluster, proveRecoverable } from '../restore/preflight.js';
-import { recoverySettings, writeRecoverySettings } from '../restore/recovery-settings.js';
+import { prepareRecoverySpool, recoverySettings, writeRecoverySettings } from '../restore/recovery-settings.js';
 import { replayProgress, watchReplay } from '../restore/replay.js';
 import { describeTarget, formatMicrosIso, parseTarget, validTarget } from '../restore/target.js';
 import { unpackTar } from '../restore/unpack.js';
 import { defineProcedure, type Typed } from './define.js';
 import { pitrAdvice } from './pitr-advice.js';
-import { defaultServerEnvFile, walCommandLine, writeServerEnvFile } from './pgrunbook-command.js';
+import { defaultServerEnvFile, defaultSpoolDir, walCommandLine, writeServerEnvFile } from './pgrunbook-command.js';
 import { criticalTableErrors, verifyConnectStep, verifyDatabasesStep, verifyTablesStep, type VerifyParams, type VerifyState } from './verify.js';
 import { pgrunbookCommand } from '../engine/command-name.js';
 
@@ -243,7 +243,10 @@ export const pitrProcedure = defineProcedure<PitrParams, PitrState>({
         // restore_command runs with the server's clean environment: credentials go in a file it owns.
         const envFile = await writeServerEnvFile(defaultServerEnvFile(pgdata, plan(ctx).clusterName), repo, env, isRoot() ? owner(ctx) : undefined);
         ctx.state.envFile = envFile;
-        const restoreCommand = walCommandLine('wal-fetch', repo, env, { envFile }).command;
+        // Prefetch: restore_command moves a verified segment from the spool, else fetches it itself.
+        const spool = defaultSpoolDir(pgdata, plan(ctx).clusterName);
+        await prepareRecoverySpool(spool, owner(ctx));
+        const restoreCommand = walCommandLine('wal-fetch', repo, env, { envFile, spool }).command;
         // Standby mode: the run promotes only after comparing what was reached with the plan.
         const lines = await writeRecoverySettings(pgdata, recoverySettings(plan(ctx), restoreCommand), ctx.runId, owner(ctx));
         for (const l of lines) ctx.log(l);

@@ -72,6 +72,19 @@ export const walArchivingProcedure = defineProcedure<WalArchivingParams, WalArch
         "where to write the repository's credentials for archive_command (mode 0600, owned by the server's OS user; archive_command names it with wal-push --env-file); default <parent of the data directory>/pgrunbook-<cluster>.env. Not inside the data directory: base backups copy it",
       example: '/var/lib/postgresql/15/pgrunbook-main.env',
     },
+    {
+      name: 'asyncArchive',
+      type: 'boolean',
+      default: true,
+      description:
+        'asynchronous archiving: a background pusher pushes the segments PostgreSQL marks ready ahead, in parallel, and archive_command returns at once for those (a shell test, no program start); --no-async-archive sets the plain synchronous wal-push',
+    },
+    {
+      name: 'spoolDir',
+      type: 'string',
+      description: "the pusher's directory (mode 0700, owned by the server's OS user); default <parent of the data directory>/pgrunbook-<cluster>.spool. Not inside the data directory",
+      example: '/var/lib/postgresql/15/pgrunbook-main.spool',
+    },
     { name: 'timeout', type: 'number', default: 60, description: 'seconds to wait for the test segment to arrive in the repository', example: '120' },
     {
       name: 'serverLog',
@@ -91,6 +104,10 @@ export const walArchivingProcedure = defineProcedure<WalArchivingParams, WalArch
       errors.push('--server-env-file goes with pgrunbook\'s own wal-push; with --archive-command your command provides the credentials itself: drop one of them');
     }
     if (params.serverEnvFile !== undefined && !params.serverEnvFile.trim()) errors.push('--server-env-file: give a file path');
+    if (params.spoolDir !== undefined && (cmd !== undefined || params.asyncArchive === false)) {
+      errors.push('--spool-dir goes with pgrunbook\'s own asynchronous wal-push: drop it, or drop --archive-command / --no-async-archive');
+    }
+    if (params.spoolDir !== undefined && !params.spoolDir.trim()) errors.push('--spool-dir: give a directory path');
     if (cmd !== undefined && !/%[pf]/.test(cmd)) {
       errors.push(`--archive-command: "${cmd}" does not pass the WAL file to archive; include %p (its path), e.g. --archive-command '/usr/local/bin/archive-wal.sh %p'`);
     }

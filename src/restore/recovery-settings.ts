@@ -47,3 +47,16 @@ export async function writeRecoverySettings(pgdata: string, settings: [string, s
   }
   return lines;
 }
+
+/**
+ * The spool restore_command's prefetcher (and later the pusher) use, emptied of what an earlier
+ * recovery or server left: prefetched segments of another history, ok files of another server.
+ * Emptying is always safe (it only costs a fetch or a push); mode 0700, owned by the server.
+ */
+export async function prepareRecoverySpool(spool: string, owner: Owner | undefined): Promise<void> {
+  await fsp.mkdir(spool, { recursive: true, mode: 0o700 });
+  await fsp.rm(path.join(spool, 'fetch'), { recursive: true, force: true });
+  await fsp.rm(path.join(spool, 'push', 'ok'), { recursive: true, force: true });
+  await fsp.chmod(spool, 0o700);
+  if (owner && isRoot()) await fsp.chown(spool, owner.uid, owner.gid);
+}

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { openRepoStore, RepoKeyError } from '../repo/encryption.js';
 import { fetchWal, pushWal, type WalCompression } from '../repo/walarchive.js';
 import { EnvFileError, loadEnvFile } from './env-file.js';
+import { acknowledgeFromSpool, fetchFromSpool, type SpoolContext } from './async.js';
 import { CliUsageError, WAL_FETCH, WAL_PUSH, checkPositionals, commandHelp, parseCommand, type CommandDecl, type RawFlags } from '../commands/registry.js';
 import { checkRepoUrl } from '../commands/validate.js';
 import { errorMessage, hintOf, usageReport } from '../engine/errors.js';
@@ -15,6 +16,7 @@ interface WalArgs {
   compression: WalCompression;
   level: number;
   verbose: boolean;
+  spool?: string;
   positionals: string[];
 }
 
@@ -26,6 +28,7 @@ function resolve(decl: CommandDecl, flags: RawFlags, positionals: string[], env:
     compression: (str('compress') ?? (env.PGRUNBOOK_WAL_COMPRESS || 'gzip')) as WalCompression,
     level: Number(str('compress-level') ?? (env.PGRUNBOOK_WAL_COMPRESS_LEVEL || 1)),
     verbose: flags.verbose === true,
+    spool: str('spool') ? path.resolve(str('spool')!) : undefined,
     positionals,
   };
   const hint = `see: pgrunbook ${decl.name} --help`;
@@ -58,6 +61,8 @@ export async function walCommand(command: 'wal-push' | 'wal-fetch', argv: string
     return 0;
   }
   const envFile = typeof flags['env-file'] === 'string' ? flags['env-file'] : undefined;
+  // What the server gave this command, before --env-file: the environment its background worker gets.
+  const serverEnv = { ...env };
   if (envFile !== undefined) {
     if (!envFile) return usage(new CliUsageError('--env-file needs a file name', `see: pgrunbook ${command} --help`));
     try {
@@ -78,6 +83,17 @@ export async function walCommand(command: 'wal-push' | 'wal-fetch', argv: string
     throw err;
   }
   const started = Date.now();
+  if (args.spool) {
+    const c: SpoolContext = { spool: args.spool, serverEnv, say, verbose: args.verbose, repo: args.repo!, compression: args.compression, level: args.level, envFile };
+    try {
+      if (command === 'wal-push' ? await acknowledgeFromSpool(args.positionals[0], c) : await fetchFromSpool(args.positionals[0], path.resolve(args.positionals[1]), c)) {
+        if (args.verbose) say(`${path.basename(args.positionals[0])} ${command === 'wal-push' ? 'was pushed ahead' : 'was prefetched'} (spool ${args.spool}) in ${Date.now() - started} ms`);
+        return 0;
+      }
+    } catch (err) {
+      say(`the spool ${args.spool} failed (${(err as Error).message}); working synchronously`);
+    }
+  }
   let store;
   try {
     // --repo-key-file (never the passphrase) is how archive_command names an encrypted repository's key.

@@ -18,7 +18,7 @@ import {
 } from '../../postgres/settings.js';
 import { assertSameTarget, controlSpec, desiredOf, proposalOf } from './context.js';
 import { desiredValue, liveIsDesired, reloadedValueIs, shownValue, type Desired } from './plan.js';
-import { createRepositoryDir, writeEnvFile } from './repository.js';
+import { createRepositoryDir, createSpoolDir, writeEnvFile } from './repository.js';
 import type { Change, WalCtx } from './types.js';
 
 /** postgresql.auto.conf's values before the change (undefined: not readable, roll back with RESET). */
@@ -57,6 +57,7 @@ export async function applyAndRestart(ctx: WalCtx): Promise<void> {
 async function prepareFiles(ctx: WalCtx): Promise<() => Promise<void>> {
   await assertSameTarget(ctx);
   await createRepositoryDir(ctx);
+  await createSpoolDir(ctx);
   return writeEnvFile(ctx);
 }
 

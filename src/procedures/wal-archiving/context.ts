@@ -7,7 +7,7 @@ import { describeEndpoint, withPg } from '../../postgres/client.js';
 import { serverControlFor, type ServerControlSpec } from '../../postgres/server-control.js';
 import { readDataDirectory } from '../../postgres/settings.js';
 import { parseRepoUrl, secretsOf } from '../../storage/url.js';
-import { defaultServerEnvFile, secretValues, serverEnvFileVars, walCommandLine } from '../pgrunbook-command.js';
+import { defaultServerEnvFile, defaultSpoolDir, secretValues, serverEnvFileVars, walCommandLine } from '../pgrunbook-command.js';
 import { parseDurationSec, type Desired } from './plan.js';
 import type { EnvFilePlan, Inspection, Proposal, RepoPrep, WalCtx } from './types.js';
 
@@ -49,7 +49,24 @@ export function repoUrl(ctx: WalCtx): string {
 export function desiredArchiveCommand(ctx: WalCtx): { command: string; program?: { node?: string; script: string } } {
   const override = ctx.params.archiveCommand;
   if (override) return { command: override };
-  return walCommandLine('wal-push', ctx.services.repo ?? '', ctx.services.env, { envFile: ctx.state.envFile?.path });
+  return walCommandLine('wal-push', ctx.services.repo ?? '', ctx.services.env, { envFile: ctx.state.envFile?.path, spool: ctx.state.spool });
+}
+
+/**
+ * The spool of asynchronous archiving (a pusher pushes the .ready segments ahead; archive_command
+ * returns at once for those): --spool-dir, else <parent of the data directory>/pgrunbook-<cluster>.spool
+ * when the data directory is visible here. None with --no-async-archive or --archive-command.
+ * Never inside the data directory: base backups copy that.
+ */
+export function planSpool(ctx: WalCtx, insp: Inspection): string | undefined {
+  if (ctx.params.archiveCommand || ctx.params.asyncArchive === false) return undefined;
+  const given = ctx.params.spoolDir;
+  const dir = localDataDir(ctx) ?? insp.serverDataDirectory;
+  const spool = given ? path.resolve(given) : dir && fs.existsSync(dir) ? defaultSpoolDir(dir, insp.clusterName) : undefined;
+  if (spool && dir && (spool === path.resolve(dir) || spool.startsWith(`${path.resolve(dir)}${path.sep}`))) {
+    throw new Error(`--spool-dir ${spool} is inside the data directory ${dir}: base backups would copy it; pass a directory next to it`);
+  }
+  return spool;
 }
 
 export function desiredOf(ctx: WalCtx): Desired {
@@ -58,6 +75,7 @@ export function desiredOf(ctx: WalCtx): Desired {
     overrideGiven: Boolean(ctx.params.archiveCommand),
     repoUrl: ctx.services.repo ?? '',
     envFile: ctx.state.envFile?.path,
+    spool: ctx.params.archiveCommand ? undefined : ctx.params.asyncArchive === false ? false : ctx.state.spool,
     archiveTimeoutSec: parseDurationSec(ctx.params.archiveTimeout ?? '60s') ?? 60,
   };
 }

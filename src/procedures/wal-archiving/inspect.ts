@@ -7,7 +7,7 @@ import { readArchiver } from '../../postgres/archiver.js';
 import { describeEndpoint, withPg } from '../../postgres/client.js';
 import { describeRestart, postmasterPort, serverControlProblem } from '../../postgres/server-control.js';
 import { missingAlterSystemGrants, missingFunctionGrants, readFileSettings, readServerInfo, readSettings } from '../../postgres/settings.js';
-import { confirmName, controlSpec, desiredOf, localDataDir, planEnvFile, registerRepoSecrets, targetFingerprint } from './context.js';
+import { confirmName, controlSpec, desiredOf, localDataDir, planEnvFile, planSpool, registerRepoSecrets, targetFingerprint } from './context.js';
 import { archiverFindings, isSettingName, proposeChanges, READ_SETTINGS, settingFindings } from './plan.js';
 import type { Finding, Inspection, LiveSetting, SettingName, WalCtx } from './types.js';
 
@@ -75,6 +75,7 @@ export async function inspect(ctx: WalCtx): Promise<Finding[]> {
   }
 
   ctx.state.envFile = planEnvFile(ctx, insp);
+  ctx.state.spool = planSpool(ctx, insp);
   const changes = proposeChanges(desiredOf(ctx), insp);
   const restartNeeded = changes.some((c) => c.restart);
   ctx.state.proposal = { changes, restartNeeded };

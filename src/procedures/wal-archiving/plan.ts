@@ -24,6 +24,8 @@ export type Desired = {
   overrideGiven: boolean;
   repoUrl: string;
   envFile?: string;
+  /** The spool archive_command must name (asynchronous); false: it must name none; undefined: either. */
+  spool?: string | false;
   archiveTimeoutSec: number;
 };
 
@@ -40,7 +42,7 @@ export function parseDurationSec(text: string): number | undefined {
  * Whether an archive_command already does what we would set: exactly it, or (without an override)
  * a pgrunbook wal-push into the same repository, naming the same env file when one is wanted.
  */
-export function archiveCommandMatches(current: string, desired: string, overrideGiven: boolean, repoUrl: string, envFile?: string): boolean {
+export function archiveCommandMatches(current: string, desired: string, overrideGiven: boolean, repoUrl: string, envFile?: string, spool?: string | false): boolean {
   if (current === desired) return true;
   if (overrideGiven || !current) return false;
   const forms = (v: string) => new Set([v, shellQuote(v), `'${v}'`, `"${v}"`].map(percentEscape));
@@ -49,7 +51,9 @@ export function archiveCommandMatches(current: string, desired: string, override
   const sameEnvFile = envFile
     ? [...forms(envFile)].some((f) => current.includes(`--env-file ${f}`) || current.includes(`--env-file=${f}`))
     : true; // none wanted (no credentials here, or the server is remote): keep one the command already names
-  return pushes && sameRepo && sameEnvFile && /(^|\s)["']?%p["']?(\s|$)/.test(current);
+  const sameSpool =
+    spool === undefined ? true : spool === false ? !/--spool[\s=]/.test(current) : [...forms(spool)].some((d) => current.includes(`--spool ${d}`) || current.includes(`--spool=${d}`));
+  return pushes && sameRepo && sameEnvFile && sameSpool && /(^|\s)["']?%p["']?(\s|$)/.test(current);
 }
 
 export function desiredValue(d: Desired, name: SettingName): string {
@@ -75,7 +79,7 @@ export function liveIsDesired(d: Desired, name: SettingName, live: string): bool
     case 'archive_mode':
       return live === 'on' || live === 'always';
     case 'archive_command':
-      return archiveCommandMatches(live, d.archiveCommand, d.overrideGiven, d.repoUrl, d.envFile);
+      return archiveCommandMatches(live, d.archiveCommand, d.overrideGiven, d.repoUrl, d.envFile, d.spool);
     case 'archive_timeout':
       return Number(live) > 0;
     case 'archive_library':

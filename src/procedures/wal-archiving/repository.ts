@@ -253,6 +253,26 @@ async function checkEnvFileReachable(envFile: EnvFilePlan, dir: string, serverUs
   }
 }
 
+/**
+ * The spool of asynchronous archiving, mode 0700 and owned by the server's OS user (wal-push
+ * creates it too, when the server may write its parent). Only when we may hand it over; else
+ * the first wal-push makes it, or archives synchronously and says why.
+ */
+export async function createSpoolDir(ctx: WalCtx): Promise<void> {
+  const spool = ctx.state.spool;
+  const user = repoPrepOf(ctx).serverUser;
+  if (!spool || !user || fs.existsSync(spool)) return;
+  const mine = process.getuid?.() === user.uid;
+  if (!isRoot() && !mine) return;
+  try {
+    await fsp.mkdir(spool, { mode: 0o700 });
+    if (!mine) await fsp.chown(spool, user.uid, user.gid);
+    ctx.log(`created the spool ${spool} (mode 0700, owner ${user.name})`);
+  } catch (e) {
+    ctx.log(`could not create the spool ${spool} (${(e as Error).message}); the first wal-push creates it, or archives synchronously`, 'warn');
+  }
+}
+
 /** Create the missing repository directories the repository step found, owned by the server's OS user. */
 export async function createRepositoryDir(ctx: WalCtx): Promise<void> {
   const prep = repoPrepOf(ctx);

@@ -8,6 +8,8 @@ export type WalArchivingParams = {
   archiveCommand?: string;
   archiveTimeout?: string;
   serverEnvFile?: string;
+  asyncArchive?: boolean;
+  spoolDir?: string;
   timeout?: number;
   serverLog?: string;
 };
@@ -87,6 +89,8 @@ export type WalArchivingState = {
   /** Fingerprint of the server, repository and data directory inspected (see targetFingerprint). */
   target?: string;
   envFile?: EnvFilePlan;
+  /** The spool of asynchronous archiving that archive_command names (undefined: synchronous). */
+  spool?: string;
   proposal?: Proposal;
   repoPrep?: RepoPrep;
 };

@@ -1,0 +1,145 @@
+// The pusher: a long-lived background process (one per spool) that pushes the segments
+// PostgreSQL has marked .ready into the repository ahead of the archiver, several at a time, and
+// leaves an ok file for each only after the store said it is durable. PostgreSQL's
+// archive_command then finds the ok file (`test -f`, no node start) and returns at once.
+//
+// Crash safety: an ok file appears by rename after the durable put, so a SIGKILL at any moment
+// leaves either no ok file (the archive_command pushes the segment itself: the store finds the
+// same contents and says so) or a true one. Two different contents under one name are refused
+// by pushWal's conflict check, as for a synchronous push. The pusher never tells PostgreSQL
+// anything: only archive_command's exit code does.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import type { ObjectStore } from '../storage/types.js';
+import { pushWal, type WalCompression } from '../repo/walarchive.js';
+import { okDir, okFile, releaseLock, sha256OfFile, takeLock, writeAtomic, type PusherState } from './spool.js';
+
+export interface PusherOptions {
+  spool: string;
+  /** The server's pg_wal directory (its archive_status beside the segments). */
+  pgWal: string;
+  store: ObjectStore;
+  compression: WalCompression;
+  level: number;
+  /** Segments pushed at once. */
+  parallel: number;
+  /** Exit after this long with nothing .ready (the next archive_command starts a new pusher). */
+  idleExitMs: number;
+  log: (msg: string) => void;
+}
+
+const WAL_READY = /^([0-9A-F]{24}|[0-9A-F]{8}\.history|[0-9A-F]{24}\.[0-9A-F]{8}\.backup|[0-9A-F]{24}\.partial)\.ready$/;
+
+/** PostgreSQL's archiver order: timeline history files first, then by name (oldest first). */
+function archiveOrder(a: string, b: string): number {
+  const ha = a.endsWith('.history') ? 0 : 1;
+  const hb = b.endsWith('.history') ? 0 : 1;
+  return ha - hb || (a < b ? -1 : a > b ? 1 : 0);
+}
+
+export async function runPusher(o: PusherOptions): Promise<number> {
+  const lock = path.join(o.spool, 'push', 'pusher.pid');
+  if (!takeLock(lock)) {
+    o.log('another pusher runs for this spool; exiting');
+    return 0;
+  }
+  const status = path.join(o.pgWal, 'archive_status');
+  const inFlight = new Map<string, Promise<void>>();
+  const retryAt = new Map<string, number>();
+  const failures = new Map<string, number>();
+  const state: PusherState = { pid: process.pid, startedAt: new Date().toISOString(), updatedAt: '', ready: 0, inFlight: 0, pushedAhead: 0, pushedTotal: 0 };
+  let stopping = false;
+  let wake: () => void = () => undefined;
+  const onSignal = () => {
+    stopping = true;
+    wake();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  let watcher: fs.FSWatcher | undefined;
+  try {
+    watcher = fs.watch(status, () => wake());
+  } catch {
+    watcher = undefined; // polling alone still works
+  }
+  // Half-written ok files of a killed pusher (never matched by the fast path: they start with a dot).
+  for (const n of await fsp.readdir(okDir(o.spool)).catch(() => [] as string[])) if (n.startsWith('.')) await fsp.rm(path.join(okDir(o.spool), n), { force: true });
+  o.log(`pusher ${process.pid} started for ${o.pgWal} (${o.parallel} at once)`);
+
+  const push = async (name: string): Promise<void> => {
+    const file = path.join(o.pgWal, name);
+    try {
+      const sha = await sha256OfFile(file);
+      const r = await pushWal(o.store, file, { compression: o.compression, level: o.level });
+      // Only now, durable in the store: the ok file, by rename, holding the checksum the slow path re-checks.
+      await writeAtomic(okFile(o.spool, name), `${sha}\n`);
+      state.pushedTotal++;
+      state.lastPushed = name;
+      failures.delete(name);
+      retryAt.delete(name);
+      if (r.status === 'already-archived') o.log(`${name} was already archived with the same contents`);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !fs.existsSync(path.join(status, `${name}.ready`))) return; // archived meanwhile
+      const n = (failures.get(name) ?? 0) + 1;
+      failures.set(name, n);
+      retryAt.set(name, Date.now() + Math.min(30_000, 500 * 2 ** Math.min(n, 6)));
+      state.lastError = `${name}: ${(err as Error).message}`;
+      state.lastErrorAt = new Date().toISOString();
+      o.log(`cannot push ${name} (attempt ${n}): ${(err as Error).message}`);
+    }
+  };
+
+  let idleSince = Date.now();
+  try {
+    while (!stopping) {
+      let entries: string[];
+      try {
+        entries = await fsp.readdir(status);
+      } catch (err) {
+        o.log(`cannot read ${status} (${(err as Error).message}); exiting`);
+        break;
+      }
+      const ready = entries.filter((e) => WAL_READY.test(e)).map((e) => e.slice(0, -'.ready'.length));
+      ready.sort(archiveOrder);
+      const readySet = new Set(ready);
+      // ok files the archiver has consumed (.done) or that no longer name a waiting segment.
+      const oks = (await fsp.readdir(okDir(o.spool)).catch(() => [] as string[])).filter((n) => !n.startsWith('.'));
+      let ahead = 0;
+      for (const n of oks) {
+        if (readySet.has(n) || inFlight.has(n)) ahead++;
+        else await fsp.rm(okFile(o.spool, n), { force: true });
+      }
+      const okSet = new Set(oks);
+      const now = Date.now();
+      for (const name of ready) {
+        if (inFlight.size >= o.parallel) break;
+        if (okSet.has(name) || inFlight.has(name) || (retryAt.get(name) ?? 0) > now) continue;
+        const p = push(name).finally(() => {
+          inFlight.delete(name);
+          wake();
+        });
+        inFlight.set(name, p);
+      }
+      Object.assign(state, { updatedAt: new Date().toISOString(), ready: ready.length, inFlight: inFlight.size, pushedAhead: ahead });
+      await writeAtomic(path.join(o.spool, 'push', 'state.json'), `${JSON.stringify(state)}\n`).catch(() => undefined);
+      if (ready.length || inFlight.size) idleSince = now;
+      else if (now - idleSince > o.idleExitMs) {
+        o.log(`nothing to push for ${Math.round(o.idleExitMs / 1000)} s; exiting (the next archive_command starts a pusher again)`);
+        break;
+      }
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 250);
+        wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+    }
+    await Promise.allSettled(inFlight.values());
+  } finally {
+    watcher?.close();
+    releaseLock(lock);
+  }
+  return 0;
+}
