@@ -23,7 +23,7 @@ RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 FROM node:22-bookworm-slim
 ARG PG_MAJOR=15
 RUN apt-get update \
- && apt-get install -y --no-install-recommends "postgresql-client-${PG_MAJOR}" ca-certificates util-linux \
+ && apt-get install -y --no-install-recommends "postgresql-client-${PG_MAJOR}" ca-certificates util-linux zstd \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 pgrunbook \
  && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/pgrunbook --shell /usr/sbin/nologin pgrunbook \

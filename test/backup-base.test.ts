@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
+import { decompressStream } from '../src/repo/codec.js';
 import { execa, type ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jsonLines, runCli, startCli, tempDir } from './helpers/cli.js';
@@ -22,12 +22,10 @@ import { withPg } from '../src/postgres/client.js';
 import { openRepository } from '../src/repo/repository.js';
 import { readCatalog, type BaseBackupEntry, type BaseBackupMeta } from '../src/repo/catalog.js';
 import { parseLsn } from '../src/repo/walnames.js';
-import { runProcedure } from '../src/engine/runner.js';
-import type { Step } from '../src/engine/types.js';
-import { backupBaseProcedure } from '../src/procedures/backup-base.js';
 import { Crc32c, ManifestError, ManifestReader } from '../src/postgres/formats/backup_manifest.js';
+import { startPgBasebackup } from '../src/postgres/programs/pg_basebackup.js';
+import { MANIFEST_CHECKSUMS, StreamCheck } from '../src/services/base-backup-check.js';
 import { TarFormatError, TarReader, type TarEntry } from '../src/postgres/formats/tar.js';
-import { gunzipSync, gzipSync } from 'node:zlib';
 import { createHash } from 'node:crypto';
 
 /** Directories this file made: removed at the end (repositories hold backups of whole clusters). */
@@ -92,7 +90,7 @@ function followJson(child: ResultPromise) {
 }
 
 /**
- * What an operator does with a base backup: take base.tar.gz out of the repository (checksum
+ * What an operator does with a base backup: take base.tar.zst out of the repository (checksum
  * checked), unpack it as postgres into an empty directory, put backup_manifest beside it, run
  * pg_verifybackup (which also parses the WAL in pg_wal/), then start it on a port and socket of its
  * own and ask it for `sql`.
@@ -108,7 +106,7 @@ async function restoreAndQuery(url: string, env: Record<string, string>, meta: B
   try {
     const data = meta.objects!.data!;
     const tar = execa('tar', ['-xf', '-', '-C', dataDir], { stdin: 'pipe', reject: false, ...(pgIds ? { uid: pgIds.uid, gid: pgIds.gid } : {}) });
-    await pipeline(await repo.getVerified(data.key, data.sha256), createGunzip(), tar.stdin!);
+    await pipeline(await repo.getVerified(data.key, data.sha256), decompressStream(data.compression), tar.stdin!);
     const untar = await tar;
     expect(untar.exitCode, String(untar.stderr)).toBe(0);
     const man = meta.objects!.manifest!;
@@ -160,7 +158,7 @@ function expectCompleteBackup(entries: BaseBackupEntry[], systemIdentifier: stri
   expect(meta.objects?.data?.sha256).toMatch(/^[0-9a-f]{64}$/);
   expect(meta.objects?.manifest?.sha256).toMatch(/^[0-9a-f]{64}$/);
   expect(meta.size).toBe(meta.objects!.data!.size + meta.objects!.manifest!.size);
-  expect(complete[0].objects).toBe(3); // base.tar.gz, backup_manifest, backup.json
+  expect(complete[0].objects).toBe(3); // base.tar.zst, backup_manifest, backup.json
   return meta;
 }
 
@@ -202,7 +200,7 @@ describe('backup-base of a small cluster', () => {
       ['commit', 'ok'],
     ]);
     const checks = Object.fromEntries(summary.checks.map((c: any) => [c.name, c.ok]));
-    expect(checks).toMatchObject({ 'files against backup_manifest': true, 'WAL inside the backup': true, 'base.tar.gz': true, backup_manifest: true });
+    expect(checks).toMatchObject({ 'files against backup_manifest': true, 'WAL inside the backup': true, 'base.tar.zst': true, backup_manifest: true });
     const progress = events.filter((e) => e.type === 'progress' && e.stepId === 'backup');
     expect(progress.length).toBeGreaterThan(0);
     expect(progress.every((e) => e.unit === 'bytes' && (e.total === undefined || e.total >= e.done))).toBe(true);
@@ -226,10 +224,12 @@ describe('backup-base of a small cluster', () => {
     expect(restored.systemIdentifier).toBe(meta.systemIdentifier);
   });
 
-  it('S3, through the CLI: the same backup restores and starts', async () => {
-    const r = await runCli(['--procedure', 'backup-base', ...connFlags(small), '--repo', s3.url, '--checkpoint', 'fast', '--json'], { ...stateEnv, ...s3.env });
+  it('S3, through the CLI, with gzip as before zstd (PGRUNBOOK_COMPRESSION=gzip): the backup restores and starts', async () => {
+    const r = await runCli(['--procedure', 'backup-base', ...connFlags(small), '--repo', s3.url, '--checkpoint', 'fast', '--json'], { ...stateEnv, ...s3.env, PGRUNBOOK_COMPRESSION: 'gzip' });
     expect(r.exitCode, r.stderr + r.stdout).toBe(0);
     const meta = expectCompleteBackup(await backupsIn(s3.url, s3.env), await systemIdentifierOf(small));
+    expect(meta.objects!.data!.key).toMatch(/\/base\.tar\.gz$/);
+    expect(meta.objects!.data!.compression).toBe('gzip');
     const restored = await restoreAndQuery(s3.url, s3.env, meta, `SELECT count(*)::int AS n FROM marker WHERE note = 'before the backup'`, db);
     expect(restored.verifyOutput).toContain('backup successfully verified');
     expect(restored.rows).toEqual([{ n: 1 }]);
@@ -240,7 +240,7 @@ describe('backup-base of a small cluster', () => {
     const r = await runCli(['--procedure', 'backup-base', ...connFlags(small), '--repo', url, '--dry-run'], stateEnv);
     expect(r.exitCode, r.stderr + r.stdout).toBe(0);
     expect(r.stdout).toContain('pg_basebackup --pgdata=- --format=tar --wal-method=fetch --checkpoint=spread');
-    expect(r.stdout).toContain('basebackups/<id>/base.tar.gz');
+    expect(r.stdout).toContain('basebackups/<id>/base.tar.zst');
     expect(r.stdout).toContain('basebackups/<id>/backup.json');
     expect(fs.existsSync(new URL(url).pathname) ? await keysIn(url) : []).toEqual([]);
   });
@@ -283,50 +283,44 @@ describe('backup-base of a small cluster', () => {
     expect(summary.error).toContain('is not reachable');
   });
 
-  it('a file changed inside the stored tar (same size, valid gzip, SHA-256 updated) fails verification by its manifest checksum: exit 3, objects removed', async () => {
-    const url = fileRepo();
-    const root = new URL(url).pathname;
-    // Between backup and verify: rewrite PG_VERSION's contents inside base.tar.gz, as a tar that
-    // does not match what the server sent would look. Only the manifest's CRC32C can tell.
-    const tamper: Step = {
-      id: 'tamper',
-      title: 'tamper with the stored tar',
-      kind: 'action',
-      async run(ctx) {
-        const meta = ctx.state.meta as BaseBackupMeta;
-        const file = path.join(root, meta.objects!.data!.key);
-        const tar = gunzipSync(fs.readFileSync(file));
-        let at = -1;
-        for (let off = 0; off + 512 <= tar.length; off += 512) {
-          if (tar.subarray(off, off + 11).toString('latin1') === 'PG_VERSION\0') {
-            at = off + 512;
-            break;
-          }
-        }
-        expect(at).toBeGreaterThan(0);
-        tar[at] = tar[at] === 0x31 ? 0x32 : 0x31; // "15" -> "25"
-        const gz = gzipSync(tar, { level: 1 });
-        fs.writeFileSync(file, gz);
-        meta.objects!.data!.size = gz.length;
-        meta.objects!.data!.sha256 = createHash('sha256').update(gz).digest('hex');
-        fs.rmSync(path.join(path.dirname(file), `.pgrunbook-meta-${path.basename(file)}.json`), { force: true });
-      },
+  it('the check made as the tar streams (one pass) catches a file changed on the way by its manifest checksum, and a file missing', async () => {
+    // A real pg_basebackup tar with SHA-256 manifest checksums, as the backup step asks for it.
+    const bb = await startPgBasebackup({ connection: small.connection(), label: 'stream-check-test', checkpoint: 'fast', manifestChecksums: MANIFEST_CHECKSUMS, env: process.env });
+    const chunks: Buffer[] = [];
+    for await (const c of bb.stdout) chunks.push(c as Buffer);
+    expect((await bb.done).ok).toBe(true);
+    const tar = Buffer.concat(chunks);
+    const checkOf = (bytes: Buffer, skip?: string) => {
+      const check = new StreamCheck();
+      const reader = new TarReader((entry) => (entry.name === skip ? undefined : check.sink(entry)));
+      for (let off = 0; off < bytes.length; off += 65536) reader.write(bytes.subarray(off, off + 65536));
+      reader.end();
+      return check.result(bytes.length, 16 * 1024 * 1024);
     };
-    const steps = backupBaseProcedure.steps;
-    const procedure = { ...backupBaseProcedure, steps: [steps[0], steps[1], tamper, ...steps.slice(2)] };
-    const summary = await runProcedure({
-      procedure,
-      params: { checkpoint: 'fast' },
-      services: { connection: small.connection(), profile: {}, repo: url, env: process.env },
-      answer: async () => ({ allowed: true }),
-      journalPath: false,
-    });
-    expect(summary.exitCode, summary.error).toBe(3);
-    expect(summary.steps.map((st) => st.status)).toEqual(['ok', 'ok', 'ok', 'failed', 'pending']);
-    const failed = summary.checks.filter((c) => !c.ok);
-    expect(failed.map((c) => c.name)).toEqual(['files against backup_manifest']);
-    expect(failed[0].detail).toMatch(/PG_VERSION: CRC32C [0-9a-f]{8}, backup_manifest says [0-9a-f]{8}/);
-    expect(await keysIn(url)).toEqual([]);
+    const clean = checkOf(tar);
+    expect(clean.manifestOk).toBe(true);
+    expect(clean.problemCount, clean.problems.join('; ')).toBe(0);
+    expect(clean.checksummed).toBe(clean.listed);
+    expect(clean.missingWal).toEqual([]);
+    expect(clean.neededWal.length).toBeGreaterThan(0);
+
+    // "15" -> "25" in PG_VERSION: same size, only the checksum can tell.
+    const tampered = Buffer.from(tar);
+    let at = -1;
+    for (let off = 0; off + 512 <= tampered.length; off += 512) {
+      if (tampered.subarray(off, off + 11).toString('latin1') === 'PG_VERSION\0') {
+        at = off + 512;
+        break;
+      }
+    }
+    expect(at).toBeGreaterThan(0);
+    tampered[at] = tampered[at] === 0x31 ? 0x32 : 0x31;
+    const bad = checkOf(tampered);
+    expect(bad.problemCount).toBe(1);
+    expect(bad.problems[0]).toMatch(/^PG_VERSION: SHA256 [0-9a-f]{64}, backup_manifest says [0-9a-f]{64}$/);
+
+    const missing = checkOf(tar, 'global/pg_control');
+    expect(missing.problems).toContain('global/pg_control: in backup_manifest but not in the tar');
   });
 
   // Last in this block: it restarts the cluster with wal_level = minimal.
@@ -412,7 +406,7 @@ describe('backup-base of a ~100 MB cluster, interrupted', () => {
     expect(r.exitCode, String(r.stderr)).toBe(1);
     const summary = events.at(-1)!.summary;
     expect(summary.steps.find((s: any) => s.id === 'backup').status).toBe('failed');
-    expect(summary.error).toMatch(/storing the backup failed: S3 put 'basebackups\/[\w-]+\/base.tar.gz' in s3:\/\/.*ECONNREFUSED/);
+    expect(summary.error).toMatch(/storing the backup failed: S3 put 'basebackups\/[\w-]+\/base.tar.zst' in s3:\/\/.*ECONNREFUSED/);
     expect(summary.error).toContain('pg_basebackup was stopped; nothing was committed (no backup.json)');
     expect(summary.hint).toContain(`--resume ${summary.runId}`);
 

@@ -133,7 +133,7 @@ describe('shell completion', () => {
     expect(pitrT.every((w) => w.startsWith('--t'))).toBe(true);
     expect(await complete(['pgrunbook', '--procedure', 'p'])).toEqual(['pitr', 'promote']);
     expect(await complete(['pgrunbook', 'st'])).toEqual(['status']);
-    expect(await complete(['pgrunbook', 'wal-push', '--compress', ''])).toEqual(['gzip', 'none']);
+    expect(await complete(['pgrunbook', 'wal-push', '--compress', ''])).toEqual(['zstd', 'gzip', 'none']);
     expect(await complete(['pgrunbook', '--procedure', 'pitr', '--target-action', ''])).toEqual(['pause', 'promote']);
     expect(await complete(['pgrunbook', 'catalog', '--'])).toEqual(expect.arrayContaining(['--repo', '--verify', '--since', '--parallel', '--json', '--help']));
   });

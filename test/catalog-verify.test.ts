@@ -5,7 +5,6 @@
 // `status` shows the last verify: its age and result, critical after a failing one.
 import fs from 'node:fs';
 import path from 'node:path';
-import zlib from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, runCli, serverWritableDir, tempDir, serverOwnedRepoDir } from './helpers/cli.js';
 import { waitFor } from './helpers/wait.js';
@@ -15,6 +14,7 @@ import { openProfileStore } from '../src/config/store.js';
 import type { Catalog } from '../src/repo/catalog.js';
 import type { VerifyResult } from '../src/repo/verify.js';
 import { sha256Hex } from '../src/storage/checksum.js';
+import { compressBuffer, decompressBuffer } from '../src/repo/codec.js';
 import type { StatusReport } from '../src/monitoring/types.js';
 
 const DAY = 86_400_000;
@@ -257,7 +257,9 @@ describe('catalog --verify on a repository filled by wal-push, backup-base and b
     const metaKey = `basebackups/${meta.id}/backup.json`;
     const originals = await Promise.all([dataKey, metaKey].map(async (key) => ({ key, info: (await repo.store.head(key))!, bytes: fs.readFileSync(fileOf(key)) })));
     try {
-      const tar = zlib.gunzipSync(originals[0].bytes);
+      const codec = meta.objects!.data!.compression;
+      expect(codec).toBe('zstd');
+      const tar = await decompressBuffer(codec, originals[0].bytes);
       let at = -1;
       for (let off = 0; off + 512 <= tar.length; off += 512) {
         const name = tar.subarray(off, off + 100).toString('latin1').replace(/\0.*$/s, '');
@@ -268,7 +270,7 @@ describe('catalog --verify on a repository filled by wal-push, backup-base and b
       }
       expect(at, 'PG_VERSION in the tar').toBeGreaterThan(0);
       tar[at] ^= 0x01;
-      const tampered = zlib.gzipSync(tar);
+      const tampered = await compressBuffer(codec, tar);
       await repo.store.put(dataKey, tampered, { metadata: originals[0].info.metadata });
       const newMeta = { ...meta, objects: { ...meta.objects, data: { ...meta.objects!.data!, sha256: sha256Hex(tampered), size: tampered.length } } };
       const body = Buffer.from(`${JSON.stringify(newMeta, null, 2)}\n`);
@@ -276,7 +278,7 @@ describe('catalog --verify on a repository filled by wal-push, backup-base and b
 
       const { exitCode, result } = await verifyJson();
       expect(exitCode).toBe(3);
-      expect(result.bad).toEqual([{ key: dataKey, problem: 'corrupt', detail: expect.stringMatching(/^1 file\(s\) do not match backup_manifest: PG_VERSION: CRC32C [0-9a-f]{8}, backup_manifest says [0-9a-f]{8}$/) }]);
+      expect(result.bad).toEqual([{ key: dataKey, problem: 'corrupt', detail: expect.stringMatching(/^1 file\(s\) do not match backup_manifest: PG_VERSION: SHA256 [0-9a-f]{64}, backup_manifest says [0-9a-f]{64}$/) }]);
     } finally {
       for (const o of originals) await repo.store.put(o.key, o.bytes, { metadata: o.info.metadata });
     }

@@ -150,7 +150,7 @@ describe('wal-archiving into S3 leaves the server a clean environment and a cred
     const [{ seg }] = await cluster.query<{ seg: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS seg');
     const store = await openStore(server.url, { ...process.env, ...server.env });
     try {
-      await waitFor(`${seg} in the S3 bucket`, async () => Boolean(await store.head(`wal/${seg}.gz`)), 60_000, 200);
+      await waitFor(`${seg} in the S3 bucket`, async () => Boolean(await store.head(`wal/${seg}.zst`)), 60_000, 200);
       const [after] = await waitFor(
         'pg_stat_archiver to report the segment',
         async () => {

@@ -39,7 +39,7 @@ describe('find-target: the incidents of a window among pgbench noise', () => {
     });
   const switchAndArchive = async () => {
     const [{ name }] = await cluster.query<{ name: string }>(`SELECT pg_walfile_name(pg_switch_wal()) AS name`);
-    await waitFor(`${name} archived`, () => fs.existsSync(path.join(repoDir, walKey(name, 'gzip'))), 60_000);
+    await waitFor(`${name} archived`, () => fs.existsSync(path.join(repoDir, walKey(name, 'zstd'))), 60_000);
   };
   const findTarget = (extra: string[] = []) => runCli(['find-target', ...conn, '--repo', repoUrl, '--since', since, ...extra], env);
 

@@ -38,7 +38,7 @@ describe('pitr: exact and refusing', () => {
     runCli(['--procedure', 'pitr', ...conn, '--pgdata', cluster.dataDir, '--repo', repoUrl, '--target', target, '--confirm', 'data', '--json', ...extra], { ...env, ...extraEnv });
   const startTime = async () => (await cluster.query<{ t: string }>('SELECT pg_postmaster_start_time()::text AS t'))[0].t;
   const asides = () => fs.readdirSync(path.dirname(cluster.dataDir)).filter((f) => f.includes('.pgrunbook-')).length;
-  const walFile = (name: string) => path.join(repoDir, walKey(name, 'gzip'));
+  const walFile = (name: string) => path.join(repoDir, walKey(name, 'zstd'));
   const histories = () => fs.readdirSync(path.join(repoDir, 'wal')).filter((f) => f.includes('.history')).sort();
   /** Flip one byte in the middle of a file; returns the function that puts it back. */
   const flip = (file: string) => {
@@ -201,7 +201,7 @@ describe('pitr: exact and refusing', () => {
     // The timeline the server writes now (pg_control's checkpoint lags behind a promotion).
     const [{ seg }] = await cluster.query<{ seg: string }>('SELECT pg_walfile_name(pg_current_wal_lsn()) AS seg');
     const newest = seg.slice(0, 8);
-    await waitFor(`${newest}.history archived`, () => histories().includes(`${newest}.history.gz`), 60_000);
+    await waitFor(`${newest}.history archived`, () => histories().includes(`${newest}.history.zst`), 60_000);
     expect(fs.readdirSync(path.join(repoDir, 'wal')).filter((f) => new RegExp(`^${newest}[0-9A-F]{16}`).test(f))).toEqual([]);
     const latest = await pitr('latest', ['--target-action', 'promote']);
     expect(latest.exitCode, latest.stdout.slice(-3000)).toBe(0);

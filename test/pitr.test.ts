@@ -28,8 +28,8 @@ describe('pitr', () => {
       return s.last !== null && s.last >= name;
     }, 60_000);
   };
-  const backup = async () => {
-    const r = await runCli(['--procedure', 'backup-base', ...conn, '--repo', repoUrl, '--checkpoint', 'fast', '--json'], env);
+  const backup = async (extraEnv: Record<string, string> = {}) => {
+    const r = await runCli(['--procedure', 'backup-base', ...conn, '--repo', repoUrl, '--checkpoint', 'fast', '--json'], { ...env, ...extraEnv });
     expect(r.exitCode, r.stdout.slice(-3000) + r.stderr).toBe(0);
     const store = await openStore(repoUrl);
     const catalog = await readCatalog(store);
@@ -52,7 +52,8 @@ describe('pitr', () => {
     env = { PGRUNBOOK_STATE_DIR: path.join(tempDir(), 'state') };
     await cluster.query('CREATE DATABASE app');
     await cluster.query('CREATE TABLE events (v int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp()); CREATE TABLE filler AS SELECT g AS id, md5(g::text) AS pad FROM generate_series(1, 300000) g', [], 'app');
-    await backup();
+    // The older backup as the previous version wrote them (gzip): it must still restore.
+    await backup({ PGRUNBOOK_COMPRESSION: 'gzip' });
 
     // Each target sits between two committed rows.
     const one = (v: number) => cluster.query<{ xid: string }>(`INSERT INTO events (v) VALUES (${v}) RETURNING pg_current_xact_id()::text AS xid`, [], 'app');
@@ -76,12 +77,14 @@ describe('pitr', () => {
     await cluster?.remove();
   });
 
-  it('a time between two commits restores the first and not the second, from the older of two backups', async () => {
+  it('a time between two commits restores the first and not the second, from the older of two backups (gzip, as the previous version wrote)', async () => {
     const r = await pitr(marks.time);
     expect(r.exitCode, r.stdout.slice(-4000)).toBe(0);
     const end = jsonLines(r.stdout).at(-1)!.summary;
     const chosen = end.checks.find((c: { name: string }) => c.name === 'target inside a recovery window');
     expect(chosen.detail).toContain(`from base backup ${backups[0]}`);
+    const read = end.checks.find((c: { name: string }) => c.name === 'base backup checksums');
+    expect(read.detail).toContain(`basebackups/${backups[0]}/base.tar.gz`);
     expect(await rows()).toEqual([1]);
     const [{ paused }] = await cluster.query<{ paused: string }>('SELECT pg_get_wal_replay_pause_state() AS paused');
     expect(paused).toBe('paused');
@@ -93,26 +96,21 @@ describe('pitr', () => {
     expect(await rows()).toEqual([1, 2]);
   });
 
-  it('an LSN target restores what committed before it; killed during the unpack it resumes', async () => {
+  it('an LSN target restores what committed before it (zstd); killed while the preflight unpacks, nothing is touched and it resumes', async () => {
+    const before = await cluster.query<{ t: Date }>('SELECT pg_postmaster_start_time() AS t');
     const child = startCli(['--procedure', 'pitr', ...conn, '--pgdata', cluster.dataDir, '--repo', repoUrl, '--target', `lsn:${marks.lsn}`, '--confirm', 'data', '--json'], env);
     let out = '';
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    await waitFor('the unpack to report progress', () => out.split('\n').some((l) => l.includes('"type":"progress"') && l.includes('"stepId":"unpack"')), 60_000);
+    const staging = () => fs.readdirSync(path.dirname(cluster.dataDir)).filter((f) => f.startsWith(`${path.basename(cluster.dataDir)}.pgrunbook-staged-`));
+    await waitFor('the preflight to unpack into its staging directory', () => out.includes('beside the data directory, checking its checksums') && staging().length > 0, 60_000);
     child.kill('SIGINT');
     const first = await child;
     expect(first.exitCode).toBe(130);
-    const events = jsonLines(out);
-    const runId = events[0].runId as string;
-    const journal = fs.readFileSync(path.join(env.PGRUNBOOK_STATE_DIR, 'runs', `${runId}.jsonl`), 'utf8');
-    const aside = journal
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => JSON.parse(l))
-      .filter((rec) => rec.rec === 'step-end' && rec.state?.movedAside)
-      .at(-1).state.movedAside as string;
-    // The data directory that was running is intact where the journal says.
-    expect(fs.existsSync(path.join(aside, 'PG_VERSION'))).toBe(true);
-    expect(fs.existsSync(path.join(aside, 'base'))).toBe(true);
+    const runId = jsonLines(out)[0].runId as string;
+    // Nothing touched: the same postmaster runs on the same data directory; the staging directory is gone.
+    const after = await cluster.query<{ t: Date }>('SELECT pg_postmaster_start_time() AS t');
+    expect(after[0].t.getTime()).toBe(before[0].t.getTime());
+    expect(staging()).toEqual([]);
 
     const resumed = await runCli(['--resume', runId, ...conn, '--pgdata', cluster.dataDir, '--repo', repoUrl, '--json'], env);
     expect(resumed.exitCode, resumed.stdout.slice(-4000)).toBe(0);
@@ -173,7 +171,7 @@ describe('pitr', () => {
     await cluster.query('INSERT INTO events (v) VALUES (9)', [], 'app');
     await switchAndArchive();
     const store = await openStore(repoUrl);
-    await store.delete(walKey(seg, 'gzip'));
+    for (const codec of ['zstd', 'gzip', 'none'] as const) if (await store.head(walKey(seg, codec))) await store.delete(walKey(seg, codec));
     await store.close();
     const refused = await pitr(t);
     expect(refused.exitCode).toBe(1);

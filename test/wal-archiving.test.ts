@@ -204,7 +204,7 @@ describe('wal-archiving procedure', () => {
     const detail = end.summary.checks.find((c: { name: string }) => c.name === 'segment archived').detail as string;
     const seg = /^([0-9A-F]{24}) arrived in /.exec(detail)?.[1];
     expect(seg, detail).toBeDefined();
-    expect(walFiles()).toContain(`${seg}.gz`);
+    expect(walFiles()).toContain(`${seg}.zst`);
     const [archiver] = await cluster.query<{ last_archived_wal: string }>('SELECT last_archived_wal FROM pg_stat_archiver');
     expect(archiver.last_archived_wal >= seg!).toBe(true);
   });
@@ -293,7 +293,7 @@ describe('wal-archiving into S3', () => {
     expect(seg, detail).toBeDefined();
     const store = await openStore(server.url, { ...process.env, ...server.env });
     try {
-      expect(await store.head(`wal/${seg}.gz`)).toBeDefined();
+      expect(await store.head(`wal/${seg}.zst`)).toBeDefined();
     } finally {
       await store.close();
     }

@@ -190,7 +190,7 @@ describe('upload_to_storage', () => {
     const env = cleanEnv({ PGRUNBOOK_REPO: `file://${dir}/repo` });
     const ok = await execa('bash', [script, seg, '000000010000000000000042'], { reject: false, env, extendEnv: false });
     expect(ok.exitCode, String(ok.stderr)).toBe(0);
-    expect(fs.existsSync(path.join(dir, 'repo', 'wal', '000000010000000000000042.gz'))).toBe(true);
+    expect(fs.existsSync(path.join(dir, 'repo', 'wal', '000000010000000000000042.zst'))).toBe(true);
     const mismatch = await execa('bash', [script, seg, '000000010000000000000043'], { reject: false, env, extendEnv: false });
     expect(mismatch.exitCode).toBe(2);
   });

@@ -1,8 +1,8 @@
-// Physical base backup: pg_basebackup's tar streamed through gzip into the repository, with the
+// Physical base backup: pg_basebackup's tar streamed through zstd into the repository, with the
 // WAL it needs inside (so it is consistent on its own) and its backup_manifest lifted out of the
 // stream as a separate object. Nothing touches the local disk but the manifest (small), nothing
-// is buffered whole. The backup is read back and checked file by file against the manifest
-// before backup.json, the commit marker, is written.
+// is buffered whole. Every file is checked against the manifest as it streams (one pass) before
+// backup.json, the commit marker, is written.
 import { describeConnection } from '../config/connection.js';
 import { formatBytes } from '../engine/format.js';
 import { errorMessage } from '../engine/runner.js';
@@ -26,6 +26,7 @@ import {
 } from '../services/base-backup.js';
 import { freshBackupId, holdBackupLock, releaseBackupLock, removeBackupObjects } from '../services/base-backup-repo.js';
 import { streamBaseBackup, type BaseBackupPreflight } from '../services/base-backup-stream.js';
+import type { StreamCheckResult } from '../services/base-backup-check.js';
 import { verifyBaseBackup, type VerifiedBackup } from '../services/base-backup-verify.js';
 import { describeRepository, noOwnerYet, openRunRepository, ownerCheckDetail } from '../services/run-repository.js';
 import { defineProcedure, type Typed } from './define.js';
@@ -41,6 +42,8 @@ type BackupBaseState = {
   /** Set before the backup is streamed: an interrupted attempt's objects are found by it. */
   backupId?: string;
   meta?: BaseBackupMeta;
+  /** What the backup step's check against backup_manifest found as the tar streamed past. */
+  streamCheck?: StreamCheckResult;
   verified?: VerifiedBackup;
   committed?: boolean;
 };
@@ -139,8 +142,8 @@ export const backupBaseProcedure = defineProcedure<BackupBaseParams, BackupBaseS
       title: 'Stream pg_basebackup into the repository',
       kind: 'action',
       describe: (ctx) =>
-        `Running pg_basebackup (tar, WAL included, ${checkpointOf(ctx)} checkpoint) and streaming it, gzip-compressed, to ${repoDescription(ctx)}; its backup_manifest is stored alongside. Nothing is offered for restore until the backup has been verified and committed.`,
-      plan: (ctx) => planBackup({ checkpoint: checkpointOf(ctx), maxRate: maxRateOf(ctx) }),
+        `Running pg_basebackup (tar, WAL included, ${checkpointOf(ctx)} checkpoint) and streaming it, zstd-compressed in one pass (every file checked against backup_manifest as it passes), to ${repoDescription(ctx)}; its backup_manifest is stored alongside. Nothing is offered for restore until the backup has been verified and committed.`,
+      plan: (ctx) => planBackup({ checkpoint: checkpointOf(ctx), maxRate: maxRateOf(ctx), env: ctx.services.env }),
       async run(ctx) {
         const pre = preflightOf(ctx);
         const repo = await openRunRepository(ctx, ctx.services);
@@ -155,12 +158,15 @@ export const backupBaseProcedure = defineProcedure<BackupBaseParams, BackupBaseS
           const previous = ctx.state.backupId;
           if (previous && !ctx.state.committed) await removeBackupObjects(ctx, repo, previous, 'earlier unfinished');
           delete ctx.state.meta;
+          delete ctx.state.streamCheck;
 
           const id = await freshBackupId(repo);
           ctx.state.backupId = id;
           try {
             const { connection, env } = ctx.services;
-            ctx.state.meta = await streamBaseBackup(ctx, repo, id, pre, { connection, env, checkpoint: checkpointOf(ctx), maxRate: maxRateOf(ctx) });
+            const streamed = await streamBaseBackup(ctx, repo, id, pre, { connection, env, checkpoint: checkpointOf(ctx), maxRate: maxRateOf(ctx) });
+            ctx.state.meta = streamed.meta;
+            ctx.state.streamCheck = streamed.check;
           } catch (err) {
             await removeBackupObjects(ctx, repo, id, ctx.signal.aborted ? 'interrupted' : 'failed');
             throw err;
@@ -174,10 +180,10 @@ export const backupBaseProcedure = defineProcedure<BackupBaseParams, BackupBaseS
     },
     {
       id: 'verify',
-      title: 'Read the backup back and check it against its manifest',
+      title: 'Check the backup against its manifest',
       kind: 'verify',
       describe: (ctx) =>
-        `Reading ${backupLocation(ctx.state.backupId)} back from ${repoDescription(ctx)}: the SHA-256 of both objects, the backup_manifest's own checksum, and every file in the tar against the manifest (size and checksum), including the WAL the backup needs.`,
+        `Reporting what the backup step checked as the tar streamed (every file against backup_manifest, size and checksum, and the WAL the backup needs), and checking ${backupLocation(ctx.state.backupId)} in ${repoDescription(ctx)}: the data object's size, the backup_manifest object's SHA-256 and its own checksum.`,
       plan: () => planVerify(),
       async run(ctx) {
         const meta = metaOf(ctx);
@@ -185,7 +191,8 @@ export const backupBaseProcedure = defineProcedure<BackupBaseParams, BackupBaseS
         let done = false;
         try {
           await holdBackupLock(ctx, ctx.services);
-          const { failed, verified } = await verifyBaseBackup(ctx, repo, meta);
+          if (!ctx.state.streamCheck) throw new Error('the journal has no result of the check made while the backup streamed: start a new backup');
+          const { failed, verified } = await verifyBaseBackup(ctx, repo, meta, ctx.state.streamCheck);
           if (verified) ctx.state.verified = verified;
           if (failed) {
             ctx.log(`verification failed: removing ${backupLocation(meta.id)} so that it is never offered for restore`, 'error');

@@ -1,7 +1,8 @@
 // Point-in-time recovery: prove the target is inside a recovery window before touching
-// anything, pick the newest base backup that ends before it, stop the server, move the
-// data directory aside (never delete it), unpack the backup, replay archived WAL to the
-// target while showing progress, verify, and promote.
+// anything, pick the newest base backup that ends before it and unpack it (checking it as it
+// streams) into a staging directory beside the data directory, stop the server, move the data
+// directory aside (never delete it), rename the staged one in, replay archived WAL to the target
+// while showing progress, verify, and promote.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { StepContext } from '../engine/types.js';
@@ -15,11 +16,12 @@ import { openRepository, type Repository } from '../repo/repository.js';
 import { readRepositoryIdentity } from '../repo/identity.js';
 import { asideName, finishRestoreDir, freeSpaceFor, makeRestoreDir, moveAside, newDataDirOwner, type Owner } from '../restore/datadir.js';
 import type { RecoveryPlan } from '../restore/plan.js';
-import { identifyCluster, isCorruption, otherCluster, proveRecoverable } from '../restore/preflight.js';
+import { identifyCluster, isCorruption, otherCluster, proveRecoverable, removeStaged } from '../restore/preflight.js';
 import { prepareRecoverySpool, recoverySettings, writeRecoverySettings } from '../restore/recovery-settings.js';
 import { replayProgress, watchReplay } from '../restore/replay.js';
 import { describeTarget, formatMicrosIso, parseTarget, validTarget } from '../restore/target.js';
-import { unpackTar } from '../restore/unpack.js';
+import { stagedDirName, syncParent, unpackTar } from '../restore/unpack.js';
+import { ownerOf } from '../postgres/osuser.js';
 import { defineProcedure, type Typed } from './define.js';
 import { pitrAdvice } from './pitr-advice.js';
 import { defaultServerEnvFile, defaultSpoolDir, walCommandLine, writeServerEnvFile } from './pgrunbook-command.js';
@@ -44,6 +46,8 @@ export type PitrState = VerifyState & {
   serverLog?: string;
   stoppedAt?: string;
   movedAside?: string;
+  /** The base backup, unpacked and checked by the preflight beside the data directory. */
+  staged?: string;
   pgdataOwner?: Owner;
   pgdataMode?: number;
   envFile?: string;
@@ -151,9 +155,15 @@ export const pitrProcedure = defineProcedure<PitrParams, PitrState>({
           const catalog = await repo.catalog();
           ctx.check('repository readable', true, `${repo.describe()}: ${catalog.baseBackups.filter((b) => b.complete).length} complete base backups, ${catalog.wal.files} WAL files`);
           let p: RecoveryPlan;
+          // The backup is unpacked here, beside the data directory, as it is checked: its one read.
+          const staged = stagedDirName(pgdata, ctx.runId);
+          const stageOwner = fs.existsSync(pgdata) ? await ownerOf(pgdata) : await newDataDirOwner(path.dirname(pgdata));
+          const stage = { dir: staged, runId: ctx.runId, owner: stageOwner, pgdata };
           try {
-            p = await proveRecoverable({ repo, catalog, target, exclusive: Boolean(ctx.params.exclusive), timeline: ctx.params.timeline, backupId: ctx.params.backup, server, signal: ctx.signal, report: ctx });
+            p = await proveRecoverable({ repo, catalog, target, exclusive: Boolean(ctx.params.exclusive), timeline: ctx.params.timeline, backupId: ctx.params.backup, server, signal: ctx.signal, report: ctx, stage });
+            if (fs.existsSync(staged)) ctx.state.staged = staged;
           } catch (e) {
+            if (fs.existsSync(path.join(staged, `.pgrunbook-restoring-${ctx.runId}`))) await removeStaged(staged);
             if (!isCorruption(e)) throw e;
             ctx.check('repository objects intact', false, `${(e as Error).message} Nothing was touched: the server and ${pgdata} are as they were.`);
             return;
@@ -162,13 +172,15 @@ export const pitrProcedure = defineProcedure<PitrParams, PitrState>({
           ctx.check('target inside a recovery window', true, `${p.targetDetail}; from base backup ${p.backupId} (ended ${p.backupStopTime}, ${p.backupStopLsn}), replaying ${p.path}`);
           if (server.clusterName) p.clusterName = server.clusterName;
 
-          const backup = catalog.baseBackups.find((b) => b.id === p.backupId)?.meta;
-          const need = Number(backup?.uncompressedSize ?? backup?.size ?? 0);
-          const space = await freeSpaceFor(pgdata, need);
-          if (space) ctx.check('free space', true, `${formatBytes(space.free)} free for about ${formatBytes(need)}`);
+          if (!ctx.state.staged) {
+            const backup = catalog.baseBackups.find((b) => b.id === p.backupId)?.meta;
+            const need = Number(backup?.uncompressedSize ?? backup?.size ?? 0);
+            const space = await freeSpaceFor(pgdata, need);
+            if (space) ctx.check('free space', true, `${formatBytes(space.free)} free for about ${formatBytes(need)}`);
+          }
 
           ctx.state.plan = p;
-          ctx.log(`plan: stop the server, move ${pgdata} aside, unpack ${formatBytes(p.dataObject.size)} from ${p.dataObject.key}, replay WAL to ${p.targetDetail}, ${promoting(ctx) ? 'verify, then promote' : 'pause for inspection'}`);
+          ctx.log(`plan: stop the server, move ${pgdata} aside, ${ctx.state.staged ? `rename ${ctx.state.staged} (checked) into its place` : `unpack ${formatBytes(p.dataObject.size)} from ${p.dataObject.key}`}, replay WAL to ${p.targetDetail}, ${promoting(ctx) ? 'verify, then promote' : 'pause for inspection'}`);
         } finally {
           await repo.close();
         }
@@ -211,13 +223,38 @@ export const pitrProcedure = defineProcedure<PitrParams, PitrState>({
     },
     {
       id: 'unpack',
-      title: 'Download and unpack the base backup',
+      title: 'Put the base backup in place',
       kind: 'action',
-      describe: (ctx) => `Streaming ${planned(ctx).dataObject?.key ?? 'the base backup'} (${formatBytes(planned(ctx).dataObject?.size ?? 0)}) from the repository into a new ${pgdataOf(ctx)}, checking its SHA-256 as it arrives.`,
-      plan: (ctx) => [`mkdir ${pgdataOf(ctx)} (mode 0700)`, `get ${planned(ctx).dataObject?.key ?? 'basebackups/<id>/base.tar.gz'} | gunzip | tar -x -C ${pgdataOf(ctx)}`],
+      describe: (ctx) =>
+        ctx.state.staged
+          ? `Renaming ${ctx.state.staged}, the base backup the preflight unpacked and checked, to ${pgdataOf(ctx)}.`
+          : `Streaming ${planned(ctx).dataObject?.key ?? 'the base backup'} (${formatBytes(planned(ctx).dataObject?.size ?? 0)}) from the repository into a new ${pgdataOf(ctx)}, checking its SHA-256 as it arrives.`,
+      plan: (ctx) => [
+        `rename ${stagedDirName(pgdataOf(ctx), ctx.runId)} (unpacked and checked by the preflight) to ${pgdataOf(ctx)}`,
+        `if the preflight staged nothing: mkdir ${pgdataOf(ctx)} (mode 0700), get ${planned(ctx).dataObject?.key ?? 'basebackups/<id>/base.tar.zst'} | zstd -d | tar -x -C ${pgdataOf(ctx)}`,
+      ],
       async run(ctx) {
         const pgdata = pgdataOf(ctx);
         const data = plan(ctx).dataObject;
+        const staged = ctx.state.staged;
+        if (staged && fs.existsSync(staged)) {
+          // Only an empty directory, or one an earlier attempt of this run made, gives way at pgdata.
+          if (fs.existsSync(pgdata)) {
+            await makeRestoreDir(pgdata, ctx.runId, owner(ctx));
+            await fs.promises.rm(pgdata, { recursive: true });
+          }
+          await fs.promises.rename(staged, pgdata);
+          await syncParent(pgdata);
+          ctx.log(`renamed ${staged} (unpacked and checked before anything was touched) to ${pgdata}`);
+          await finishRestoreDir(pgdata, ctx.runId);
+          return;
+        }
+        if (staged && fs.existsSync(path.join(pgdata, `.pgrunbook-restoring-${ctx.runId}`)) && fs.existsSync(path.join(pgdata, 'PG_VERSION'))) {
+          ctx.log(`${pgdata} is the staged backup, renamed by an earlier attempt of this run`);
+          await finishRestoreDir(pgdata, ctx.runId);
+          return;
+        }
+        if (staged) ctx.log(`the staged backup ${staged} is gone: unpacking from the repository again`, 'warn');
         await makeRestoreDir(pgdata, ctx.runId, owner(ctx));
         const repo = await openRepo(ctx);
         try {

@@ -213,7 +213,7 @@ export const walArchivingProcedure = defineProcedure<WalArchivingParams, WalArch
       plan: (ctx) => [
         'check wal_level, archive_mode, archive_command, archive_timeout are live',
         SWITCH_WAL_TEXT,
-        `wait up to ${timeoutSec(ctx)} s for pg_stat_archiver.last_archived_wal >= that segment and wal/<segment>.gz (or wal/<segment>) in ${repoDescription(ctx)}`,
+        `wait up to ${timeoutSec(ctx)} s for pg_stat_archiver.last_archived_wal >= that segment and wal/<segment>.zst (or .gz, or wal/<segment>) in ${repoDescription(ctx)}`,
       ],
       async run(ctx) {
         registerRepoSecrets(ctx);

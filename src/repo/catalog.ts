@@ -37,7 +37,7 @@ export interface BaseBackupMeta {
   /** The backup's objects with their SHA-256 (checked on every read): `data` is the data directory as a
    *  tar (WAL in pg_wal/ when includesWal), `manifest` is PostgreSQL's backup_manifest for it. */
   objects?: {
-    data?: BaseBackupObject & { format: 'tar'; compression: 'gzip' | 'none' };
+    data?: BaseBackupObject & { format: 'tar'; compression: Codec };
     manifest?: BaseBackupObject;
   };
   /** Bytes of the tar as PostgreSQL sent it, before compression. */
@@ -176,9 +176,10 @@ async function readJson<T>(store: ObjectStore, key: string): Promise<T> {
 
 async function readText(store: ObjectStore, key: string): Promise<string> {
   const buf = await readObject(store, key);
-  if (key.endsWith('.gz')) {
-    const zlib = await import('node:zlib');
-    return zlib.gunzipSync(buf).toString('utf8');
+  const codec = parseWalKey(key)?.compression ?? 'none';
+  if (codec !== 'none') {
+    const { decompressBuffer } = await import('./codec.js');
+    return (await decompressBuffer(codec, buf)).toString('utf8');
   }
   return buf.toString('utf8');
 }

@@ -179,8 +179,10 @@ class ZstdProcess extends Duplex {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    if (this.stdinError) return cb(); // the close handler reports the failure
-    if (this.child.stdin.write(chunk)) return cb();
+    if (this.stdinError || this.child.stdin.write(chunk)) {
+      cb(); // after a stdin error, the close handler reports the failure
+      return;
+    }
     this.pendingWrite = cb;
     this.child.stdin.once('drain', () => {
       const pending = this.pendingWrite;

@@ -4,8 +4,10 @@
 //   locks/<name>.json              lock records (lock.ts)
 //   basebackups/<id>/...           a base backup's objects, backup.json written last (catalog.ts)
 //   dumps/<database>/<id>/...      a dump's objects, dump.json written last
-//   wal/<file>[.gz]                archived WAL segments and history files (walarchive.ts)
+//   wal/<file>[.zst|.gz]           archived WAL segments and history files (walarchive.ts)
 //   verify/last.json               the last `catalog --verify` result (verify.ts)
+
+import { CODEC_SUFFIX, type Codec } from './codec.js';
 
 export const IDENTITY_KEY = 'pgrunbook.json';
 
@@ -33,12 +35,11 @@ export function dumpPrefix(database: string, id: string): string {
 
 export const WAL_PREFIX = 'wal/';
 
-export type WalCompression = 'gzip' | 'none';
-
-const WAL_SUFFIX: Record<WalCompression, string> = { gzip: '.gz', none: '' };
+/** A WAL file's codec (codec.ts): its key's suffix says which. */
+export type WalCompression = Codec;
 
 export function walKey(name: string, compression: WalCompression): string {
-  return `${WAL_PREFIX}${name}${WAL_SUFFIX[compression]}`;
+  return `${WAL_PREFIX}${name}${CODEC_SUFFIX[compression]}`;
 }
 
 /** The WAL file name and compression a key in wal/ stands for. */
@@ -46,6 +47,7 @@ export function parseWalKey(key: string): { name: string; compression: WalCompre
   if (!key.startsWith(WAL_PREFIX)) return undefined;
   const rest = key.slice(WAL_PREFIX.length);
   if (rest.endsWith('.gz')) return { name: rest.slice(0, -3), compression: 'gzip' };
+  if (rest.endsWith('.zst')) return { name: rest.slice(0, -4), compression: 'zstd' };
   return { name: rest, compression: 'none' };
 }
 

@@ -118,7 +118,7 @@ export class Repository {
         failure = opts.signal.reason ?? new Error('aborted');
         break;
       }
-      if (!key.startsWith(WAL_PREFIX) || key.endsWith('.history') || key.endsWith('.history.gz')) {
+      if (!key.startsWith(WAL_PREFIX) || /\.history(\.gz|\.zst)?$/.test(key) === true) {
         failure = new RepositoryError(`refusing to delete ${key}: not a WAL segment under ${WAL_PREFIX} (history files are never deleted)`);
         break;
       }

@@ -1,8 +1,8 @@
 // Base backups under verify: backup.json's objects present, backup_manifest and the data tar
 // against the SHA-256s backup.json recorded, then every file in the tar against backup_manifest's
 // size and checksum, and the WAL the backup needs to be consistent inside the tar.
-import { PassThrough, type Transform } from 'node:stream';
-import { createGunzip } from 'node:zlib';
+import type { Duplex } from 'node:stream';
+import { decompressStream } from './codec.js';
 import { ManifestReader, manifestChecksummer, type ManifestFile } from '../postgres/formats/backup_manifest.js';
 import { TarReader, type TarEntrySink } from '../postgres/formats/tar.js';
 import { drainedOrClosed } from '../postgres/streams.js';
@@ -93,7 +93,8 @@ export async function checkBackupData(run: VerifyRun, key: string, rec: NonNulla
       },
     };
   });
-  const decoder: Transform = rec.compression === 'gzip' ? createGunzip({ chunkSize: 256 * 1024 }) : new PassThrough();
+  // gzip (written before zstd), zstd (its content checksum checked by zstd -d) or none.
+  const decoder: Duplex = decompressStream(rec.compression);
   let contentError: Error | undefined;
   const consumer = (async () => {
     for await (const c of decoder) reader.write(c as Buffer);
@@ -115,12 +116,14 @@ export async function checkBackupData(run: VerifyRun, key: string, rec: NonNulla
       if (!decoder.destroyed) decoder.end();
       await consumer;
     }
+    // No zstd program here: not the object's fault; exit 2 naming the package.
+    if ((contentError as { procedureExitCode?: number } | undefined)?.procedureExitCode === 2) throw contentError;
     if (r.sha256 !== rec.sha256) {
       run.addBad({ key, problem: 'checksum-mismatch', detail: `SHA-256 is ${r.sha256}, backup.json recorded ${rec.sha256}${contentError ? ` (and reading it fails: ${contentError.message})` : ''}` });
       return;
     }
     if (contentError) {
-      run.addBad({ key, problem: 'corrupt', detail: `its SHA-256 matches backup.json, but its contents are not a complete ${rec.compression === 'gzip' ? 'gzipped ' : ''}tar: ${contentError.message}` });
+      run.addBad({ key, problem: 'corrupt', detail: `its SHA-256 matches backup.json, but its contents are not a complete ${rec.compression !== 'none' ? `${rec.compression}-compressed ` : ''}tar: ${contentError.message}` });
       return;
     }
     if (expected) {

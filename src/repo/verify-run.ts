@@ -2,15 +2,13 @@
 // files, dumps, metadata files and anything else against its recorded SHA-256. Base backups are
 // checked in verify-basebackup.ts; verify.ts lists the repository and schedules the checks.
 import { createHash } from 'node:crypto';
-import { gunzip as gunzipCb } from 'node:zlib';
-import { promisify } from 'node:util';
 import { ChecksumMismatchError, ObjectNotFoundError, StorageError, type ListEntry, type ObjectStore } from '../storage/types.js';
 import { sha256Hex } from '../storage/checksum.js';
 import type { DumpMeta } from './catalog.js';
-import { DUMP_PREFIX, IDENTITY_KEY, LOCK_PREFIX } from './layout.js';
+import { DUMP_PREFIX, IDENTITY_KEY, LOCK_PREFIX, parseWalKey } from './layout.js';
+import { decompressBuffer } from './codec.js';
 import type { VerifyCounts, VerifyOptions, VerifyProblem, VerifyProgress } from './verify-types.js';
 
-const gunzip = promisify(gunzipCb);
 
 export const HEX64 = /^[0-9a-f]{64}$/;
 
@@ -149,11 +147,13 @@ export async function verifyWal(run: VerifyRun, e: ListEntry): Promise<void> {
       return;
     }
     let raw: Buffer = stored;
-    if (key.endsWith('.gz')) {
+    const codec = parseWalKey(key)?.compression ?? 'none';
+    if (codec !== 'none') {
       try {
-        raw = await gunzip(stored);
+        raw = await decompressBuffer(codec, stored);
       } catch (err) {
-        run.addBad({ key, problem: want ? 'corrupt' : 'checksum-mismatch', detail: `gunzip fails: ${(err as Error).message}` });
+        if ((err as { procedureExitCode?: number }).procedureExitCode === 2) throw err; // no zstd program: not the object's fault
+        run.addBad({ key, problem: want ? 'corrupt' : 'checksum-mismatch', detail: `${codec === 'gzip' ? 'gunzip' : 'zstd -d'} fails: ${(err as Error).message}` });
         return;
       }
     }

@@ -7,12 +7,13 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import { createHash } from 'node:crypto';
 import { promisify } from 'node:util';
+import { CODECS, compressBuffer, decompressBuffer, decompressStream, isCodecDataError } from './codec.js';
 import { pipeline } from 'node:stream/promises';
 import { Transform, type TransformCallback } from 'node:stream';
 import { ObjectNotFoundError, StorageError, type ObjectInfo, type ObjectStore } from '../storage/types.js';
 import { sha256Hex } from '../storage/checksum.js';
 import { parseWalFileName } from './walnames.js';
-import { walKey, type WalCompression } from './layout.js';
+import { parseWalKey, walKey, type WalCompression } from './layout.js';
 import { readObject } from './objects.js';
 import { checkRepositoryIdentity, ensureRepositoryIdentity, systemIdentifierFromSegment } from './identity.js';
 
@@ -21,8 +22,9 @@ const gzip = promisify(zlib.gzip);
 export { WAL_PREFIX, walKey, parseWalKey, type WalCompression } from './layout.js';
 
 export interface WalPushOptions {
+  /** zstd (the default, codec.ts), gzip or none: the key's suffix records it. */
   compression: WalCompression;
-  /** gzip level 1-9; 1 is several times faster than 6 for about 10% more bytes on WAL. */
+  /** gzip level 1-9, zstd 1-19; 1 is several times faster than 6 for about 10% more bytes on WAL. */
   level?: number;
   signal?: AbortSignal;
 }
@@ -81,7 +83,7 @@ export async function pushWal(store: ObjectStore, sourcePath: string, opts: WalP
     throw new WalConflictError(name, existing.key, store.describe());
   }
 
-  const body = opts.compression === 'gzip' ? await gzipParallel(raw, opts.level ?? 1) : raw;
+  const body = opts.compression === 'gzip' ? await gzipParallel(raw, opts.level ?? 1) : opts.compression === 'zstd' ? await compressBuffer('zstd', raw, { level: opts.level ?? 1 }) : raw;
   opts.signal?.throwIfAborted();
   await store.put(key, body, {
     contentLength: body.length,
@@ -109,8 +111,7 @@ async function gzipParallel(raw: Buffer, level: number): Promise<Buffer> {
 }
 
 async function findArchived(store: ObjectStore, name: string, preferred: WalCompression): Promise<{ key: string; info: ObjectInfo } | undefined> {
-  const order: WalCompression[] = preferred === 'gzip' ? ['gzip', 'none'] : ['none', 'gzip'];
-  for (const compression of order) {
+  for (const compression of codecOrder(preferred)) {
     const key = walKey(name, compression);
     const info = await store.head(key);
     if (info) return { key, info };
@@ -122,8 +123,15 @@ async function sameContent(store: ObjectStore, key: string, info: ObjectInfo, ra
   if (info.metadata.rawsha256) return info.metadata.rawsha256 === rawSha;
   // Written by something else (or metadata lost): compare the bytes themselves.
   const fetched = await readObject(store, key);
-  const plain = key.endsWith('.gz') ? zlib.gunzipSync(fetched) : fetched;
+  const codec = parseWalKey(key)?.compression ?? 'none';
+  const plain = codec === 'none' ? fetched : await decompressBuffer(codec, fetched);
   return plain.equals(raw);
+}
+
+/** Every codec a WAL file may be stored with, `preferred` (what this pusher writes) first. */
+function codecOrder(preferred: WalCompression | undefined): WalCompression[] {
+  const first = preferred ?? 'zstd';
+  return [first, ...CODECS.filter((c) => c !== first)];
 }
 
 export interface WalFetchOptions {
@@ -159,8 +167,7 @@ export class WalCorruptError extends Error {
  */
 export async function fetchWal(store: ObjectStore, name: string, destPath: string, opts: WalFetchOptions = {}): Promise<WalFetchResult> {
   if (!parseWalFileName(name)) throw new WalNameError(`"${name}" is not a WAL file name; restore_command should pass %f %p`);
-  const order: WalCompression[] = opts.preferred === 'none' ? ['none', 'gzip'] : ['gzip', 'none'];
-  for (const compression of order) {
+  for (const compression of codecOrder(opts.preferred)) {
     const key = walKey(name, compression);
     let got;
     try {
@@ -173,7 +180,7 @@ export async function fetchWal(store: ObjectStore, name: string, destPath: strin
     const storedHash = new HashTap();
     const rawHash = new HashTap();
     const stages: NodeJS.ReadWriteStream[] = [storedHash];
-    if (compression === 'gzip') stages.push(zlib.createGunzip());
+    if (compression !== 'none') stages.push(decompressStream(compression));
     stages.push(rawHash);
     const out = fs.createWriteStream(tmp, { mode: 0o600 });
     try {
@@ -191,8 +198,8 @@ export async function fetchWal(store: ObjectStore, name: string, destPath: strin
       await fsp.rename(tmp, destPath);
     } catch (err) {
       await fsp.rm(tmp, { force: true });
-      // zlib's errors (Z_DATA_ERROR, Z_BUF_ERROR: "incorrect data check", "unexpected end of file") mean damaged bytes.
-      if (err instanceof Error && !(err instanceof StorageError) && String((err as { code?: string }).code ?? '').startsWith('Z_')) {
+      // zlib's errors (Z_DATA_ERROR, Z_BUF_ERROR: "incorrect data check", "unexpected end of file") and zstd's mean damaged bytes.
+      if (err instanceof Error && !(err instanceof StorageError) && isCodecDataError(err)) {
         throw new WalCorruptError(name, key, store.describe(), `stored (${err.message})`);
       }
       throw err;

@@ -1,6 +1,8 @@
 // What pitr proves before it touches anything: which cluster lives at --pgdata (asked of the
 // running server, else read from pg_control), and that the target is recoverable from the
 // repository: the chosen base backup and every WAL segment on the way read with their checksums.
+// The base backup is read once: unpacked, as it is checked, into a staging directory beside the
+// data directory (nothing of the server's is touched), which the unpack step later renames in.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ConnectionSettings } from '../config/connection.js';
@@ -11,6 +13,9 @@ import { controlFileSystemIdentifier } from '../postgres/programs/controldata.js
 import type { Catalog } from '../repo/catalog.js';
 import type { Repository } from '../repo/repository.js';
 import { ChecksumMismatchError } from '../storage/types.js';
+import { isCodecDataError } from '../repo/codec.js';
+import { freeSpaceFor, makeRestoreDir, type Owner } from './datadir.js';
+import { unpackTar } from './unpack.js';
 import { planRecovery, RepositoryCorruptError, type RecoveryPlan } from './plan.js';
 import type { RecoveryTarget } from './target.js';
 
@@ -53,7 +58,9 @@ export function otherCluster(what: string, theirs: string, server: ClusterIdenti
 
 /** A damaged repository object, as distinct from a target out of reach: exit 3, nothing touched. */
 export function isCorruption(e: unknown): boolean {
-  return e instanceof RepositoryCorruptError || e instanceof ChecksumMismatchError || /checksum|sha-?256/i.test(String((e as Error)?.message ?? ''));
+  if (e instanceof RepositoryCorruptError || e instanceof ChecksumMismatchError || isCodecDataError(e)) return true;
+  if ((e as { corrupt?: unknown })?.corrupt === true) return true;
+  return /checksum|sha-?256/i.test(String((e as Error)?.message ?? ''));
 }
 
 export type ProveOptions = {
@@ -66,6 +73,8 @@ export type ProveOptions = {
   server: ClusterIdentity;
   signal: AbortSignal;
   report: Pick<StepContext, 'log' | 'check' | 'progress'>;
+  /** Unpack the chosen backup into `dir` (made here, marked as run `runId`'s) while checking it. */
+  stage?: { dir: string; runId: string; owner: Owner; pgdata: string };
 };
 
 /** Plan the recovery, reading the chosen backup and the WAL path with their checksums; progress in bytes read. */
@@ -92,6 +101,11 @@ export async function proveRecoverable(o: ProveOptions): Promise<RecoveryPlan> {
       if (server.systemIdentifier && meta.systemIdentifier && server.systemIdentifier !== meta.systemIdentifier) throw otherCluster(`base backup ${meta.id}`, meta.systemIdentifier, server);
       const objs = [meta.objects?.data, meta.objects?.manifest].filter((o): o is NonNullable<typeof o> => Boolean(o));
       plannedBytes = objs.reduce((n, o) => n + o.size, 0);
+      const data = meta.objects?.data;
+      if (o.stage && data) {
+        await stageBackup(o, meta.id, data, meta.objects?.manifest, Number(meta.uncompressedSize ?? meta.size ?? 0), tick);
+        return;
+      }
       report.log(`reading base backup ${meta.id} (${formatBytes(plannedBytes)}) to check its checksums before anything is touched`);
       for (const obj of objs) {
         const body = await repo.getVerified(obj.key, obj.sha256, o.signal);
@@ -105,4 +119,45 @@ export async function proveRecoverable(o: ProveOptions): Promise<RecoveryPlan> {
       if (count % 16 === 0) report.log(`checked ${count} WAL segments (at ${name})`);
     },
   });
+}
+
+type StoredObject = { key: string; size: number; sha256: string };
+
+/** The one read of the base backup: its manifest object checked, its data unpacked into the staging directory as its checksums are checked. */
+async function stageBackup(o: ProveOptions, id: string, data: StoredObject & { compression: string }, manifest: StoredObject | undefined, unpacked: number, tick: (n: number) => void): Promise<void> {
+  const { repo, report, stage } = o;
+  if (!stage) return;
+  const space = await freeSpaceFor(stage.pgdata, unpacked);
+  if (space) report.check('free space', true, `${formatBytes(space.free)} free beside ${stage.pgdata} for about ${formatBytes(unpacked)}`);
+  report.log(`unpacking base backup ${id} (${formatBytes(data.size)}, ${data.compression}) into ${stage.dir}, beside the data directory, checking its checksums as it streams; the server and its data directory are not touched`);
+  let made = false;
+  try {
+    if (manifest) {
+      const body = await repo.getVerified(manifest.key, manifest.sha256, o.signal);
+      for await (const chunk of body) tick((chunk as Buffer).length);
+    }
+    await makeRestoreDir(stage.dir, stage.runId, stage.owner);
+    made = true;
+    let last = 0;
+    const body = await repo.getVerified(data.key, data.sha256, o.signal);
+    const { files } = await unpackTar(body, {
+      dir: stage.dir,
+      compression: data.compression,
+      owner: stage.owner,
+      signal: o.signal,
+      onBytes: (done) => {
+        tick(done - last);
+        last = done;
+      },
+    });
+    report.check('base backup checksums', true, `${id}: SHA-256 of ${[data.key, manifest?.key].filter(Boolean).join(', ')}${data.compression === 'zstd' ? ' and zstd\'s content checksum' : ''}; unpacked into ${stage.dir} (${files} files, fsynced)`);
+  } catch (err) {
+    if (made) await removeStaged(stage.dir);
+    throw err;
+  }
+}
+
+/** The staging directory this run made (it never holds anything else): removed when the run cannot use it. */
+export async function removeStaged(dir: string): Promise<void> {
+  await fs.promises.rm(dir, { recursive: true, force: true }).catch(() => {});
 }

@@ -5,11 +5,15 @@ import type { Repository } from '../repo/repository.js';
 import { uniqueBackupId } from '../repo/repository.js';
 import { acquireLock, lockKey, type HeldLock } from '../repo/lock.js';
 import { BASEBACKUP_PREFIX } from '../repo/catalog.js';
+import { CODEC_SUFFIX, type Codec } from '../repo/codec.js';
 import { anythingUnder, openRunRepository, sentence, type RepoSettings, type RunIO } from './run-repository.js';
 
 /** One base backup at a time per repository. */
 export const BACKUP_LOCK = lockKey('backup-base');
-export const DATA_OBJECT = 'base.tar.gz';
+/** The data object's name: the tar, its key's suffix naming its codec (base.tar.zst, base.tar.gz before zstd). */
+export function dataObjectName(codec: Codec): string {
+  return `base.tar${CODEC_SUFFIX[codec]}`;
+}
 export const MANIFEST_OBJECT = 'backup_manifest';
 /** Deleting a failed backup's objects must not hold up an interrupted run (the runner waits 10 s). */
 const CLEANUP_DEADLINE_MS = 6000;

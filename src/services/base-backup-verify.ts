@@ -1,31 +1,24 @@
-// A stored base backup read back and checked against its own manifest: the SHA-256 of both
-// objects, the backup_manifest's Manifest-Checksum, every file in the tar (size and checksum), and
-// the WAL from the start to the stop LSN that makes the backup consistent.
-import { Transform, Writable, type Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
+// The verify step of backup-base: what the stream check found while the backup was written
+// (base-backup-check.ts: every file against backup_manifest, the WAL inside), plus the stored
+// objects as the repository has them: the data object present with the size written, and the
+// backup_manifest object read back (small) against its SHA-256 and Manifest-Checksum. The data
+// itself is not read a second time; `catalog --verify` reads everything back when asked.
+import path from 'node:path';
 import { formatBytes } from '../engine/format.js';
-import { ManifestError, ManifestReader, manifestChecksummer, type FileChecksummer, type ManifestFile, type ManifestSummary } from '../postgres/formats/backup_manifest.js';
-import { TarFormatError, TarReader, type TarEntrySink } from '../postgres/formats/tar.js';
+import { ManifestError, ManifestReader } from '../postgres/formats/backup_manifest.js';
 import type { BaseBackupMeta } from '../repo/catalog.js';
 import type { Repository } from '../repo/repository.js';
 import { ChecksumMismatchError } from '../storage/types.js';
-import { parseLsn, segmentName, segnoOfLsn } from '../repo/walnames.js';
-import { DATA_OBJECT, MANIFEST_OBJECT } from './base-backup-repo.js';
-import { ZLIB_CHUNK } from './base-backup-stream.js';
+import { MANIFEST_OBJECT } from './base-backup-repo.js';
+import type { StreamCheckResult } from './base-backup-check.js';
 import type { RunIO } from './run-repository.js';
 
-/** What was read back, for the run's state. */
+/** What was checked, for the run's state. */
 export type VerifiedBackup = { files: number; checksummed: number; bytes: number; seconds: number };
 
-function isCorruption(err: unknown): boolean {
-  if (err instanceof ChecksumMismatchError || err instanceof TarFormatError || err instanceof ManifestError) return true;
-  const code = (err as { code?: unknown })?.code;
-  return typeof code === 'string' && code.startsWith('Z_'); // zlib: not gzip, or damaged
-}
-
 /** `failed` when a check failed (the backup is bad); throws when the repository could not be read. */
-export async function verifyBaseBackup(ctx: RunIO, repo: Repository, meta: BaseBackupMeta): Promise<{ failed: boolean; verified?: VerifiedBackup }> {
+export async function verifyBaseBackup(ctx: RunIO, repo: Repository, meta: BaseBackupMeta, check: StreamCheckResult): Promise<{ failed: boolean; verified?: VerifiedBackup }> {
+  const started = Date.now();
   const data = meta.objects?.data;
   const man = meta.objects?.manifest;
   if (!data || !man) throw new Error(`backup ${meta.id} has no object list in its state; run the backup again`);
@@ -35,128 +28,44 @@ export async function verifyBaseBackup(ctx: RunIO, repo: Repository, meta: BaseB
     ctx.check(name, false, detail);
   };
 
-  // 1. The manifest: the bytes we stored, and its own checksum.
-  const manifestReader = new ManifestReader({ keepFiles: true });
-  let manifest: ManifestSummary;
+  // 1. The manifest object as stored: its bytes, and its own checksum.
   try {
+    const reader = new ManifestReader();
     const body = await repo.getVerified(man.key, man.sha256, ctx.signal);
-    for await (const chunk of body) manifestReader.write(chunk as Buffer);
-    manifest = manifestReader.end();
+    for await (const chunk of body) reader.write(chunk as Buffer);
+    const summary = reader.end();
+    if (!check.manifestOk) fail(MANIFEST_OBJECT, `in the stream: ${check.manifestDetail}`);
+    else ctx.check(MANIFEST_OBJECT, true, `SHA-256 and Manifest-Checksum ok; ${summary.fileCount} files, ${formatBytes(summary.totalSize)}`);
   } catch (err) {
-    if (!isCorruption(err)) throw err;
+    if (!(err instanceof ChecksumMismatchError || err instanceof ManifestError)) throw err;
     fail(MANIFEST_OBJECT, (err as Error).message);
     return { failed: true };
   }
-  ctx.check(MANIFEST_OBJECT, true, `SHA-256 and Manifest-Checksum ok; ${manifest.fileCount} files, ${formatBytes(manifest.totalSize)}`);
-  const expected = manifestReader.files;
 
-  // 2. The data: SHA-256 of the object, gunzip, every tar entry against the manifest.
-  const seen = new Set<string>();
-  const problems: string[] = [];
-  const walNames = new Set<string>();
-  let files = 0;
-  let checksummed = 0;
-  let unlisted = 0;
-  const reader = new TarReader((entry): TarEntrySink | undefined => {
-    if (entry.type !== 'file') return undefined;
-    files++;
-    if (entry.name.startsWith('pg_wal/')) walNames.add(entry.name.slice('pg_wal/'.length));
-    if (entry.name === MANIFEST_OBJECT) return undefined;
-    const want = expected.get(entry.name);
-    // Manifests do not list WAL files (pg_verifybackup checks WAL by parsing it): the needed
-    // segments are checked by name below, and their bytes by the object's SHA-256.
-    if (!want && entry.name.startsWith('pg_wal/')) return undefined;
-    if (!want) {
-      unlisted++;
-      if (problems.length < 10) problems.push(`${entry.name}: in the tar but not in backup_manifest`);
-      return undefined;
-    }
-    seen.add(entry.name);
-    if (want.size !== entry.size) {
-      problems.push(`${entry.name}: ${entry.size} bytes in the tar, ${want.size} in backup_manifest`);
-      return undefined;
-    }
-    return checksumSink(want, (outcome) => {
-      if (outcome === 'ok') checksummed++;
-      else if (outcome !== 'unchecked') problems.push(outcome);
-    });
-  });
-
-  let compressedRead = 0;
-  const counter = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      compressedRead += chunk.length;
-      ctx.progress({ done: compressedRead, total: data.size, unit: 'bytes' });
-      cb(null, chunk);
-    },
-  });
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      try {
-        reader.write(chunk);
-        cb();
-      } catch (err) {
-        cb(err as Error);
-      }
-    },
-    final(cb) {
-      try {
-        reader.end();
-        cb();
-      } catch (err) {
-        cb(err as Error);
-      }
-    },
-  });
-  const started = Date.now();
-  try {
-    const body: Readable = await repo.getVerified(data.key, data.sha256, ctx.signal);
-    await pipeline(body, counter, createGunzip({ chunkSize: ZLIB_CHUNK }), sink, { signal: ctx.signal });
-  } catch (err) {
-    if (ctx.signal.aborted || !isCorruption(err)) throw err;
-    fail(DATA_OBJECT, `${(err as Error).message} (after ${formatBytes(compressedRead)} of ${formatBytes(data.size)})`);
+  // 2. The data object is there with the size written (its SHA-256 was taken while it was written).
+  const name = path.posix.basename(data.key);
+  const info = await repo.store.head(data.key);
+  if (!info) {
+    fail(name, `${data.key} is not in the repository after it was written`);
     return { failed: true };
   }
-  const seconds = (Date.now() - started) / 1000;
-  ctx.check(
-    DATA_OBJECT,
-    true,
-    `SHA-256 ok, gunzip ok, complete tar: ${files} files, ${formatBytes(reader.bytesRead)} (read at ${(reader.bytesRead / 1024 / 1024 / Math.max(seconds, 0.001)).toFixed(1)} MiB/s)`,
-  );
+  if (info.size !== data.size) {
+    fail(name, `${data.key} is ${info.size} bytes in the repository, ${data.size} were written`);
+    return { failed: true };
+  }
+  ctx.check(name, true, `${formatBytes(data.size)} stored (${data.compression}), SHA-256 ${data.sha256.slice(0, 16)}... taken while writing; complete tar: ${check.files} files, ${formatBytes(check.bytes)}`);
 
-  const missing = [...expected.keys()].filter((p) => !seen.has(p));
-  for (const p of missing.slice(0, 10)) problems.push(`${p}: in backup_manifest but not in the tar`);
-  if (problems.length) {
-    fail('files against backup_manifest', `${problems.length + Math.max(0, missing.length - 10) + Math.max(0, unlisted - 10)} problem(s): ${problems.slice(0, 5).join('; ')}`);
+  // 3. Every file in the tar against backup_manifest, as it streamed past.
+  if (check.problemCount) {
+    fail('files against backup_manifest', `${check.problemCount} problem(s): ${check.problems.slice(0, 5).join('; ')}`);
   } else {
-    ctx.check('files against backup_manifest', true, `all ${expected.size} files present with the listed size; ${checksummed} checksums verified`);
+    ctx.check('files against backup_manifest', true, `all ${check.listed} files present with the listed size; ${check.checksummed} checksums verified as they streamed`);
   }
 
-  // 3. The WAL from the start to the stop LSN, which makes the backup consistent, is inside.
-  const segSize = meta.walSegmentSize ?? 16 * 1024 * 1024;
-  const needed: string[] = [];
-  for (const r of meta.walRanges ?? [{ timeline: meta.timeline, startLsn: meta.startLsn, endLsn: meta.stopLsn }]) {
-    const start = parseLsn(r.startLsn);
-    const end = parseLsn(r.endLsn);
-    const last = end > start ? end - 1n : end;
-    for (let s = segnoOfLsn(start, segSize); s <= segnoOfLsn(last, segSize); s++) needed.push(segmentName(r.timeline, s, segSize));
-  }
-  const absent = needed.filter((n) => !walNames.has(n));
-  if (absent.length) fail('WAL inside the backup', `missing from pg_wal/: ${absent.join(', ')} (needed for ${meta.startLsn} .. ${meta.stopLsn})`);
-  else ctx.check('WAL inside the backup', true, `${needed.join(', ')} (${meta.startLsn} .. ${meta.stopLsn}) in pg_wal/`);
+  // 4. The WAL from the start to the stop LSN, which makes the backup consistent, is inside.
+  if (check.missingWal.length) fail('WAL inside the backup', `missing from pg_wal/: ${check.missingWal.join(', ')} (needed for ${meta.startLsn} .. ${meta.stopLsn})`);
+  else if (!check.neededWal.length) fail('WAL inside the backup', `backup_manifest names no WAL range (${meta.startLsn} .. ${meta.stopLsn})`);
+  else ctx.check('WAL inside the backup', true, `${check.neededWal.join(', ')} (${meta.startLsn} .. ${meta.stopLsn}) in pg_wal/`);
 
-  return { failed, verified: { files, checksummed, bytes: reader.bytesRead, seconds } };
-}
-
-/** Checks one file's contents against its manifest checksum; reports 'ok', 'unchecked' (no or an unknown algorithm) or the problem. */
-function checksumSink(want: ManifestFile, done: (outcome: string) => void): TarEntrySink {
-  const sum: FileChecksummer | undefined = want.checksum ? manifestChecksummer(want.algorithm) : undefined;
-  return {
-    data: (chunk) => sum?.update(chunk),
-    end: () => {
-      if (!sum) return done('unchecked');
-      const actual = sum.digestHex();
-      done(actual === want.checksum ? 'ok' : `${want.path}: ${want.algorithm} ${actual}, backup_manifest says ${want.checksum}`);
-    },
-  };
+  return { failed, verified: { files: check.files, checksummed: check.checksummed, bytes: check.bytes, seconds: (Date.now() - started) / 1000 } };
 }

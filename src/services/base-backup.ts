@@ -8,7 +8,9 @@ import { describeHoldWal } from '../postgres/replication.js';
 import { BACKUP_META, BASEBACKUP_PREFIX, type BaseBackupMeta } from '../repo/catalog.js';
 import { checkRepositoryIdentity, ensureRepositoryIdentity, IDENTITY_KEY, IdentityMismatchError, readRepositoryIdentity, type RepositoryIdentity } from '../repo/identity.js';
 import type { Repository } from '../repo/repository.js';
-import { BACKUP_LOCK, DATA_OBJECT, MANIFEST_OBJECT, removeBackupObjects } from './base-backup-repo.js';
+import { BACKUP_LOCK, dataObjectName, MANIFEST_OBJECT, removeBackupObjects } from './base-backup-repo.js';
+import { MANIFEST_CHECKSUMS } from './base-backup-check.js';
+import { defaultCodec } from '../repo/codec.js';
 import type { BaseBackupPreflight } from './base-backup-stream.js';
 import { probeRepository, type RunIO } from './run-repository.js';
 
@@ -21,11 +23,12 @@ export function planPreflight(repo: string, server: string): string[] {
   ];
 }
 
-export function planBackup(opts: { checkpoint: 'fast' | 'spread'; maxRate?: string }): string[] {
+export function planBackup(opts: { checkpoint: 'fast' | 'spread'; maxRate?: string; env?: NodeJS.ProcessEnv }): string[] {
+  const codec = defaultCodec(opts.env);
   return [
     `create ${BACKUP_LOCK} (owner, host, pid, run id, expiry) if absent: another base backup into this repository holding it stops this run with exit 75; refreshed while the backup runs, removed at the end`,
     describeHoldWal('pgrunbook_<id>_<pid>'),
-    `pg_basebackup ${pgBasebackupArgs({ label: 'pgrunbook-<id>', checkpoint: opts.checkpoint, maxRate: opts.maxRate }).join(' ')} | gzip -1 -> put ${BASEBACKUP_PREFIX}<id>/${DATA_OBJECT}`,
+    `pg_basebackup ${pgBasebackupArgs({ label: 'pgrunbook-<id>', checkpoint: opts.checkpoint, maxRate: opts.maxRate, manifestChecksums: MANIFEST_CHECKSUMS }).join(' ')} | ${codec === 'zstd' ? 'zstd -1 -T0' : codec === 'gzip' ? 'gzip -1' : 'cat'} -> put ${BASEBACKUP_PREFIX}<id>/${dataObjectName(codec)} (every file hashed as it passes; compared with backup_manifest at the end of the stream)`,
     `put ${BASEBACKUP_PREFIX}<id>/${MANIFEST_OBJECT} (taken from the tar stream as it passes)`,
   ];
 }
@@ -33,7 +36,7 @@ export function planBackup(opts: { checkpoint: 'fast' | 'spread'; maxRate?: stri
 export function planVerify(): string[] {
   return [
     `get ${BASEBACKUP_PREFIX}<id>/${MANIFEST_OBJECT} (SHA-256 and Manifest-Checksum checked)`,
-    `get ${BASEBACKUP_PREFIX}<id>/${DATA_OBJECT} (SHA-256 checked), gunzip, read every tar entry: sizes and checksums against the manifest, WAL segments from start to stop LSN present`,
+    `head ${BASEBACKUP_PREFIX}<id>/base.tar.<codec> (the size written); report the stream's check: every tar entry's size and checksum against the manifest, WAL segments from start to stop LSN present`,
   ];
 }
 
@@ -88,7 +91,7 @@ export async function commitBaseBackup(io: Pick<RunIO, 'log'>, repo: Repository,
         systemIdentifier: meta.systemIdentifier ?? pre.systemIdentifier,
         pgMajor: pre.pgMajor ?? Math.floor(pre.serverVersionNum / 10000),
         walSegmentSize: pre.walSegmentSize,
-        compression: 'gzip',
+        compression: meta.objects?.data?.compression ?? 'zstd',
       });
     } catch (err) {
       if (err instanceof IdentityMismatchError) await removeBackupObjects(io, repo, meta.id, 'refused');

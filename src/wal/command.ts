@@ -25,15 +25,15 @@ function resolve(decl: CommandDecl, flags: RawFlags, positionals: string[], env:
   const str = (k: string) => (typeof flags[k] === 'string' ? (flags[k] as string) : undefined);
   const out: WalArgs = {
     repo: str('repo') ?? (env.PGRUNBOOK_REPO || undefined),
-    compression: (str('compress') ?? (env.PGRUNBOOK_WAL_COMPRESS || 'gzip')) as WalCompression,
+    compression: (str('compress') ?? (env.PGRUNBOOK_WAL_COMPRESS || 'zstd')) as WalCompression,
     level: Number(str('compress-level') ?? (env.PGRUNBOOK_WAL_COMPRESS_LEVEL || 1)),
     verbose: flags.verbose === true,
     spool: str('spool') ? path.resolve(str('spool')!) : undefined,
     positionals,
   };
   const hint = `see: pgrunbook ${decl.name} --help`;
-  if (out.compression !== 'gzip' && out.compression !== 'none') throw new CliUsageError(`--compress must be gzip or none, got "${out.compression}"`, hint);
-  if (!Number.isInteger(out.level) || out.level < 1 || out.level > 9) throw new CliUsageError(`--compress-level must be 1-9, got "${str('compress-level') ?? env.PGRUNBOOK_WAL_COMPRESS_LEVEL}"`, hint);
+  if (out.compression !== 'zstd' && out.compression !== 'gzip' && out.compression !== 'none') throw new CliUsageError(`--compress must be zstd, gzip or none, got "${out.compression}"`, hint);
+  if (!Number.isInteger(out.level) || out.level < 1 || out.level > (out.compression === 'zstd' ? 19 : 9)) throw new CliUsageError(`--compress-level must be 1-${out.compression === 'zstd' ? 19 : 9}, got "${str('compress-level') ?? env.PGRUNBOOK_WAL_COMPRESS_LEVEL}"`, hint);
   if (!out.repo) {
     throw new CliUsageError('no repository', "pass --repo URL in archive_command/restore_command, or set PGRUNBOOK_REPO in the server's environment");
   }

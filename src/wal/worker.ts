@@ -26,7 +26,7 @@ async function main(argv: string[]): Promise<number> {
     stamp('no repository (PGRUNBOOK_REPO)');
     return 2;
   }
-  const compression = (process.env.PGRUNBOOK_WAL_COMPRESS || 'gzip') as WalCompression;
+  const compression = (process.env.PGRUNBOOK_WAL_COMPRESS || 'zstd') as WalCompression;
   const level = Number(process.env.PGRUNBOOK_WAL_COMPRESS_LEVEL || 1);
   const idleExitMs = Number(process.env.PGRUNBOOK_WAL_IDLE_EXIT_SEC || 60) * 1000;
   const store = await openStore(repo, process.env);

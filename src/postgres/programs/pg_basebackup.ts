@@ -14,6 +14,8 @@ export interface PgBasebackupOptions {
   checkpoint: 'fast' | 'spread';
   /** pg_basebackup --max-rate, e.g. "50M". */
   maxRate?: string;
+  /** --manifest-checksums: what backup_manifest lists per file (SHA256 is checked in the stream fastest here). */
+  manifestChecksums?: string;
   signal?: AbortSignal;
   env?: NodeJS.ProcessEnv;
   /** Each line pg_basebackup writes to stderr (progress and errors, with -v). */
@@ -21,8 +23,18 @@ export interface PgBasebackupOptions {
 }
 
 /** One tar of the data directory to stdout, with the WAL it needs inside (pg_wal/) and backup_manifest as its last member. */
-export function pgBasebackupArgs(opts: Pick<PgBasebackupOptions, 'label' | 'checkpoint' | 'maxRate'>): string[] {
-  return ['--pgdata=-', '--format=tar', '--wal-method=fetch', `--checkpoint=${opts.checkpoint}`, `--label=${opts.label}`, '--verbose', '--no-password', ...(opts.maxRate ? [`--max-rate=${opts.maxRate}`] : [])];
+export function pgBasebackupArgs(opts: Pick<PgBasebackupOptions, 'label' | 'checkpoint' | 'maxRate' | 'manifestChecksums'>): string[] {
+  return [
+    '--pgdata=-',
+    '--format=tar',
+    '--wal-method=fetch',
+    `--checkpoint=${opts.checkpoint}`,
+    `--label=${opts.label}`,
+    '--verbose',
+    '--no-password',
+    ...(opts.manifestChecksums ? [`--manifest-checksums=${opts.manifestChecksums}`] : []),
+    ...(opts.maxRate ? [`--max-rate=${opts.maxRate}`] : []),
+  ];
 }
 
 export interface PgBasebackupResult {

@@ -94,7 +94,7 @@ export async function proveSegmentArrives(ctx: WalCtx): Promise<void> {
 
 /** The archived segment's key (compressed or not) and size, when it is there. */
 async function locateSegment(repo: Repository, segment: string): Promise<{ key: string; size?: number } | undefined> {
-  for (const key of [walKey(segment, 'gzip'), walKey(segment, 'none')]) {
+  for (const key of [walKey(segment, 'zstd'), walKey(segment, 'gzip'), walKey(segment, 'none')]) {
     const info = await repo.store.head(key);
     if (info) return { key, size: info.size };
   }
@@ -111,7 +111,7 @@ async function reportOutcome(ctx: WalCtx, outcome: ArchiveOutcome, where: string
       ctx.check(
         'segment archived',
         false,
-        `PostgreSQL reports ${seg} archived (pg_stat_archiver), but neither ${walKey(seg, 'gzip')} nor ${walKey(seg, 'none')} is in ${where}: ` +
+        `PostgreSQL reports ${seg} archived (pg_stat_archiver), but none of ${walKey(seg, 'zstd')}, ${walKey(seg, 'gzip')}, ${walKey(seg, 'none')} is in ${where}: ` +
           `archive_command stores WAL somewhere else. Point it at this repository (run again without --archive-command, or fix the wrapper).`,
       );
       return;
