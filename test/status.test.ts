@@ -158,6 +158,8 @@ describe('pgrunbook status against a real cluster and repository', () => {
       expect.arrayContaining(['repository', 'base_backup_age', 'base_backup_size', 'dump_age', 'dump_size', 'wal_archived_age', 'recovery_window', 'server', 'wal_archiver', 'wal_archive_lag']),
     );
     expect(check(report, 'dump_age', 'app').status).toBe('ok');
+    // Base backups younger than --max-restore-test-age-days and no restore test yet: a note, not an alert.
+    expect(check(report, 'last_restore_test')).toMatchObject({ status: 'ok', summary: expect.stringMatching(/^none yet/) });
     expect(check(report, 'wal_archive_lag').value).toBe(0);
     expect(report.measurements.wal?.server?.failing).toBe(false);
     expect(report.measurements.baseBackup).toMatchObject({ id: base.id, sizeBytes: base.size, complete: 1 });
