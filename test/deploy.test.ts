@@ -124,7 +124,7 @@ describe('deploy/kubernetes', () => {
     const manifests = fs.readdirSync(DEPLOY).filter((f) => /\.ya?ml$/.test(f) && f !== 'kustomization.yaml').sort();
     expect([...kustomization.resources].sort()).toEqual(manifests);
     const names = byKind('CronJob').map((d) => d.obj.metadata.name).sort();
-    expect(names).toEqual(['pgrunbook-backup-base', 'pgrunbook-backup-logical', 'pgrunbook-retention', 'pgrunbook-status']);
+    expect(names).toEqual(['pgrunbook-backup-base', 'pgrunbook-backup-logical', 'pgrunbook-restore-test', 'pgrunbook-retention', 'pgrunbook-status']);
     expect(docs.some((d) => JSON.stringify(d.obj).includes('emptyDir'))).toBe(false);
   });
 
@@ -184,6 +184,12 @@ describe('deploy/kubernetes', () => {
       const repo = envs.find((e) => e.name === 'PGRUNBOOK_REPO')?.value as string;
       expect(repo, what).toMatch(/^(s3|azure|file):\/\//);
 
+      if (name === 'restore-test') {
+        const dir = args[args.indexOf('--scratch-dir') + 1];
+        const m = c.volumeMounts.find((v: any) => v.mountPath === dir);
+        expect(m, `${what}: --scratch-dir ${dir} is on no mounted volume`).toBeDefined();
+        expect(pvcs.has(pod.volumes.find((v: any) => v.name === m.name).persistentVolumeClaim.claimName)).toBe(true);
+      }
       if (name === 'retention') expect(args[args.indexOf('--confirm') + 1], `${what}: --confirm is the repository URL without its query`).toBe(repo.split('?')[0]);
       if (name === 'status') {
         expect(args).toContain('--prometheus');
@@ -193,7 +199,7 @@ describe('deploy/kubernetes', () => {
         expect(pvcs.has(pod.volumes.find((v: any) => v.name === outMount.name).persistentVolumeClaim.claimName)).toBe(true);
       }
     }
-    expect([...used].sort()).toEqual(['backup-base', 'backup-logical', 'retention', 'status']);
+    expect([...used].sort()).toEqual(['backup-base', 'backup-logical', 'restore-test', 'retention', 'status']);
   });
 
   it('the Secret holds placeholders only', () => {

@@ -16,6 +16,7 @@ import { resolveThresholds } from '../src/monitoring/status.js';
 import { buildServices } from '../src/procedures/services.js';
 import { openRepository } from '../src/repo/repository.js';
 import type { Catalog } from '../src/repo/catalog.js';
+import type { RestoreTestRecord } from '../src/repo/restore-tests.js';
 import type { StatusReport } from '../src/monitoring/types.js';
 
 const KEYS = { down: '\x1B[B', esc: '\x1B' };
@@ -35,6 +36,20 @@ async function waitForFrame(lastFrame: () => string | undefined, predicate: stri
 
 const HOUR = 3600_000;
 const now = new Date('2026-11-24T12:00:00Z');
+
+/** A passed restore-test two days before `now`. */
+const restoreTestRecord: RestoreTestRecord = {
+  version: 1,
+  runId: 'rt-1',
+  host: 'restore-host',
+  startedAt: '2026-11-22T11:58:00Z',
+  finishedAt: '2026-11-22T12:00:00Z',
+  ok: true,
+  backup: { id: '20261124T020000Z' },
+  rpoSeconds: 42,
+  timings: { totalSeconds: 120 },
+  checks: [],
+};
 
 /** A report as `pgrunbook status` would make it: a stale dump, a failing archiver, the rest fine. */
 function sampleReport(extraDatabases = 0): StatusReport {
@@ -71,7 +86,15 @@ function sampleReport(extraDatabases = 0): StatusReport {
     segmentSize: 16 * 1024 * 1024,
   };
   return evaluateStatus({
-    repository: { url: 'file:///backups/main', catalog },
+    repository: {
+      url: 'file:///backups/main',
+      catalog,
+      restoreTests: {
+        unreadable: [],
+        newest: restoreTestRecord,
+        newestSuccess: restoreTestRecord,
+      },
+    },
     server: {
       endpoint: 'db1:5432 (database "postgres", user "postgres")',
       facts: {
@@ -134,6 +157,7 @@ describe('status dashboard screen', () => {
     expect(frame).toMatch(/✓ OK\s+dump billing/);
     expect(frame).toMatch(/✗ CRITICAL\s+WAL archiver\s+failing: 12 failures, last 000000010000000000000005/);
     expect(frame).toMatch(/✓ OK\s+WAL archive lag\s+4 segments waiting/);
+    expect(frame).toMatch(/✓ OK\s+last restore test\s+passed 2 d(ays)? ago on restore-host/);
     // The first check is selected; its summary is the detail line.
     expect(frame).toMatch(/› ✓ OK\s+repository/);
     expect(frame).toContain('repository: 1 base backup, 2 dumps, 3 WAL files');

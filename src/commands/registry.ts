@@ -212,6 +212,7 @@ export const STATUS: CommandDecl = {
     { name: 'max-archive-lag-segments', type: 'number', value: 'N', help: 'WAL archive lag warning threshold', default: 100 },
     { name: 'max-wal-age-hours', type: 'number', value: 'N', help: 'newest archived WAL age warning threshold (off by default)' },
     { name: 'max-verify-age-days', type: 'number', value: 'N', help: 'last catalog --verify age warning threshold', default: 8 },
+    { name: 'max-restore-test-age-days', type: 'number', value: 'N', help: 'last passed restore-test age warning threshold (critical when the last one failed)', default: 8 },
     { name: 'now', type: 'string', value: 'TIME', help: 'the time to judge ages against (tests)', env: 'PGRUNBOOK_NOW' },
     { name: 'json', type: 'boolean', help: 'the whole report as one JSON document' },
     { name: 'prometheus', type: 'boolean', help: "Prometheus text format (gauges pgrunbook_*), e.g. for node_exporter's textfile collector" },

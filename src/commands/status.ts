@@ -22,6 +22,7 @@ const THRESHOLD_FLAGS: Record<string, keyof StatusThresholds> = {
   'max-archive-lag-segments': 'maxArchiveLagSegments',
   'max-wal-age-hours': 'maxWalAgeHours',
   'max-verify-age-days': 'maxVerifyAgeDays',
+  'max-restore-test-age-days': 'maxRestoreTestAgeDays',
 };
 
 const STATUS_NOTES = `
@@ -37,6 +38,8 @@ Checks (each OK, WARNING, CRITICAL or UNKNOWN):
   WAL archiver          archive_mode off, or failing now (last failure newer than last success): critical
   last verify           the last \`pgrunbook catalog --verify\`: found bad objects: critical (each named); older than
                         --max-verify-age-days (8): warning; never verified: a note only
+  last restore test     the newest \`pgrunbook --procedure restore-test\` record: failed: critical; the newest passed
+                        one older than --max-restore-test-age-days (8): warning; none at all after that age: critical
   No backup at all: critical. Repository or server unreachable: critical, and what needed it unknown.
   Thresholds: flags over the profile's "monitoring" over the defaults.
 

@@ -34,6 +34,8 @@ export interface MonitoringThresholds {
   maxArchiveLagSegments: number;
   /** Days after which the last `catalog --verify` is stale (status warns). */
   maxVerifyAgeDays: number;
+  /** Warning when the newest passed restore-test is older; critical when the newest failed or none exists after this age. */
+  maxRestoreTestAgeDays: number;
 }
 
 export interface Profile {
@@ -64,6 +66,7 @@ export const DEFAULT_THRESHOLDS: MonitoringThresholds = {
   sizeDeviationPercent: 50,
   maxArchiveLagSegments: 100,
   maxVerifyAgeDays: 8,
+  maxRestoreTestAgeDays: 8,
 };
 
 const PROFILE_KEYS = ['connection', 'pgdata', 'server', 'databases', 'criticalTables', 'repo', 'repoKeyFile', 'serverLog', 'monitoring', 'retention'];

@@ -10,6 +10,7 @@ import { describeLocation, parseRepoUrl, openLocation, type RepoLocation } from 
 import { readCatalog, type Catalog } from '../repo/catalog.js';
 import { StorageError } from '../storage/types.js';
 import { readLastVerify, type VerifyResult } from '../repo/verify.js';
+import { readRestoreTestHistory, type RestoreTestHistory } from '../repo/restore-tests.js';
 import { StatusUsageError } from './types.js';
 import { withRepositoryKey } from '../repo/encryption.js';
 import { errorMessage } from '../engine/errors.js';
@@ -24,6 +25,8 @@ export interface RepositorySnapshot {
   lastVerify?: VerifyResult;
   /** verify/last.json exists but cannot be read. */
   lastVerifyError?: string;
+  /** The newest restore-test records (restore-tests/). */
+  restoreTests?: RestoreTestHistory;
 }
 
 export interface ArchiverStats {
@@ -121,10 +124,11 @@ export async function collectRepository(loc: RepoLocation, env: NodeJS.ProcessEn
   }
   try {
     const catalog = await readCatalog(store);
+    const restoreTests = await readRestoreTestHistory(store).catch((err: unknown) => ({ unreadable: [errorMessage(err)] }));
     try {
-      return { url, catalog, lastVerify: await readLastVerify(store) };
+      return { url, catalog, restoreTests, lastVerify: await readLastVerify(store) };
     } catch (err) {
-      return { url, catalog, lastVerifyError: errorMessage(err) };
+      return { url, catalog, restoreTests, lastVerifyError: errorMessage(err) };
     }
   } catch (err) {
     return { url, error: errorMessage(err) };

@@ -24,6 +24,7 @@ import { baseBackupTime, dumpTime, judgeSeries } from './evaluate-backups.js';
 import { evaluatePusher } from './evaluate-pusher.js';
 import { evaluateRecoveryWindow, evaluateServer, evaluateWalRepository } from './evaluate-wal.js';
 import { pgrunbookCommand } from '../engine/command-name.js';
+import { evaluateRestoreTest } from './evaluate-restore-test.js';
 
 export { gradeDeviation, sizeCriticalShrink } from './grade.js';
 export { SIZE_HISTORY } from './evaluate-backups.js';
@@ -127,6 +128,7 @@ export function evaluateStatus(input: EvaluateInput): StatusReport {
     const dumps = catalog.dumps.filter((d) => d.complete).length;
     checks.push({ id: 'repository', kind: 'repository', title: 'repository', status: 'ok', summary: `${complete} base backup${complete === 1 ? '' : 's'}, ${dumps} dump${dumps === 1 ? '' : 's'}, ${catalog.wal.files} WAL files` });
     measurements.verify = evaluateVerify(repository, t, now, checks);
+    measurements.restoreTest = evaluateRestoreTest(repository, catalog, t, now, checks);
   }
 
   // Base backups.

@@ -97,11 +97,19 @@ export function prometheusText(r: StatusReport): string {
   put(family('pgrunbook_last_verify_bad_objects', 'gauge', 'Bad objects (checksum mismatch, missing, unreadable, gap) the last catalog --verify found.'), v?.badObjects);
   put(family('pgrunbook_verified', 'gauge', 'Whether the repository has a readable verify record (1) or was never verified (0).'), v ? (v.exists && !v.error ? 1 : 0) : undefined);
 
+  const rt = m.restoreTest;
+  const rtSuccess = rt?.lastSuccessAt ? Date.parse(rt.lastSuccessAt) / 1000 : undefined;
+  put(family('pgrunbook_restore_test_last_success_timestamp_seconds', 'gauge', 'When the newest passed restore-test finished (Unix time); absent when none passed.'), rtSuccess);
+  put(family('pgrunbook_restore_test_ok', 'gauge', 'Whether the newest restore-test passed (1) or failed (0); absent when there is none.'), rt?.lastOk === undefined ? undefined : rt.lastOk ? 1 : 0);
+  put(family('pgrunbook_restore_test_duration_seconds', 'gauge', 'How long the newest restore-test took, download to checks: the measured RTO.'), rt?.durationSeconds);
+  put(family('pgrunbook_restore_test_rpo_seconds', 'gauge', "The newest restore-test's RPO: its start to the last commit it recovered."), rt?.rpoSeconds);
+
   const t = r.thresholds;
   put(family('pgrunbook_threshold_dump_age_seconds', 'gauge', 'Dump age above which status warns (critical at twice).'), t.maxDumpAgeHours * 3600);
   put(family('pgrunbook_threshold_base_backup_age_seconds', 'gauge', 'Base backup age above which status warns (critical at twice).'), t.maxBaseBackupAgeHours * 3600);
   put(family('pgrunbook_threshold_size_deviation_ratio', 'gauge', 'Size deviation beyond which status warns.'), t.sizeDeviationPercent / 100);
   put(family('pgrunbook_threshold_wal_archive_lag_segments', 'gauge', 'WAL archive lag above which status warns (critical at twice).'), t.maxArchiveLagSegments);
+  put(family('pgrunbook_threshold_restore_test_age_seconds', 'gauge', 'Age of the newest passed restore-test above which status warns.'), t.maxRestoreTestAgeDays !== undefined ? t.maxRestoreTestAgeDays * 86_400 : undefined);
   put(family('pgrunbook_threshold_verify_age_seconds', 'gauge', 'Age of the last catalog --verify above which status warns.'), t.maxVerifyAgeDays !== undefined ? t.maxVerifyAgeDays * 86_400 : undefined);
 
   const out: string[] = [];

@@ -99,6 +99,18 @@ export interface VerifyMeasurement {
   durationMs?: number;
 }
 
+export interface RestoreTestMeasurement {
+  /** The newest record: when it finished and whether it passed. */
+  lastAt?: string;
+  lastOk?: boolean;
+  lastFailure?: string;
+  lastSuccessAt?: string;
+  lastSuccessAgeSeconds?: number;
+  durationSeconds?: number;
+  rpoSeconds?: number;
+  backupId?: string;
+}
+
 /** Asynchronous archiving's pusher, from its spool. */
 export interface PusherMeasurement {
   spool: string;
@@ -137,7 +149,7 @@ export interface StatusReport {
   thresholds: StatusThresholds;
   skipped: CheckKind[];
   checks: StatusCheck[];
-  measurements: { baseBackup?: BackupMeasurement; dumps: BackupMeasurement[]; wal?: WalMeasurement; verify?: VerifyMeasurement };
+  measurements: { baseBackup?: BackupMeasurement; dumps: BackupMeasurement[]; wal?: WalMeasurement; verify?: VerifyMeasurement; restoreTest?: RestoreTestMeasurement };
 }
 
 /** Bad usage (unknown flag, bad URL, no repository): exit 3, nothing measured. */

@@ -9,9 +9,10 @@ import { tableRestoreProcedure } from './table-restore.js';
 import { pitrProcedure } from './pitr.js';
 import { promoteProcedure } from './promote.js';
 import { drillProcedure } from './drill.js';
+import { restoreTestProcedure } from './restore-test.js';
 
 /** Every procedure the CLI and the TUI offer, in menu order. */
-export const procedures: Procedure[] = [verifyProcedure, backupLogicalProcedure, backupBaseProcedure, walArchivingProcedure, retentionProcedure, logicalRestoreProcedure, tableRestoreProcedure, pitrProcedure, promoteProcedure, drillProcedure];
+export const procedures: Procedure[] = [verifyProcedure, backupLogicalProcedure, backupBaseProcedure, walArchivingProcedure, retentionProcedure, logicalRestoreProcedure, tableRestoreProcedure, pitrProcedure, promoteProcedure, drillProcedure, restoreTestProcedure];
 
 export function findProcedure(id: string): Procedure | undefined {
   return procedures.find((p) => p.id === id);

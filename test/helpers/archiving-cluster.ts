@@ -18,12 +18,13 @@ export type ArchivingCluster = {
   postmasterStart(): Promise<string>;
 };
 
-export async function archivingCluster(name: string): Promise<ArchivingCluster> {
+export async function archivingCluster(name: string, opts: { initdbArgs?: string[] } = {}): Promise<ArchivingCluster> {
   const work = await serverWritableDir(`pgrunbook-${name}-`);
   const repoDir = await serverOwnedRepoDir(work);
   const repoUrl = `file://${repoDir}`;
   const cluster = await createSandboxCluster({
     name,
+    initdbArgs: opts.initdbArgs,
     settings: { archive_mode: 'on', archive_command: walCommandLine('wal-push', repoUrl, {}).command, wal_keep_size: '256MB' },
   });
   const conn = ['--host', cluster.host, '--port', String(cluster.port), '--user', 'postgres'];
