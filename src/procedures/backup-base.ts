@@ -219,6 +219,8 @@ export const backupBaseProcedure = defineProcedure<BackupBaseParams, BackupBaseS
           await holdBackupLock(ctx, ctx.services);
           await commitBaseBackup(ctx, repo, meta, preflightOf(ctx));
           ctx.state.committed = true;
+          // The id an operator passes to pitr --backup / restore-test --backup: on the report's first lines.
+          ctx.fact('Base backup', `${meta.id} in ${repoDescription(ctx)}`);
         } finally {
           await releaseBackupLock(ctx);
           await repo.close().catch(() => {});

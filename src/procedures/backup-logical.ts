@@ -117,6 +117,8 @@ export const backupLogicalProcedure = defineProcedure<BackupLogicalParams, Backu
         try {
           const records = pre.targets.filter((db) => dumps[db]).map((db): [string, DumpRecord] => [db, dumps[db]]);
           await verifyDumps(ctx, repo, records, { pgRestore: pre.pgRestore, env: ctx.services.env });
+          // The id restores take with --dump: on the report's first lines.
+          if (records.length) ctx.fact(records.length === 1 ? 'Dump' : 'Dumps', `${ctx.state.dumpId} of ${records.map(([db]) => db).join(', ')}`);
         } finally {
           await repo.close().catch(() => {});
         }
