@@ -1,6 +1,7 @@
 // restore-test on a real source cluster (data checksums on) whose WAL pgrunbook archives and
-// whose base backup and dump pgrunbook made while pgbench wrote: it passes and records RTO and
-// RPO in the repository; status (JSON and Prometheus) reports it on this host and on another;
+// whose base backup and dump pgrunbook made while pgbench wrote: it passes (with --dumps the
+// newest dump also restores, its counts exact) and records RTO and RPO in the repository; status
+// (JSON and Prometheus) reports it on this host and on another;
 // nine days later status warns; a table dropped after the newest dump is reported missing
 // (exit 3). SIGINT and damaged backups: restore-test-faults.test.ts.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -25,17 +26,21 @@ describe('restore-test', () => {
 
   const gauges = ['pgrunbook_restore_test_last_success_timestamp_seconds', 'pgrunbook_restore_test_ok', 'pgrunbook_restore_test_duration_seconds', 'pgrunbook_restore_test_rpo_seconds'];
 
-  it('passes, records RTO and RPO in the repository; status reports it OK with its gauges, here and on another host', async () => {
+  it('passes (with --dumps: the newest dump restored into the scratch cluster, its counts exact), records RTO and RPO in the repository; status reports it OK with its gauges, here and on another host', async () => {
     const before = Date.now();
-    const r = await s.restoreTest();
+    const r = await s.restoreTest(['--dumps']);
     expect(r.exitCode, r.stdout.slice(-4000) + r.stderr).toBe(0);
     const checks = checksOf(r.stdout);
     for (const name of ['recovery stopped where planned', 'database app answers', 'rows of app', 'pg_amcheck', 'pg_checksums --check', 'scratch cluster removed']) {
       expect(checks.find((c) => c.name === name)?.ok, `${name}: ${JSON.stringify(checks)}`).toBe(true);
     }
+    const dumpCheck = checks.find((c) => /^dump app \S+ restores$/.test(c.name));
+    expect(dumpCheck, JSON.stringify(checks)).toMatchObject({ ok: true });
+    expect(dumpCheck?.detail).toMatch(/exactly the rows/);
     expectNothingLeft(s);
 
     const [rec] = s.records();
+    expect(rec.checks.find((c: any) => c.name === dumpCheck?.name)).toMatchObject({ ok: true });
     expect(rec).toMatchObject({ ok: true, backup: { id: expect.any(String) }, wal: { segments: expect.any(Number) } });
     expect(rec.timings.totalSeconds).toBeGreaterThan(0);
     expect(rec.timings.unpackSeconds).toBeGreaterThanOrEqual(0);
