@@ -3,7 +3,11 @@
 // newest dump also restores, its counts exact) and records RTO and RPO in the repository; status
 // (JSON and Prometheus) reports it on this host and on another;
 // nine days later status warns; a table dropped after the newest dump is reported missing
-// (exit 3). SIGINT and damaged backups: restore-test-faults.test.ts.
+// (exit 3); with --dumps, counts that differ from dump.json fail that dump's check (exit 3).
+// SIGINT and damaged backups: restore-test-faults.test.ts.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli, tempDir } from './helpers/cli.js';
 import { parseExposition, sample } from './helpers/prometheus.js';
@@ -103,5 +107,29 @@ describe('restore-test', () => {
     const { exitCode, report } = await s.statusJson();
     expect(report.checks.find((c: any) => c.id === 'last_restore_test')).toMatchObject({ status: 'critical' });
     expect(exitCode).toBe(2);
+  }, 240_000);
+
+  it('--dumps: a dump whose restore does not give dump.json\'s counts fails its check naming the table, exit 3', async () => {
+    // dump.json claims one row more in public.orders than the dump holds (its stored SHA-256 made to match).
+    const dir = path.join(s.repoDir, 'dumps', 'app');
+    const id = fs.readdirSync(dir).sort().at(-1)!;
+    const metaFile = path.join(dir, id, 'dump.json');
+    const meta = JSON.parse(fs.readFileSync(metaFile, 'utf8'));
+    const claimed = meta.rowCounts['public.orders'] + 1;
+    meta.rowCounts['public.orders'] = claimed;
+    const text = JSON.stringify(meta);
+    fs.writeFileSync(metaFile, text);
+    const sidecar = path.join(dir, id, '.pgrunbook-meta-dump.json.json');
+    const side = JSON.parse(fs.readFileSync(sidecar, 'utf8'));
+    side.metadata.sha256 = crypto.createHash('sha256').update(text).digest('hex');
+    fs.writeFileSync(sidecar, JSON.stringify(side));
+
+    const r = await s.restoreTest(['--dumps']);
+    expect(r.exitCode, r.stdout.slice(-4000) + r.stderr).toBe(3);
+    const check = checksOf(r.stdout).find((c) => c.name === `dump app ${id} restores`);
+    expect(check, r.stdout.slice(-4000)).toMatchObject({ ok: false });
+    expect(check?.detail).toContain(`public.orders ${claimed - 1} (dump.json: ${claimed})`);
+    expect(s.records().at(-1)!.failure).toContain(`dump app ${id} restores`);
+    expectNothingLeft(s);
   }, 240_000);
 });
