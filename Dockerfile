@@ -5,6 +5,13 @@
 # pg_basebackup, psql; they serve PostgreSQL servers up to 15), pgrunbook and its production
 # dependencies only. Runs as an unprivileged user; the journal goes to PGRUNBOOK_STATE_DIR,
 # which the CronJobs mount from a PersistentVolumeClaim.
+# Two images: the default target (`runtime`: client programs only, for every job but
+# restore-test) and `restore-test` (the same plus the PostgreSQL server package, whose postgres,
+# pg_ctl and pg_checksums run the scratch cluster):
+#   docker build --target restore-test -t pgrunbook-restore-test .
+
+# PG_MAJOR: the programs' major; Debian bookworm packages 15 (pg_dump must not be older than the server).
+ARG PG_MAJOR=15
 
 # --- build: compile TypeScript, then keep only the production dependencies ---
 FROM node:22-bookworm-slim AS build
@@ -18,10 +25,9 @@ RUN npm ci --no-audit --no-fund \
 # The same lock file, production dependencies only; no scripts (prepare would need TypeScript).
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 
-# --- runtime ---
-# PG_MAJOR: the client programs' major; Debian bookworm packages 15 (pg_dump must not be older than the server).
-FROM node:22-bookworm-slim
-ARG PG_MAJOR=15
+# --- runtime: the client programs ---
+FROM node:22-bookworm-slim AS runtime
+ARG PG_MAJOR
 RUN apt-get update \
  && apt-get install -y --no-install-recommends "postgresql-client-${PG_MAJOR}" ca-certificates util-linux zstd \
  && rm -rf /var/lib/apt/lists/* \
@@ -41,3 +47,21 @@ ENV NODE_ENV=production \
 USER 10001:10001
 ENTRYPOINT ["pgrunbook"]
 CMD ["--list"]
+
+# --- restore-test: runtime plus the server programs (postgres, pg_ctl, pg_checksums) ---
+# No cluster of the package's own (create_main_cluster = false): restore-test makes its scratch one.
+FROM runtime AS restore-test
+ARG PG_MAJOR
+USER root
+# (postgresql-common first, then its setting, then the server: the official postgres image's order.)
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends postgresql-common \
+ && sed -ri 's/^#?\s*(create_main_cluster)\s*=.*$/\1 = false/' /etc/postgresql-common/createcluster.conf \
+ && grep -qx 'create_main_cluster = false' /etc/postgresql-common/createcluster.conf \
+ && apt-get install -y --no-install-recommends "postgresql-${PG_MAJOR}" \
+ && rm -rf /var/lib/apt/lists/* \
+ && test -x "/usr/lib/postgresql/${PG_MAJOR}/bin/pg_checksums"
+USER 10001:10001
+
+# --- the default target (`docker build .`): the client-only image ---
+FROM runtime

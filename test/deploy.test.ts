@@ -51,7 +51,16 @@ function parseDockerfile(text: string): Instruction[] {
 const docs = loadManifests();
 const byKind = (kind: string) => docs.filter((d) => d.obj.kind === kind);
 const dockerfile = parseDockerfile(fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'));
-const finalStage = dockerfile.slice(dockerfile.map((i) => i.cmd).lastIndexOf('FROM'));
+/** The instructions of the stage named `name` (`FROM ... AS name`), its FROM first. */
+function stage(name: string): Instruction[] {
+  const start = dockerfile.findIndex((i) => i.cmd === 'FROM' && new RegExp(`\\sAS\\s+${name}$`, 'i').test(i.args));
+  if (start < 0) return [];
+  const next = dockerfile.findIndex((i, n) => n > start && i.cmd === 'FROM');
+  return dockerfile.slice(start, next < 0 ? undefined : next);
+}
+// The client-only image every job but restore-test runs; `restore-test` adds the server programs.
+const finalStage = stage('runtime');
+const restoreTestStage = stage('restore-test');
 const imageUid = Number(/useradd\b[^&]*--uid (\d+)/.exec(finalStage.filter((i) => i.cmd === 'RUN').map((i) => i.args).join(' '))?.[1]);
 
 let procedures: string[] = [];
@@ -75,15 +84,20 @@ describe('Dockerfile', () => {
     const froms = dockerfile.filter((i) => i.cmd === 'FROM');
     expect(froms.length).toBeGreaterThanOrEqual(2);
     expect(froms[0].args).toMatch(/\bAS build$/i);
-    for (const f of froms) expect(f.args).toMatch(/^node:(20|22|24)-[a-z-]+(\s|$)/);
+    for (const f of froms) expect(f.args).toMatch(/^(node:(20|22|24)-[a-z-]+|runtime)(\s|$)/);
+    // `docker build .` (no --target) makes the client-only image.
+    expect(froms.at(-1)!.args).toBe('runtime');
+    expect(finalStage.length).toBeGreaterThan(1);
 
     const buildRuns = dockerfile.slice(0, dockerfile.indexOf(finalStage[0])).filter((i) => i.cmd === 'RUN').map((i) => i.args);
     expect(buildRuns.some((r) => /npm ci\b(?!.*--omit=dev)/.test(r))).toBe(true); // with dev deps: the build
     expect(buildRuns.some((r) => /npm ci\b.*--omit=dev/.test(r))).toBe(true); // then production only
 
-    const arg = finalStage.find((i) => i.cmd === 'ARG' && i.args.startsWith('PG_MAJOR='));
+    const arg = dockerfile.find((i) => i.cmd === 'ARG' && i.args.startsWith('PG_MAJOR='));
+    expect(finalStage.some((i) => i.cmd === 'ARG' && i.args === 'PG_MAJOR')).toBe(true);
     expect(Number(arg?.args.split('=')[1])).toBeGreaterThanOrEqual(15);
     expect(finalStage.some((i) => i.cmd === 'RUN' && /apt-get install\b.*postgresql-client-\$\{PG_MAJOR\}/.test(i.args))).toBe(true);
+    expect(finalStage.some((i) => i.cmd === 'RUN' && /apt-get install\b.*"postgresql-\$\{PG_MAJOR\}"/.test(i.args))).toBe(false);
     expect(finalStage.some((i) => i.cmd === 'COPY' && /--from=build\s+\S*node_modules/.test(i.args))).toBe(true);
 
     const users = finalStage.filter((i) => i.cmd === 'USER');
@@ -97,6 +111,17 @@ describe('Dockerfile', () => {
     expect(JSON.parse(entry!.args)).toEqual(['pgrunbook']);
     const stateDir = finalStage.filter((i) => i.cmd === 'ENV').map((i) => /PGRUNBOOK_STATE_DIR=(\S+)/.exec(i.args)?.[1]).find(Boolean);
     expect(stateDir).toBe('/var/lib/pgrunbook');
+  });
+
+  it('a restore-test target: the runtime image plus the PostgreSQL server programs (no cluster of its own), still non-root', () => {
+    expect(restoreTestStage[0]?.args).toMatch(/^runtime\s+AS\s+restore-test$/i);
+    expect(restoreTestStage.some((i) => i.cmd === 'ARG' && i.args === 'PG_MAJOR')).toBe(true);
+    const run = restoreTestStage.filter((i) => i.cmd === 'RUN').map((i) => i.args).join(' ');
+    expect(run).toMatch(/apt-get install\b.*"postgresql-\$\{PG_MAJOR\}"/);
+    expect(run).toMatch(/create_main_cluster = false/);
+    const users = restoreTestStage.filter((i) => i.cmd === 'USER');
+    expect(Number(users.at(-1)?.args.split(':')[0])).toBe(imageUid);
+    expect(restoreTestStage.indexOf(users.at(-1)!)).toBeGreaterThan(restoreTestStage.lastIndexOf(restoreTestStage.filter((i) => i.cmd === 'RUN').at(-1)!));
   });
 
   it('copies only files that exist and that .dockerignore lets through', () => {
@@ -131,6 +156,9 @@ describe('deploy/kubernetes', () => {
   it('every CronJob: the image, a known procedure with known options, the journal on the PVC, secrets by secretKeyRef, Forbid, non-root', () => {
     const kustomization = docs.find((d) => d.file === 'kustomization.yaml')!.obj;
     const imageName = kustomization.images[0].name as string;
+    // restore-test runs the image built with --target restore-test (it needs the server programs).
+    const imageNames = (kustomization.images as { name: string }[]).map((i) => i.name);
+    expect(imageNames).toEqual([imageName, `${imageName}-restore-test`]);
     const pvcs = new Set(byKind('PersistentVolumeClaim').map((d) => d.obj.metadata.name));
     const secrets = new Map(byKind('Secret').map((d) => [d.obj.metadata.name, d.obj]));
     const used = new Set<string>();
@@ -148,7 +176,8 @@ describe('deploy/kubernetes', () => {
       expect(pod.securityContext.runAsUser, what).toBe(imageUid);
       expect(pod.containers).toHaveLength(1);
       const c = pod.containers[0];
-      expect(c.image.split(':')[0], what).toBe(imageName);
+      const wantImage = c.args[0] === '--procedure' && c.args[1] === 'restore-test' ? `${imageName}-restore-test` : imageName;
+      expect(c.image.split(':')[0], what).toBe(wantImage);
       expect(c.command, `${what}: the image's ENTRYPOINT runs pgrunbook`).toBeUndefined();
 
       // args: `--procedure NAME ...` with NAME from `pgrunbook --list`, or `status ...`

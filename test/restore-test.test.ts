@@ -1,8 +1,13 @@
 // restore-test on a real source cluster (data checksums on) whose WAL pgrunbook archives and
-// whose base backup and dump pgrunbook made while pgbench wrote: it passes and records RTO and
-// RPO in the repository; status (JSON and Prometheus) reports it on this host and on another;
+// whose base backup and dump pgrunbook made while pgbench wrote: it passes (with --dumps the
+// newest dump also restores, its counts exact) and records RTO and RPO in the repository; status
+// (JSON and Prometheus) reports it on this host and on another;
 // nine days later status warns; a table dropped after the newest dump is reported missing
-// (exit 3). SIGINT and damaged backups: restore-test-faults.test.ts.
+// (exit 3); with --dumps, counts that differ from dump.json fail that dump's check (exit 3).
+// SIGINT and damaged backups: restore-test-faults.test.ts.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli, tempDir } from './helpers/cli.js';
 import { parseExposition, sample } from './helpers/prometheus.js';
@@ -25,17 +30,21 @@ describe('restore-test', () => {
 
   const gauges = ['pgrunbook_restore_test_last_success_timestamp_seconds', 'pgrunbook_restore_test_ok', 'pgrunbook_restore_test_duration_seconds', 'pgrunbook_restore_test_rpo_seconds'];
 
-  it('passes, records RTO and RPO in the repository; status reports it OK with its gauges, here and on another host', async () => {
+  it('passes (with --dumps: the newest dump restored into the scratch cluster, its counts exact), records RTO and RPO in the repository; status reports it OK with its gauges, here and on another host', async () => {
     const before = Date.now();
-    const r = await s.restoreTest();
+    const r = await s.restoreTest(['--dumps']);
     expect(r.exitCode, r.stdout.slice(-4000) + r.stderr).toBe(0);
     const checks = checksOf(r.stdout);
     for (const name of ['recovery stopped where planned', 'database app answers', 'rows of app', 'pg_amcheck', 'pg_checksums --check', 'scratch cluster removed']) {
       expect(checks.find((c) => c.name === name)?.ok, `${name}: ${JSON.stringify(checks)}`).toBe(true);
     }
+    const dumpCheck = checks.find((c) => /^dump app \S+ restores$/.test(c.name));
+    expect(dumpCheck, JSON.stringify(checks)).toMatchObject({ ok: true });
+    expect(dumpCheck?.detail).toMatch(/exactly the rows/);
     expectNothingLeft(s);
 
     const [rec] = s.records();
+    expect(rec.checks.find((c: any) => c.name === dumpCheck?.name)).toMatchObject({ ok: true });
     expect(rec).toMatchObject({ ok: true, backup: { id: expect.any(String) }, wal: { segments: expect.any(Number) } });
     expect(rec.timings.totalSeconds).toBeGreaterThan(0);
     expect(rec.timings.unpackSeconds).toBeGreaterThanOrEqual(0);
@@ -81,14 +90,16 @@ describe('restore-test', () => {
     expect(sample(e, 'pgrunbook_threshold_restore_test_age_seconds')).toBe(8 * 86_400);
   }, 60_000);
 
-  it('a table dropped after the newest dump: the counts check reports it missing, exit 3, the record says failed', async () => {
+  it('a table dropped after the newest dump: the counts check reports it missing, exit 3, the record says failed (the dump itself still restores it)', async () => {
     await s.cluster.query('DROP TABLE notes', [], 'app');
-    const r = await s.restoreTest();
+    const r = await s.restoreTest(['--dumps']);
     expect(r.exitCode, r.stdout.slice(-4000) + r.stderr).toBe(3);
     const rows = checksOf(r.stdout).find((c) => c.name === 'rows of app');
     expect(rows).toMatchObject({ ok: false });
     expect(rows?.detail).toMatch(/missing: public\.notes/);
     expect(r.stdout + r.stderr).toMatch(/public\.notes/);
+    // The loss is production's, not the dump's: restored, the dump has notes with its 300 rows.
+    expect(checksOf(r.stdout).find((c) => /^dump app \S+ restores$/.test(c.name)), r.stdout.slice(-3000)).toMatchObject({ ok: true });
     expectNothingLeft(s);
     const rec = s.records().at(-1)!;
     expect(rec.ok).toBe(false);
@@ -96,5 +107,29 @@ describe('restore-test', () => {
     const { exitCode, report } = await s.statusJson();
     expect(report.checks.find((c: any) => c.id === 'last_restore_test')).toMatchObject({ status: 'critical' });
     expect(exitCode).toBe(2);
+  }, 240_000);
+
+  it('--dumps: a dump whose restore does not give dump.json\'s counts fails its check naming the table, exit 3', async () => {
+    // dump.json claims one row more in public.orders than the dump holds (its stored SHA-256 made to match).
+    const dir = path.join(s.repoDir, 'dumps', 'app');
+    const id = fs.readdirSync(dir).sort().at(-1)!;
+    const metaFile = path.join(dir, id, 'dump.json');
+    const meta = JSON.parse(fs.readFileSync(metaFile, 'utf8'));
+    const claimed = meta.rowCounts['public.orders'] + 1;
+    meta.rowCounts['public.orders'] = claimed;
+    const text = JSON.stringify(meta);
+    fs.writeFileSync(metaFile, text);
+    const sidecar = path.join(dir, id, '.pgrunbook-meta-dump.json.json');
+    const side = JSON.parse(fs.readFileSync(sidecar, 'utf8'));
+    side.metadata.sha256 = crypto.createHash('sha256').update(text).digest('hex');
+    fs.writeFileSync(sidecar, JSON.stringify(side));
+
+    const r = await s.restoreTest(['--dumps']);
+    expect(r.exitCode, r.stdout.slice(-4000) + r.stderr).toBe(3);
+    const check = checksOf(r.stdout).find((c) => c.name === `dump app ${id} restores`);
+    expect(check, r.stdout.slice(-4000)).toMatchObject({ ok: false });
+    expect(check?.detail).toContain(`public.orders ${claimed - 1} (dump.json: ${claimed})`);
+    expect(s.records().at(-1)!.failure).toContain(`dump app ${id} restores`);
+    expectNothingLeft(s);
   }, 240_000);
 });

@@ -1,7 +1,8 @@
 // restore-test: prove that the real backups restore. The newest complete base backup (or
 // --backup) and the WAL to the end of the archive are recovered into a scratch cluster beside
 // production (never touching it), then checked: every database answers, the rows of the newest
-// dumps and the profile's critical tables are there, pg_amcheck and pg_checksums find no damage.
+// dumps and the profile's critical tables are there, pg_amcheck and pg_checksums find no damage;
+// with --dumps the newest dump of each database is restored there too and its counts compared.
 // The measured RTO (per phase) and RPO, and every check, go into restore-tests/<time>.json in the
 // repository, which `status` on any host reads. The scratch cluster is removed whatever happens.
 import os from 'node:os';
@@ -16,8 +17,9 @@ import { writeRestoreTestRecord, type RestoreTestCheck, type RestoreTestRecord }
 import { makeScratchWritable, planScratch, recoverScratch, scratchConnection, scratchGone, teardownScratch, type ScratchOptions, type ScratchState } from '../restore/scratch.js';
 import { defineProcedure, type Typed } from './define.js';
 import { checkRunningCluster, checkStoppedCluster, type DumpCounts } from './restore-test/checks.js';
+import { checkDumpRestores } from './restore-test/dumps.js';
 
-type Params = { backup?: string; scratchDir?: string; amcheck?: string };
+type Params = { backup?: string; scratchDir?: string; amcheck?: string; dumps?: boolean };
 type State = {
   startedAt?: string;
   scratch?: ScratchState;
@@ -123,6 +125,7 @@ export const restoreTestProcedure = defineProcedure<Params, State>({
   params: [
     { name: 'backup', type: 'string', description: 'the base backup to test (default: the newest complete one; see pgrunbook catalog)', example: '20261124T031500Z-042-9f3c1a' },
     { name: 'scratchDir', type: 'string', description: 'directory for the scratch cluster (default: the system temp directory; it needs room for the base backup); removed afterwards', example: '/var/tmp' },
+    { name: 'dumps', type: 'boolean', default: false, description: 'also restore the newest dump of each database into the scratch cluster (pg_restore -j 2) and check every table has exactly the rows its dump.json records' },
     { name: 'amcheck', type: 'choice', choices: ['standard', 'heapallindexed'], default: 'standard', description: 'pg_amcheck depth: standard (heap and btree structure) or heapallindexed (also every tuple in its indexes: slower)' },
   ],
   validate: (params) => {
@@ -183,8 +186,15 @@ export const restoreTestProcedure = defineProcedure<Params, State>({
       id: 'checks',
       title: 'Check the recovered databases',
       kind: 'verify',
-      describe: () => 'Every database answers SELECT 1 and a catalog query; every table of the newest dumps is there with at least its rows; the critical tables have their minimum; pg_amcheck on every database; pg_checksums on the stopped data directory.',
-      plan: () => ['promote the scratch cluster (its WAL goes nowhere)', 'SELECT 1 and a catalog query in each database; count the rows of the dumps\' tables', 'pg_amcheck --all; stop it; pg_checksums --check'],
+      describe: (ctx) =>
+        `Every database answers SELECT 1 and a catalog query; every table of the newest dumps is there with at least its rows; the critical tables have their minimum; pg_amcheck on every database; ${ctx.params.dumps ? 'the newest dump of each database restored into the scratch cluster with exactly its rows; ' : ''}pg_checksums on the stopped data directory.`,
+      plan: (ctx) => [
+        'promote the scratch cluster (its WAL goes nowhere)',
+        'SELECT 1 and a catalog query in each database; count the rows of the dumps\' tables',
+        'pg_amcheck --all',
+        ...(ctx.params.dumps ? ['restore the newest dump of each database into a new database of the scratch cluster (pg_restore -j 2 --no-owner) and compare every table\'s rows with its dump.json'] : []),
+        'stop it; pg_checksums --check',
+      ],
       async run(ctx) {
         const scratch = ctx.state.scratch!;
         await guarded(ctx, async () => {
@@ -203,6 +213,19 @@ export const restoreTestProcedure = defineProcedure<Params, State>({
             signal: ctx.signal,
             add,
           });
+          // Before the stop: the dumps restore into the running scratch server.
+          if (ctx.params.dumps) {
+            await checkDumpRestores({
+              repo: ctx.services.repo ?? '',
+              env: ctx.services.env,
+              dumps: ctx.state.dumps ?? {},
+              workDir: scratch.base,
+              conn: (db) => scratchConnection(scratch, db),
+              signal: ctx.signal,
+              log: (m) => ctx.log(m),
+              add,
+            });
+          }
           await pgCtlStop({ pgdata: scratch.dataDir, mode: 'fast', timeoutSec: 120 });
           if (running.checksums) add(await checkStoppedCluster(scratch.dataDir, scratch.owner, running.files, ctx.signal));
           else ctx.log('the cluster has no data checksums (initdb --data-checksums): pg_checksums is skipped; pg_amcheck still read every table');
