@@ -258,7 +258,7 @@ describe('backup-logical into a file:// repository', () => {
     expect(r.exitCode).toBe(1);
     const summary = summaryOf(r.stdout);
     expect(stepStatuses(summary)).toEqual({ preflight: 'failed', dump: 'pending', verify: 'pending' });
-    expect(summary.error).toContain('the repository is not reachable');
+    expect(summary.error).toContain('is not reachable');
     expect(summary.error).toContain(`s3://nowhere/bl?endpoint=http://127.0.0.1:${port}`);
     expect(summary.checks.find((c: any) => c.name === 'repository reachable')).toMatchObject({ ok: false });
   });

@@ -119,7 +119,7 @@ describe('catalog --verify on a repository filled by wal-push, backup-base and b
   /** A segment in the middle of the archive (not the first, not the last). */
   const middleSegment = () => {
     const t = catalog.wal.timelines[0];
-    const keys = fs.readdirSync(path.join(repoDir, 'wal')).filter((n) => /^[0-9A-F]{24}(\.gz)?$/.test(n)).sort();
+    const keys = fs.readdirSync(path.join(repoDir, 'wal')).filter((n) => /^[0-9A-F]{24}(\.gz|\.zst)?$/.test(n)).sort();
     expect(keys.length, `segments archived: ${keys.join(' ')}`).toBeGreaterThanOrEqual(3);
     expect(t.gaps).toEqual([]);
     return `wal/${keys[Math.floor(keys.length / 2)]}`;
@@ -316,7 +316,7 @@ describe('catalog --verify on a repository filled by wal-push, backup-base and b
     try {
       const { exitCode, result } = await verifyJson();
       expect(exitCode).toBe(3);
-      const name = key.slice('wal/'.length).replace(/\.gz$/, '');
+      const name = key.slice('wal/'.length).replace(/\.(gz|zst)$/, '');
       expect(result.bad).toEqual([{ key: `wal/${name}`, problem: 'gap', detail: expect.stringMatching(new RegExp(`^timeline 1: ${name} missing \\(1 segment\\)`)) }]);
       expect(result.counts.gaps).toBe(1);
     } finally {

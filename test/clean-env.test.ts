@@ -82,7 +82,7 @@ describe('wal-archiving into S3 leaves the server a clean environment and a cred
     expect(write, logs.join('\n')).toBeDefined();
     expect(write!.split(': ').at(-1)!.split(', ')).toEqual(expect.arrayContaining(['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY']));
     expect(write).not.toContain('PGPASSWORD');
-    expect(logs.some((l) => l.includes(`wal-push --env-file ${envFile} --repo `))).toBe(true);
+    expect(logs.some((l) => l.includes(`wal-push --env-file ${envFile} `) && l.includes(' --repo '))).toBe(true);
     assertNoSecrets(r.stdout + r.stderr, 'the dry run output');
     expect(fs.existsSync(envFile)).toBe(false);
   });
@@ -116,7 +116,8 @@ describe('wal-archiving into S3 leaves the server a clean environment and a cred
 
     // archive_command (what ps shows while it runs) carries the file's path, no secret.
     const [{ archive_command: command }] = await cluster.query<{ archive_command: string }>('SHOW archive_command');
-    expect(command).toContain(` wal-push --env-file ${envFile} --repo `);
+    expect(command).toContain(` wal-push --env-file ${envFile} `);
+    expect(command).toContain(' --repo ');
     assertNoSecrets(command, 'archive_command');
     const [{ archive_mode: mode }] = await cluster.query<{ archive_mode: string }>('SHOW archive_mode');
     expect(mode).toBe('on');

@@ -111,7 +111,7 @@ describe('retention planner', () => {
     const windowBefore = catalog.windows.find((w) => w.backupId === 'b3');
     for (const b of keep1.expire.baseBackups) await repo.deleteBaseBackup(b.id);
     const expiredKeys = (await walKeys(repo)).filter((k) => {
-      const n = parseWalFileName(k.slice(4).replace(/\.gz$/, ''));
+      const n = parseWalFileName(k.slice(4).replace(/\.(gz|zst)$/, ''));
       return n && n.kind !== 'history' && n.timeline <= 2 && n.segno! < 9n;
     });
     expect(await repo.deleteWalFiles(expiredKeys)).toBe(12);
@@ -324,7 +324,7 @@ describe('retention procedure with real WAL (file:// and S3)', () => {
   });
 
   const segno = (name: string) => parseWalFileName(name)!.segno!;
-  const walName = (key: string) => key.slice('wal/'.length).replace(/\.gz$/, '');
+  const walName = (key: string) => key.slice('wal/'.length).replace(/\.(gz|zst)$/, '');
 
   it('a dry run lists the plan and deletes nothing; without --confirm it stops with exit 4 and deletes nothing', async () => {
     const before = await listing(fileRepo);

@@ -146,9 +146,16 @@ function encryptionIn(raw: Buffer | undefined): EncryptionRecord | undefined {
  */
 export async function withRepositoryKey(inner: ObjectStore, env: NodeJS.ProcessEnv, attempt = 0): Promise<ObjectStore> {
   const secret = readRepoKey(env);
-  const raw = await readObjectIfExists(inner, IDENTITY_KEY);
-  const enc = encryptionIn(raw);
   const where = inner.describe();
+  let raw: Buffer | undefined;
+  try {
+    raw = await readObjectIfExists(inner, IDENTITY_KEY);
+  } catch (err) {
+    // The first read of a run: a store that does not answer is named, with where to look.
+    if ((err as { corrupt?: unknown }).corrupt === true) throw err;
+    throw Object.assign(new Error(`the repository ${where} is not reachable: ${(err as Error).message.replace(/\.+$/, '')}. Check the URL, the credentials and that the storage answers`), { cause: err });
+  }
+  const enc = encryptionIn(raw);
   if (enc) {
     if (!secret) throw new RepoKeyError(`the repository ${where} is encrypted and no key was given; nothing was read or changed`, GIVE_KEY);
     const { dataKey, keyCheck } = await deriveRepoKey(secret, enc.kdf);
