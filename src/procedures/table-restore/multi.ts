@@ -80,7 +80,7 @@ export function parentFirst<T extends { schema: string; table: string }>(set: T[
   const out: T[] = [];
   const placed = new Set<string>();
   while (out.length < set.length) {
-    const next = set.find((t, i) => !placed.has(names[i]) && [...parentsOf.get(names[i])!].every((x) => placed.has(x))) ?? set.find((_, i) => !placed.has(names[i]))!;
+    const next = set.find((_t, i) => !placed.has(names[i]) && [...parentsOf.get(names[i])!].every((x) => placed.has(x))) ?? set.find((_, i) => !placed.has(names[i]))!;
     placed.add(label(next.schema, next.table));
     out.push(next);
   }
