@@ -106,7 +106,9 @@ describe('table-restore --at --tables (several tables, foreign keys kept)', () =
   it('as the tables\' owner (no session_replication_role): the server checks the non-deferrable foreign key, and the order keeps it satisfied', async () => {
     await a.cluster.query(
       `CREATE ROLE tables_owner LOGIN IN ROLE pg_monitor; GRANT CONNECT ON DATABASE app TO tables_owner;
-       ALTER TABLE parent OWNER TO tables_owner; ALTER TABLE child OWNER TO tables_owner; ALTER TABLE audit OWNER TO tables_owner`,
+       ALTER TABLE parent OWNER TO tables_owner; ALTER TABLE child OWNER TO tables_owner;
+       -- Without replica a referencing table outside the set is checked at each DELETE (the replace then rolls back): not this test's subject.
+       DROP TABLE audit`,
       [],
       'app',
     );
