@@ -110,6 +110,7 @@ describe('table-restore from a backup-logical dump', () => {
     expect(request.destructive).toEqual({
       what: expect.stringMatching(new RegExp(`^delete all ${damaged.length} rows of public\\.orders in ${db} and insert the 20000 rows from the dump of \\d{4}-`)),
       expected: `${db}.public.orders`,
+      means: 'the table, as DATABASE.SCHEMA.TABLE',
     });
     expect(s1.error).toContain('Nothing was changed');
     expect(s1.hint).toContain(`--confirm ${db}.public.orders`);

@@ -163,6 +163,74 @@ export async function copyTable(o: TableCopy): Promise<CopyRowsResult> {
   });
 }
 
+export interface TablesCopy {
+  psql: string;
+  source: ConnectionSettings;
+  target: ConnectionSettings;
+  /** In parent-to-child order (rows inserted so; replacing, deleted child-to-parent). */
+  tables: { from: Leaf; into: Leaf; columns: Column[]; expected: Fingerprint; triggers: Trigger[] }[];
+  /** Replace the live rows of every table (else: create each `into`). */
+  replace?: { replica: boolean; fks: ForeignKey[] };
+  clientEncoding: string;
+  env: NodeJS.ProcessEnv;
+  signal: AbortSignal;
+  applicationName: string;
+  onRows?: (rows: number) => void;
+  fault?: (bytesSent: number, final: boolean) => void | Promise<void>;
+}
+
+/**
+ * Several tables in ONE transaction (table-restore --tables): every table locked, then (replacing)
+ * the live rows deleted child-to-parent and the restored ones copied parent-to-child, so foreign
+ * keys between them hold at each statement even where they are not deferrable (deferrable ones are
+ * deferred to the checks before COMMIT); each table's count and checksum, and every foreign key
+ * touching them (replica), proven before COMMIT.
+ */
+export async function copyTables(o: TablesCopy): Promise<CopyRowsResult> {
+  const colList = (cs: Column[]) => cs.map((c) => ident(c.name)).join(', ');
+  const r = o.replace;
+  const before = r
+    ? [
+        `SET LOCAL lock_timeout = '${LOCK_TIMEOUT}';`,
+        ...o.tables.map((t) => `LOCK TABLE ${qualifiedName(t.into.schema, t.into.table)} IN EXCLUSIVE MODE;`),
+        r.replica ? `SET LOCAL session_replication_role = replica;` : `SET CONSTRAINTS ALL DEFERRED;`,
+        ...o.tables.flatMap((t) => t.triggers.map((tr) => `ALTER TABLE ONLY ${tr.table} DISABLE TRIGGER ${ident(tr.name)};`)),
+        ...o.tables
+          .slice()
+          .reverse()
+          .map((t) => `DELETE FROM ${qualifiedName(t.into.schema, t.into.table)};`),
+      ]
+    : o.tables.map((t) => createTableSql(t.into.schema, t.into.table, t.columns));
+  const seen = new Set<string>();
+  const fks = (r?.fks ?? []).filter((k) => !seen.has(`${k.child} ${k.name}`) && seen.add(`${k.child} ${k.name}`));
+  const after = [
+    ...(r && !r.replica ? ['SET CONSTRAINTS ALL IMMEDIATE;'] : []),
+    ...o.tables.flatMap((t) =>
+      afterSql({ replace: false, replica: false, triggers: t.triggers, target: t.into, columns: t.columns.map((c) => c.name), expected: t.expected, leafCounts: [], fks: [] }),
+    ),
+    ...fks.map((fk) => foreignKeyCheckSql(fk)),
+  ];
+  const parts = o.tables.map((t) => ({
+    source: o.source,
+    sourceQuery: `SELECT ${colList(t.columns)} FROM ${qualifiedName(t.from.schema, t.from.table)}`,
+    into: `${qualifiedName(t.into.schema, t.into.table)} (${colList(t.columns)})`,
+  }));
+  return copyRows({
+    psql: o.psql,
+    ...parts[0],
+    target: o.target,
+    before,
+    after,
+    more: parts.slice(1),
+    clientEncoding: o.clientEncoding,
+    env: o.env,
+    signal: o.signal,
+    onRows: o.onRows,
+    fault: o.fault,
+    applicationName: o.applicationName,
+  });
+}
+
 /**
  * Replace mode, before anything changes: the keys `fk` references now, streamed from production
  * into a scratch schema of the temporary database (never into memory), looked up among the dumped

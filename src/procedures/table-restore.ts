@@ -26,7 +26,8 @@ import { dropWorkFile, ensureDumpFile } from './logical-restore/steps-common.js'
 import { checkScratchGone } from './table-restore/at.js';
 import { compare } from './table-restore/compare.js';
 import { copyIntoProduction, verifyCopy } from './table-restore/copy.js';
-import { notInDumpMessage, parseTableName, tempDatabaseName } from './table-restore/names.js';
+import { notInDumpMessage, parseTableName, splitTables, tempDatabaseName } from './table-restore/names.js';
+import { compareSet, copySet, verifySet } from './table-restore/multi.js';
 import { preflight } from './table-restore/preflight.js';
 import { cleanupTemp, ensureTempRestored, withTempCleanup } from './table-restore/temp-database.js';
 import { confirmText, dumpOf, label, modeOf, planOf, type TableRestoreContext, type TableRestoreParams, type TableRestoreState } from './table-restore/types.js';
@@ -41,7 +42,14 @@ export const tableRestoreProcedure = defineProcedure<TableRestoreParams, TableRe
   group: 'restore',
   params: [
     { name: 'database', type: 'string', required: true, description: 'the production database the table belongs to (its dumps are searched)', example: 'app' },
-    { name: 'table', type: 'string', required: true, description: 'the table, as SCHEMA.TABLE (default schema public); quote names with dots: "my.schema"."t"', example: 'public.orders' },
+    { name: 'table', type: 'string', description: 'the table, as SCHEMA.TABLE (default schema public); quote names with dots: "my.schema"."t" (this or --tables)', example: 'public.orders' },
+    {
+      name: 'tables',
+      type: 'string',
+      description:
+        'with --at: several tables restored at once, comma-separated, their foreign keys consistent with each other (replace: one transaction, rows deleted child-to-parent and inserted parent-to-child; confirmation DATABASE.SCHEMA.T1,SCHEMA.T2; new-table: each as <name>_restored_<time>)',
+      example: 'public.customers,public.orders',
+    },
     { name: 'dump', type: 'string', description: 'the dump id to restore from (default: the newest complete one; see pgrunbook catalog)', example: '20261124T031500Z' },
     {
       name: 'mode',
@@ -64,11 +72,13 @@ export const tableRestoreProcedure = defineProcedure<TableRestoreParams, TableRe
   ],
   validate(params) {
     const errors: string[] = [];
+    if ((params.table === undefined) === (params.tables === undefined)) errors.push('pass exactly one of --table NAME and --tables A,B');
     if (params.table !== undefined) {
       const t = parseTableName(params.table);
       if ('error' in t) errors.push(t.error);
       else if (identTooLong(t.table) || identTooLong(t.schema)) errors.push(`--table: names are at most 63 bytes in PostgreSQL`);
     }
+    if (params.tables !== undefined) errors.push(...tablesErrors(params));
     if (params.at !== undefined) {
       const t = parseTarget(params.at);
       if ('error' in t) errors.push(t.error.replace(/^--target/, '--at'));
@@ -86,11 +96,11 @@ export const tableRestoreProcedure = defineProcedure<TableRestoreParams, TableRe
       title: 'Choose the dump and check the table',
       kind: 'check',
       describe: (ctx) =>
-        `Before anything is created: a complete dump of ${ctx.params.database} that lists ${ctx.params.table}, the server answers, ` +
+        `Before anything is created: a complete dump of ${ctx.params.database} that lists ${tablesText(ctx.params)}, the server answers, ` +
         `the live table as it is now, the names to create are free, and the temporary copy of the dump fits.`,
       plan: (ctx) => [
         `list ${dumpFolder(ctx.params.database)} in the repository; pick ${ctx.params.dump ? `dump ${ctx.params.dump}` : 'the newest dump with a dump.json'}`,
-        `connect to ${describeConnection(ctx.services.connection)}; count the live rows of ${ctx.params.table} in ${ctx.params.database} (it may not exist any more)`,
+        `connect to ${describeConnection(ctx.services.connection)}; count the live rows of ${tablesText(ctx.params)} in ${ctx.params.database} (it may not exist any more)`,
         modeOf(ctx.params) === 'replace'
           ? 'list its triggers and the foreign keys that reference it; refuse if triggers could not be disabled, or (without the right to set session_replication_role) other tables reference it with ON DELETE CASCADE / SET NULL / SET DEFAULT'
           : `refuse if the new table's name is taken`,
@@ -116,7 +126,7 @@ export const tableRestoreProcedure = defineProcedure<TableRestoreParams, TableRe
       title: 'Restore the table into a temporary database',
       kind: 'action',
       describe: (ctx) =>
-        `CREATE DATABASE ${ctx.state.plan?.tempDatabase ?? 'pgrunbook_tmp_<run>'}; pg_restore the dump's schema (pre-data: types, tables, sequences) and the rows of ${ctx.params.table} into it. It is dropped at the end, also when a step fails.`,
+        `CREATE DATABASE ${ctx.state.plan?.tempDatabase ?? 'pgrunbook_tmp_<run>'}; pg_restore the dump's schema (pre-data: types, tables, sequences) and the rows of ${tablesText(ctx.params)} into it. It is dropped at the end, also when a step fails.`,
       plan: (ctx) => [
         `CREATE DATABASE ${tempDatabaseName(ctx.runId)} TEMPLATE template0 (encoding and locale of ${ctx.params.database})`,
         `pg_restore --section=pre-data --no-owner --no-privileges into it; pg_restore --section=data --use-list=<the table's TABLE DATA entry, or its leaf partitions'>; then delete the downloaded copy`,
@@ -141,7 +151,7 @@ export const tableRestoreProcedure = defineProcedure<TableRestoreParams, TableRe
       ],
       async run(ctx) {
         await withTempCleanup(ctx, 'the comparison failed', async () => {
-          if (!(await compare(ctx))) await cleanupTemp(ctx, 'nothing will be copied after a failed check');
+          if (!(await (planOf(ctx).set ? compareSet(ctx) : compare(ctx)))) await cleanupTemp(ctx, 'nothing will be copied after a failed check');
         });
       },
     },
@@ -160,7 +170,7 @@ export const tableRestoreProcedure = defineProcedure<TableRestoreParams, TableRe
       },
       plan: (ctx) => (modeOf(ctx.params) === 'replace' ? [replaceConfirmPlan(ctx.params), ...copyPlanLines(true)] : copyPlanLines(false)),
       async run(ctx) {
-        await withTempCleanup(ctx, 'the copy did not complete', () => copyIntoProduction(ctx));
+        await withTempCleanup(ctx, 'the copy did not complete', () => (planOf(ctx).set ? copySet(ctx) : copyIntoProduction(ctx)));
       },
     },
     {
@@ -171,7 +181,7 @@ export const tableRestoreProcedure = defineProcedure<TableRestoreParams, TableRe
       plan: () => ['count(*) and sum of per-row md5 prefixes of the copied columns, in production and in the temporary database; they must be equal'],
       async run(ctx) {
         await withTempCleanup(ctx, 'the verification failed', async () => {
-          if (!(await verifyCopy(ctx))) await cleanupTemp(ctx, 'the verification failed; the temporary database is not needed to look into it');
+          if (!(await (planOf(ctx).set ? verifySet(ctx) : verifyCopy(ctx)))) await cleanupTemp(ctx, 'the verification failed; the temporary database is not needed to look into it');
         });
       },
     },
@@ -187,9 +197,32 @@ export const tableRestoreProcedure = defineProcedure<TableRestoreParams, TableRe
 });
 
 function replaceConfirmPlan(params: TableRestoreParams): string {
-  const t = parseTableName(params.table);
-  const table = 'error' in t ? params.table : label(t.schema, t.table);
-  return `ask to confirm: delete all rows of ${params.table} in ${params.database} and insert the rows from the dump (type "${params.database}.${table}" or pass --confirm)`;
+  const text = tablesText(params);
+  const parsed = splitTables(text).map((n) => parseTableName(n));
+  const tables = parsed.every((t) => !('error' in t)) ? parsed.map((t) => ('error' in t ? '' : label(t.schema, t.table))).join(',') : text;
+  return `ask to confirm: delete all rows of ${text} in ${params.database} and insert the restored rows (type "${params.database}.${tables}" or pass --confirm)`;
+}
+
+function tablesText(params: Pick<TableRestoreParams, 'table' | 'tables'>): string {
+  return params.tables ?? params.table ?? '';
+}
+
+/** --tables: with --at only, at least two distinct tables, each a valid name; no --new-table (each gets its own name). */
+function tablesErrors(params: Partial<TableRestoreParams>): string[] {
+  const errors: string[] = [];
+  const names = splitTables(params.tables ?? '');
+  const labels: string[] = [];
+  for (const n of names) {
+    const t = parseTableName(n);
+    if ('error' in t) errors.push(t.error.replace(/^--table/, '--tables'));
+    else if (identTooLong(t.table) || identTooLong(t.schema)) errors.push(`--tables: names are at most 63 bytes in PostgreSQL`);
+    else labels.push(label(t.schema, t.table));
+  }
+  if (names.length < 2) errors.push('--tables needs at least two tables, comma-separated (for one, use --table)');
+  if (new Set(labels).size !== labels.length) errors.push(`--tables names a table twice: ${params.tables}`);
+  if (params.at === undefined) errors.push('--tables only applies with --at TARGET (the tables come from a scratch cluster recovered to one moment)');
+  if (params.newTable !== undefined) errors.push('--new-table applies to one --table; with --tables each table gets <name>_restored_<time>');
+  return errors;
 }
 
 /** Download the dump and find the table (or, partitioned, a table without rows of its own) in its table of contents. */

@@ -34,6 +34,8 @@ export interface CopyRowsOptions {
   /** Test hook: called after each chunk with the bytes sent so far, and once more (final) before the end of
    *  the rows is sent; throwing (or rejecting) fails the copy there. */
   fault?: (bytesSent: number, final: boolean) => void | Promise<void>;
+  /** More tables copied in the same transaction after the first: each its own COPY from its own source query (several tables restored at once). */
+  more?: { source: ConnectionSettings; sourceQuery: string; into: string }[];
 }
 
 export interface CopyRowsResult {
@@ -65,23 +67,25 @@ export async function copyRows(opts: CopyRowsOptions): Promise<CopyRowsResult> {
     signal,
     killSignal: 'SIGKILL',
   });
-  const source = startStreamingProgram(opts.psql, [...psqlArgs, '-c', `COPY (${opts.sourceQuery}) TO STDOUT`], {
-    env: libpqEnv(appName(opts.source), baseEnv),
-    stdin: 'ignore',
-    stdout: 'pipe',
-    signal,
-    forceKillAfterDelay: 2000,
-  });
+  const startSource = (conn: typeof opts.source, query: string) =>
+    startStreamingProgram(opts.psql, [...psqlArgs, '-c', `COPY (${query}) TO STDOUT`], {
+      env: libpqEnv(appName(conn), baseEnv),
+      stdin: 'ignore',
+      stdout: 'pipe',
+      signal,
+      forceKillAfterDelay: 2000,
+    });
+  const parts = [{ source: opts.source, sourceQuery: opts.sourceQuery, into: opts.into }, ...(opts.more ?? [])];
+  // One source psql at a time, started when its COPY begins; the one running is awaited on failure.
+  let source = startSource(opts.source, opts.sourceQuery);
   const sinkErr = new StderrLines();
-  const sourceErr = new StderrLines();
+  let sourceErr = new StderrLines();
   let sinkOut = '';
   sink.stdout?.on('data', (d: Buffer) => {
     if (sinkOut.length < 64 * 1024) sinkOut += d.toString();
   });
   sink.stderr?.on('data', (d: Buffer) => sinkErr.push(d));
-  source.stderr?.on('data', (d: Buffer) => sourceErr.push(d));
   const sinkDone = Promise.resolve(sink);
-  const sourceDone = Promise.resolve(source);
   const stdin = sink.stdin as Writable;
   let stdinError: Error | undefined;
   stdin.on('error', (err) => {
@@ -103,21 +107,30 @@ export async function copyRows(opts: CopyRowsOptions): Promise<CopyRowsResult> {
     return `psql into ${opts.target.database} ${r.exitCode !== undefined ? `exited with code ${r.exitCode}` : `was killed by ${r.signal}`}${tail.length ? `: ${tail.join(' | ')}` : ''}`;
   };
   try {
-    await write(['BEGIN;', ...opts.before, `COPY ${opts.into} FROM STDIN;`, ''].join('\n'));
-    for await (const chunk of source.stdout as AsyncIterable<Buffer>) {
-      signal.throwIfAborted();
-      for (let i = chunk.indexOf(10); i >= 0; i = chunk.indexOf(10, i + 1)) rows++;
-      await write(chunk);
-      bytes += chunk.length;
-      opts.onRows?.(rows);
-      await opts.fault?.(bytes, false);
-    }
-    await opts.fault?.(bytes, true);
-    const src = await sourceDone;
-    sourceErr.end();
-    if (src.exitCode !== 0) {
-      const tail = sourceErr.lastLines();
-      throw new Error(`psql reading from ${opts.source.database} ${src.exitCode !== undefined ? `exited with code ${src.exitCode}` : `was killed by ${src.signal}`}${tail.length ? `: ${tail.join(' | ')}` : ''}`);
+    await write(['BEGIN;', ...opts.before, ''].join('\n'));
+    for (const [i, part] of parts.entries()) {
+      if (i > 0) {
+        source = startSource(part.source, part.sourceQuery);
+        sourceErr = new StderrLines();
+      }
+      const err = sourceErr;
+      source.stderr?.on('data', (d: Buffer) => err.push(d));
+      await write(`${i > 0 ? '\\.\n' : ''}COPY ${part.into} FROM STDIN;\n`);
+      for await (const chunk of source.stdout as AsyncIterable<Buffer>) {
+        signal.throwIfAborted();
+        for (let j = chunk.indexOf(10); j >= 0; j = chunk.indexOf(10, j + 1)) rows++;
+        await write(chunk);
+        bytes += chunk.length;
+        opts.onRows?.(rows);
+        await opts.fault?.(bytes, false);
+      }
+      if (i === parts.length - 1) await opts.fault?.(bytes, true);
+      const src = await source;
+      err.end();
+      if (src.exitCode !== 0) {
+        const tail = err.lastLines();
+        throw new Error(`psql reading from ${part.source.database} ${src.exitCode !== undefined ? `exited with code ${src.exitCode}` : `was killed by ${src.signal}`}${tail.length ? `: ${tail.join(' | ')}` : ''}`);
+      }
     }
     const check = opts.expectRows
       ? [
@@ -138,7 +151,7 @@ export async function copyRows(opts: CopyRowsOptions): Promise<CopyRowsResult> {
     sink.kill('SIGKILL');
     local.abort(err);
     const r = await sinkDone;
-    await sourceDone;
+    await Promise.resolve(source);
     if (opts.signal?.aborted) throw opts.signal.reason ?? err;
     // When psql failed on its own (a constraint, a type), its error explains more than a broken pipe.
     if (r.exitCode !== undefined && r.exitCode !== 0 && (stdinError || /stopped reading/.test(String((err as Error).message)))) {

@@ -6,6 +6,7 @@ import { dropKeyScratch, missingReferencedKeys, resetKeyScratch } from '../../po
 import { liveShape, referencingKeys } from '../../postgres/tables.js';
 import { describeDump } from '../../repo/dump-files.js';
 import { ensureTempRestored, sourceConnection } from './temp-database.js';
+import { canonical } from './names.js';
 import { label, planOf, sourceWords, type Restored, type TableRestoreContext } from './types.js';
 
 type LiveShape = NonNullable<Awaited<ReturnType<typeof liveShape>>>;
@@ -31,7 +32,7 @@ export async function compare(ctx: TableRestoreContext): Promise<boolean> {
     }
     ok = checkColumns(ctx, restored, live) && ok;
     ok = checkPartitions(ctx, restored, live) && ok;
-    if (ok) ok = await checkReferencedKeys(ctx);
+    if (ok) ok = await checkReferencedKeys(ctx, p.schema, p.table, new Set());
   }
   return ok;
 }
@@ -64,7 +65,7 @@ function checkRestoredCount(ctx: TableRestoreContext, restored: Restored): boole
 }
 
 /** Every dumped column (but generated ones) must be a plain column of the live table. */
-function checkColumns(ctx: TableRestoreContext, restored: Restored, live: LiveShape): boolean {
+export function checkColumns(ctx: TableRestoreContext, restored: Restored, live: LiveShape): boolean {
   const liveCols = new Map(live.columns.map((c) => [c.name, c]));
   const copied = restored.columns.filter((c) => !c.generated);
   const missing = copied.filter((c) => !liveCols.has(c.name)).map((c) => c.name);
@@ -109,11 +110,12 @@ function checkPartitions(ctx: TableRestoreContext, restored: Restored, live: Liv
  * the dumped rows. The referencing keys are streamed from production into the temporary database
  * (never into memory) and looked up there.
  */
-async function checkReferencedKeys(ctx: TableRestoreContext): Promise<boolean> {
-  const p = planOf(ctx);
+export async function checkReferencedKeys(ctx: TableRestoreContext, schema: string, table: string, restoredToo: Set<string>): Promise<boolean> {
+  const p = { ...planOf(ctx), schema, table };
   const prod = { ...ctx.services.connection, database: p.database };
   const temp = sourceConnection(ctx);
-  const fks = await referencingKeys(prod, p.schema, p.table);
+  // Tables restored in the same transaction (--tables) are checked before COMMIT instead.
+  const fks = (await referencingKeys(prod, p.schema, p.table)).filter((k) => !restoredToo.has(canonical(k.child)));
   if (!fks.length) return true;
   await resetKeyScratch(temp);
   let ok = true;

@@ -91,9 +91,39 @@ export function notInDumpMessage(schema: string, table: string, p: { dump: Chose
   );
 }
 
-/** --table, parsed (validate has refused a bad one before any step runs). */
-export function tableOf(params: { table: string }): { schema: string; table: string } {
-  const t = parseTableName(params.table);
-  if ('error' in t) throw new Error(t.error);
-  return t;
+/** --table, parsed (validate has refused a bad one before any step runs); with --tables, the first of them. */
+export function tableOf(params: { table?: string; tables?: string }): { schema: string; table: string } {
+  return tableSetOf(params)[0];
+}
+
+/** --tables a,b (or --table a): every table, parsed. Quoted names may hold commas. */
+export function tableSetOf(params: { table?: string; tables?: string }): { schema: string; table: string }[] {
+  const list = params.tables !== undefined ? splitTables(params.tables) : [params.table ?? ''];
+  return list.map((text) => {
+    const t = parseTableName(text);
+    if ('error' in t) throw new Error(params.tables !== undefined ? t.error.replace(/^--table/, '--tables') : t.error);
+    return t;
+  });
+}
+
+/** Split --tables at commas outside double quotes. */
+export function splitTables(text: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  let quoted = false;
+  for (const ch of text) {
+    if (ch === '"') quoted = !quoted;
+    if (ch === ',' && !quoted) {
+      out.push(cur.trim());
+      cur = '';
+    } else cur += ch;
+  }
+  out.push(cur.trim());
+  return out;
+}
+
+/** A catalog's quoted name (quote_ident or always-quoted) as SCHEMA.TABLE, unquoted: to compare names from either source. */
+export function canonical(qualified: string): string {
+  const t = parseTableName(qualified);
+  return 'error' in t ? qualified : label(t.schema, t.table);
 }

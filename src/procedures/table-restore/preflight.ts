@@ -11,7 +11,7 @@ import { inspectLiveTable } from '../../postgres/tables.js';
 import { chooseDump, describeDump, withRepository, type ChosenDump } from '../../repo/dump-files.js';
 import { fitName, nameStamp } from '../logical-restore/names.js';
 import { Preflight, checkWorkDirectory } from '../logical-restore/steps-common.js';
-import { notInDumpMessage, tableOf, tempDatabaseName } from './names.js';
+import { notInDumpMessage, tableSetOf, tempDatabaseName } from './names.js';
 import { planScratchFor } from './at.js';
 import { referencesCheck, triggersCheck } from './replace-checks.js';
 import { label, modeOf, type Mode, type TableRestoreContext, type TableRestorePlan } from './types.js';
@@ -110,7 +110,8 @@ function checkServer(pf: Preflight, ctx: TableRestoreContext, server: ServerAndR
 
 export async function preflight(ctx: TableRestoreContext): Promise<void> {
   const { database } = ctx.params;
-  const { schema, table } = tableOf(ctx.params);
+  const set = tableSetOf(ctx.params);
+  const { schema, table } = set[0];
   const mode = modeOf(ctx.params);
   const pf = new Preflight(ctx);
 
@@ -123,6 +124,12 @@ export async function preflight(ctx: TableRestoreContext): Promise<void> {
   if (server) pf.pass('server reachable', `${describeConnection(conn)}, PostgreSQL ${server.version}`);
 
   const facts = server && checkServer(pf, ctx, server, tempDatabase) ? await checkLiveTable(pf, ctx, server, { schema, table, mode, newTable }) : undefined;
+  // --tables: every other table checked the same way; replica only when it is allowed for all.
+  const others = set.slice(1).map((t) => ({ ...t, newTable: mode === 'new-table' ? fitName(t.table, `_restored_${nameStamp()}`) : undefined }));
+  for (const t of facts && server ? others : []) {
+    const f = await checkLiveTable(pf, ctx, server!, { ...t, mode });
+    if (facts && f) facts.replica &&= f.replica;
+  }
 
   let programs: { pgRestore: string; psql: string } | undefined;
   if (server) {
@@ -168,5 +175,6 @@ export async function preflight(ctx: TableRestoreContext): Promise<void> {
     encoding: facts?.encoding ?? 'UTF8',
     replica: facts?.replica ?? false,
     dumpCounts,
+    ...(ctx.params.tables !== undefined ? { set: [{ schema, table, newTable }, ...others] } : {}),
   };
 }

@@ -10,7 +10,9 @@ export type Mode = 'new-table' | 'replace';
 
 export type TableRestoreParams = {
   database: string;
-  table: string;
+  /** One table; or --tables, several restored at once (exactly one of them). */
+  table?: string;
+  tables?: string;
   dump?: string;
   mode?: Mode;
   newTable?: string;
@@ -47,6 +49,8 @@ export type TableRestorePlan = {
   replica?: boolean;
   /** dump.json's counts of the table's leaf partitions, when dump.json has none for the partitioned table itself. */
   dumpCounts?: Record<string, number>;
+  /** --tables: every table of the set (the first is schema/table above), with its new table in new-table mode. */
+  set?: { schema: string; table: string; newTable?: string }[];
 };
 
 /** The table as restored into the temporary database. */
@@ -67,6 +71,10 @@ export type TableRestoreState = WorkFileState & {
   restored?: Restored;
   counts?: { live: number | null; restored: number; dumpJson: number | null };
   copied?: { table: string; rows: number; columns: string[] };
+  /** --tables: each table as it was at the target, by SCHEMA.TABLE. */
+  restoredSet?: Record<string, Restored>;
+  /** --tables: what the copy wrote, per table. */
+  copiedSet?: { from: { schema: string; table: string }; into: { schema: string; table: string }; columns: string[] }[];
 };
 
 export type TableRestoreContext = StepContext<Typed<TableRestoreParams, TableRestoreState>>;
@@ -91,7 +99,8 @@ export function targetTable(p: TableRestorePlan): { schema: string; table: strin
 }
 
 /** The text an operator types to allow replacing the rows: DATABASE.SCHEMA.TABLE. */
-export function confirmText(p: Pick<TableRestorePlan, 'database' | 'schema' | 'table'>): string {
+export function confirmText(p: Pick<TableRestorePlan, 'database' | 'schema' | 'table' | 'set'>): string {
+  if (p.set) return `${p.database}.${p.set.map((t) => label(t.schema, t.table)).join(',')}`;
   return `${p.database}.${p.schema}.${p.table}`;
 }
 
