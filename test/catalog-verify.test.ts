@@ -172,7 +172,7 @@ describe('catalog --verify on a repository filled by wal-push, backup-base and b
 
     // Nine days on (the backups' own alerts muted): the verify is stale.
     const later = new Date(Date.now() + 9 * DAY).toISOString();
-    const mute = ['--max-dump-age-hours', '1000', '--max-base-backup-age-hours', '1000', '--skip', 'server'];
+    const mute = ['--max-dump-age-hours', '1000', '--max-base-backup-age-hours', '1000', '--max-restore-test-age-days', '1000', '--skip', 'server'];
     const stale = await statusJson([...mute, '--now', later]);
     expect(stale.exitCode, JSON.stringify(stale.report.checks, null, 2)).toBe(1);
     expect(lastVerifyCheck(stale.report)).toMatchObject({ status: 'warning', summary: expect.stringMatching(/^intact 9 d ago/) });
@@ -182,7 +182,7 @@ describe('catalog --verify on a repository filled by wal-push, backup-base and b
     const configDir = tempDir('pgrunbook-verify-profile-');
     try {
       const store = await openProfileStore({ PGRUNBOOK_CONFIG_DIR: configDir });
-      store.set('mon', { repo: repoUrl, monitoring: { maxVerifyAgeDays: 30, maxDumpAgeHours: 1000, maxBaseBackupAgeHours: 1000 } });
+      store.set('mon', { repo: repoUrl, monitoring: { maxVerifyAgeDays: 30, maxDumpAgeHours: 1000, maxBaseBackupAgeHours: 1000, maxRestoreTestAgeDays: 1000 } });
       const viaProfile = await runCli(['status', '--profile', 'mon', '--skip', 'server', '--now', later, '--json'], { ...stateEnv, PGRUNBOOK_CONFIG_DIR: configDir });
       expect(viaProfile.exitCode, viaProfile.stdout).toBe(0);
       expect(lastVerifyCheck(JSON.parse(viaProfile.stdout))).toMatchObject({ status: 'ok', warningAt: 30 * 86_400 });

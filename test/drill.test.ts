@@ -37,7 +37,7 @@ describe('drill', () => {
     // base backup and the incident now has a gap.
     const repoDir = await waitFor("the sandbox repository", () => /repository file:\/\/([^"\s]+)/.exec(out)?.[1]);
     await waitFor('the workload step to end', () => out.includes('"type":"step-end","time"') && /"stepId":"workload","status":"ok"/.test(out), 120_000);
-    const segments = fs.readdirSync(path.join(repoDir, 'wal')).filter((f) => /^[0-9A-F]{24}\.gz$/.test(f)).sort();
+    const segments = fs.readdirSync(path.join(repoDir, 'wal')).filter((f) => /^[0-9A-F]{24}\.(gz|zst)$/.test(f)).sort();
     fs.rmSync(path.join(repoDir, 'wal', segments[segments.length - 1]));
     const r = await child;
     try {

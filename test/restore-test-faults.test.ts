@@ -59,7 +59,7 @@ describe('restore-test finds damage', () => {
     await s.cluster.query('INSERT INTO orders SELECT g, md5(g::text), 2 FROM generate_series(5001, 5100) g', [], 'app');
     await s.switchAndArchive();
     const walDir = path.join(s.repoDir, 'wal');
-    const segments = fs.readdirSync(walDir).filter((f) => /^[0-9A-F]{24}(\.gz)?$/.test(f)).sort();
+    const segments = fs.readdirSync(walDir).filter((f) => /^[0-9A-F]{24}(\.gz|\.zst)?$/.test(f)).sort();
     const victim = segments.at(-1)!;
     const file = path.join(walDir, victim);
     const original = fs.readFileSync(file);
@@ -69,11 +69,11 @@ describe('restore-test finds damage', () => {
     try {
       const r = await s.restoreTest();
       expect(r.exitCode, r.stdout.slice(-4000) + r.stderr).toBe(3);
-      expect(r.stdout + r.stderr).toContain(victim.replace(/\.gz$/, ''));
+      expect(r.stdout + r.stderr).toContain(victim.replace(/\.(gz|zst)$/, ''));
       expectNothingLeft(s);
       const rec = s.records().at(-1)!;
       expect(rec.ok).toBe(false);
-      expect(rec.failure).toContain(victim.replace(/\.gz$/, ''));
+      expect(rec.failure).toContain(victim.replace(/\.(gz|zst)$/, ''));
       const { exitCode, report } = await s.statusJson();
       expect(report.checks.find((c: any) => c.id === 'last_restore_test')).toMatchObject({ status: 'critical' });
       expect(exitCode).toBe(2);

@@ -52,7 +52,8 @@ describe('resume from the run id alone', () => {
     const child = startCli(['--procedure', 'pitr', ...conn, '--pgdata', cluster.dataDir, '--repo', repoUrl, '--target', `lsn:${lsn}`, '--confirm', 'data', '--json'], env);
     let out = '';
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    await waitFor('the unpack to report progress', () => out.split('\n').some((l) => l.includes('"type":"progress"') && l.includes('"stepId":"unpack"')), 60_000);
+    // The base backup is unpacked (staged) while the preflight checks it: interrupt it there.
+    await waitFor('the staging unpack to report progress', () => out.split('\n').some((l) => l.includes('"type":"progress"') && l.includes('"stepId":"preflight"') && l.includes('"unit":"bytes"')), 60_000);
     child.kill('SIGINT');
     const first = await child;
     expect(first.exitCode, first.stderr).toBe(130);
@@ -61,7 +62,7 @@ describe('resume from the run id alone', () => {
     const end = events.at(-1)!;
     expect(end.type).toBe('run-end');
     expect(end.summary.hint).toBe(`continue with: pgrunbook --resume ${runId}`);
-    expect(end.summary.steps.find((s: { id: string }) => s.id === 'unpack').status).toBe('interrupted');
+    expect(end.summary.steps.find((s: { id: string }) => s.id === 'preflight').status).toBe('interrupted');
 
     const journalFile = path.join(env.PGRUNBOOK_STATE_DIR, 'runs', `${runId}.jsonl`);
     const records = fs.readFileSync(journalFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
@@ -86,7 +87,7 @@ describe('resume from the run id alone', () => {
     const resumed = await runCli(['--resume', runId, '--json'], env);
     expect(resumed.exitCode, resumed.stdout.slice(-4000) + resumed.stderr).toBe(0);
     const resumedEvents = jsonLines(resumed.stdout);
-    expect(resumedEvents[0]).toMatchObject({ type: 'run-start', runId, resumedAt: 'unpack' });
+    expect(resumedEvents[0]).toMatchObject({ type: 'run-start', runId, resumedAt: 'preflight' });
     expect(resumedEvents.at(-1)).toMatchObject({ type: 'run-end', summary: { status: 'ok', exitCode: 0 } });
     expect(await rows()).toEqual([1, 2, 3, 4]);
   });

@@ -31,7 +31,7 @@ describe('target picker on two timelines, then pitr just before an xid', () => {
 
   const rows = async () => (await cluster.query<{ v: number }>('SELECT v FROM events ORDER BY v', [], 'app')).map((r) => r.v);
   const insert = async (v: number) => (await cluster.query<{ xid: string }>(`INSERT INTO events (v) VALUES (${v}) RETURNING xmin::text AS xid`, [], 'app'))[0].xid;
-  const walFile = (name: string) => path.join(repoDir, walKey(name, 'gzip'));
+  const walFile = (name: string) => path.join(repoDir, walKey(name, 'zstd'));
   const switchAndArchive = async () => {
     const [{ name }] = await cluster.query<{ name: string }>(`SELECT pg_walfile_name(pg_switch_wal()) AS name`);
     await waitFor(`${name} archived`, () => fs.existsSync(walFile(name)), 60_000);

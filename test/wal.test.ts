@@ -79,9 +79,9 @@ describe.each(['file', 's3', 'azure'] as const)('WAL archiving into %s', (kind) 
 
   it('archives through archive_command, and wal-fetch returns byte-identical segments', async () => {
     const name = await switchAndWaitArchived();
-    const info = await store.head(walKey(name, 'gzip'));
-    expect(info, `wal/${name}.gz in the repository`).toBeDefined();
-    expect(info!.metadata.compression).toBe('gzip');
+    const info = await store.head(walKey(name, 'zstd'));
+    expect(info, `wal/${name}.zst in the repository`).toBeDefined();
+    expect(info!.metadata.compression).toBe('zstd');
 
     const original = fs.readFileSync(path.join(cluster.dataDir, 'pg_wal', name));
     const dest = path.join(tempDir(), 'RECOVERYXLOG');
@@ -119,7 +119,7 @@ describe.each(['file', 's3', 'azure'] as const)('WAL archiving into %s', (kind) 
 
     // Corrupt one archived object while keeping its recorded checksums, as bit rot would.
     const name = await switchAndWaitArchived();
-    const key = walKey(name, 'gzip');
+    const key = walKey(name, 'zstd');
     const head = (await store.head(key))!;
     const { body } = await store.get(key);
     const chunks: Buffer[] = [];
@@ -166,7 +166,7 @@ describe.each(['file', 's3', 'azure'] as const)('WAL archiving into %s', (kind) 
     expect(catalog.gaps).toEqual([]);
     expect(window.endedByGap).toBeUndefined();
 
-    await store.delete(walKey(names[1], 'gzip'));
+    await store.delete(walKey(names[1], 'zstd'));
     const gapped = await readCatalog(store);
     expect(gapped.gaps).toEqual([{ timeline: start.tli, from: names[1], to: names[1], missing: 1 }]);
     const w2 = gapped.windows.find((w) => w.backupId === id)!;

@@ -25,7 +25,9 @@ import type { ConnectionSettings } from '../config/connection.js';
 import { openRepository, type Repository } from '../repo/repository.js';
 import type { Catalog, DumpEntry } from '../repo/catalog.js';
 import { databasesByOid, relationNames, type RelationName } from '../postgres/relation-names.js';
+import { pipeline } from 'node:stream';
 import { readTocOids, type TocOids } from '../postgres/programs/toc-oids.js';
+import { decompressStream } from '../repo/codec.js';
 import { checkRepositoryIdentity, readRepositoryIdentity } from '../repo/identity.js';
 import { runningServerIdentity } from '../postgres/identity.js';
 import { IncidentScanner, type RawIncident, type RelFile } from './incident-scan.js';
@@ -220,7 +222,9 @@ class DumpNames {
     if (!this.cache.has(k)) {
       try {
         const body = await this.n.repo.getVerified(this.n.repo.dumpKey(d.database, d.id, d.meta!.object!), d.meta?.sha256, this.n.signal);
-        this.cache.set(k, await readTocOids(body, this.n.signal));
+        // Dumps are stored in the repository's codec around the archive (dump.json says which; none before).
+        const codec = d.meta?.compression;
+        this.cache.set(k, await readTocOids(codec && codec !== 'none' ? pipeline(body, decompressStream(codec), () => {}) : body, this.n.signal));
       } catch {
         this.cache.set(k, undefined); // a dump that cannot be read names nothing; the incident stays listed by number
       }

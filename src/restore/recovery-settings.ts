@@ -55,8 +55,8 @@ export async function writeRecoverySettings(pgdata: string, settings: [string, s
  */
 export async function prepareRecoverySpool(spool: string, owner: Owner | undefined): Promise<void> {
   await fsp.mkdir(spool, { recursive: true, mode: 0o700 });
-  await fsp.rm(path.join(spool, 'fetch'), { recursive: true, force: true });
-  await fsp.rm(path.join(spool, 'push', 'ok'), { recursive: true, force: true });
+  await fsp.rm(path.join(spool, 'fetch'), { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
+  await fsp.rm(path.join(spool, 'push', 'ok'), { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
   await fsp.chmod(spool, 0o700);
   if (owner && isRoot()) await fsp.chown(spool, owner.uid, owner.gid);
 }
