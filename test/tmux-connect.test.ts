@@ -113,7 +113,7 @@ describe.skipIf(!hasTmux)('configuring the app from the app, at 80x24', () => {
     await keys('Down');
     await screenShows('the run action', /› ▶ Run backup-base/);
     await keys('Enter');
-    s = await screenShows('the report', /Enter back to the procedures/, 180_000);
+    s = await screenShows('the report', /Enter back ·/, 180_000);
     expect(s).toMatch(/exit 0/);
     await keys('Enter');
 
