@@ -318,7 +318,8 @@ export const drillProcedure = defineProcedure<DrillParams, DrillState>({
           return;
         }
         if (fs.existsSync(s.dataDir) && (await pgCtlStatus(s.dataDir)).running) await pgCtlStop({ pgdata: s.dataDir, mode: 'fast' });
-        await fsp.rm(s.baseDir, { recursive: true, force: true });
+        // Retries: the sandbox's WAL pusher may still write into its spool for a moment (ENOTEMPTY).
+        await fsp.rm(s.baseDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
         ctx.log(`removed ${s.baseDir}`);
       },
     },
