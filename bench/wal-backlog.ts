@@ -35,7 +35,7 @@ const median = (xs: number[]) => {
 const p90 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.9))];
 
 const { values } = parseArgs({
-  options: { scale: { type: 'string' }, rounds: { type: 'string' }, markdown: { type: 'string' }, 'no-pgbackrest': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+  options: { scale: { type: 'string' }, rounds: { type: 'string' }, markdown: { type: 'string' }, 'no-pgbackrest': { type: 'boolean' }, 'pusher-log': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
 });
 if (values.help) {
   console.log('usage: node --import tsx bench/wal-backlog.ts [--scale N (32 x N segments, default 1)] [--rounds N (default 1)] [--markdown FILE] [--no-pgbackrest]');
@@ -145,6 +145,7 @@ async function main(): Promise<void> {
         await makeBacklog(cluster, segments);
         const d = await drain(cluster, t.command);
         log(`round ${round + 1}: ${t.label}: ${d.count} segments in ${d.seconds.toFixed(2)} s`);
+        if (values['pusher-log'] && t === tools[0]) log(readFileSync(path.join(spool, 'push', 'pusher.log'), 'utf8').trim().split('\n').slice(-d.count - 3).join('\n'));
         rates.get(t.label)!.push(d.count / d.seconds);
       }
     }

@@ -22,9 +22,9 @@ import { withPg } from '../src/postgres/client.js';
 import { openRepository } from '../src/repo/repository.js';
 import { readCatalog, type BaseBackupEntry, type BaseBackupMeta } from '../src/repo/catalog.js';
 import { parseLsn } from '../src/repo/walnames.js';
-import { Crc32c, ManifestError, ManifestReader } from '../src/postgres/formats/backup_manifest.js';
+import { Crc32c, ManifestError, ManifestReader, manifestChecksummer, nativeCrc32c } from '../src/postgres/formats/backup_manifest.js';
 import { startPgBasebackup } from '../src/postgres/programs/pg_basebackup.js';
-import { MANIFEST_CHECKSUMS, StreamCheck } from '../src/services/base-backup-check.js';
+import { manifestChecksums, StreamCheck } from '../src/services/base-backup-check.js';
 import { TarFormatError, TarReader, type TarEntry } from '../src/postgres/formats/tar.js';
 import { createHash } from 'node:crypto';
 
@@ -284,10 +284,10 @@ describe('backup-base of a small cluster', () => {
   });
 
   it('the check made as the tar streams (one pass) catches a file changed on the way by its manifest checksum, and a file missing', async () => {
-    // A real pg_basebackup tar with SHA-256 manifest checksums, as the backup step asks for it.
-    const bb = await startPgBasebackup({ connection: small.connection(), label: 'stream-check-test', checkpoint: 'fast', manifestChecksums: MANIFEST_CHECKSUMS, env: process.env });
+    // A real pg_basebackup tar with the manifest checksums the backup step asks for (CRC-32C in hardware, else SHA-256).
+    const bb = await startPgBasebackup({ connection: small.connection(), label: 'stream-check-test', checkpoint: 'fast', manifestChecksums: manifestChecksums(), env: process.env });
     const chunks: Buffer[] = [];
-    for await (const c of bb.stdout) chunks.push(c as Buffer);
+    for await (const c of bb.stdout!) chunks.push(c as Buffer);
     expect((await bb.done).ok).toBe(true);
     const tar = Buffer.concat(chunks);
     const checkOf = (bytes: Buffer, skip?: string) => {
@@ -317,7 +317,7 @@ describe('backup-base of a small cluster', () => {
     tampered[at] = tampered[at] === 0x31 ? 0x32 : 0x31;
     const bad = checkOf(tampered);
     expect(bad.problemCount).toBe(1);
-    expect(bad.problems[0]).toMatch(/^PG_VERSION: SHA256 [0-9a-f]{64}, backup_manifest says [0-9a-f]{64}$/);
+    expect(bad.problems[0]).toMatch(/^PG_VERSION: (SHA256 [0-9a-f]{64}, backup_manifest says [0-9a-f]{64}|CRC32C [0-9a-f]{8}, backup_manifest says [0-9a-f]{8})$/);
 
     const missing = checkOf(tar, 'global/pg_control');
     expect(missing.problems).toContain('global/pg_control: in backup_manifest but not in the tar');
@@ -466,6 +466,20 @@ describe('formats read on the fly', () => {
 
   it('CRC-32C matches the standard check value, and ManifestReader rejects a manifest whose contents changed', () => {
     expect(new Crc32c().update(Buffer.from('1234')).update(Buffer.from('56789')).digestHex()).toBe('839206e3'); // 0xE3069283, little-endian
+    // The hardware one (the addon) gives the same digests, in pieces too.
+    expect(nativeCrc32c()).toBeDefined();
+    const hw = manifestChecksummer('CRC32C')!;
+    hw.update(Buffer.from('1234'));
+    hw.update(Buffer.from('56789'));
+    expect(hw.digestHex()).toBe('839206e3');
+    const big = Buffer.alloc(3_000_001, 0).map((_, i) => (i * 31) & 0xff);
+    const js = new Crc32c();
+    const native = manifestChecksummer('CRC32C')!;
+    for (let off = 0; off < big.length; off += 65537) {
+      js.update(Buffer.from(big.subarray(off, off + 65537)));
+      native.update(Buffer.from(big.subarray(off, off + 65537)));
+    }
+    expect(native.digestHex()).toBe(js.digestHex());
     const body =
       '{ "PostgreSQL-Backup-Manifest-Version": 1,\n"Files": [\n{ "Path": "PG_VERSION", "Size": 3, "Last-Modified": "2026-11-24 16:24:12 GMT", "Checksum-Algorithm": "CRC32C", "Checksum": "8a744722" }\n],\n' +
       '"WAL-Ranges": [\n{ "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100" }\n],\n';

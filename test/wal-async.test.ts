@@ -151,6 +151,22 @@ describe('asynchronous archiving (pusher) and prefetching', () => {
 
   it('an ok file that names other contents is not trusted: the slow path checks the checksum and pushes', async () => {
     await setArchiveCommand('');
+    // A pusher still alive from the tests before would push the new segment ahead and rewrite the
+    // forged ok file with the right checksum: stop it first.
+    const lockFile = path.join(spool, 'push', 'pusher.pid');
+    const owner = readLock(lockFile);
+    if (owner && lockAlive(owner)) process.kill(owner.pid, 'SIGTERM');
+    const zombie = (pid: number) => {
+      try {
+        return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').startsWith('Z');
+      } catch {
+        return true;
+      }
+    };
+    await waitFor('the pusher gone', () => {
+      const o = readLock(lockFile);
+      return !o || !lockAlive(o) || zombie(o.pid);
+    }, 15_000);
     await makeSegments(1);
     const [name] = ready().map((f) => f.slice(0, -6));
     // A forged ok file, newer than the segment, with a wrong checksum: the shell fast path would

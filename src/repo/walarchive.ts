@@ -35,6 +35,8 @@ export interface WalPushResult {
   status: 'stored' | 'already-archived';
   rawSize: number;
   storedSize: number;
+  /** SHA-256 of the segment's bytes as read and pushed (the pusher's ok file holds it). */
+  rawSha256: string;
 }
 
 /** A different file is already archived under this name: PostgreSQL must not be told it worked. */
@@ -78,7 +80,7 @@ export async function pushWal(store: ObjectStore, sourcePath: string, opts: WalP
   const existing = await findArchived(store, name, opts.compression);
   if (existing) {
     if (await sameContent(store, existing.key, existing.info, raw, rawSha)) {
-      return { name, key: existing.key, status: 'already-archived', rawSize: raw.length, storedSize: existing.info.size };
+      return { name, key: existing.key, status: 'already-archived', rawSize: raw.length, storedSize: existing.info.size, rawSha256: rawSha };
     }
     throw new WalConflictError(name, existing.key, store.describe());
   }
@@ -95,7 +97,7 @@ export async function pushWal(store: ObjectStore, sourcePath: string, opts: WalP
       compression: opts.compression,
     },
   });
-  return { name, key, status: 'stored', rawSize: raw.length, storedSize: body.length };
+  return { name, key, status: 'stored', rawSize: raw.length, storedSize: body.length, rawSha256: rawSha };
 }
 
 /**

@@ -4,7 +4,7 @@
 // checksum, nothing missing, nothing extra, the WAL that makes the backup consistent) is made at
 // the end. The result goes in the run's journal; the verify step reports it.
 import { createHash, type Hash } from 'node:crypto';
-import { ManifestReader, manifestChecksummer, type FileChecksummer, type ManifestFile, type ManifestSummary } from '../postgres/formats/backup_manifest.js';
+import { ManifestReader, manifestChecksummer, nativeCrc32c, type FileChecksummer, type ManifestFile, type ManifestSummary } from '../postgres/formats/backup_manifest.js';
 import type { TarEntry, TarEntrySink } from '../postgres/formats/tar.js';
 import { parseLsn, segmentName, segnoOfLsn } from '../repo/walnames.js';
 
@@ -31,8 +31,15 @@ export type StreamCheckResult = {
 
 const MAX_PROBLEMS = 10;
 
-/** The algorithm pg_basebackup is asked for (--manifest-checksums): SHA-256 runs in OpenSSL, several times faster here than CRC-32C in JavaScript. */
-export const MANIFEST_CHECKSUMS = 'SHA256';
+/**
+ * The algorithm pg_basebackup is asked for (--manifest-checksums): CRC-32C (PostgreSQL's default)
+ * when the hardware CRC addon loads: nearly free on both sides, where SHA-256 costs the server and
+ * us a second each per 1.5 GB (bench/README.md). Without the addon, SHA-256 in OpenSSL: several
+ * times faster than CRC-32C in JavaScript.
+ */
+export function manifestChecksums(): 'CRC32C' | 'SHA256' {
+  return nativeCrc32c() ? 'CRC32C' : 'SHA256';
+}
 
 type Seen = { size: number; digest?: string; algorithm: string };
 
@@ -48,7 +55,7 @@ export class StreamCheck {
   private readonly walNames = new Set<string>();
   private files = 0;
 
-  constructor(private readonly algorithm: string = MANIFEST_CHECKSUMS) {}
+  constructor(readonly algorithm: string = manifestChecksums()) {}
 
   /** The sink for a regular file of the tar (backup_manifest's own is fed to the reader). */
   sink(entry: TarEntry, also?: TarEntrySink): TarEntrySink | undefined {
@@ -58,21 +65,11 @@ export class StreamCheck {
       return {
         data: (c) => {
           also?.data(c);
-          if (this.manifestError) return;
-          try {
-            this.manifest.write(c);
-          } catch (err) {
-            this.manifestError = err as Error;
-          }
+          this.manifestData(c);
         },
         end: () => {
           also?.end();
-          if (this.manifestError) return;
-          try {
-            this.manifestSummary = this.manifest.end();
-          } catch (err) {
-            this.manifestError = err as Error;
-          }
+          this.manifestEnd();
         },
       };
     }
@@ -92,6 +89,25 @@ export class StreamCheck {
         rec.digest = sum?.digestHex();
       },
     };
+  }
+
+  /** backup_manifest's bytes, from the tar or (pg_basebackup -D DIR) from the file beside it. */
+  manifestData(c: Buffer): void {
+    if (this.manifestError) return;
+    try {
+      this.manifest.write(c);
+    } catch (err) {
+      this.manifestError = err as Error;
+    }
+  }
+
+  manifestEnd(): void {
+    if (this.manifestError) return;
+    try {
+      this.manifestSummary = this.manifest.end();
+    } catch (err) {
+      this.manifestError = err as Error;
+    }
   }
 
   /** The summary of backup_manifest, when it was read and its checksum held. */

@@ -1,29 +1,39 @@
-// A base backup streamed into the repository in one pass: pg_basebackup's tar through the codec
-// (zstd by default, in its own process on other cores) into the data object, with the WAL it needs
-// inside (so it is consistent on its own) and its backup_manifest lifted out of the stream as a
-// separate object. Every file is hashed as it passes and checked against backup_manifest at the
-// end (base-backup-check.ts): the backup is never read back. Nothing touches the local disk but the
-// manifest (small), nothing is buffered whole. What comes back is backup.json's content, not yet
-// written, and the check's result.
-import { createReadStream } from 'node:fs';
-import { mkdtemp, open, rm, type FileHandle } from 'node:fs/promises';
+// A base backup streamed into the repository in one pass, with the WAL it needs inside (so it is
+// consistent on its own) and its backup_manifest as a separate object. Every file is hashed as it
+// passes and checked against backup_manifest at the end (base-backup-check.ts): the backup is never
+// read back. Two ways, the same objects:
+// - server-compressed (PostgreSQL 15+, zstd): the server compresses as it reads, pg_basebackup
+//   writes base.tar.zst into a private temp directory, and we follow that file as it grows: its
+//   bytes go to the repository as they are and, at the same time, through `zstd -d` into the tar
+//   check. The CPU-heavy compression runs in the server while the check runs here, and only
+//   compressed bytes cross a pipe into node: about pg_basebackup's own time (bench/README.md).
+//   It needs free space in the temp directory for the compressed backup: without it (or with an
+//   older server or another codec) the second way is taken.
+// - streamed: pg_basebackup's uncompressed tar on stdout through node (the check) and the codec
+//   (its own process) into the repository; nothing touches the local disk but the manifest.
+// What comes back is backup.json's content, not yet written, and the check's result.
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, createReadStream, openSync } from 'node:fs';
+import { mkdtemp, open, readdir, rm, statfs, type FileHandle } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Transform } from 'node:stream';
+import { PassThrough, Transform, Writable, type Readable } from 'node:stream';
+import { Worker } from 'node:worker_threads';
 import { pipeline } from 'node:stream/promises';
 import type { ConnectionSettings } from '../config/connection.js';
 import { formatBytes, formatDuration } from '../engine/format.js';
 import { parseBackupLabel } from '../postgres/formats/backup_label.js';
 import { ManifestReader, type ManifestSummary } from '../postgres/formats/backup_manifest.js';
 import { TarFormatError, TarReader, type TarEntrySink } from '../postgres/formats/tar.js';
-import { pgBasebackupErrorLines, startPgBasebackup, walWasRemoved } from '../postgres/programs/pg_basebackup.js';
+import { pgBasebackupErrorLines, SERVER_COMPRESSED_TAR, startPgBasebackup, walWasRemoved } from '../postgres/programs/pg_basebackup.js';
 import { holdWal, type WalHold } from '../postgres/replication.js';
 import type { BaseBackupMeta } from '../repo/catalog.js';
 import type { ObjectRecord, Repository } from '../repo/repository.js';
-import { compressStream, defaultCodec, type Codec } from '../repo/codec.js';
+import { CodecDataError, CodecUsageError, compressStream, defaultCodec, ZSTD_PACKAGE, type Codec } from '../repo/codec.js';
 import { StorageError } from '../storage/types.js';
 import { dataObjectName, MANIFEST_OBJECT } from './base-backup-repo.js';
-import { MANIFEST_CHECKSUMS, StreamCheck, type StreamCheckResult } from './base-backup-check.js';
+import { manifestChecksums, StreamCheck, type StreamCheckResult } from './base-backup-check.js';
+import type { CheckWorkerData, CheckWorkerOut } from './base-backup-check-worker.js';
 import { sentence, type RunIO } from './run-repository.js';
 
 /** What preflight learned about the server, journaled so a resumed run backs up what was checked. */
@@ -65,6 +75,7 @@ export async function streamBaseBackup(ctx: RunIO, repo: Repository, id: string,
   const manifestPath = path.join(tmp, MANIFEST_OBJECT);
   let manifestFile: FileHandle | undefined = await open(manifestPath, 'wx', 0o600);
   let walHold: WalHold | undefined;
+  let worker: ReturnType<typeof startCheckWorker> | undefined;
   try {
     let stopping = false;
     try {
@@ -77,12 +88,14 @@ export async function streamBaseBackup(ctx: RunIO, repo: Repository, id: string,
       );
     }
     if (checkpoint === 'spread') ctx.log('waiting for the server\'s checkpoint (spread: this can take minutes on a busy server; --checkpoint fast forces it)');
+    const serverDir = (await serverCompressionFits(ctx, pre, codec, tmp)) ? path.join(tmp, 'pg_basebackup') : undefined;
     const bb = await startPgBasebackup({
+      directory: serverDir,
       connection: opts.connection,
       label: `pgrunbook-${id}`,
       checkpoint,
       maxRate: opts.maxRate,
-      manifestChecksums: MANIFEST_CHECKSUMS,
+      manifestChecksums: manifestChecksums(),
       signal: ctx.signal,
       env: opts.env,
       // Once we stop it ourselves, its complaints about the closed pipe are noise.
@@ -136,7 +149,7 @@ export async function streamBaseBackup(ctx: RunIO, repo: Repository, id: string,
       flush(cb) {
         try {
           reader.end();
-          if (!manifestSeen) throw new TarFormatError('the tar stream from pg_basebackup has no backup_manifest (is pg_basebackup older than 13, or --no-manifest set?)');
+          if (!manifestSeen && !serverDir) throw new TarFormatError('the tar stream from pg_basebackup has no backup_manifest (is pg_basebackup older than 13, or --no-manifest set?)');
         } catch (err) {
           cb(err as Error);
           return;
@@ -145,13 +158,48 @@ export async function streamBaseBackup(ctx: RunIO, repo: Repository, id: string,
         manifestWrites.then(() => cb(), (err) => cb(err as Error));
       },
     });
-    const compressor = compressStream(codec, { level: 1 });
-    // Errors anywhere destroy the chain; the put sees them as errors of its body.
-    pipeline(bb.stdout, tap, compressor).catch(() => {});
+    let body: Readable;
+    let checked: Promise<unknown> = Promise.resolve();
+    let checkedInWorker: CheckedInWorker | undefined;
+    if (serverDir) {
+      // The followed file's bytes go to the repository as they are, and to the check's thread.
+      const stored = new PassThrough({ highWaterMark: FOLLOW_CHUNK });
+      let exited = false;
+      void bb.done.then(() => {
+        exited = true;
+      });
+      worker = startCheckWorker(tmp, check.algorithm, pre.walSegmentSize || 16 * 1024 * 1024, path.join(serverDir, MANIFEST_OBJECT), (n) => {
+        rawBytes = n;
+        ctx.progress({ done: rawBytes, total: total(), unit: 'bytes' });
+      });
+      // A malformed tar or damaged frame fails the put with its cause, as in the streamed way.
+      checked = worker.result.then(
+        (r) => {
+          checkedInWorker = r;
+          rawBytes = r.rawBytes;
+          streamEndedAt = new Date(r.endedAt);
+        },
+        (err: unknown) => {
+          stored.destroy(err as Error);
+          throw err;
+        },
+      );
+      checked.catch(() => {});
+      followGrowingFile(path.join(serverDir, SERVER_COMPRESSED_TAR), () => exited, [stored, worker.input], ctx.signal).catch((err: unknown) => {
+        stored.destroy(err as Error);
+        worker?.input.destroy(err as Error);
+      });
+      body = stored;
+    } else {
+      const compressor = compressStream(codec, { level: 1 });
+      // Errors anywhere destroy the chain; the put sees them as errors of its body.
+      pipeline(bb.stdout!, tap, compressor).catch(() => {});
+      body = compressor;
+    }
 
     let putError: unknown;
     const put = repo
-      .putObject(dataKey, compressor, { signal: ctx.signal, sizeHint: Math.round(pre.sizeEstimate * 1.1) + 64 * 1024 * 1024, metadata: { compression: codec, format: 'tar' } })
+      .putObject(dataKey, body, { signal: ctx.signal, sizeHint: Math.round(pre.sizeEstimate * 1.1) + 64 * 1024 * 1024, metadata: { compression: codec, format: 'tar' } })
       .catch((err: unknown) => {
         putError = err;
         stopping = true;
@@ -159,6 +207,8 @@ export async function streamBaseBackup(ctx: RunIO, repo: Repository, id: string,
         return undefined;
       });
     const [result, stored] = await Promise.all([bb.done, put]);
+    // The check may still be reading the last bytes the put already has.
+    if (putError === undefined) putError = await checked.then(() => undefined, (err: unknown) => err);
 
     ctx.signal.throwIfAborted();
     if ((putError as { procedureExitCode?: number } | undefined)?.procedureExitCode === 2) throw putError; // the codec cannot run here (no zstd program)
@@ -189,21 +239,28 @@ export async function streamBaseBackup(ctx: RunIO, repo: Repository, id: string,
     await manifestWrites;
     await manifestFile.close();
     manifestFile = undefined;
-    const manifest = await readManifestFile(manifestPath);
-    const manifestRecord = await repo.putObject(manifestKey, createReadStream(manifestPath), { signal: ctx.signal, sizeHint: manifest.bytes });
+    let manifestSource = manifestPath;
+    if (serverDir) {
+      // Beside the tar, not in it: the check reads it now.
+      const extra = (await readdir(serverDir)).filter((n) => n !== SERVER_COMPRESSED_TAR && n !== MANIFEST_OBJECT);
+      if (extra.length) throw new Error(`pg_basebackup wrote more than the data directory's tar (${extra.join(', ')}): tablespaces outside the data directory are not supported. Nothing was committed`);
+      manifestSource = path.join(serverDir, MANIFEST_OBJECT);
+    }
+    const manifest = await readManifestFile(manifestSource);
+    const manifestRecord = await repo.putObject(manifestKey, createReadStream(manifestSource), { signal: ctx.signal, sizeHint: manifest.bytes });
 
-    const label = parseBackupLabel(Buffer.concat(labelChunks).toString('utf8'));
+    const label = parseBackupLabel((checkedInWorker?.label ?? Buffer.concat(labelChunks)).toString('utf8'));
     const ranges = manifest.walRanges;
     if (!ranges.length) throw new Error('the backup_manifest has no WAL-Ranges: the backup cannot be made consistent. Run the backup again');
     const startLsn = ranges[0].startLsn;
     const stopLsn = ranges[ranges.length - 1].endLsn;
     if (result.endLsn && result.endLsn !== stopLsn) ctx.log(`pg_basebackup reported end point ${result.endLsn}, the manifest ${stopLsn}; using the manifest's`, 'warn');
 
-    const systemIdentifier = confirmSystemIdentifier(Buffer.concat(controlHead), pre.systemIdentifier, manifest.systemIdentifier);
+    const systemIdentifier = confirmSystemIdentifier(checkedInWorker?.controlHead ?? Buffer.concat(controlHead), pre.systemIdentifier, manifest.systemIdentifier);
     const seconds = (Date.now() - started) / 1000;
     const mbps = rawBytes / 1024 / 1024 / Math.max(seconds, 0.001);
     ctx.log(
-      `streamed ${formatBytes(rawBytes)} from the server in ${formatDuration(seconds * 1000)} (${mbps.toFixed(1)} MiB/s), stored as ${formatBytes(stored.size)} (${codec} -1, ${((stored.size / Math.max(rawBytes, 1)) * 100).toFixed(0)}%); ${manifest.fileCount} files, WAL ${startLsn} .. ${stopLsn}`,
+      `streamed ${formatBytes(rawBytes)} from the server in ${formatDuration(seconds * 1000)} (${mbps.toFixed(1)} MiB/s), stored as ${formatBytes(stored.size)} (${codec} -1${serverDir ? ', compressed by the server' : ''}, ${((stored.size / Math.max(rawBytes, 1)) * 100).toFixed(0)}%); ${manifest.fileCount} files, WAL ${startLsn} .. ${stopLsn}`,
     );
 
     const meta: BaseBackupMeta = {
@@ -232,12 +289,167 @@ export async function streamBaseBackup(ctx: RunIO, repo: Repository, id: string,
       tool: pre.tool,
       label: `pgrunbook-${id}`,
     };
-    return { meta, check: check.result(rawBytes, pre.walSegmentSize || 16 * 1024 * 1024) };
+    return { meta, check: checkedInWorker?.result ?? check.result(rawBytes, pre.walSegmentSize || 16 * 1024 * 1024) };
   } finally {
+    worker?.stop();
     await walHold?.release();
     await manifestFile?.close().catch(() => {});
     await rm(tmp, { recursive: true, force: true }).catch(() => {});
   }
+}
+
+/** Bytes read from the followed file at a time; also the buffers between it and its readers. */
+const FOLLOW_CHUNK = 1024 * 1024;
+/** How often a followed file that has not grown is looked at again. */
+const FOLLOW_POLL_MS = 10;
+
+/**
+ * Whether the server can compress this backup (pg_basebackup -D DIR --compress=server-zstd): zstd
+ * asked for, a PostgreSQL 15+ server and pg_basebackup, and room in the temp directory for the
+ * backup even uncompressed (the estimate; the compressed file is what it takes, so this is safe).
+ */
+async function serverCompressionFits(ctx: RunIO, pre: BaseBackupPreflight, codec: Codec, tmp: string): Promise<boolean> {
+  if (codec !== 'zstd' || pre.serverVersionNum < 150000) return false;
+  const toolMajor = Number(/pg_basebackup (\d+)/.exec(pre.tool)?.[1] ?? 0);
+  if (toolMajor < 15) return false;
+  try {
+    const fs = await statfs(tmp);
+    const free = fs.bavail * fs.bsize;
+    if (free >= pre.sizeEstimate) return true;
+    ctx.log(`${formatBytes(free)} free in ${path.dirname(tmp)}, less than the estimate (${formatBytes(pre.sizeEstimate)}): the backup is streamed through pgrunbook and compressed here instead of by the server (slower; set TMPDIR to a roomier directory for the faster way)`);
+  } catch {
+    // no statfs: take the way that needs no local space
+  }
+  return false;
+}
+
+/**
+ * Copies a file another process is still writing into `outs` as it grows, until that process has
+ * exited (`exited`) and the end is reached; then ends them. Waits for the slowest reader.
+ */
+async function followGrowingFile(file: string, exited: () => boolean, outs: Writable[], signal: AbortSignal): Promise<void> {
+  let fh: FileHandle | undefined;
+  let pos = 0;
+  const pause = () => new Promise((r) => setTimeout(r, FOLLOW_POLL_MS));
+  // One scratch buffer, and a copy of exactly what was read: a fresh 1 MiB per look at a file that
+  // grew by a few KiB kept the garbage collector busy for a fifth of the run.
+  const scratch = Buffer.allocUnsafeSlow(FOLLOW_CHUNK);
+  try {
+    for (;;) {
+      signal.throwIfAborted();
+      // One reader failed (the put, the check): the other must not wait for an end that never comes.
+      if (outs.some((o) => o.destroyed)) {
+        for (const o of outs) if (!o.destroyed) o.destroy(new Error('another reader of the backup stream failed'));
+        return;
+      }
+      // Looked at before reading: an end seen after the writer exited is the real end.
+      const writerGone = exited();
+      if (!fh) {
+        try {
+          fh = await open(file, 'r');
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+          if (writerGone) break;
+          await pause();
+          continue;
+        }
+      }
+      const { bytesRead } = await fh.read(scratch, 0, scratch.length, pos);
+      if (bytesRead > 0) {
+        pos += bytesRead;
+        const chunk = Buffer.from(scratch.subarray(0, bytesRead));
+        await Promise.all(outs.map((o) => writeOrWait(o, chunk)));
+        continue;
+      }
+      if (writerGone) break;
+      await pause();
+    }
+    for (const o of outs) o.end();
+  } finally {
+    await fh?.close().catch(() => {});
+  }
+}
+
+type CheckedInWorker = { rawBytes: number; endedAt: number; label: Buffer; controlHead: Buffer; result: StreamCheckResult };
+
+/**
+ * The check of the compressed bytes written to `input`: `zstd -d` (started here, its output into a
+ * named pipe in `dir`) and the check's thread reading that pipe (base-backup-check-worker.ts).
+ * `result` settles once the tar has ended and backup_manifest (read from `manifestPath` then) was
+ * compared; it fails with CodecDataError for a damaged frame, TarFormatError for a malformed tar.
+ */
+function startCheckWorker(dir: string, algorithm: string, walSegmentSize: number, manifestPath: string, onProgress: (rawBytes: number) => void): { input: Writable; result: Promise<CheckedInWorker>; stop: () => void } {
+  const fifo = path.join(dir, 'tar.fifo');
+  const made = spawnSync('mkfifo', ['-m', '600', fifo], { stdio: 'ignore' });
+  if (made.status !== 0) throw new Error(`cannot make the pipe ${fifo} (mkfifo: ${made.error?.message ?? `exit code ${made.status}`})`);
+  // Read-write: opening never waits for the reader, and zstd never gets EPIPE before the thread has
+  // opened its end. This thread's copy is closed once the thread has opened the pipe (its open
+  // never waits either); then zstd's exit closes the last writer and the thread's read ends.
+  let out: number | undefined = openSync(fifo, 'r+');
+  const closeOut = () => {
+    if (out !== undefined) closeSync(out);
+    out = undefined;
+  };
+  let zstd: ReturnType<typeof spawn>;
+  try {
+    // No environment of ours: ZSTD_CLEVEL / ZSTD_NBTHREADS must not change what we asked for.
+    zstd = spawn('zstd', ['-d', '-q', '-c', '--no-progress'], { stdio: ['pipe', out, 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+  } catch (err) {
+    closeOut();
+    throw err;
+  }
+  let stderr = '';
+  zstd.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    stderr = (stderr + d).slice(-2000);
+  });
+  const zstdDone = new Promise<void>((resolve, reject) => {
+    zstd.once('error', (err: NodeJS.ErrnoException) =>
+      reject(err.code === 'ENOENT' ? new CodecUsageError('the zstd program is not installed (pgrunbook reads zstd objects with it)', `install the "${ZSTD_PACKAGE}" package (apt-get install ${ZSTD_PACKAGE})`) : err),
+    );
+    zstd.once('close', (code, signal) => (code === 0 ? resolve() : reject(new CodecDataError(`zstd could not decompress it: ${stderr.trim().split('\n').slice(-3).join(' ') || signal || `exit code ${code}`}`))));
+  });
+  zstdDone.catch(() => {});
+  const worker = new Worker(new URL('./base-backup-check-worker.js', import.meta.url), { workerData: { fifo, manifestPath, algorithm, walSegmentSize } satisfies CheckWorkerData });
+  const input = zstd.stdin!;
+  // Its errors (EPIPE once zstd failed) are the result's; nobody else listens to this stream.
+  input.on('error', () => {});
+  const stop = () => {
+    if (zstd.exitCode === null && zstd.signalCode === null) zstd.kill('SIGKILL');
+    closeOut();
+    void worker.terminate();
+  };
+  const checked = new Promise<CheckedInWorker>((resolve, reject) => {
+    worker.on('message', (m: CheckWorkerOut) => {
+      if (m.type === 'opened') closeOut();
+      else if (m.type === 'progress') onProgress(m.rawBytes);
+      else if (m.type === 'done') resolve({ rawBytes: m.rawBytes, endedAt: m.endedAt, label: Buffer.from(m.label), controlHead: Buffer.from(m.controlHead), result: m.result });
+      else reject(m.kind === 'tar' ? new TarFormatError(m.message) : new Error(m.message));
+    });
+    worker.once('error', reject);
+    worker.once('exit', (code) => reject(new Error(`the backup's check thread ended (exit code ${code}) before the tar did`)));
+  });
+  // A damaged frame is the cause when both fail (the thread then sees a cut tar).
+  const result = Promise.allSettled([zstdDone, checked]).then(([z, c]) => {
+    stop();
+    if (z.status === 'rejected') throw z.reason;
+    if (c.status === 'rejected') throw c.reason;
+    return c.value;
+  });
+  result.catch(() => {});
+  return { input, result, stop };
+}
+
+function writeOrWait(o: Writable, chunk: Buffer): Promise<void> {
+  if (o.destroyed || o.write(chunk)) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      o.off('drain', done);
+      o.off('close', done);
+      resolve();
+    };
+    o.on('drain', done);
+    o.on('close', done);
+  });
 }
 
 function objectOf(r: ObjectRecord): { key: string; size: number; sha256: string } {

@@ -9,7 +9,7 @@ import { BACKUP_META, BASEBACKUP_PREFIX, type BaseBackupMeta } from '../repo/cat
 import { checkRepositoryIdentity, ensureRepositoryIdentity, IDENTITY_KEY, IdentityMismatchError, readRepositoryIdentity, type RepositoryIdentity } from '../repo/identity.js';
 import type { Repository } from '../repo/repository.js';
 import { BACKUP_LOCK, dataObjectName, MANIFEST_OBJECT, removeBackupObjects } from './base-backup-repo.js';
-import { MANIFEST_CHECKSUMS } from './base-backup-check.js';
+import { manifestChecksums } from './base-backup-check.js';
 import { defaultCodec } from '../repo/codec.js';
 import type { BaseBackupPreflight } from './base-backup-stream.js';
 import { probeRepository, type RunIO } from './run-repository.js';
@@ -28,7 +28,7 @@ export function planBackup(opts: { checkpoint: 'fast' | 'spread'; maxRate?: stri
   return [
     `create ${BACKUP_LOCK} (owner, host, pid, run id, expiry) if absent: another base backup into this repository holding it stops this run with exit 75; refreshed while the backup runs, removed at the end`,
     describeHoldWal('pgrunbook_<id>_<pid>'),
-    `pg_basebackup ${pgBasebackupArgs({ label: 'pgrunbook-<id>', checkpoint: opts.checkpoint, maxRate: opts.maxRate, manifestChecksums: MANIFEST_CHECKSUMS }).join(' ')} | ${codec === 'zstd' ? 'zstd -1 -T0' : codec === 'gzip' ? 'gzip -1' : 'cat'} -> put ${BASEBACKUP_PREFIX}<id>/${dataObjectName(codec)} (every file hashed as it passes; compared with backup_manifest at the end of the stream)`,
+    `pg_basebackup ${pgBasebackupArgs({ label: 'pgrunbook-<id>', checkpoint: opts.checkpoint, maxRate: opts.maxRate, manifestChecksums: manifestChecksums() }).join(' ')} | ${codec === 'zstd' ? 'zstd -1 -T0' : codec === 'gzip' ? 'gzip -1' : 'cat'} -> put ${BASEBACKUP_PREFIX}<id>/${dataObjectName(codec)} (every file hashed as it passes; compared with backup_manifest at the end of the stream)`,
     `put ${BASEBACKUP_PREFIX}<id>/${MANIFEST_OBJECT} (taken from the tar stream as it passes)`,
   ];
 }

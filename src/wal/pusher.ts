@@ -13,7 +13,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { ObjectStore } from '../storage/types.js';
 import { pushWal, type WalCompression } from '../repo/walarchive.js';
-import { okDir, okFile, releaseLock, sha256OfFile, takeLock, writeAtomic, type PusherState } from './spool.js';
+import { okDir, okFile, releaseLock, takeLock, writeAtomic, type PusherState } from './spool.js';
 
 export interface PusherOptions {
   spool: string;
@@ -70,8 +70,10 @@ export async function runPusher(o: PusherOptions): Promise<number> {
   const push = async (name: string): Promise<void> => {
     const file = path.join(o.pgWal, name);
     try {
-      const sha = await sha256OfFile(file);
+      const t0 = Date.now();
       const r = await pushWal(o.store, file, { compression: o.compression, level: o.level });
+      const sha = r.rawSha256;
+      o.log(`pushed ${name} (${r.status}, ${(r.storedSize / 1048576).toFixed(1)} MiB stored) in ${Date.now() - t0} ms, ${inFlight.size} in flight`);
       // Only now, durable in the store: the ok file, by rename, holding the checksum the slow path re-checks.
       await writeAtomic(okFile(o.spool, name), `${sha}\n`);
       state.pushedTotal++;

@@ -1,6 +1,8 @@
-// pg_basebackup as a stream: one tar of the data directory on stdout, with the WAL it needs inside
-// and backup_manifest as its last member. The connection travels in libpq's environment variables
-// (no password on a command line); -v's start and end points are picked out of stderr.
+// pg_basebackup, one tar of the data directory with the WAL it needs inside, in one of two ways:
+// on stdout with backup_manifest as its last member, or (PostgreSQL 15+) compressed by the server
+// into a directory as base.tar.zst beside backup_manifest, which the caller follows as it grows.
+// The connection travels in libpq's environment variables (no password on a command line); -v's
+// start and end points are picked out of stderr.
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { startStreamingProgram } from './spawn.js';
@@ -16,16 +18,23 @@ export interface PgBasebackupOptions {
   maxRate?: string;
   /** --manifest-checksums: what backup_manifest lists per file (SHA256 is checked in the stream fastest here). */
   manifestChecksums?: string;
+  /**
+   * Write into this directory (it must not exist yet) instead of stdout, with --compress=
+   * server-zstd:level=1: the server compresses as it reads, pg_basebackup writes base.tar.zst
+   * and backup_manifest, unsynced (the caller stores its own durable copy).
+   */
+  directory?: string;
   signal?: AbortSignal;
   env?: NodeJS.ProcessEnv;
   /** Each line pg_basebackup writes to stderr (progress and errors, with -v). */
   onStderrLine?: (line: string) => void;
 }
 
-/** One tar of the data directory to stdout, with the WAL it needs inside (pg_wal/) and backup_manifest as its last member. */
-export function pgBasebackupArgs(opts: Pick<PgBasebackupOptions, 'label' | 'checkpoint' | 'maxRate' | 'manifestChecksums'>): string[] {
+/** The tar of the data directory, with the WAL it needs inside (pg_wal/): to stdout, backup_manifest as its last member, or into `directory` (see PgBasebackupOptions). */
+export function pgBasebackupArgs(opts: Pick<PgBasebackupOptions, 'label' | 'checkpoint' | 'maxRate' | 'manifestChecksums' | 'directory'>): string[] {
   return [
-    '--pgdata=-',
+    `--pgdata=${opts.directory ?? '-'}`,
+    ...(opts.directory ? [`--compress=${SERVER_COMPRESSION}`, '--no-sync'] : []),
     '--format=tar',
     '--wal-method=fetch',
     `--checkpoint=${opts.checkpoint}`,
@@ -50,9 +59,16 @@ export interface PgBasebackupResult {
   endLsn?: string;
 }
 
+/** What the server compresses with in directory mode; its frames carry no content checksum (the caller checks every file against backup_manifest). */
+export const SERVER_COMPRESSION = 'server-zstd:level=1';
+
+/** The file the directory mode writes the main tar to. */
+export const SERVER_COMPRESSED_TAR = 'base.tar.zst';
+
 export interface RunningPgBasebackup {
   command: string;
-  stdout: Readable;
+  /** The tar, unless it goes into a directory. */
+  stdout?: Readable;
   /** Settles when the program has exited; never rejects. */
   done: Promise<PgBasebackupResult>;
   kill(): void;
@@ -65,7 +81,7 @@ export async function startPgBasebackup(opts: PgBasebackupOptions): Promise<Runn
   const child = startStreamingProgram(bin, args, {
     env: libpqEnv(opts.connection, opts.env ?? process.env),
     stdin: 'ignore',
-    stdout: 'pipe',
+    stdout: opts.directory ? 'ignore' : 'pipe',
     signal: opts.signal,
     forceKillAfterDelay: 5000,
   });
@@ -106,7 +122,7 @@ export async function startPgBasebackup(opts: PgBasebackupOptions): Promise<Runn
   );
   return {
     command,
-    stdout: child.stdout!,
+    stdout: child.stdout ?? undefined,
     done,
     kill: () => {
       child.kill('SIGTERM');
