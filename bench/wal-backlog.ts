@@ -23,6 +23,7 @@ import { parseArgs } from 'node:util';
 import { createSandboxCluster, type SandboxCluster } from '../src/postgres/sandbox.js';
 import { isRoot, lookupUser, type OsIds } from '../src/postgres/osuser.js';
 import { walCommandLine } from '../src/procedures/pgrunbook-command.js';
+import { lockAlive, readLock } from '../src/wal/spool.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const STANZA = 'bench';
@@ -94,6 +95,13 @@ async function drain(c: SandboxCluster, command: string): Promise<{ seconds: num
   return { seconds: (Date.now() - t0) / 1000, count };
 }
 
+async function stopPusher(spool: string): Promise<void> {
+  const owner = readLock(path.join(spool, 'push', 'pusher.pid'));
+  if (!owner || !lockAlive(owner)) return;
+  process.kill(owner.pid, 'SIGTERM');
+  for (let i = 0; i < 500 && lockAlive(readLock(path.join(spool, 'push', 'pusher.pid'))); i++) await new Promise((r) => setTimeout(r, 20));
+}
+
 async function main(): Promise<void> {
   if (!existsSync(path.join(ROOT, 'dist', 'cli.js'))) throw new Error('dist/cli.js is missing: run `npm run build` first');
   const ids = isRoot() ? await lookupUser('postgres') : undefined;
@@ -142,6 +150,9 @@ async function main(): Promise<void> {
     for (let round = 0; round < rounds; round++) {
       const order = round % 2 ? [...tools].reverse() : tools;
       for (const t of order) {
+        // A pusher left from the previous round would push the new backlog ahead while it is made
+        // (it watches archive_status even with archive_command empty): every round starts cold.
+        await stopPusher(spool);
         await makeBacklog(cluster, segments);
         const d = await drain(cluster, t.command);
         log(`round ${round + 1}: ${t.label}: ${d.count} segments in ${d.seconds.toFixed(2)} s`);

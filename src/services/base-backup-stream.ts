@@ -17,7 +17,7 @@ import { closeSync, createReadStream, openSync } from 'node:fs';
 import { mkdtemp, open, readdir, rm, statfs, type FileHandle } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { PassThrough, Transform, Writable, type Readable } from 'node:stream';
+import { PassThrough, Transform, type Readable, type Writable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
 import { pipeline } from 'node:stream/promises';
 import type { ConnectionSettings } from '../config/connection.js';
