@@ -83,7 +83,7 @@ describe('asynchronous archiving (pusher) and prefetching', () => {
     await makeSegments(24);
     expect(ready().length).toBeGreaterThanOrEqual(24);
     const command = walCommandLine('wal-push', repoUrl, process.env, { envFile, spool }).command;
-    expect(command.startsWith(`test ${spool}/push/ok/%f -nt %p || exec `)).toBe(true);
+    expect(command.startsWith(`test ${spool}/push/ok/%f -nt %p || { test -e ${spool}/push/pusher.pid && for i in `)).toBe(true);
     await setArchiveCommand(command);
 
     // The first archive_command starts the pusher; kill it as soon as it has 20 pushes in flight.
@@ -173,7 +173,7 @@ describe('asynchronous archiving (pusher) and prefetching', () => {
     // take it, so run only the slow path (the command after `||`).
     fs.writeFileSync(path.join(spool, 'push', 'ok', name), `${'0'.repeat(64)}\n`);
     const command = walCommandLine('wal-push', repoUrl, process.env, { envFile, spool }).command;
-    const slow = command.slice(command.indexOf('|| exec ') + 8).replace(/%p/g, `pg_wal/${name}`);
+    const slow = command.slice(command.lastIndexOf('; exec ') + 7).replace(/; }$/, '').replace(/%p/g, `pg_wal/${name}`);
     const r = await asServer(slow);
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stderr).toContain('names other contents');

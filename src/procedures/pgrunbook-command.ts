@@ -33,6 +33,16 @@ export function cliScriptPath(): string {
   return path.resolve(path.dirname(here), '..', '..', 'dist', 'cli.js');
 }
 
+/**
+ * While a pusher runs (its pid file exists), archive_command waits in the shell for the segment's
+ * ok file, 1 s at most, before starting node: in a backlog the archiver asks for the segment the
+ * pusher is pushing right now, and a node start (~100 ms of CPU) per segment took the CPU the
+ * pusher needed (bench/wal-backlog.ts). A stale pid file (a killed pusher) costs that second once;
+ * then wal-push starts a new pusher.
+ */
+const PUSH_WAIT_STEPS = Array.from({ length: 20 }, (_, i) => i + 1).join(' ');
+const PUSH_WAIT_STEP_SEC = '0.05';
+
 /** PostgreSQL expands %p, %f and %% in archive_command and restore_command: a literal % must be doubled. */
 export function percentEscape(text: string): string {
   return text.replace(/%/g, '%%');
@@ -45,9 +55,11 @@ export function percentEscape(text: string): string {
  *
  * With a spool (asynchronous mode) a shell fast path comes first, because archive_command and
  * restore_command run under /bin/sh and a node start costs tens of milliseconds:
- *   archive_command: `test SPOOL/push/ok/%f -nt %p || exec pgrunbook wal-push --spool SPOOL ... %p`
- *     (the ok file appears by rename only after the store said durable, and is newer than the
- *     segment it vouches for; an older one, e.g. left from another server, sends it the slow way)
+ *   archive_command: `test SPOOL/push/ok/%f -nt %p || { test -e SPOOL/push/pusher.pid && for i in
+ *     1 .. 20; do sleep 0.05; test SPOOL/push/ok/%f -nt %p && exit 0; done; exec pgrunbook wal-push
+ *     --spool SPOOL ... %p; }` (the ok file appears by rename only after the store said durable,
+ *     and is newer than the segment it vouches for; an older one, e.g. left from another server,
+ *     sends it the slow way, which checks the checksum inside)
  *   restore_command: `mv SPOOL/fetch/%f %p 2>/dev/null || exec pgrunbook wal-fetch --spool SPOOL ... %f %p`
  *     (a file enters SPOOL/fetch/ only by rename after it was verified)
  */
@@ -62,12 +74,18 @@ export function walCommandLine(
   const envFile = (opts.envFile ? ` --env-file ${arg(path.resolve(opts.envFile))}` : '') + repoKeyFileArg(env, arg);
   const spool = opts.spool ? path.resolve(opts.spool) : undefined;
   const spoolArg = spool ? ` --spool ${arg(spool)}` : '';
-  const fast = !spool ? '' : sub === 'wal-push' ? `test ${arg(path.join(spool, 'push', 'ok'))}/%f -nt %p || exec ` : `mv ${arg(path.join(spool, 'fetch'))}/%f %p 2>/dev/null || exec `;
+  const ok = spool ? `${arg(path.join(spool, 'push', 'ok'))}/%f` : '';
+  const fast = !spool
+    ? ''
+    : sub === 'wal-push'
+      ? `test ${ok} -nt %p || { test -e ${arg(path.join(spool, 'push', 'pusher.pid'))} && for i in ${PUSH_WAIT_STEPS}; do sleep ${PUSH_WAIT_STEP_SEC}; test ${ok} -nt %p && exit 0; done; exec `
+      : `mv ${arg(path.join(spool, 'fetch'))}/%f %p 2>/dev/null || exec `;
+  const close = spool && sub === 'wal-push' ? '; }' : '';
   const onPath = pgrunbookOnPath(env);
-  if (onPath) return { command: `${fast}${arg(onPath)} ${sub}${envFile}${spoolArg} --repo ${arg(repo)} ${tail}`, program: { script: onPath } };
+  if (onPath) return { command: `${fast}${arg(onPath)} ${sub}${envFile}${spoolArg} --repo ${arg(repo)} ${tail}${close}`, program: { script: onPath } };
   const script = cliScriptPath();
   return {
-    command: `${fast}${arg(process.execPath)} ${arg(script)} ${sub}${envFile}${spoolArg} --repo ${arg(repo)} ${tail}`,
+    command: `${fast}${arg(process.execPath)} ${arg(script)} ${sub}${envFile}${spoolArg} --repo ${arg(repo)} ${tail}${close}`,
     program: { node: process.execPath, script },
   };
 }
