@@ -89,6 +89,32 @@ export function decompressStream(codec: Codec): Duplex {
   return new PassThroughDuplex();
 }
 
+/**
+ * zstd-compresses `files` with one `zstd` process, each into `outDir`/<its name>.zst (one process
+ * for several WAL segments: a spawn and a pipe of 16 MiB per segment cost the pusher a third of
+ * its CPU; bench/README.md). One thread: the caller runs several of these at once.
+ */
+export function zstdFilesToDir(files: readonly string[], outDir: string, level = 1): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('zstd', ['-q', '-f', `-${level}`, '-T1', '--no-progress', '--output-dir-flat', outDir, '--', ...files], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr = (stderr + d).slice(-2000);
+    });
+    child.once('error', (err: NodeJS.ErrnoException) =>
+      reject(
+        err.code === 'ENOENT'
+          ? new CodecUsageError('the zstd program is not installed (pgrunbook compresses with zstd by default)', `install the "${ZSTD_PACKAGE}" package (apt-get install ${ZSTD_PACKAGE}), or set PGRUNBOOK_WAL_COMPRESS=gzip`)
+          : err,
+      ),
+    );
+    child.once('close', (code, signal) => (code === 0 ? resolve() : reject(new Error(`zstd failed to compress: ${stderr.trim().split('\n').slice(-3).join(' ') || signal || `exit code ${code}`}`))));
+  });
+}
+
 /** One buffer through compressStream (a WAL segment): resolves to the compressed bytes. */
 export function compressBuffer(codec: Codec, raw: Buffer, opts: CompressOptions = {}): Promise<Buffer> {
   return throughStream(compressStream(codec, opts), raw);

@@ -27,6 +27,8 @@ export interface WalPushOptions {
   /** gzip level 1-9, zstd 1-19; 1 is several times faster than 6 for about 10% more bytes on WAL. */
   level?: number;
   signal?: AbortSignal;
+  /** The file already compressed with `compression` (the pusher compresses several in one zstd). */
+  compressed?: Buffer;
 }
 
 export interface WalPushResult {
@@ -85,7 +87,10 @@ export async function pushWal(store: ObjectStore, sourcePath: string, opts: WalP
     throw new WalConflictError(name, existing.key, store.describe());
   }
 
-  const body = opts.compression === 'gzip' ? await gzipParallel(raw, opts.level ?? 1) : opts.compression === 'zstd' ? await compressBuffer('zstd', raw, { level: opts.level ?? 1 }) : raw;
+  const body = opts.compressed
+    ? opts.compressed
+    : opts.compression === 'gzip'
+      ? await gzipParallel(raw, opts.level ?? 1) : opts.compression === 'zstd' ? await compressBuffer('zstd', raw, { level: opts.level ?? 1 }) : raw;
   opts.signal?.throwIfAborted();
   await store.put(key, body, {
     contentLength: body.length,

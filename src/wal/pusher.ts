@@ -13,6 +13,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { ObjectStore } from '../storage/types.js';
 import { pushWal, type WalCompression } from '../repo/walarchive.js';
+import { zstdFilesToDir } from '../repo/codec.js';
 import { okDir, okFile, releaseLock, takeLock, writeAtomic, type PusherState } from './spool.js';
 
 export interface PusherOptions {
@@ -28,6 +29,9 @@ export interface PusherOptions {
   idleExitMs: number;
   log: (msg: string) => void;
 }
+
+/** Segments compressed by one zstd process. */
+const BATCH = 4;
 
 const WAL_READY = /^([0-9A-F]{24}|[0-9A-F]{8}\.history|[0-9A-F]{24}\.[0-9A-F]{8}\.backup|[0-9A-F]{24}\.partial)\.ready$/;
 
@@ -46,6 +50,9 @@ export async function runPusher(o: PusherOptions): Promise<number> {
   }
   const status = path.join(o.pgWal, 'archive_status');
   const inFlight = new Map<string, Promise<void>>();
+  // Pushed by this pusher and still .ready: a push that ended between the loop's listing of the ok
+  // files and its launch must not be pushed again.
+  const pushedHere = new Set<string>();
   const retryAt = new Map<string, number>();
   const failures = new Map<string, number>();
   const state: PusherState = { pid: process.pid, startedAt: new Date().toISOString(), updatedAt: '', ready: 0, inFlight: 0, pushedAhead: 0, pushedTotal: 0 };
@@ -67,15 +74,44 @@ export async function runPusher(o: PusherOptions): Promise<number> {
   for (const n of await fsp.readdir(okDir(o.spool)).catch(() => [] as string[])) if (n.startsWith('.')) await fsp.rm(path.join(okDir(o.spool), n), { force: true });
   o.log(`pusher ${process.pid} started for ${o.pgWal} (${o.parallel} at once)`);
 
-  const push = async (name: string): Promise<void> => {
+  const tmpDir = path.join(o.spool, 'push', 'tmp');
+  // Compressed copies a killed pusher left: never trusted, made again.
+  await fsp.rm(tmpDir, { recursive: true, force: true });
+  await fsp.mkdir(tmpDir, { recursive: true, mode: 0o700 });
+
+  /** zstd-compresses a batch of segments with one process; each push then reads its own .zst. */
+  const compressBatch = async (names: string[]): Promise<Map<string, Promise<Buffer | undefined>>> => {
+    const done = zstdFilesToDir(
+      names.map((n) => path.join(o.pgWal, n)),
+      tmpDir,
+      o.level,
+    );
+    // A batch that failed (a segment archived meanwhile, a full disk) is pushed one by one: each then reports its own error.
+    const ok = await done.then(
+      () => true,
+      (err: unknown) => {
+        o.log(`compressing ${names.length} segments at once failed (${(err as Error).message}); pushing them one by one`);
+        return false;
+      },
+    );
+    return new Map(
+      names.map((n) => {
+        const zst = path.join(tmpDir, `${n}.zst`);
+        return [n, ok ? fsp.readFile(zst).finally(() => fsp.rm(zst, { force: true })) : Promise.resolve(undefined)];
+      }),
+    );
+  };
+
+  const push = async (name: string, compressed?: Promise<Buffer | undefined>): Promise<void> => {
     const file = path.join(o.pgWal, name);
     try {
       const t0 = Date.now();
-      const r = await pushWal(o.store, file, { compression: o.compression, level: o.level });
+      const r = await pushWal(o.store, file, { compression: o.compression, level: o.level, compressed: compressed ? await compressed.catch(() => undefined) : undefined });
       const sha = r.rawSha256;
       o.log(`pushed ${name} (${r.status}, ${(r.storedSize / 1048576).toFixed(1)} MiB stored) in ${Date.now() - t0} ms, ${inFlight.size} in flight`);
       // Only now, durable in the store: the ok file, by rename, holding the checksum the slow path re-checks.
       await writeAtomic(okFile(o.spool, name), `${sha}\n`);
+      pushedHere.add(name);
       state.pushedTotal++;
       state.lastPushed = name;
       failures.delete(name);
@@ -113,15 +149,25 @@ export async function runPusher(o: PusherOptions): Promise<number> {
         else await fsp.rm(okFile(o.spool, n), { force: true });
       }
       const okSet = new Set(oks);
+      for (const n of pushedHere) if (!readySet.has(n)) pushedHere.delete(n);
       const now = Date.now();
+      const launch: string[] = [];
       for (const name of ready) {
-        if (inFlight.size >= o.parallel) break;
-        if (okSet.has(name) || inFlight.has(name) || (retryAt.get(name) ?? 0) > now) continue;
-        const p = push(name).finally(() => {
-          inFlight.delete(name);
-          wake();
-        });
-        inFlight.set(name, p);
+        if (inFlight.size + launch.length >= o.parallel) break;
+        if (okSet.has(name) || pushedHere.has(name) || inFlight.has(name) || (retryAt.get(name) ?? 0) > now) continue;
+        launch.push(name);
+      }
+      // zstd: the segments of a batch share one zstd process (the first retry of a failure goes alone).
+      for (let i = 0; i < launch.length; i += o.compression === 'zstd' ? BATCH : 1) {
+        const batch = launch.slice(i, i + (o.compression === 'zstd' ? BATCH : 1));
+        const compressed = o.compression === 'zstd' && batch.every((n) => !failures.has(n)) ? compressBatch(batch) : undefined;
+        for (const name of batch) {
+          const p = push(name, compressed?.then((m) => m.get(name)!)).finally(() => {
+            inFlight.delete(name);
+            wake();
+          });
+          inFlight.set(name, p);
+        }
       }
       Object.assign(state, { updatedAt: new Date().toISOString(), ready: ready.length, inFlight: inFlight.size, pushedAhead: ahead });
       await writeAtomic(path.join(o.spool, 'push', 'state.json'), `${JSON.stringify(state)}\n`).catch(() => undefined);

@@ -33,7 +33,7 @@ async function main(argv: string[]): Promise<number> {
   try {
     if (side === 'push') {
       const { runPusher } = await import('./pusher.js');
-      const parallel = Number(process.env.PGRUNBOOK_WAL_PUSH_PARALLEL) || Math.max(4, Math.min(8, 2 * os.availableParallelism()));
+      const parallel = Number(process.env.PGRUNBOOK_WAL_PUSH_PARALLEL) || Math.max(8, Math.min(16, 4 * os.availableParallelism()));
       return await runPusher({ spool, pgWal: path.resolve(pgWal), store, compression, level, parallel, idleExitMs, log: stamp });
     }
     const { runPrefetcher } = await import('./prefetcher.js');
