@@ -204,7 +204,7 @@ describe('asynchronous archiving (pusher) and prefetching', () => {
     fs.writeFileSync(file, flipped);
     try {
       const restore = walCommandLine('wal-fetch', repoUrl, process.env, { envFile, spool }).command;
-      expect(restore.startsWith(`mv ${spool}/fetch/%f %p 2>/dev/null || exec `)).toBe(true);
+      expect(restore.startsWith(`mv ${spool}/fetch/%f %p 2>/dev/null || { test -e ${spool}/fetch/inflight/%f && for i in `)).toBe(true);
       const fetchDir = path.join(spool, 'fetch');
       const seen = new Set<string>();
       const watch = setInterval(() => {

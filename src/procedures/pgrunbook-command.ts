@@ -42,6 +42,12 @@ export function cliScriptPath(): string {
  */
 const PUSH_WAIT_STEPS = Array.from({ length: 20 }, (_, i) => i + 1).join(' ');
 const PUSH_WAIT_STEP_SEC = '0.05';
+/**
+ * restore_command, the same for a segment the prefetcher is fetching right now (a marker file in
+ * SPOOL/fetch/inflight/ while it does): up to 2 s, ending as soon as the marker goes. Segments
+ * nobody fetches (the end of the archive, timeline history probes) never wait.
+ */
+const FETCH_WAIT_STEPS = Array.from({ length: 40 }, (_, i) => i + 1).join(' ');
 
 /** PostgreSQL expands %p, %f and %% in archive_command and restore_command: a literal % must be doubled. */
 export function percentEscape(text: string): string {
@@ -60,7 +66,9 @@ export function percentEscape(text: string): string {
  *     --spool SPOOL ... %p; }` (the ok file appears by rename only after the store said durable,
  *     and is newer than the segment it vouches for; an older one, e.g. left from another server,
  *     sends it the slow way, which checks the checksum inside)
- *   restore_command: `mv SPOOL/fetch/%f %p 2>/dev/null || exec pgrunbook wal-fetch --spool SPOOL ... %f %p`
+ *   restore_command: `mv SPOOL/fetch/%f %p 2>/dev/null || { test -e SPOOL/fetch/inflight/%f && for
+ *     i in 1 .. 40; do sleep 0.05; mv SPOOL/fetch/%f %p 2>/dev/null && exit 0; test -e
+ *     SPOOL/fetch/inflight/%f || break; done; exec pgrunbook wal-fetch --spool SPOOL ... %f %p; }`
  *     (a file enters SPOOL/fetch/ only by rename after it was verified)
  */
 export function walCommandLine(
@@ -75,12 +83,13 @@ export function walCommandLine(
   const spool = opts.spool ? path.resolve(opts.spool) : undefined;
   const spoolArg = spool ? ` --spool ${arg(spool)}` : '';
   const ok = spool ? `${arg(path.join(spool, 'push', 'ok'))}/%f` : '';
+  const fetched = spool ? `${arg(path.join(spool, 'fetch'))}/%f` : '';
   const fast = !spool
     ? ''
     : sub === 'wal-push'
       ? `test ${ok} -nt %p || { test -e ${arg(path.join(spool, 'push', 'pusher.pid'))} && for i in ${PUSH_WAIT_STEPS}; do sleep ${PUSH_WAIT_STEP_SEC}; test ${ok} -nt %p && exit 0; done; exec `
-      : `mv ${arg(path.join(spool, 'fetch'))}/%f %p 2>/dev/null || exec `;
-  const close = spool && sub === 'wal-push' ? '; }' : '';
+      : `mv ${fetched} %p 2>/dev/null || { test -e ${arg(path.join(spool, 'fetch', 'inflight'))}/%f && for i in ${FETCH_WAIT_STEPS}; do sleep ${PUSH_WAIT_STEP_SEC}; mv ${fetched} %p 2>/dev/null && exit 0; test -e ${arg(path.join(spool, 'fetch', 'inflight'))}/%f || break; done; exec `;
+  const close = spool ? '; }' : '';
   const onPath = pgrunbookOnPath(env);
   if (onPath) return { command: `${fast}${arg(onPath)} ${sub}${envFile}${spoolArg} --repo ${arg(repo)} ${tail}${close}`, program: { script: onPath } };
   const script = cliScriptPath();

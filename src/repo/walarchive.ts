@@ -151,6 +151,8 @@ export interface WalFetchResult {
   status: 'fetched' | 'missing';
   key?: string;
   rawSize?: number;
+  /** The bytes written matched the SHA-256 recorded at push (false: none was recorded). */
+  verified?: boolean;
 }
 
 /** The archived copy does not match the checksums recorded when it was pushed. */
@@ -211,7 +213,7 @@ export async function fetchWal(store: ObjectStore, name: string, destPath: strin
       }
       throw err;
     }
-    return { status: 'fetched', key, rawSize: rawHash.bytes };
+    return { status: 'fetched', key, rawSize: rawHash.bytes, verified: Boolean(got.info.metadata.rawsha256) };
   }
   return { status: 'missing' };
 }

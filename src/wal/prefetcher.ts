@@ -7,10 +7,10 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { ObjectStore } from '../storage/types.js';
-import { fetchWal, walKey, type WalCompression } from '../repo/walarchive.js';
+import { fetchWal, type WalCompression } from '../repo/walarchive.js';
 import { readRepositoryIdentity } from '../repo/identity.js';
 import { DEFAULT_WAL_SEGMENT_SIZE, SEGMENT_RE, parseWalFileName, segmentName } from '../repo/walnames.js';
-import { fetchedFile, releaseLock, sha256OfFile, takeLock, writeAtomic } from './spool.js';
+import { fetchedFile, releaseLock, takeLock, writeAtomic } from './spool.js';
 
 export interface PrefetcherOptions {
   spool: string;
@@ -52,6 +52,9 @@ export async function runPrefetcher(o: PrefetcherOptions): Promise<number> {
     stopping = true;
   });
   for (const n of await fsp.readdir(tmpDir).catch(() => [] as string[])) await fsp.rm(path.join(tmpDir, n), { force: true });
+  const inflightDir = path.join(dir, 'inflight');
+  await fsp.rm(inflightDir, { recursive: true, force: true });
+  await fsp.mkdir(inflightDir, { recursive: true, mode: 0o700 });
 
   // Idle: no new request from PostgreSQL and nothing fetched (retrying a missing segment is not work).
   let idleSince = Date.now();
@@ -61,32 +64,38 @@ export async function runPrefetcher(o: PrefetcherOptions): Promise<number> {
       if (next === undefined || next > segno) next = segno;
     };
     const tmp = path.join(tmpDir, name);
+    const marker = path.join(inflightDir, name);
+    // While it exists, restore_command waits for this segment in the shell instead of starting node.
+    await fsp.writeFile(marker, '').catch(() => undefined);
     try {
       const r = await fetchWal(o.store, name, tmp, { preferred: o.compression });
       if (r.status === 'missing') {
+        await fsp.rm(marker, { force: true });
         state.missing = name;
         retryAt.set(name, Date.now() + 1000);
         again();
         return;
       }
-      // Hash the bytes on disk once more against the recorded checksum; none recorded, not prefetched.
-      const info = await o.store.head(r.key ?? walKey(name, o.compression));
-      const recorded = info?.metadata.rawsha256;
-      if (!recorded || recorded !== (await sha256OfFile(tmp))) {
+      // fetchWal hashed the bytes it wrote against the SHA-256 recorded at push (a mismatch throws);
+      // an object with none recorded is never prefetched.
+      if (!r.verified) {
         await fsp.rm(tmp, { force: true });
+        await fsp.rm(marker, { force: true });
         if (!state.failed.includes(name)) state.failed.push(name);
-        o.log(`${name}: ${recorded ? 'the fetched bytes do not match the recorded SHA-256' : 'no recorded SHA-256'}; not prefetched (restore_command fetches it itself)`);
+        o.log(`${name}: no recorded SHA-256; not prefetched (restore_command fetches it itself)`);
         retryAt.set(name, Date.now() + 5000);
         again();
         return;
       }
       await fsp.rename(tmp, fetchedFile(o.spool, name));
+      await fsp.rm(marker, { force: true });
       state.fetchedTotal++;
       idleSince = Date.now();
       state.failed = state.failed.filter((f) => f !== name);
       if (state.missing === name) state.missing = undefined;
     } catch (err) {
       await fsp.rm(tmp, { force: true }).catch(() => undefined);
+      await fsp.rm(marker, { force: true }).catch(() => undefined);
       if (!state.failed.includes(name)) state.failed.push(name);
       retryAt.set(name, Date.now() + 5000);
       again();
@@ -135,6 +144,7 @@ export async function runPrefetcher(o: PrefetcherOptions): Promise<number> {
     }
     await Promise.allSettled(inFlight.values());
   } finally {
+    await fsp.rm(inflightDir, { recursive: true, force: true }).catch(() => undefined);
     releaseLock(lock);
     for (const n of await fsp.readdir(dir).catch(() => [] as string[])) if (SEGMENT_RE.test(n)) await fsp.rm(path.join(dir, n), { force: true });
   }
