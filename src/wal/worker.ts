@@ -38,7 +38,7 @@ async function main(argv: string[]): Promise<number> {
     }
     const { runPrefetcher } = await import('./prefetcher.js');
     const depth = Number(process.env.PGRUNBOOK_WAL_FETCH_QUEUE) || 8;
-    return await runPrefetcher({ spool, store, compression, depth, parallel: 2, idleExitMs, log: stamp });
+    return await runPrefetcher({ spool, store, compression, depth, parallel: 3, idleExitMs, log: stamp });
   } finally {
     await store.close().catch(() => undefined);
   }
