@@ -5,7 +5,7 @@
 import { constants as fsConstants } from 'node:fs';
 import { access, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from 'execa';
+import { execFile } from 'node:child_process';
 
 export const PG_BINDIR_ENV = 'PGRUNBOOK_PG_BINDIR';
 const DEBIAN_LIB_DIR = '/usr/lib/postgresql';
@@ -70,7 +70,7 @@ async function bindirFromPgConfig(): Promise<string | undefined> {
     const pgConfig = await searchPath('pg_config');
     if (!pgConfig) return undefined;
     try {
-      const r = await execa(pgConfig, ['--bindir'], { reject: false, timeout: 10_000 });
+      const r = await runQuick(pgConfig, ['--bindir']);
       const dir = r.exitCode === 0 ? String(r.stdout).trim() : '';
       return dir || undefined;
     } catch {
@@ -175,7 +175,7 @@ export async function pgBinaryVersion(name: string): Promise<PgBinaryVersion> {
   let v = versionCache.get(bin);
   if (!v) {
     v = (async () => {
-      const r = await execa(bin, ['--version'], { reject: false, timeout: 10_000 });
+      const r = await runQuick(bin, ['--version']);
       const out = `${r.stdout ?? ''}\n${r.stderr ?? ''}`;
       const parsed = parsePgVersionOutput(out);
       if (r.exitCode !== 0 || !parsed) {
@@ -190,4 +190,14 @@ export async function pgBinaryVersion(name: string): Promise<PgBinaryVersion> {
     v.catch(() => versionCache.delete(bin));
   }
   return v;
+}
+
+/** A short program's output (10 s at most); a failure is a result: exitCode undefined or non-zero, with the message. */
+function runQuick(file: string, args: string[]): Promise<{ exitCode?: number; stdout: string; stderr: string; message?: string }> {
+  return new Promise((resolve) => {
+    execFile(file, args, { timeout: 10_000, encoding: 'utf8' }, (err, stdout, stderr) => {
+      const code = (err as NodeJS.ErrnoException & { code?: unknown } | null)?.code;
+      resolve({ exitCode: err ? (typeof code === 'number' ? code : undefined) : 0, stdout, stderr, message: err?.message });
+    });
+  });
 }

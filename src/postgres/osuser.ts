@@ -2,7 +2,7 @@
 // runs as root, server programs run as the owner of the data directory (usually `postgres`).
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from 'execa';
+import { loadExeca } from './programs/execa-lazy.js';
 
 export interface OsUser {
   name: string;
@@ -168,6 +168,7 @@ export async function runCommand(file: string, args: readonly string[], opts: Ru
   const cwd = opts.cwd ?? (switchUser ? '/' : undefined);
   const command = [file, ...args].map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
 
+  const { execa } = await loadExeca();
   const r = await execa(file, [...args], {
     reject: false,
     env,

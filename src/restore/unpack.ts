@@ -11,7 +11,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
-import { execa } from 'execa';
+import { loadExeca } from '../postgres/programs/execa-lazy.js';
 import { isRoot } from '../postgres/osuser.js';
 import { decompressStream, isCodec } from '../repo/codec.js';
 import type { Owner } from './datadir.js';
@@ -31,6 +31,7 @@ export async function unpackTar(body: NodeJS.ReadableStream, opts: { dir: string
   });
   // --ignore-zeros: read to the end of the stream, past the end-of-archive blocks, so
   // tar never closes its input early and the whole object's checksum is checked.
+  const { execa } = await loadExeca();
   const tar = execa('tar', ['-x', '--ignore-zeros', '-f', '-', '-C', opts.dir], {
     ...(isRoot() ? { uid: opts.owner.uid, gid: opts.owner.gid } : {}),
     stdin: 'pipe',

@@ -1,7 +1,7 @@
 // pg_restore: a dump's table of contents read with `pg_restore --list`, and `pg_restore` run with
 // per-item progress. The dump is a local file (`pg_restore -j` needs a seekable file, not a pipe).
 // Connections travel in libpq's environment variables: no password on a command line.
-import { execa } from 'execa';
+import { loadExeca } from './execa-lazy.js';
 import { startStreamingProgram } from './spawn.js';
 import type { ConnectionSettings } from '../../config/connection.js';
 import { libpqEnv } from '../libpq.js';
@@ -31,6 +31,7 @@ export interface Toc {
 /** `pg_restore --list FILE`, parsed. Names are printed unquoted, so a name with spaces is ambiguous in theory. */
 export async function readToc(pgRestore: string, file: string, opts: { env?: NodeJS.ProcessEnv; signal?: AbortSignal; create?: boolean } = {}): Promise<Toc> {
   // With --create the listing includes the entries for the database itself (DATABASE ...), left out otherwise.
+  const { execa } = await loadExeca();
   const r = await execa(pgRestore, ['--list', ...(opts.create ? ['--create'] : []), file], {
     env: opts.env ?? process.env,
     extendEnv: false,

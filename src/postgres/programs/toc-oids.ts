@@ -5,7 +5,7 @@
 // `pg_restore --list` reads only the table of contents at the head of the archive: the dump
 // is streamed into it and the stream is ended as soon as pg_restore has printed its listing.
 import type { Readable } from 'node:stream';
-import { execa } from 'execa';
+import { loadExeca } from './execa-lazy.js';
 import { findPgBinary } from '../binaries.js';
 
 export interface TocRelation {
@@ -53,6 +53,7 @@ export function parseTocOids(listing: string): TocOids {
 /** The oids of a dump streamed from `body` (the stream is destroyed once the listing is read). */
 export async function readTocOids(body: Readable, signal?: AbortSignal): Promise<TocOids> {
   const bin = await findPgBinary('pg_restore');
+  const { execa } = await loadExeca();
   const child = execa(bin, ['--list', '--create'], {
     reject: false,
     extendEnv: false,

@@ -4,7 +4,7 @@
 // 180,000 lines for a busy segment: its output is always read as a stream, line by line,
 // never collected.
 import readline from 'node:readline';
-import { execa } from 'execa';
+import { loadExeca } from './execa-lazy.js';
 import { findPgBinary } from '../binaries.js';
 
 export type WalRecord =
@@ -74,6 +74,7 @@ export async function streamWalDump(
   const args = ['--path', dir, ...(opts.rmgrs ?? []).map((r) => `--rmgr=${r}`), first, last];
   // TZ=UTC: pg_waldump prints commit times in the process's local zone. Its stdout is not
   // buffered by execa (buffer: false): a busy archive prints hundreds of megabytes.
+  const { execa } = await loadExeca();
   const child = execa(bin, args, { reject: false, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', TZ: 'UTC', LANG: 'C' }, extendEnv: false, cancelSignal: opts.signal, stdout: 'pipe', stderr: 'pipe', buffer: { stdout: false, stderr: true } });
   let lastLsn: string | undefined;
   let lines = 0;
