@@ -207,8 +207,10 @@ export async function streamBaseBackup(ctx: RunIO, repo: Repository, id: string,
         return undefined;
       });
     const [result, stored] = await Promise.all([bb.done, put]);
-    // The check may still be reading the last bytes the put already has.
+    // The check may still be reading the last bytes the put already has; and when the put stopped
+    // because the check's zstd went away, the check's own failure (a damaged frame) is the cause.
     if (putError === undefined) putError = await checked.then(() => undefined, (err: unknown) => err);
+    else if (putError instanceof ReaderGoneError) putError = await checked.then(() => putError, (err: unknown) => err);
 
     ctx.signal.throwIfAborted();
     if ((putError as { procedureExitCode?: number } | undefined)?.procedureExitCode === 2) throw putError; // the codec cannot run here (no zstd program)
@@ -298,6 +300,14 @@ export async function streamBaseBackup(ctx: RunIO, repo: Repository, id: string,
   }
 }
 
+/** The put's body was stopped because the other reader of the followed file failed. */
+class ReaderGoneError extends Error {
+  constructor() {
+    super('the check of the backup stream stopped reading');
+    this.name = 'ReaderGoneError';
+  }
+}
+
 /** Bytes read from the followed file at a time; also the buffers between it and its readers. */
 const FOLLOW_CHUNK = 1024 * 1024;
 /** How often a followed file that has not grown is looked at again. */
@@ -339,7 +349,7 @@ async function followGrowingFile(file: string, exited: () => boolean, outs: Writ
       signal.throwIfAborted();
       // One reader failed (the put, the check): the other must not wait for an end that never comes.
       if (outs.some((o) => o.destroyed)) {
-        for (const o of outs) if (!o.destroyed) o.destroy(new Error('another reader of the backup stream failed'));
+        for (const o of outs) if (!o.destroyed) o.destroy(new ReaderGoneError());
         return;
       }
       // Looked at before reading: an end seen after the writer exited is the real end.
