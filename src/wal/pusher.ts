@@ -157,7 +157,8 @@ export async function runPusher(o: PusherOptions): Promise<number> {
         if (okSet.has(name) || pushedHere.has(name) || inFlight.has(name) || (retryAt.get(name) ?? 0) > now) continue;
         launch.push(name);
       }
-      // zstd: the segments of a batch share one zstd process (the first retry of a failure goes alone).
+      // zstd: the segments of a batch share one zstd process (a batch holding a segment that failed
+      // before is compressed segment by segment, so each reports its own error).
       for (let i = 0; i < launch.length; i += o.compression === 'zstd' ? BATCH : 1) {
         const batch = launch.slice(i, i + (o.compression === 'zstd' ? BATCH : 1));
         const compressed = o.compression === 'zstd' && batch.every((n) => !failures.has(n)) ? compressBatch(batch) : undefined;
