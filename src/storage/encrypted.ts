@@ -95,6 +95,15 @@ function seal(dataKey: Buffer, prefix: Buffer, key: string, index: number, final
   return out;
 }
 
+/** seal(), as the ciphertext and then the tag (the same bytes, without copying them into one buffer). */
+function sealParts(dataKey: Buffer, prefix: Buffer, key: string, index: number, final: boolean, chunk: Buffer): Buffer[] {
+  const c = createCipheriv('aes-256-gcm', dataKey, nonce(prefix, index));
+  c.setAAD(aad(key, index, final));
+  const body = c.update(chunk);
+  const rest = c.final();
+  return rest.length ? [body, rest, c.getAuthTag()] : [body, c.getAuthTag()];
+}
+
 export class EncryptedStore implements ObjectStore {
   readonly kind: ObjectStore['kind'];
   readonly chunkSize: number;
@@ -172,21 +181,26 @@ export class EncryptedStore implements ObjectStore {
     const prefix = randomBytes(PREFIX_BYTES);
     yield Buffer.concat([ENCRYPTION_MAGIC, prefix]);
     const size = this.chunkSize;
-    let pending: Buffer[] = [];
-    let pendingBytes = 0;
+    // One chunk buffer, filled by copying each piece once (the cipher's output is a new buffer, so
+    // it is reused); the ciphertext and its tag go out as they are: no concatenation per chunk.
+    const chunk = Buffer.allocUnsafe(size);
+    let fill = 0;
     let index = 0;
     for await (const piece of source) {
-      pending.push(piece);
-      pendingBytes += piece.length;
-      // Keep at least one byte back: the chunk that ends the object must be sealed as final.
-      while (pendingBytes > size) {
-        const all = Buffer.concat(pending);
-        yield seal(this.dataKey, prefix, key, index++, false, all.subarray(0, size));
-        pending = [all.subarray(size)];
-        pendingBytes = all.length - size;
+      let off = 0;
+      while (off < piece.length) {
+        // A full chunk is sealed only once more bytes come: the chunk that ends the object must be sealed as final.
+        if (fill === size) {
+          yield* sealParts(this.dataKey, prefix, key, index++, false, chunk);
+          fill = 0;
+        }
+        const n = Math.min(size - fill, piece.length - off);
+        piece.copy(chunk, fill, off, off + n);
+        fill += n;
+        off += n;
       }
     }
-    yield seal(this.dataKey, prefix, key, index, true, Buffer.concat(pending));
+    yield* sealParts(this.dataKey, prefix, key, index, true, chunk.subarray(0, fill));
   }
 
   async get(key: string, opts: GetOptions = {}): Promise<GetResult> {
