@@ -12,7 +12,7 @@ import { jsonLines, runCli, tempDir } from './helpers/cli.js';
 import { sharedCluster } from './helpers/cluster.js';
 import { findPgBinary } from '../src/postgres/binaries.js';
 import { libpqEnv } from '../src/postgres/libpq.js';
-import { ArchiveFormatError, ArchiveRowCounter } from '../src/postgres/formats/custom-archive.js';
+import { ArchiveFormatError, ArchiveRowCounter, fillDataOffsets } from '../src/postgres/formats/custom-archive.js';
 import { openRepository } from '../src/repo/repository.js';
 import { readCatalog } from '../src/repo/catalog.js';
 
@@ -150,5 +150,40 @@ describe('backup-logical and logical-restore with the archive inside the codec',
     await cluster.query(`DROP DATABASE IF EXISTS "${target}" WITH (FORCE)`);
     expect(r.exitCode, r.stdout.slice(-3000)).toBe(0);
     expect(stepsOf(r.stdout)).toMatchObject({ restore: 'ok', counts: 'ok' });
+  });
+});
+
+describe('data positions written into a dump that was streamed', () => {
+  it('each table\'s block position goes into the TOC (uncompressed and gzip archives alike), once; pg_restore -j 2 then restores every row', async () => {
+    const pgRestore = await findPgBinary('pg_restore');
+    const env = libpqEnv({ host: cluster.host, port: cluster.port, user: cluster.user }, {});
+    for (const [label, archive] of [['plain', plain], ['gzip', gzipped]] as const) {
+      const file = path.join(tempDir('pgrunbook-da-offsets-'), `${label}.dump`);
+      fs.writeFileSync(file, archive);
+      const locator = new ArchiveRowCounter(false);
+      await pipeline(Readable.from(cut(archive, (i) => (i * 7919) % 4099)), locator, new Writable({ write: (_c, _e, cb) => cb() }));
+      // Seven tables with data blocks (the empty one too) and the large object's block.
+      expect(await fillDataOffsets(file, locator.layout()), label).toBe(8);
+      expect(fs.statSync(file).size).toBe(archive.length);
+      // Only entries still "not set" are written: a second pass changes nothing.
+      expect(await fillDataOffsets(file, locator.layout()), label).toBe(0);
+      const target = await cluster.createDatabase(`dump_archive_offsets_${label}`);
+      try {
+        execFileSync(pgRestore, ['--jobs', '2', '--exit-on-error', '--dbname', target, file], { env });
+        const got: Record<string, number> = {};
+        await cluster.withClient(async (c) => {
+          const tables = await c.query<{ nspname: string; relname: string }>(
+            `SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'`,
+          );
+          for (const t of tables.rows) {
+            const r = await c.query<{ n: string }>(`SELECT count(*) AS n FROM ${c.escapeIdentifier(t.nspname)}.${c.escapeIdentifier(t.relname)}`);
+            got[`${t.nspname}.${t.relname}`] = Number(r.rows[0].n);
+          }
+        }, target);
+        expect(got, label).toEqual(expected);
+      } finally {
+        await cluster.query(`DROP DATABASE IF EXISTS "${target}" WITH (FORCE)`).catch(() => {});
+      }
+    }
   });
 });

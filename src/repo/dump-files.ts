@@ -2,6 +2,7 @@
 // private local copy a restore works from: downloaded with its SHA-256 and size checked, in a
 // directory only we can read, removed afterwards.
 import fs from 'node:fs';
+import { ArchiveRowCounter, fillDataOffsets } from '../postgres/formats/custom-archive.js';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Transform } from 'node:stream';
@@ -83,13 +84,20 @@ export async function downloadToFile(
       },
     });
     // The stream fails at its end when the bytes do not hash to `sha256`: the file is then removed.
-    await pipeline(body, counter, decompressStream(opts.compression ?? 'none'), fs.createWriteStream(file, { mode: 0o600 }), { signal: opts.signal });
+    // On the way, where each table's data starts: written into the file's TOC afterwards.
+    const locator = new ArchiveRowCounter(false);
+    await pipeline(body, counter, decompressStream(opts.compression ?? 'none'), locator, fs.createWriteStream(file, { mode: 0o600 }), { signal: opts.signal });
     if (opts.size !== undefined && bytes !== opts.size) {
       throw new Error(`${key} holds ${bytes} bytes, dump.json says ${opts.size}: the dump is damaged; choose another one with --dump ID`);
     }
     const written = (await fsp.stat(file)).size;
     if (opts.archiveSize !== undefined && written !== opts.archiveSize) {
       throw new Error(`${key} decompresses to ${written} bytes, dump.json says ${opts.archiveSize}: the dump is damaged; choose another one with --dump ID`);
+    }
+    try {
+      await fillDataOffsets(file, locator.layout());
+    } catch {
+      // Not an archive this reader knows (another format version): pg_restore finds the blocks itself, only slower.
     }
     return { dir, file, bytes };
   } catch (err) {

@@ -13,6 +13,7 @@
 // (-1 for NULL) and that many bytes. COPY text has one line per row (a newline inside a value
 // is written as "\n", so counting 0x0A bytes counts rows), and pg_dump ends each table's data
 // with "\.\n\n\n": three newlines that are not rows.
+import { open } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
 
 const KNOWN_VERSIONS = new Set(['1.14', '1.15']);
@@ -75,8 +76,11 @@ class Cursor {
 interface Header {
   version: string;
   intSize: number;
+  offSize: number;
   compressed: boolean;
   toc: ArchiveTocEntry[];
+  /** Where each TOC entry's data state byte is, from the archive's first byte (its offset follows). */
+  offsetFields: number[];
 }
 
 function parseHead(buf: Buffer): { head: Header; end: number } {
@@ -96,6 +100,7 @@ function parseHead(buf: Buffer): { head: Header; end: number } {
   c.str();
   const count = c.int();
   const toc: ArchiveTocEntry[] = [];
+  const offsetFields: number[] = [];
   for (let i = 0; i < count; i++) {
     const dumpId = c.int();
     c.int(); // had a data dumper
@@ -113,10 +118,11 @@ function parseHead(buf: Buffer): { head: Header; end: number } {
     c.str(); // owner
     c.str(); // "false" (WITH OIDS, long gone)
     while (c.str() !== null); // dependencies, NULL-terminated
+    offsetFields.push(c.pos);
     c.skip(1 + offSize); // custom format: data state and offset
     toc.push({ dumpId, desc, namespace, tag });
   }
-  return { head: { version, intSize, compressed: compression !== 0, toc }, end: c.pos };
+  return { head: { version, intSize, offSize, compressed: compression !== 0, toc, offsetFields }, end: c.pos };
 }
 
 /** Where the data walker is: expecting a block type, a dump id, a chunk length or oid, or inside a chunk. */
@@ -129,6 +135,10 @@ type At = (typeof At)[keyof typeof At];
  * when the archive is not one it can read (compressed, another version): the bytes still pass.
  */
 export class ArchiveRowCounter extends Transform {
+  /** Where each data block starts (its block type byte), by dump id, from the archive's first byte. */
+  readonly blockAt = new Map<number, number>();
+  /** Bytes of the archive before the current `pending`. */
+  private fed = 0;
   private pending: Buffer = Buffer.alloc(0);
   private head: Header | undefined;
   private tables = new Map<number, string>();
@@ -137,6 +147,7 @@ export class ArchiveRowCounter extends Transform {
   // its own, so this runs once per row and must not allocate.
   private at: At = At.BlockType;
   private blockType = 0;
+  private blockStart = 0;
   private dumpId = 0;
   private blobs = false;
   private counted = false;
@@ -146,6 +157,11 @@ export class ArchiveRowCounter extends Transform {
   private readonly tail = new Uint8Array(COPY_END.length);
   private failure: ArchiveFormatError | undefined;
   private ended = false;
+
+  /** countRows false: only find the blocks (any archive, compressed too), for fillDataOffsets. */
+  constructor(private readonly countRows = true) {
+    super();
+  }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     if (!this.failure) {
@@ -166,6 +182,13 @@ export class ArchiveRowCounter extends Transform {
     cb();
   }
 
+  /** The header (TOC included) and where every data block starts; only after the stream ended. */
+  layout(): { head: Header; blockAt: Map<number, number> } {
+    if (!this.ended) throw new Error('the archive has not ended yet');
+    if (this.failure) throw this.failure;
+    return { head: this.head!, blockAt: this.blockAt };
+  }
+
   /** The counts by "schema.table"; only after the stream ended. */
   result(): ArchiveRowCounts {
     if (!this.ended) throw new Error('the archive has not ended yet');
@@ -176,26 +199,29 @@ export class ArchiveRowCounter extends Transform {
   }
 
   private consume(chunk: Buffer): void {
+    let start = this.fed - this.pending.length;
+    this.fed += chunk.length;
     let buf = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
     this.pending = Buffer.alloc(0);
     if (!this.head) {
       try {
         const { head, end } = parseHead(buf);
-        if (head.compressed) throw new ArchiveFormatError('the archive is compressed (made without --compress=0)');
+        if (head.compressed && this.countRows) throw new ArchiveFormatError('the archive is compressed (made without --compress=0)');
         this.head = head;
-        for (const e of head.toc) if (e.desc === 'TABLE DATA' && e.tag !== null) this.tables.set(e.dumpId, `${e.namespace ?? ''}.${e.tag}`);
+        if (this.countRows) for (const e of head.toc) if (e.desc === 'TABLE DATA' && e.tag !== null) this.tables.set(e.dumpId, `${e.namespace ?? ''}.${e.tag}`);
         buf = buf.subarray(end);
+        start += end;
       } catch (err) {
         if (!(err instanceof NeedMore)) throw err;
         this.pending = buf;
         return;
       }
     }
-    this.walk(buf);
+    this.walk(buf, start);
   }
 
   /** Advances the block state machine over `buf`, keeping an incomplete int for the next chunk. */
-  private walk(buf: Buffer): void {
+  private walk(buf: Buffer, start: number): void {
     const intSize = this.head!.intSize;
     const len = buf.length;
     let pos = 0;
@@ -212,6 +238,7 @@ export class ArchiveRowCounter extends Transform {
         continue;
       }
       if (this.at === At.BlockType) {
+        this.blockStart = start + pos;
         this.blockType = buf[pos++];
         if (this.blockType !== BLK_DATA && this.blockType !== BLK_BLOBS) throw new ArchiveFormatError(`unknown block type ${this.blockType}`);
         this.at = At.DumpId;
@@ -223,6 +250,7 @@ export class ArchiveRowCounter extends Transform {
       pos += 1 + intSize;
       if (this.at === At.DumpId) {
         this.dumpId = v;
+        if (!this.blockAt.has(v)) this.blockAt.set(v, this.blockStart);
         this.blobs = this.blockType === BLK_BLOBS;
         this.counted = !this.blobs && this.tables.has(v);
         this.rows = 0;
@@ -278,4 +306,43 @@ function countNewlines(buf: Buffer, start: number, end: number): number {
   let n = 0;
   for (let i = buf.indexOf(10, start); i !== -1 && i < end; i = buf.indexOf(10, i + 1)) n++;
   return n;
+}
+
+/** pg_backup_custom.c's data states. */
+const K_OFFSET_POS_NOT_SET = 1;
+const K_OFFSET_POS_SET = 2;
+
+/**
+ * Writes each data block's position into the TOC of a custom archive file, as pg_dump does when it
+ * writes to a file it can seek in. A dump streamed through a pipe (as backup-logical takes them)
+ * has none, and `pg_restore --jobs N` then makes every worker read the archive from the start to
+ * find its table: about twice pg_restore's time on pgbench -s 100 (bench/README.md). Only entries
+ * marked "position not set" are changed; pg_restore checks the block id it finds at a position, so
+ * a wrong one would be an error, never a wrong table. Returns how many entries were set.
+ */
+export async function fillDataOffsets(file: string, layout: { head: Header; blockAt: Map<number, number> }): Promise<number> {
+  const { head, blockAt } = layout;
+  const fh = await open(file, 'r+');
+  try {
+    const field = Buffer.alloc(1 + head.offSize);
+    let set = 0;
+    for (let i = 0; i < head.toc.length; i++) {
+      const at = blockAt.get(head.toc[i].dumpId);
+      if (at === undefined) continue;
+      const { bytesRead } = await fh.read(field, 0, 1, head.offsetFields[i]);
+      if (bytesRead !== 1 || field[0] !== K_OFFSET_POS_NOT_SET) continue;
+      field[0] = K_OFFSET_POS_SET;
+      let v = at;
+      for (let b = 0; b < head.offSize; b++) {
+        field[1 + b] = v % 256;
+        v = Math.floor(v / 256);
+      }
+      await fh.write(field, 0, field.length, head.offsetFields[i]);
+      set++;
+    }
+    if (set) await fh.sync();
+    return set;
+  } finally {
+    await fh.close();
+  }
 }
