@@ -380,6 +380,11 @@ async function followGrowingFile(file: string, exited: () => boolean, outs: Writ
   }
 }
 
+/** The check thread's script: beside this module when built; run from the TypeScript sources (tests, tsx), the built one of the same checkout. */
+function checkWorkerUrl(): URL {
+  return import.meta.url.endsWith('.ts') ? new URL('../../dist/services/base-backup-check-worker.js', import.meta.url) : new URL('./base-backup-check-worker.js', import.meta.url);
+}
+
 type CheckedInWorker = { rawBytes: number; endedAt: number; label: Buffer; controlHead: Buffer; result: StreamCheckResult };
 
 /**
@@ -388,7 +393,7 @@ type CheckedInWorker = { rawBytes: number; endedAt: number; label: Buffer; contr
  * `result` settles once the tar has ended and backup_manifest (read from `manifestPath` then) was
  * compared; it fails with CodecDataError for a damaged frame, TarFormatError for a malformed tar.
  */
-function startCheckWorker(dir: string, algorithm: string, walSegmentSize: number, manifestPath: string, onProgress: (rawBytes: number) => void): { input: Writable; result: Promise<CheckedInWorker>; stop: () => void } {
+export function startCheckWorker(dir: string, algorithm: string, walSegmentSize: number, manifestPath: string, onProgress: (rawBytes: number) => void): { input: Writable; result: Promise<CheckedInWorker>; stop: () => void } {
   const fifo = path.join(dir, 'tar.fifo');
   const made = spawnSync('mkfifo', ['-m', '600', fifo], { stdio: 'ignore' });
   if (made.status !== 0) throw new Error(`cannot make the pipe ${fifo} (mkfifo: ${made.error?.message ?? `exit code ${made.status}`})`);
@@ -419,12 +424,16 @@ function startCheckWorker(dir: string, algorithm: string, walSegmentSize: number
     zstd.once('close', (code, signal) => (code === 0 ? resolve() : reject(new CodecDataError(`zstd could not decompress it: ${stderr.trim().split('\n').slice(-3).join(' ') || signal || `exit code ${code}`}`))));
   });
   zstdDone.catch(() => {});
-  const worker = new Worker(new URL('./base-backup-check-worker.js', import.meta.url), { workerData: { fifo, manifestPath, algorithm, walSegmentSize } satisfies CheckWorkerData });
+  const worker = new Worker(checkWorkerUrl(), { workerData: { fifo, manifestPath, algorithm, walSegmentSize } satisfies CheckWorkerData });
   const input = zstd.stdin!;
   // Its errors (EPIPE once zstd failed) are the result's; nobody else listens to this stream.
   input.on('error', () => {});
+  let zstdKilled = false;
   const stop = () => {
-    if (zstd.exitCode === null && zstd.signalCode === null) zstd.kill('SIGKILL');
+    if (zstd.exitCode === null && zstd.signalCode === null) {
+      zstdKilled = true;
+      zstd.kill('SIGKILL');
+    }
     closeOut();
     void worker.terminate();
   };
@@ -438,11 +447,16 @@ function startCheckWorker(dir: string, algorithm: string, walSegmentSize: number
     worker.once('error', reject);
     worker.once('exit', (code) => reject(new Error(`the backup's check thread ended (exit code ${code}) before the tar did`)));
   });
-  // A damaged frame is the cause when both fail (the thread then sees a cut tar).
+  // The thread failed (a malformed tar) or died: nobody reads the pipe any more and zstd, which
+  // holds it open read-write, would block on it for ever. Stop it.
+  checked.catch(() => stop());
+  // A damaged frame is the cause when both fail (the thread then sees a cut tar), unless zstd was
+  // stopped here because the thread had failed first.
   const result = Promise.allSettled([zstdDone, checked]).then(([z, c]) => {
     stop();
-    if (z.status === 'rejected') throw z.reason;
+    if (z.status === 'rejected' && !zstdKilled) throw z.reason;
     if (c.status === 'rejected') throw c.reason;
+    if (z.status === 'rejected') throw z.reason;
     return c.value;
   });
   result.catch(() => {});
