@@ -16,7 +16,7 @@ export interface PgBasebackupOptions {
   checkpoint: 'fast' | 'spread';
   /** pg_basebackup --max-rate, e.g. "50M". */
   maxRate?: string;
-  /** --manifest-checksums: what backup_manifest lists per file (SHA256 is checked in the stream fastest here). */
+  /** --manifest-checksums: what backup_manifest lists per file (CRC32C with the hardware addon, else SHA256: see base-backup-check.ts). */
   manifestChecksums?: string;
   /**
    * Write into this directory (it must not exist yet) instead of stdout, with --compress=
