@@ -13,7 +13,7 @@
 //   (its own process) into the repository; nothing touches the local disk but the manifest.
 // What comes back is backup.json's content, not yet written, and the check's result.
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, createReadStream, openSync } from 'node:fs';
+import { closeSync, createReadStream, existsSync, openSync } from 'node:fs';
 import { mkdtemp, open, readdir, rm, statfs, type FileHandle } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -322,6 +322,12 @@ async function serverCompressionFits(ctx: RunIO, pre: BaseBackupPreflight, codec
   if (codec !== 'zstd' || pre.serverVersionNum < 150000) return false;
   const toolMajor = Number(/pg_basebackup (\d+)/.exec(pre.tool)?.[1] ?? 0);
   if (toolMajor < 15) return false;
+  // Made before pg_basebackup starts: a system without mkfifo takes the streamed way instead of failing.
+  const noPipe = makeCheckPipe(tmp);
+  if (noPipe) {
+    ctx.log(`cannot make a named pipe in ${tmp} (${noPipe}): the backup is streamed through pgrunbook and compressed here instead of by the server (slower)`);
+    return false;
+  }
   try {
     const fs = await statfs(tmp);
     const free = fs.bavail * fs.bsize;
@@ -380,6 +386,17 @@ async function followGrowingFile(file: string, exited: () => boolean, outs: Writ
   }
 }
 
+/** The named pipe between zstd -d and the check thread, in the run's private temp directory. */
+function checkPipe(dir: string): string {
+  return path.join(dir, 'tar.fifo');
+}
+
+/** Makes it with the `mkfifo` program (node has no mkfifo); what went wrong, or undefined. */
+function makeCheckPipe(dir: string): string | undefined {
+  const made = spawnSync('mkfifo', ['-m', '600', checkPipe(dir)], { stdio: 'ignore' });
+  return made.status === 0 ? undefined : `mkfifo: ${made.error?.message ?? `exit code ${made.status}`}`;
+}
+
 /** The check thread's script: beside this module when built; run from the TypeScript sources (tests, tsx), the built one of the same checkout. */
 function checkWorkerUrl(): URL {
   return import.meta.url.endsWith('.ts') ? new URL('../../dist/services/base-backup-check-worker.js', import.meta.url) : new URL('./base-backup-check-worker.js', import.meta.url);
@@ -394,9 +411,11 @@ type CheckedInWorker = { rawBytes: number; endedAt: number; label: Buffer; contr
  * compared; it fails with CodecDataError for a damaged frame, TarFormatError for a malformed tar.
  */
 export function startCheckWorker(dir: string, algorithm: string, walSegmentSize: number, manifestPath: string, onProgress: (rawBytes: number) => void): { input: Writable; result: Promise<CheckedInWorker>; stop: () => void } {
-  const fifo = path.join(dir, 'tar.fifo');
-  const made = spawnSync('mkfifo', ['-m', '600', fifo], { stdio: 'ignore' });
-  if (made.status !== 0) throw new Error(`cannot make the pipe ${fifo} (mkfifo: ${made.error?.message ?? `exit code ${made.status}`})`);
+  const fifo = checkPipe(dir);
+  if (!existsSync(fifo)) {
+    const why = makeCheckPipe(dir);
+    if (why) throw new Error(`cannot make the pipe ${fifo} (${why})`);
+  }
   // Read-write: opening never waits for the reader, and zstd never gets EPIPE before the thread has
   // opened its end. This thread's copy is closed once the thread has opened the pipe (its open
   // never waits either); then zstd's exit closes the last writer and the thread's read ends.
