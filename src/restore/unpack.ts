@@ -33,6 +33,9 @@ export async function unpackTar(body: NodeJS.ReadableStream, opts: { dir: string
   // --ignore-zeros: read to the end of the stream, past the end-of-archive blocks, so
   // tar never closes its input early and the whole object's checksum is checked.
   const { execa } = await loadExeca();
+  // Interrupted while execa loaded: say so, rather than start tar with a cancelled signal and
+  // report its failure as the unpack's.
+  opts.signal.throwIfAborted();
   const tar = execa('tar', ['-x', '--ignore-zeros', '-f', '-', '-C', opts.dir], {
     ...(isRoot() ? { uid: opts.owner.uid, gid: opts.owner.gid } : {}),
     stdin: 'pipe',
@@ -55,6 +58,8 @@ export async function unpackTar(body: NodeJS.ReadableStream, opts: { dir: string
   }
   const r = await tar;
   await flusher.stop();
+  // tar stopped by an interruption after its input ended is the interruption, not a failed unpack.
+  if (r.exitCode !== 0) opts.signal.throwIfAborted();
   if (r.exitCode !== 0) throw new Error(`tar could not unpack the backup into ${opts.dir}: ${String(r.stderr).trim().slice(-500)}`);
   return { files: await fsyncTree(opts.dir) };
 }
