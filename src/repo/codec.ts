@@ -104,15 +104,18 @@ export function zstdFilesToDir(files: readonly string[], outDir: string, level =
     child.stderr.setEncoding('utf8').on('data', (d: string) => {
       stderr = (stderr + d).slice(-2000);
     });
-    child.once('error', (err: NodeJS.ErrnoException) =>
-      reject(
-        err.code === 'ENOENT'
-          ? new CodecUsageError('the zstd program is not installed (pgrunbook compresses with zstd by default)', `install the "${ZSTD_PACKAGE}" package (apt-get install ${ZSTD_PACKAGE}), or set PGRUNBOOK_WAL_COMPRESS=gzip`)
-          : err,
-      ),
-    );
+    child.once('error', (err: NodeJS.ErrnoException) => reject(zstdSpawnError(err)));
     child.once('close', (code, signal) => (code === 0 ? resolve() : reject(new Error(`zstd failed to compress: ${stderr.trim().split('\n').slice(-3).join(' ') || signal || `exit code ${code}`}`))));
   });
+}
+
+/** Why a `zstd` process did not start: a missing program is bad usage (exit 2) naming the package. */
+export function zstdSpawnError(err: NodeJS.ErrnoException): Error {
+  if (err.code !== 'ENOENT') return err;
+  return new CodecUsageError(
+    'the zstd program is not installed (pgrunbook compresses with zstd by default, and reads zstd objects with it)',
+    `install the "${ZSTD_PACKAGE}" package (apt-get install ${ZSTD_PACKAGE}), or set PGRUNBOOK_COMPRESSION=gzip to write gzip instead (zstd objects already stored still need it)`,
+  );
 }
 
 /** One buffer through compressStream (a WAL segment): resolves to the compressed bytes. */
@@ -164,16 +167,7 @@ class ZstdProcess extends Duplex {
     // No environment of ours: ZSTD_CLEVEL / ZSTD_NBTHREADS must not change what we asked for.
     this.child = spawn('zstd', args, { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
     const { child } = this;
-    child.on('error', (err: NodeJS.ErrnoException) => {
-      this.destroy(
-        err.code === 'ENOENT'
-          ? new CodecUsageError(
-              `the zstd program is not installed (pgrunbook compresses with zstd by default, and reads zstd objects with it)`,
-              `install the "${ZSTD_PACKAGE}" package (apt-get install ${ZSTD_PACKAGE}), or set PGRUNBOOK_COMPRESSION=gzip to write gzip instead (zstd objects already stored still need it)`,
-            )
-          : err,
-      );
-    });
+    child.on('error', (err: NodeJS.ErrnoException) => this.destroy(zstdSpawnError(err)));
     child.stdout.on('data', (c: Buffer) => {
       if (!this.push(c)) child.stdout.pause();
     });

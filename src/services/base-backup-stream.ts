@@ -29,7 +29,7 @@ import { pgBasebackupErrorLines, SERVER_COMPRESSED_TAR, startPgBasebackup, walWa
 import { holdWal, type WalHold } from '../postgres/replication.js';
 import type { BaseBackupMeta } from '../repo/catalog.js';
 import type { ObjectRecord, Repository } from '../repo/repository.js';
-import { CodecDataError, CodecUsageError, compressStream, defaultCodec, ZSTD_PACKAGE, type Codec } from '../repo/codec.js';
+import { CodecDataError, compressStream, defaultCodec, zstdSpawnError, type Codec } from '../repo/codec.js';
 import { StorageError } from '../storage/types.js';
 import { dataObjectName, MANIFEST_OBJECT } from './base-backup-repo.js';
 import { manifestChecksums, StreamCheck, type StreamCheckResult } from './base-backup-check.js';
@@ -437,9 +437,7 @@ export function startCheckWorker(dir: string, algorithm: string, walSegmentSize:
     stderr = (stderr + d).slice(-2000);
   });
   const zstdDone = new Promise<void>((resolve, reject) => {
-    zstd.once('error', (err: NodeJS.ErrnoException) =>
-      reject(err.code === 'ENOENT' ? new CodecUsageError('the zstd program is not installed (pgrunbook reads zstd objects with it)', `install the "${ZSTD_PACKAGE}" package (apt-get install ${ZSTD_PACKAGE})`) : err),
-    );
+    zstd.once('error', (err: NodeJS.ErrnoException) => reject(zstdSpawnError(err)));
     zstd.once('close', (code, signal) => (code === 0 ? resolve() : reject(new CodecDataError(`zstd could not decompress it: ${stderr.trim().split('\n').slice(-3).join(' ') || signal || `exit code ${code}`}`))));
   });
   zstdDone.catch(() => {});
