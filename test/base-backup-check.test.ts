@@ -4,7 +4,7 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { tempDir } from './helpers/cli.js';
-import { startCheckWorker } from '../src/services/base-backup-stream.js';
+import { startCheckWorker } from '../src/services/base-backup-follow.js';
 import { compressBuffer } from '../src/repo/codec.js';
 import { TarFormatError } from '../src/postgres/formats/tar.js';
 
