@@ -15,7 +15,7 @@ import { sha256Hex } from '../storage/checksum.js';
 import { parseWalFileName } from './walnames.js';
 import { parseWalKey, walKey, type WalCompression } from './layout.js';
 import { readObject } from './objects.js';
-import { checkRepositoryIdentity, ensureRepositoryIdentity, systemIdentifierFromSegment } from './identity.js';
+import { checkRepositoryIdentity, ensureRepositoryIdentity, systemIdentifierFromSegment, type RepositoryIdentity } from './identity.js';
 
 const gzip = promisify(zlib.gzip);
 
@@ -29,6 +29,8 @@ export interface WalPushOptions {
   signal?: AbortSignal;
   /** The file already compressed with `compression` (the pusher compresses several in one zstd). */
   compressed?: Buffer;
+  /** Repository records already read and checked, by system identifier (a long-lived pusher's). */
+  identityCache?: Map<string, RepositoryIdentity>;
 }
 
 export interface WalPushResult {
@@ -66,23 +68,30 @@ export async function pushWal(store: ObjectStore, sourcePath: string, opts: WalP
   if (!parsed) {
     throw new WalNameError(`"${name}" is not a WAL file name (expected e.g. 000000010000000000000001, 00000002.history); archive_command should pass %p`);
   }
-  const raw = await fsp.readFile(sourcePath);
+  // Already compressed (the pusher's batches): the segment is only hashed, through a small
+  // buffer, instead of read whole into a 16 MiB one per segment in flight.
+  const raw = opts.compressed ? undefined : await fsp.readFile(sourcePath);
+  const digest = raw ? { sha256: sha256Hex(raw), size: raw.length, head: raw.subarray(0, WAL_HEAD_BYTES) } : await digestFile(sourcePath);
   // A segment names its cluster in its first page: the repository must belong to that cluster
   // (adopted by the first writer). History and .backup files carry no identifier.
   if (parsed.kind === 'segment' || parsed.kind === 'partial') {
-    const id = systemIdentifierFromSegment(raw);
+    const id = systemIdentifierFromSegment(digest.head);
     if (id) {
-      const record = await ensureRepositoryIdentity(store, { systemIdentifier: id.systemIdentifier, walSegmentSize: id.segmentSize, compression: opts.compression });
+      // The record is written once and never changes: a long-lived pusher reads it once.
+      const record =
+        opts.identityCache?.get(id.systemIdentifier) ??
+        (await ensureRepositoryIdentity(store, { systemIdentifier: id.systemIdentifier, walSegmentSize: id.segmentSize, compression: opts.compression }));
       checkRepositoryIdentity(store, record, id.systemIdentifier, { walSegmentSize: id.segmentSize });
+      opts.identityCache?.set(id.systemIdentifier, record);
     }
   }
-  const rawSha = sha256Hex(raw);
+  const rawSha = digest.sha256;
   const key = walKey(name, opts.compression);
 
   const existing = await findArchived(store, name, opts.compression);
   if (existing) {
-    if (await sameContent(store, existing.key, existing.info, raw, rawSha)) {
-      return { name, key: existing.key, status: 'already-archived', rawSize: raw.length, storedSize: existing.info.size, rawSha256: rawSha };
+    if (await sameContent(store, existing.key, existing.info, raw ?? sourcePath, rawSha)) {
+      return { name, key: existing.key, status: 'already-archived', rawSize: digest.size, storedSize: existing.info.size, rawSha256: rawSha };
     }
     throw new WalConflictError(name, existing.key, store.describe());
   }
@@ -90,7 +99,7 @@ export async function pushWal(store: ObjectStore, sourcePath: string, opts: WalP
   const body = opts.compressed
     ? opts.compressed
     : opts.compression === 'gzip'
-      ? await gzipParallel(raw, opts.level ?? 1) : opts.compression === 'zstd' ? await compressBuffer('zstd', raw, { level: opts.level ?? 1 }) : raw;
+      ? await gzipParallel(raw!, opts.level ?? 1) : opts.compression === 'zstd' ? await compressBuffer('zstd', raw!, { level: opts.level ?? 1 }) : raw!;
   opts.signal?.throwIfAborted();
   await store.put(key, body, {
     contentLength: body.length,
@@ -98,11 +107,35 @@ export async function pushWal(store: ObjectStore, sourcePath: string, opts: WalP
     metadata: {
       sha256: sha256Hex(body),
       rawsha256: rawSha,
-      rawsize: String(raw.length),
+      rawsize: String(digest.size),
       compression: opts.compression,
     },
   });
-  return { name, key, status: 'stored', rawSize: raw.length, storedSize: body.length, rawSha256: rawSha };
+  return { name, key, status: 'stored', rawSize: digest.size, storedSize: body.length, rawSha256: rawSha };
+}
+
+/** Enough of a segment's first page for its long header (the cluster's identifier). */
+const WAL_HEAD_BYTES = 64;
+
+/** SHA-256, size and first bytes of a file, read through one 1 MiB buffer. */
+async function digestFile(file: string): Promise<{ sha256: string; size: number; head: Buffer }> {
+  const fh = await fsp.open(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafeSlow(1024 * 1024);
+    const hash = createHash('sha256');
+    let size = 0;
+    let head: Buffer | undefined;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) break;
+      if (!head) head = Buffer.from(buf.subarray(0, Math.min(bytesRead, WAL_HEAD_BYTES)));
+      hash.update(buf.subarray(0, bytesRead));
+      size += bytesRead;
+    }
+    return { sha256: hash.digest('hex'), size, head: head ?? Buffer.alloc(0) };
+  } finally {
+    await fh.close();
+  }
 }
 
 /**
@@ -126,13 +159,13 @@ async function findArchived(store: ObjectStore, name: string, preferred: WalComp
   return undefined;
 }
 
-async function sameContent(store: ObjectStore, key: string, info: ObjectInfo, raw: Buffer, rawSha: string): Promise<boolean> {
+async function sameContent(store: ObjectStore, key: string, info: ObjectInfo, raw: Buffer | string, rawSha: string): Promise<boolean> {
   if (info.metadata.rawsha256) return info.metadata.rawsha256 === rawSha;
   // Written by something else (or metadata lost): compare the bytes themselves.
   const fetched = await readObject(store, key);
   const codec = parseWalKey(key)?.compression ?? 'none';
   const plain = codec === 'none' ? fetched : await decompressBuffer(codec, fetched);
-  return plain.equals(raw);
+  return plain.equals(typeof raw === 'string' ? await fsp.readFile(raw) : raw);
 }
 
 /** Every codec a WAL file may be stored with, `preferred` (what this pusher writes) first. */

@@ -14,6 +14,7 @@ import path from 'node:path';
 import type { ObjectStore } from '../storage/types.js';
 import { pushWal, type WalCompression } from '../repo/walarchive.js';
 import { zstdFilesToDir } from '../repo/codec.js';
+import type { RepositoryIdentity } from '../repo/identity.js';
 import { okDir, okFile, releaseLock, takeLock, writeAtomic, type PusherState } from './spool.js';
 
 export interface PusherOptions {
@@ -54,6 +55,7 @@ export async function runPusher(o: PusherOptions): Promise<number> {
   // files and its launch must not be pushed again.
   const pushedHere = new Set<string>();
   const retryAt = new Map<string, number>();
+  const identityCache = new Map<string, RepositoryIdentity>();
   const failures = new Map<string, number>();
   const state: PusherState = { pid: process.pid, startedAt: new Date().toISOString(), updatedAt: '', ready: 0, inFlight: 0, pushedAhead: 0, pushedTotal: 0 };
   let stopping = false;
@@ -106,7 +108,7 @@ export async function runPusher(o: PusherOptions): Promise<number> {
     const file = path.join(o.pgWal, name);
     try {
       const t0 = Date.now();
-      const r = await pushWal(o.store, file, { compression: o.compression, level: o.level, compressed: compressed ? await compressed.catch(() => undefined) : undefined });
+      const r = await pushWal(o.store, file, { compression: o.compression, level: o.level, compressed: compressed ? await compressed.catch(() => undefined) : undefined, identityCache });
       const sha = r.rawSha256;
       o.log(`pushed ${name} (${r.status}, ${(r.storedSize / 1048576).toFixed(1)} MiB stored) in ${Date.now() - t0} ms, ${inFlight.size} in flight`);
       // Only now, durable in the store: the ok file, by rename, holding the checksum the slow path re-checks.
