@@ -150,8 +150,16 @@ export async function planRecovery(input: PlanInput): Promise<RecoveryPlan> {
           replayEnd = end.clipAt;
           targetDetail = `the end of the archived WAL on ${describePath(tlPath)}: timeline ${tli} has no segment archived yet, so up to its branch point ${formatLsn(end.clipAt)}`;
         } else {
+          // Without the last record there is nothing to compare replay with: a run would wait for
+          // an end it cannot recognise. Refused before anything is touched.
+          if (!end.lastRecordStart) {
+            throw new UnreachableTargetError(
+              `the end of the archived WAL could not be found: pg_waldump read no record in ${end.lastSegment ?? 'the last segment'}`,
+              `recover to an explicit position instead (--target lsn:...; pgrunbook catalog shows the archived WAL), and check that segment with pgrunbook catalog --verify`,
+            );
+          }
           expect = { replayedPast: end.lastRecordStart, pausesAtTarget: false };
-          replayEnd = end.lastRecordStart ? parseLsn(end.lastRecordStart) : chosen.stop;
+          replayEnd = parseLsn(end.lastRecordStart);
           targetDetail = `the end of the archived WAL: last record at ${end.lastRecordStart ?? '?'} in ${end.lastSegment ?? '?'} on timeline ${tli}`;
         }
         break;

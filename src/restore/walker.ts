@@ -106,7 +106,9 @@ export class PathWalker {
     let lastRecordEnd: bigint | undefined;
 
     const flush = async (final: boolean) => {
-      if (!batch.length) return;
+      // The last batch may have been flushed full just before the path ended (8, 16, ... segments):
+      // the final flush still reads the carried last segment for the last record.
+      if (!batch.length && !(final && opts.wantLast && carried && !stopped)) return;
       const files = carried ? [carried, ...batch] : batch;
       const tl = files[files.length - 1].timeline;
       // pg_waldump reads one timeline at a time.
