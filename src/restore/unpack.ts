@@ -6,15 +6,14 @@
 //
 // pitr stages the backup this way beside the data directory before it touches anything (the one
 // read of the backup is also its check), and later only renames the staged directory into place.
-import { execFile } from 'node:child_process';
+import { type ChildProcess, execFile, spawn, type SpawnOptions } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
-import { loadExeca } from '../postgres/programs/execa-lazy.js';
 import { isRoot } from '../postgres/osuser.js';
-import { decompressStream, isCodec } from '../repo/codec.js';
+import { CodecDataError, decompressStream, isCodec, zstdSpawnError } from '../repo/codec.js';
 import type { Owner } from './datadir.js';
 
 /** How many files are fsynced at once: enough to keep a disk's queue full. */
@@ -22,6 +21,7 @@ const FSYNC_CONCURRENCY = 16;
 
 export async function unpackTar(body: NodeJS.ReadableStream, opts: { dir: string; compression: string; owner: Owner; signal: AbortSignal; onBytes: (done: number) => void }): Promise<{ files: number }> {
   if (!isCodec(opts.compression)) throw new Error(`the backup's data object is compressed with "${opts.compression}", which this pgrunbook cannot read; upgrade pgrunbook`);
+  opts.signal.throwIfAborted();
   let done = 0;
   const counter = new Transform({
     transform(chunk: Buffer, _enc, cb) {
@@ -30,38 +30,109 @@ export async function unpackTar(body: NodeJS.ReadableStream, opts: { dir: string
       cb(null, chunk);
     },
   });
+  // zstd (the default) writes straight into tar's stdin: node only moves the stored (compressed)
+  // bytes and checks their SHA-256, instead of relaying the whole uncompressed backup between
+  // two pipes (1.5 GiB through the event loop was most of the unpack's time; bench/README.md).
+  // gzip and none are decompressed here, as before.
+  const zstd = opts.compression === 'zstd' ? spawnChild('zstd', ['-q', '-d', '-c', '--no-progress'], { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } }) : undefined;
   // --ignore-zeros: read to the end of the stream, past the end-of-archive blocks, so
   // tar never closes its input early and the whole object's checksum is checked.
-  const { execa } = await loadExeca();
-  // Interrupted while execa loaded: say so, rather than start tar with a cancelled signal and
-  // report its failure as the unpack's.
-  opts.signal.throwIfAborted();
-  const tar = execa('tar', ['-x', '--ignore-zeros', '-f', '-', '-C', opts.dir], {
+  const tar = spawnChild('tar', ['-x', '--ignore-zeros', '-f', '-', '-C', opts.dir], {
     ...(isRoot() ? { uid: opts.owner.uid, gid: opts.owner.gid } : {}),
-    stdin: 'pipe',
-    stdout: 'ignore',
-    stderr: 'pipe',
-    cancelSignal: opts.signal,
-    reject: false,
+    stdio: [zstd ? zstd.child.stdout! : 'pipe', 'ignore', 'pipe'],
   });
+  // tar holds zstd's output now; this process must neither read it nor keep it open (so that a
+  // tar that dies makes zstd fail on a broken pipe instead of blocking).
+  zstd?.child.stdout?.destroy();
+  const stopChildren = () => {
+    zstd?.kill();
+    tar.kill();
+  };
+  opts.signal.addEventListener('abort', stopChildren, { once: true });
   // While tar writes, the file system's dirty pages are written out in the background (`sync -f`
   // in a loop): the fsync of every file at the end then finds them on disk, instead of making the
   // disk write the whole backup only after the last byte was unpacked (bench/README.md).
   const flusher = startFlushing(opts.dir);
+  let sourceFailed = false;
+  body.once('error', () => {
+    sourceFailed = true;
+  });
   try {
-    await pipeline([body, counter, decompressStream(opts.compression), tar.stdin!], { signal: opts.signal });
-  } catch (err) {
-    tar.kill();
-    await tar;
+    let streamError: unknown;
+    try {
+      const sink = zstd ? zstd.child.stdin! : tar.child.stdin!;
+      await pipeline(zstd ? [body, counter, sink] : [body, counter, decompressStream(opts.compression), sink], { signal: opts.signal });
+    } catch (err) {
+      streamError = err;
+      stopChildren();
+    }
+    const [z, t] = await Promise.all([zstd?.exit, tar.exit]);
+    opts.signal.throwIfAborted();
+    // The stored bytes failed (their checksum, the download): that is the cause, whatever the
+    // programs said about the input that stopped short.
+    if (streamError !== undefined && sourceFailed) throw streamError;
+    // After a failed stream we killed them: only one that had exited by itself can be the cause.
+    const childError = failureOf(z, t, opts.dir, streamError !== undefined);
+    if (childError) throw childError;
+    if (streamError !== undefined) throw streamError;
+  } finally {
+    opts.signal.removeEventListener('abort', stopChildren);
     await flusher.stop();
-    throw err;
   }
-  const r = await tar;
-  await flusher.stop();
-  // tar stopped by an interruption after its input ended is the interruption, not a failed unpack.
-  if (r.exitCode !== 0) opts.signal.throwIfAborted();
-  if (r.exitCode !== 0) throw new Error(`tar could not unpack the backup into ${opts.dir}: ${String(r.stderr).trim().slice(-500)}`);
   return { files: await fsyncTree(opts.dir) };
+}
+
+/**
+ * Which program's failure is the cause: one that could not start; then zstd rejecting its input
+ * (damaged data, exit 3), unless it only could not write because tar had stopped; then tar.
+ */
+function failureOf(z: Exit | undefined, t: Exit, dir: string, weKilled: boolean): Error | undefined {
+  if (z?.startError) return z.startError;
+  if (t.startError) return t.startError;
+  const failed = (e: Exit) => e.code !== 0 && !(weKilled && e.code === null);
+  const zstdFailed = z !== undefined && failed(z);
+  if (zstdFailed && z.code !== null && !/write error|broken pipe/i.test(z.why)) return new CodecDataError(`zstd could not decompress the backup: ${z.why}`);
+  if (failed(t)) return new Error(`tar could not unpack the backup into ${dir}: ${t.why}`);
+  if (zstdFailed) return new Error(`zstd failed: ${z.why}`);
+  return undefined;
+}
+
+interface Exit {
+  code: number | null;
+  why: string;
+  startError?: Error;
+}
+
+interface Child {
+  child: ChildProcess;
+  /** Settles when the process has exited (never rejects): its exit code (null when killed) and why. */
+  exit: Promise<Exit>;
+  kill: () => void;
+}
+
+/** A program whose exit is awaited and whose stderr's last lines say why it failed. */
+function spawnChild(cmd: string, args: string[], options: SpawnOptions): Child {
+  const child = spawn(cmd, args, options);
+  let stderr = '';
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+    stderr = (stderr + d).slice(-2000);
+  });
+  // Our end of a pipe a child closed early: its exit status says what happened.
+  child.stdin?.on('error', () => undefined);
+  const exit = new Promise<Exit>((resolve) => {
+    child.once('error', (err: NodeJS.ErrnoException) => {
+      const startError = cmd === 'zstd' ? zstdSpawnError(err) : err;
+      resolve({ code: -1, why: startError.message, startError });
+    });
+    child.once('close', (code, signal) => resolve({ code, why: stderr.trim().split('\n').slice(-3).join(' ') || (signal ? `killed by ${signal}` : `exit code ${code}`) }));
+  });
+  return {
+    child,
+    exit,
+    kill: () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    },
+  };
 }
 
 /** How long the flushing loop waits between two `sync -f` runs. */
