@@ -16,7 +16,7 @@
 // taken, on timeline 2.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readdir, rm, writeFile } from 'node:fs/promises';
+import { copyFile, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { killSandboxClustersSync, type SandboxCluster } from '../src/postgres/sandbox.js';
 import { runCommand } from '../src/postgres/osuser.js';
@@ -221,6 +221,8 @@ async function main(): Promise<void> {
     log(`where each run ended:\n  ${ends.join('\n  ')}`);
     emit(md, opts.markdown);
   } finally {
+    // With --keep, the server's log (both tools' recoveries) goes with the run's events.
+    if (opts.keep && cluster && existsSync(cluster.logFile)) await copyFile(cluster.logFile, path.join(work, 'server.log')).catch(() => undefined);
     await cluster?.remove();
     if (!opts.keep) await rm(work, { recursive: true, force: true });
     else log(`kept ${work}`);
