@@ -22,7 +22,7 @@ import { killSandboxClustersSync, type SandboxCluster } from '../src/postgres/sa
 import { runCommand } from '../src/postgres/osuser.js';
 import { defaultServerEnvFile, defaultSpoolDir, walCommandLine } from '../src/procedures/pgrunbook-command.js';
 import { lockAlive, readLock } from '../src/wal/spool.js';
-import { CLI, STANZA, cleanEnv, du, emit, log, machine, mkdirFor, parseBenchOptions, pgbackrestStanza, pgbenchCluster, postgresIds, q, requireBuild, syncDisk, table, timed, workDir, type Row } from './physical-common.js';
+import { CLI, MIB, STANZA, cleanEnv, du, emit, log, machine, mkdirFor, parseBenchOptions, pgbackrestStanza, pgbenchCluster, postgresIds, q, requireBuild, syncDisk, table, timed, workDir, type Row } from './physical-common.js';
 
 const USAGE = `usage: node --import tsx bench/pitr-latest.ts [--scale N] [--rounds N] [--markdown FILE] [--keep]
   --scale N        pgbench -i scale (default 100, about 1.5 GB)
@@ -85,6 +85,7 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, 50));
     }
     const expected = await endState(c);
+    const [{ size }] = await c.query<{ size: string }>('SELECT sum(pg_database_size(oid))::bigint AS size FROM pg_database');
     // A fast stop archives the segment it ends (the shutdown checkpoint goes into the next one).
     await c.stop('fast');
     for (const [name, dir] of [
@@ -204,9 +205,8 @@ async function main(): Promise<void> {
     const [ours, peer] = rows;
     const ratioMin = Math.min(...ours.ms) / Math.min(...peer.ms);
     const ratioMed = median(ours.ms) / median(peer.ms);
-    const sizeMiB = du(saved.data) / 1024 / 1024;
     const md = [
-      table(`PITR to latest of a running cluster, pgbench -s ${opts.scale} (data directory ${sizeMiB.toFixed(0)} MiB), ${opts.rounds} interleaved rounds`, rows, PGRUNBOOK, [
+      table(`PITR to latest of a running cluster, pgbench -s ${opts.scale} (${(Number(size) / MIB).toFixed(0)} MiB; data directory with pg_wal ${(du(saved.data) / MIB).toFixed(0)} MiB), ${opts.rounds} interleaved rounds`, rows, PGRUNBOOK, [
         machine(),
         '',
         `Each run starts from the same running cluster (data directory and both repositories put back from copies, untimed) holding one full backup by each tool and ${PGBENCH_SECONDS} s of pgbench after it; timed from spawn to exit (pgrunbook: stop, stage, replay, verify, promote, report) and from \`pg_ctl stop\` to \`pg_is_in_recovery()\` = false (pgBackRest). Every run was checked to end on timeline 2 with pgbench_history as it was (${expected.rows}). Stored MiB: the repository with its WAL.`,
