@@ -141,7 +141,7 @@ async function main(): Promise<void> {
       `n=0; until [ "$(${psql} 2>/dev/null)" = f ]; do n=$((n+1)); [ $n -gt 30000 ] && exit 9; sleep 0.02; done`,
       mark('promoted'),
     ].join(' && ');
-    const pgrunbookCommand = `node ${q(CLI)} --procedure pitr --host ${q(c.host)} --port ${c.port} --user postgres --pgdata ${q(c.dataDir)} --repo ${q(repoUrl)} --target latest --target-action promote --replay-timeout 1800 --confirm ${q(path.basename(c.dataDir))} --yes --json`;
+    const pgrunbookCommand = `node ${q(CLI)} --procedure pitr --host ${q(c.host)} --port ${c.port} --user postgres --pgdata ${q(c.dataDir)} --repo ${q(repoUrl)} --target latest --target-action promote --replay-timeout 600 --confirm ${q(path.basename(c.dataDir))} --yes --json`;
 
     const PGRUNBOOK = 'pgrunbook pitr --target latest';
     const variants = [
