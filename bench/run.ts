@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const BENCHES = ['base-backup', 'restore', 'wal-backlog', 'wal-fetch', 'logical', 'encryption', 'startup'];
+const BENCHES = ['base-backup', 'restore', 'pitr-latest', 'wal-backlog', 'wal-fetch', 'logical', 'encryption', 'startup'];
 
 const { values } = parseArgs({ options: { scale: { type: 'string' }, rounds: { type: 'string' }, only: { type: 'string' }, out: { type: 'string' } } });
 const scale = values.scale ?? '100';
