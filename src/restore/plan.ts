@@ -81,7 +81,7 @@ export interface PlanInput {
   progress: PlanProgress;
   /** Reads an object to its end, failing if its SHA-256 differs (the repository's verified read). */
   /** Reads and checksums the chosen backup's objects (called once, after the choice, before any WAL past it). */
-  readBackup: (c: { meta: BaseBackupMeta }) => Promise<void>;
+  readBackup: (c: { meta: BaseBackupMeta }, signal: AbortSignal) => Promise<void>;
   onWalSegment?: (name: string, count: number) => void;
 }
 
@@ -123,7 +123,36 @@ export async function planRecovery(input: PlanInput): Promise<RecoveryPlan> {
     }
 
     const windows = candidates.map((c) => `${c.meta.id}: from ${c.meta.stopLsn}`).join('; ');
-    const walk = new PathWalker(input, index, tlPath, work);
+    // The WAL path is checked while the chosen backup is read (for pitr: unpacked into its staging
+    // directory), each on its own: the first to fail stops the other.
+    const stopWalk = new AbortController();
+    const walkSignal = input.signal ? AbortSignal.any([input.signal, stopWalk.signal]) : stopWalk.signal;
+    const walk = new PathWalker({ ...input, signal: walkSignal }, index, tlPath, work);
+    const whileBackupIsRead = async <T>(c: Candidate, walkPath: () => Promise<T>): Promise<T> => {
+      const stopBackup = new AbortController();
+      const backup = input.readBackup(c, input.signal ? AbortSignal.any([input.signal, stopBackup.signal]) : stopBackup.signal);
+      let backupError: unknown;
+      const backupDone = backup.then(
+        () => undefined,
+        (err: unknown) => {
+          backupError = err;
+          stopWalk.abort();
+        },
+      );
+      let walked: T;
+      try {
+        walked = await walkPath();
+      } catch (err) {
+        stopBackup.abort();
+        await backupDone;
+        // The backup's own failure (corrupt, another cluster's) stopped the walk: it is the cause.
+        if (backupError !== undefined && stopWalk.signal.aborted) throw backupError;
+        throw err;
+      }
+      await backupDone;
+      if (backupError !== undefined) throw backupError;
+      return walked;
+    };
 
     let chosen: Candidate;
     let expect: ReplayExpectation;
@@ -135,8 +164,8 @@ export async function planRecovery(input: PlanInput): Promise<RecoveryPlan> {
     switch (target.kind) {
       case 'latest': {
         chosen = candidates[0];
-        await input.readBackup(chosen);
-        const end = await walk.toEnd(startSegment(chosen, ss));
+        const first = startSegment(chosen, ss);
+        const end = await whileBackupIsRead(chosen, () => walk.toEnd(first));
         if (end.gap) {
           throw new UnreachableTargetError(
             `latest cannot be reached: WAL segment ${end.gap} is missing from the repository, and later WAL exists; replay would stop at the gap and lose every commit after it`,
@@ -168,8 +197,8 @@ export async function planRecovery(input: PlanInput): Promise<RecoveryPlan> {
         const c = candidates.find((x) => x.stop <= target.lsn);
         if (!c) throw outside(`LSN ${formatLsn(target.lsn)} is before the end of the oldest usable base backup`, candidates);
         chosen = c;
-        await input.readBackup(chosen);
-        const r = await walk.toLsn(startSegment(chosen, ss), target.lsn);
+        const first = startSegment(chosen, ss);
+        const r = await whileBackupIsRead(c, () => walk.toLsn(first, target.lsn));
         if (r.gap) throw outside(`LSN ${formatLsn(target.lsn)} lies beyond a gap in the WAL archive (WAL segment ${r.gap} is missing)`, candidates);
         if (!r.reached) throw outside(`LSN ${formatLsn(target.lsn)} is beyond the archived WAL on ${describePath(tlPath)} (it ends near ${r.lastRecordStart ?? chosen.meta.stopLsn})`, candidates);
         settings = [['recovery_target_lsn', formatLsn(target.lsn)]];
@@ -183,11 +212,11 @@ export async function planRecovery(input: PlanInput): Promise<RecoveryPlan> {
         const c = candidates.find((x) => Date.parse(x.meta.stopTime) * 1000 < Number(target.micros));
         if (!c) throw outside(`time ${formatMicrosIso(target.micros)} is before the end of the oldest usable base backup`, candidates);
         chosen = c;
-        await input.readBackup(chosen);
         // Keep the last commit at or before the target (inclusive) and stop before the first after it.
         let lastKept: Extract<WalRecord, { kind: 'commit' | 'abort' }> | undefined;
         let firstAfter: Extract<WalRecord, { kind: 'commit' | 'abort' }> | undefined;
-        const r = await walk.scan(startSegment(chosen, ss), (rec) => {
+        const first = startSegment(chosen, ss);
+        const r = await whileBackupIsRead(c, () => walk.scan(first, (rec) => {
           if (rec.kind !== 'commit' && rec.kind !== 'abort') return false;
           const stops = exclusive ? rec.micros >= target.micros : rec.micros > target.micros;
           if (stops) {
@@ -196,7 +225,7 @@ export async function planRecovery(input: PlanInput): Promise<RecoveryPlan> {
           }
           lastKept = rec;
           return false;
-        });
+        }));
         if (!firstAfter) {
           if (r.gap) throw outside(`time ${formatMicrosIso(target.micros)} cannot be proven: a gap in the WAL archive (WAL segment ${r.gap} is missing) comes before any commit after it`, candidates);
           throw outside(
@@ -248,7 +277,7 @@ export async function planRecovery(input: PlanInput): Promise<RecoveryPlan> {
         const c = candidates.find((x) => x.stop <= at);
         if (!c) throw outside(`${describeTarget(target)} at ${rec.lsn} is before the end of the oldest usable base backup`, candidates);
         chosen = c;
-        await input.readBackup(chosen);
+        await input.readBackup(chosen, walkSignal);
         if (target.kind === 'xid') {
           settings = [['recovery_target_xid', target.xid]];
           const commit = rec as Extract<WalRecord, { kind: 'commit' | 'abort' }>;

@@ -96,19 +96,19 @@ export async function proveRecoverable(o: ProveOptions): Promise<RecoveryPlan> {
     signal: o.signal,
     log: (m, level) => report.log(m, level),
     progress: (u) => report.progress(u),
-    readBackup: async ({ meta }) => {
+    readBackup: async ({ meta }, signal) => {
       // Identity before bytes: never unpack another cluster's backup over this one.
       if (server.systemIdentifier && meta.systemIdentifier && server.systemIdentifier !== meta.systemIdentifier) throw otherCluster(`base backup ${meta.id}`, meta.systemIdentifier, server);
       const objs = [meta.objects?.data, meta.objects?.manifest].filter((o): o is NonNullable<typeof o> => Boolean(o));
       plannedBytes = objs.reduce((n, o) => n + o.size, 0);
       const data = meta.objects?.data;
       if (o.stage && data) {
-        await stageBackup(o, meta.id, data, meta.objects?.manifest, Number(meta.uncompressedSize ?? meta.size ?? 0), tick);
+        await stageBackup({ ...o, signal }, meta.id, data, meta.objects?.manifest, Number(meta.uncompressedSize ?? meta.size ?? 0), tick);
         return;
       }
       report.log(`reading base backup ${meta.id} (${formatBytes(plannedBytes)}) to check its checksums before anything is touched`);
       for (const obj of objs) {
-        const body = await repo.getVerified(obj.key, obj.sha256, o.signal);
+        const body = await repo.getVerified(obj.key, obj.sha256, signal);
         for await (const chunk of body) tick((chunk as Buffer).length);
       }
       report.check('base backup checksums', true, `${meta.id}: ${objs.map((x) => x.key).join(', ')}`);
