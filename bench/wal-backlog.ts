@@ -95,9 +95,18 @@ async function drain(c: SandboxCluster, command: string): Promise<{ seconds: num
   return { seconds: (Date.now() - t0) / 1000, count };
 }
 
+/** Largest resident set the pushers reached (VmHWM, read just before each is stopped), KiB. */
+let pusherPeakKiB = 0;
+
 async function stopPusher(spool: string): Promise<void> {
   const owner = readLock(path.join(spool, 'push', 'pusher.pid'));
   if (!owner || !lockAlive(owner)) return;
+  try {
+    const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${owner.pid}/status`, 'utf8'));
+    if (hwm) pusherPeakKiB = Math.max(pusherPeakKiB, Number(hwm[1]));
+  } catch {
+    // gone meanwhile
+  }
   process.kill(owner.pid, 'SIGTERM');
   for (let i = 0; i < 500 && lockAlive(readLock(path.join(spool, 'push', 'pusher.pid'))); i++) await new Promise((r) => setTimeout(r, 20));
 }
@@ -161,6 +170,7 @@ async function main(): Promise<void> {
       }
     }
 
+    await stopPusher(spool);
     // Ack latency: the archive_command for a segment whose ok file the pusher left (checksum inside).
     await setArchiveCommand(cluster, '');
     await cluster.psql('INSERT INTO load SELECT g, md5(g::text) FROM generate_series(1, 1000) g; SELECT pg_switch_wal()');
@@ -187,6 +197,7 @@ async function main(): Promise<void> {
       ...tools.map((t) => `| ${t.label} | ${median(rates.get(t.label)!).toFixed(2)} | ${rates.get(t.label)!.map((r) => r.toFixed(2)).join(', ')} |`),
       '',
       peer ? `Rate ratio pgrunbook / pgBackRest: **${(oursRate / peer).toFixed(2)}x** (goal >= 1.5x)` : 'Rate ratio: no pgBackRest row',
+      `Peak RSS of the pusher: ${(pusherPeakKiB / 1024).toFixed(0)} MiB (goal < 200 MiB)`,
       `Ack latency of a segment pushed ahead (shell fast path, /bin/sh as postgres): median ${median(ack).toFixed(1)} ms, p90 ${p90(ack).toFixed(1)} ms (goal < 10 ms); spawning \`/bin/sh -c true\` alone: median ${median(spawnOnly).toFixed(1)} ms`,
       '',
     ];
