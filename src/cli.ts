@@ -17,21 +17,33 @@ async function run(): Promise<number> {
     const { walCommand } = await import('./wal/command.js');
     return walCommand(argv[0], argv.slice(1));
   }
+  if (argv.length === 1 && argv[0] === '--version') {
+    printLine(packageVersion());
+    return 0;
+  }
   // `pgrunbook --list | head -2`: a reader that stops early is not an error worth a stack trace.
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
     throw err;
   });
-  if (argv.length === 1 && argv[0] === '--version') {
-    process.stdout.write(`${packageVersion()}\n`);
-    return 0;
-  }
   if (argv[0] === 'status' || argv[0] === 'catalog' || argv[0] === 'profile' || argv[0] === 'completion') {
     const { runToolSubcommand } = await import('./commands/subcommands.js');
     return runToolSubcommand(argv, { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env });
   }
   const { main } = await import('./main.js');
   return main(argv);
+}
+
+/** One short line on stdout without making process.stdout (a stream, a few ms to set up). */
+function printLine(text: string): void {
+  try {
+    fs.writeSync(1, `${text}\n`);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EPIPE') return; // the reader is gone: nothing worth a stack trace
+    if (code !== 'EAGAIN') throw err;
+    process.stdout.write(`${text}\n`); // a non-blocking pipe that is full: let the stream wait
+  }
 }
 
 function packageVersion(): string {
