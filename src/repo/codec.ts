@@ -8,10 +8,15 @@
 // (-T for several), so the node process never is the single-threaded bottleneck. Its frames carry
 // a content checksum (XXH64, on by default in the program) that `zstd -d` checks on every read.
 //
-// Loaded by wal-push for every segment: node built-ins only.
-import { spawn } from 'node:child_process';
+// Loaded by wal-push for every segment: node built-ins only, and node:child_process (with net
+// and dgram behind it) only once a zstd process is started: a wal-fetch of a segment the archive
+// does not have, or a gzip push, never loads it.
+import { createRequire } from 'node:module';
 import { Duplex } from 'node:stream';
 import zlib from 'node:zlib';
+
+const require = createRequire(import.meta.url);
+const childProcess = () => require('node:child_process') as typeof import('node:child_process');
 
 export type Codec = 'gzip' | 'zstd' | 'none';
 export const CODECS: readonly Codec[] = ['zstd', 'gzip', 'none'];
@@ -96,7 +101,7 @@ export function decompressStream(codec: Codec): Duplex {
  */
 export function zstdFilesToDir(files: readonly string[], outDir: string, level = 1): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn('zstd', ['-q', '-f', `-${level}`, '-T1', '--no-progress', '--output-dir-flat', outDir, '--', ...files], {
+    const child = childProcess().spawn('zstd', ['-q', '-f', `-${level}`, '-T1', '--no-progress', '--output-dir-flat', outDir, '--', ...files], {
       stdio: ['ignore', 'ignore', 'pipe'],
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
     });
@@ -165,7 +170,7 @@ class ZstdProcess extends Duplex {
   ) {
     super({ readableHighWaterMark: 1024 * 1024, writableHighWaterMark: 1024 * 1024 });
     // No environment of ours: ZSTD_CLEVEL / ZSTD_NBTHREADS must not change what we asked for.
-    this.child = spawn('zstd', args, { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+    this.child = childProcess().spawn('zstd', args, { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
     const { child } = this;
     child.on('error', (err: NodeJS.ErrnoException) => this.destroy(zstdSpawnError(err)));
     child.stdout.on('data', (c: Buffer) => {

@@ -13,10 +13,10 @@
 // encrypted at once: its format record is created there and then with the salt and check value and
 // no cluster yet (before any object is sealed); the first writer adds its cluster (identity.ts).
 //
-// wal-push loads this for every segment: node:crypto only, no SDK.
+// wal-push loads this for every segment: node:crypto only, no SDK; the sealing store
+// (storage/encrypted.ts) only when the repository is encrypted.
 import { createHash, createHmac, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
-import { EncryptedStore, DEFAULT_CHUNK_SIZE } from '../storage/encrypted.js';
 import { openStore } from '../storage/url.js';
 import type { ObjectStore, StoreOptions } from '../storage/types.js';
 import { IDENTITY_KEY } from './layout.js';
@@ -111,7 +111,8 @@ export function deriveRepoKey(secret: string, kdf: EncryptionRecord['kdf']): Pro
 }
 
 /** A new repository's encryption entry for `secret`, with a fresh salt. */
-export async function newEncryption(secret: string, chunkSize = DEFAULT_CHUNK_SIZE): Promise<{ record: EncryptionRecord; dataKey: Buffer }> {
+export async function newEncryption(secret: string, chunkSize?: number): Promise<{ record: EncryptionRecord; dataKey: Buffer }> {
+  chunkSize ??= (await import('../storage/encrypted.js')).DEFAULT_CHUNK_SIZE;
   const kdf = { name: 'scrypt' as const, salt: randomBytes(16).toString('base64'), ...KDF_DEFAULTS };
   const { dataKey, keyCheck } = await deriveRepoKey(secret, kdf);
   return { record: { cipher: 'aes-256-gcm', chunkSize, kdf, keyCheck }, dataKey };
@@ -167,7 +168,7 @@ export async function withRepositoryKey(inner: ObjectStore, env: NodeJS.ProcessE
         `give the passphrase this repository was created with (--repo-key-file FILE or ${REPO_KEY_ENV})`,
       );
     }
-    return sealed(inner, dataKey, enc);
+    return await sealed(inner, dataKey, enc);
   }
   if (!secret) return inner;
   const unencrypted = new RepoKeyError(
@@ -179,13 +180,14 @@ export async function withRepositoryKey(inner: ObjectStore, env: NodeJS.ProcessE
   for await (const entry of inner.list('')) if (entry.key !== IDENTITY_KEY) throw unencrypted;
   const fresh = await newEncryption(secret);
   const record = { formatVersion: 1, createdAt: new Date().toISOString(), encryption: fresh.record };
-  if (await createIfAbsent(inner, IDENTITY_KEY, Buffer.from(`${JSON.stringify(record, null, 2)}\n`))) return sealed(inner, fresh.dataKey, fresh.record);
+  if (await createIfAbsent(inner, IDENTITY_KEY, Buffer.from(`${JSON.stringify(record, null, 2)}\n`))) return await sealed(inner, fresh.dataKey, fresh.record);
   // Another run made the record first: open the repository with its salt.
   if (attempt > 0) throw new RepoKeyError(`the format record of ${where} changes while it is being opened`, 'run again');
   return withRepositoryKey(inner, env, attempt + 1);
 }
 
-function sealed(inner: ObjectStore, dataKey: Buffer, record: EncryptionRecord): ObjectStore {
+async function sealed(inner: ObjectStore, dataKey: Buffer, record: EncryptionRecord): Promise<ObjectStore> {
+  const { EncryptedStore } = await import('../storage/encrypted.js');
   const store = new EncryptedStore(inner, dataKey, { plaintextKeys: [IDENTITY_KEY], chunkSize: record.chunkSize });
   recordOf.set(store, record);
   return store;

@@ -2,14 +2,16 @@
 // PostgreSQL runs these once per WAL file: they load only the storage driver they use, and
 // talk to the server log through stderr. Exit 0 means durably stored / fetched; anything else
 // tells PostgreSQL to retry (push) or that the file is not available (fetch).
+//
+// Start-up is most of a push's cost, so only the argument parsing is imported up front (--help
+// and a usage error load nothing more); the repository code, the storage URL parsing and the
+// spool's slow paths are imported once the arguments say they are needed (test/startup.test.ts
+// pins what each case loads).
 import path from 'node:path';
-import { openRepoStore, RepoKeyError } from '../repo/encryption.js';
-import { fetchWal, pushWal, type WalCompression } from '../repo/walarchive.js';
-import { EnvFileError, loadEnvFile } from './env-file.js';
-import { acknowledgeFromSpool, fetchFromSpool, type SpoolContext } from './async.js';
+import type { WalCompression } from '../repo/layout.js';
+import type { SpoolContext } from './async.js';
 import { CliUsageError, WAL_FETCH, WAL_PUSH, checkPositionals, commandHelp, parseCommand, type CommandDecl, type RawFlags } from '../commands/registry.js';
-import { checkRepoUrl } from '../commands/validate.js';
-import { errorMessage, hintOf, usageReport } from '../engine/errors.js';
+import type { checkRepoUrl } from '../commands/validate.js';
 
 interface WalArgs {
   repo?: string;
@@ -21,7 +23,7 @@ interface WalArgs {
 }
 
 /** Flags over the environment (which --env-file may have extended) over the defaults. */
-function resolve(decl: CommandDecl, flags: RawFlags, positionals: string[], env: NodeJS.ProcessEnv): WalArgs {
+function resolve(decl: CommandDecl, flags: RawFlags, positionals: string[], env: NodeJS.ProcessEnv, checkRepo: typeof checkRepoUrl): WalArgs {
   const str = (k: string) => (typeof flags[k] === 'string' ? (flags[k] as string) : undefined);
   const out: WalArgs = {
     repo: str('repo') ?? (env.PGRUNBOOK_REPO || undefined),
@@ -37,7 +39,7 @@ function resolve(decl: CommandDecl, flags: RawFlags, positionals: string[], env:
   if (!out.repo) {
     throw new CliUsageError('no repository', "pass --repo URL in archive_command/restore_command, or set PGRUNBOOK_REPO in the server's environment");
   }
-  checkRepoUrl(out.repo, env, { source: str('repo') ? '--repo' : 'PGRUNBOOK_REPO' });
+  checkRepo(out.repo, env, { source: str('repo') ? '--repo' : 'PGRUNBOOK_REPO' });
   checkPositionals(decl, positionals);
   return out;
 }
@@ -45,7 +47,8 @@ function resolve(decl: CommandDecl, flags: RawFlags, positionals: string[], env:
 export async function walCommand(command: 'wal-push' | 'wal-fetch', argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const say = (msg: string) => process.stderr.write(`pgrunbook ${command}: ${msg}\n`);
   const decl = command === 'wal-push' ? WAL_PUSH : WAL_FETCH;
-  const usage = (err: unknown): number => {
+  const usage = async (err: unknown): Promise<number> => {
+    const { errorMessage, hintOf, usageReport } = await import('../engine/errors.js');
     process.stderr.write(usageReport(errorMessage(err), hintOf(err), `pgrunbook ${command}`));
     return err instanceof CliUsageError ? err.exitCode : 2;
   };
@@ -57,6 +60,11 @@ export async function walCommand(command: 'wal-push' | 'wal-fetch', argv: string
     return usage(err);
   }
   if (flags.help) {
+    // As cli.ts does for the other commands: a reader that stops early is no error worth a stack trace.
+    process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      throw err;
+    });
     process.stdout.write(commandHelp(decl));
     return 0;
   }
@@ -65,6 +73,7 @@ export async function walCommand(command: 'wal-push' | 'wal-fetch', argv: string
   const serverEnv = { ...env };
   if (envFile !== undefined) {
     if (!envFile) return usage(new CliUsageError('--env-file needs a file name', `see: pgrunbook ${command} --help`));
+    const { EnvFileError, loadEnvFile } = await import('./env-file.js');
     try {
       const vars = await loadEnvFile(path.resolve(envFile));
       // The file's values win: the server's environment may hold stale or foreign credentials.
@@ -75,15 +84,17 @@ export async function walCommand(command: 'wal-push' | 'wal-fetch', argv: string
       return 2;
     }
   }
+  const { checkRepoUrl } = await import('../commands/validate.js');
   let args: WalArgs;
   try {
-    args = resolve(decl, flags, positionals, env);
+    args = resolve(decl, flags, positionals, env, checkRepoUrl);
   } catch (err) {
     if (err instanceof CliUsageError) return usage(err);
     throw err;
   }
   const started = Date.now();
   if (args.spool) {
+    const { acknowledgeFromSpool, fetchFromSpool } = await import('./async.js');
     const c: SpoolContext = { spool: args.spool, serverEnv, say, verbose: args.verbose, repo: args.repo!, compression: args.compression, level: args.level, envFile };
     try {
       if (command === 'wal-push' ? await acknowledgeFromSpool(args.positionals[0], c) : await fetchFromSpool(args.positionals[0], path.resolve(args.positionals[1]), c)) {
@@ -94,6 +105,7 @@ export async function walCommand(command: 'wal-push' | 'wal-fetch', argv: string
       say(`the spool ${args.spool} failed (${(err as Error).message}); working synchronously`);
     }
   }
+  const [{ openRepoStore, RepoKeyError }, { fetchWal, pushWal }] = await Promise.all([import('../repo/encryption.js'), import('../repo/walarchive.js')]);
   let store;
   try {
     // --repo-key-file (never the passphrase) is how archive_command names an encrypted repository's key.
