@@ -53,16 +53,30 @@ export async function acknowledgeFromSpool(source: string, c: SpoolContext): Pro
   const lock = path.join(c.spool, 'push', 'pusher.pid');
   const started = Date.now();
   const deadline = started + (c.waitMs ?? 30_000);
-  let polls = 0;
-  while (Date.now() < deadline) {
-    if (polls++ % 25 === 0) {
-      if (!lockAlive(readLock(lock))) {
-        startPusher(source, c);
+  let startedPusherAt: number | undefined;
+  let sawPusher = false;
+  let startedPusherExited = false;
+  for (let polls = 0; Date.now() < deadline; polls++) {
+    if (polls % 25 === 0) {
+      if (lockAlive(readLock(lock))) {
+        sawPusher = true;
+        // The pusher failed on this very segment since we began: push here, so the real error reaches the server log.
+        const state = readState(path.join(c.spool, 'push', 'state.json'));
+        if (state?.lastError?.startsWith(`${name}:`) && Date.parse(state.lastErrorAt ?? '') >= started - 1000) return false;
+      } else if (startedPusherAt === undefined) {
+        // None runs: start one and wait for it like for any other, instead of pushing this segment
+        // here too (in a backlog the pusher would then hash, compress and check it a second time).
+        startPusher(source, c, () => {
+          startedPusherExited = true;
+        });
+        startedPusherAt = Date.now();
+      } else if (sawPusher || startedPusherExited || Date.now() - startedPusherAt > 3_000) {
+        // Gone (it could not open the repository, say), or never took its lock: a synchronous
+        // push, whose error then reaches the server's log.
         return false;
       }
-      // The pusher failed on this very segment since we began: push here, so the real error reaches the server log.
-      const state = readState(path.join(c.spool, 'push', 'state.json'));
-      if (state?.lastError?.startsWith(`${name}:`) && Date.parse(state.lastErrorAt ?? '') >= started - 1000) return false;
+    } else if (startedPusherExited && !lockAlive(readLock(lock))) {
+      return false;
     }
     const r = await check();
     if (r !== undefined) return r;
@@ -79,10 +93,10 @@ function readState(file: string): PusherState | undefined {
   }
 }
 
-function startPusher(source: string, c: SpoolContext): void {
+function startPusher(source: string, c: SpoolContext, onExit: () => void): void {
   const pgWal = path.resolve(path.dirname(source));
-  const pid = startWorker(['push', c.spool, pgWal], path.join(c.spool, 'push', 'pusher.log'), workerEnv(c.serverEnv, c), process.cwd());
-  if (c.verbose) c.say(`started the pusher (pid ${pid}) for ${pgWal}; pushing ${path.basename(source)} here meanwhile`);
+  const pid = startWorker(['push', c.spool, pgWal], path.join(c.spool, 'push', 'pusher.log'), workerEnv(c.serverEnv, c), process.cwd(), onExit);
+  if (c.verbose) c.say(`started the pusher (pid ${pid}) for ${pgWal}; waiting for it to push ${path.basename(source)}`);
 }
 
 /**

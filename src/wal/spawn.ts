@@ -26,7 +26,7 @@ export function workerEnv(serverEnv: NodeJS.ProcessEnv, s: WorkerSettings): Node
 const LOG_LIMIT = 1024 * 1024;
 
 /** Start `worker.js <args>` detached; its stdout and stderr append to `logFile` (cut when over 1 MiB). Returns its pid. */
-export function startWorker(args: string[], logFile: string, env: NodeJS.ProcessEnv, cwd: string): number | undefined {
+export function startWorker(args: string[], logFile: string, env: NodeJS.ProcessEnv, cwd: string, onExit?: () => void): number | undefined {
   try {
     if (fs.statSync(logFile).size > LOG_LIMIT) fs.renameSync(logFile, `${logFile}.1`);
   } catch {
@@ -36,6 +36,10 @@ export function startWorker(args: string[], logFile: string, env: NodeJS.Process
   try {
     const script = fileURLToPath(new URL('./worker.js', import.meta.url));
     const child = spawn(process.execPath, [script, ...args], { detached: true, stdio: ['ignore', fd, fd], env, cwd });
+    if (onExit) {
+      child.once('exit', onExit);
+      child.once('error', onExit);
+    }
     child.unref();
     return child.pid;
   } finally {
