@@ -45,7 +45,8 @@ function run(): void {
       walker.write(chunk);
       // EPIPE (zstd is gone) throws: the thread ends with an error, and closing the input stops pg_dump.
       for (let off = 0; off < n; ) off += writeSync(outFd, chunk, off, n - off);
-      if (walker.bytes - reported >= PROGRESS_EVERY) {
+      // The first read at once (the archive has started), then every few MiB.
+      if (reported === 0 || walker.bytes - reported >= PROGRESS_EVERY) {
         reported = walker.bytes;
         post({ type: 'progress', bytes: reported });
       }
