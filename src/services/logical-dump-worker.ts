@@ -22,6 +22,8 @@ export type DumpWorkerOut =
 /** How often progress is reported, in bytes of the archive. */
 const PROGRESS_EVERY = 4 * 1024 * 1024;
 const READ_SIZE = 1024 * 1024;
+/** Bytes gathered from pg_dump before they are counted and passed on to zstd. */
+const WRITE_AT = 256 * 1024;
 
 function run(): void {
   const port = parentPort;
@@ -37,15 +39,27 @@ function run(): void {
     const walker = new ArchiveWalker();
     const buf = Buffer.allocUnsafeSlow(READ_SIZE);
     let reported = 0;
-    for (;;) {
-      // The end: pg_dump closed the pipe (exited, or was killed: its exit code tells which).
-      const n = readSync(inFd, buf, 0, READ_SIZE, null);
-      if (n === 0) break;
-      const chunk = buf.subarray(0, n);
+    let ended = false;
+    while (!ended) {
+      // pg_dump writes in 4 KiB pieces and a pipe wakes its reader for each: reads are gathered
+      // until WRITE_AT bytes before they are counted and written, so zstd is woken (and written
+      // to) once per WRITE_AT rather than once per piece.
+      let filled = 0;
+      while (filled < WRITE_AT) {
+        // The end: pg_dump closed the pipe (exited, or was killed: its exit code tells which).
+        const n = readSync(inFd, buf, filled, READ_SIZE - filled, null);
+        if (n === 0) {
+          ended = true;
+          break;
+        }
+        filled += n;
+      }
+      if (filled === 0) break;
+      const chunk = buf.subarray(0, filled);
       walker.write(chunk);
       // EPIPE (zstd is gone) throws: the thread ends with an error, and closing the input stops pg_dump.
-      for (let off = 0; off < n; ) off += writeSync(outFd, chunk, off, n - off);
-      // The first read at once (the archive has started), then every few MiB.
+      for (let off = 0; off < filled; ) off += writeSync(outFd, chunk, off, filled - off);
+      // The first batch at once (the archive has started), then every few MiB.
       if (reported === 0 || walker.bytes - reported >= PROGRESS_EVERY) {
         reported = walker.bytes;
         post({ type: 'progress', bytes: reported });

@@ -1,6 +1,7 @@
 // A logical backup's databases, each dumped into the repository: pg_dump -Fc --compress=0 streamed
-// there (no temporary file) through the repository's codec, with exact per-table row counts read
-// from the dump's own COPY data as it passes (no second scan of the tables), and dump.json (size,
+// there (no temporary file) through the repository's codec (zstd: through a worker thread and
+// named pipes, logical-dump-pass.ts), with exact per-table row counts and each table's data
+// position read from the dump's own archive as it passes (no second scan of the tables), and dump.json (size,
 // SHA-256, counts, versions) written last as the commit marker. A dump that fails
 // or is interrupted never gets its dump.json, so it is never offered for restore.
 import { pipeline } from 'node:stream';
