@@ -40,9 +40,14 @@ function workerUrl(): URL {
   return import.meta.url.endsWith('.ts') ? new URL('../../dist/services/logical-dump-worker.js', import.meta.url) : new URL('./logical-dump-worker.js', import.meta.url);
 }
 
-/** The pipes' directory, or undefined when this system cannot make named pipes (the caller then streams through this thread). */
+/** The pipes' directory, or undefined when they cannot be made here (no writable temporary directory, no mkfifo): the caller then streams through this thread. */
 function makePipes(): { dir: string; input: string; output: string } | undefined {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'pgrunbook-dump-'));
+  let dir: string;
+  try {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'pgrunbook-dump-'));
+  } catch {
+    return undefined; // no writable temporary directory: the streamed way needs none
+  }
   const input = path.join(dir, 'archive.fifo');
   const output = path.join(dir, 'zstd.fifo');
   const made = spawnSync('mkfifo', ['-m', '600', input, output], { stdio: 'ignore' });
