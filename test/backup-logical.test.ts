@@ -167,7 +167,7 @@ describe('backup-logical into a file:// repository', () => {
     const summary = events.at(-1)!.summary;
     expect(stepStatuses(summary)).toEqual({ preflight: 'ok', dump: 'ok', verify: 'ok' });
     expect(summary.checks.map((c: any) => c.name)).toEqual(['repository reachable', 'server reachable', 'pg_dump', 'databases', `dump ${db}`, `dump ${other}`]);
-    expect(summary.checks.find((c: any) => c.name === `dump ${db}`).detail).toMatch(/SHA-256 matches.*pg_restore --list: \d+ entries, 3 with table data/);
+    expect(summary.checks.find((c: any) => c.name === `dump ${db}`).detail).toMatch(/stored, SHA-256 taken while writing, every data block read as it streamed.*pg_restore --list: \d+ entries, 3 with table data/);
     const progress = events.filter((e) => e.type === 'progress' && e.stepId === 'dump');
     expect(progress.length).toBeGreaterThan(0);
     expect(progress.every((e) => e.unit === 'bytes')).toBe(true);
@@ -181,6 +181,10 @@ describe('backup-logical into a file:// repository', () => {
     const meta = dump.meta!;
     expect(meta).toMatchObject({ database: db, object: `${db}.dump`, format: 'custom', pgDumpVersion: expect.stringMatching(/^\d+/), serverVersion: expect.stringMatching(/^\d+/) });
     expect(meta.sha256).toMatch(/^[0-9a-f]{64}$/);
+    // Where each of the three tables' data starts in the archive, for a restore's TOC.
+    const blocks = meta.dataBlocks as [number, number][];
+    expect(blocks).toHaveLength(3);
+    expect(blocks.every(([, at]) => at > 0 && at < (meta.archiveSize as number))).toBe(true);
     expect(meta.size).toBe(fs.statSync(path.join(repoDir, 'dumps', db, dump.id, `${db}.dump`)).size);
     expect(Date.parse(meta.stopTime!)).toBeGreaterThanOrEqual(Date.parse(meta.startTime!));
     expect(meta.durationMs).toBeGreaterThanOrEqual(0);

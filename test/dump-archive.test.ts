@@ -12,7 +12,7 @@ import { jsonLines, runCli, tempDir } from './helpers/cli.js';
 import { sharedCluster } from './helpers/cluster.js';
 import { findPgBinary } from '../src/postgres/binaries.js';
 import { libpqEnv } from '../src/postgres/libpq.js';
-import { ArchiveFormatError, ArchiveRowCounter, fillDataOffsets } from '../src/postgres/formats/custom-archive.js';
+import { ArchiveFormatError, ArchiveRowCounter, ArchiveWalker, fillDataOffsets, readArchiveHead } from '../src/postgres/formats/custom-archive.js';
 import { openRepository } from '../src/repo/repository.js';
 import { readCatalog } from '../src/repo/catalog.js';
 
@@ -136,6 +136,35 @@ describe('backup-logical and logical-restore with the archive inside the codec',
     expect(stepsOf(r.stdout)).toMatchObject({ restore: 'ok', counts: 'ok' });
   });
 
+  it('the streamed way (gzip, or zstd where no named pipe can be made) counts and records the same positions as the relay thread, and restores', async () => {
+    const metas = [];
+    for (const [label, env] of [
+      ['zstd, relay thread', {}],
+      ['zstd, no temporary directory for the pipes', { TMPDIR: path.join(tempDir('pgrunbook-da-gone-'), 'missing') }],
+      ['gzip', { PGRUNBOOK_COMPRESSION: 'gzip' }],
+    ] as const) {
+      const repoDir = tempDir('pgrunbook-da-ways-');
+      const url = `file://${repoDir}`;
+      const b = await runCli(['--procedure', 'backup-logical', '--repo', url, ...conn, '--databases', db, '--json'], { ...stateEnv, ...env });
+      expect(b.exitCode, `${label}: ${b.stdout.slice(-2000)}`).toBe(0);
+      const repo = await openRepository(url);
+      const dump = (await readCatalog(repo.store)).dumps.find((d) => d.database === db)!;
+      await repo.close();
+      expect(dump.meta, label).toMatchObject({ rowCountsFrom: 'archive', rowCounts: expected, compression: label === 'gzip' ? 'gzip' : 'zstd' });
+      metas.push(dump.meta!);
+      const target = `${db}_w${metas.length}`;
+      const r = await runCli(['--procedure', 'logical-restore', '--repo', url, ...conn, '--database', db, '--new-database', target, '--jobs', '2', '--json'], stateEnv);
+      await cluster.query(`DROP DATABASE IF EXISTS "${target}" WITH (FORCE)`);
+      expect(r.exitCode, `${label}: ${r.stdout.slice(-3000)}`).toBe(0);
+      expect(stepsOf(r.stdout), label).toMatchObject({ restore: 'ok', counts: 'ok' });
+    }
+    // The same archive, whichever way it went: the same size and block positions.
+    expect(new Set(metas.map((m) => m.archiveSize)).size).toBe(1);
+    expect(metas[0].dataBlocks).toHaveLength(8);
+    expect(metas[1].dataBlocks).toEqual(metas[0].dataBlocks);
+    expect(metas[2].dataBlocks).toEqual(metas[0].dataBlocks);
+  });
+
   it('a dump written before (pg_dump -Fc with its own gzip, no codec in dump.json) still restores and verifies', async () => {
     const repoDir = tempDir('pgrunbook-da-legacy-');
     const url = `file://${repoDir}`;
@@ -154,6 +183,49 @@ describe('backup-logical and logical-restore with the archive inside the codec',
 });
 
 describe('data positions written into a dump that was streamed', () => {
+  it('the walker counts the same through one reused buffer (the dump thread reads into one), however the reads fall', () => {
+    for (const size of [1, 3, 4096, 65536]) {
+      const walker = new ArchiveWalker();
+      const scratch = Buffer.alloc(65536);
+      for (const piece of cut(plain, (i) => (size === 1 ? 1 + (i % 13) : size))) {
+        piece.copy(scratch);
+        walker.write(scratch.subarray(0, piece.length));
+        scratch.fill(0xff); // what a stale reference to the last read would see
+      }
+      walker.end();
+      expect(walker.result().rows, `reads of ${size}`).toEqual(expected);
+      expect(walker.bytes).toBe(plain.length);
+    }
+  });
+
+  it('the positions found while streaming, recorded and written into the TOC, are the ones pg_dump writes into a file it can seek in', async () => {
+    const dir = tempDir('pgrunbook-da-recorded-');
+    const own = path.join(dir, 'own.dump');
+    // pg_dump writing a file it can seek in fills the positions itself.
+    execFileSync(pgDumpPath, ['--format=custom', '--compress=0', '--file', own, '--dbname', db], { env: libpqEnv({ host: cluster.host, port: cluster.port, user: cluster.user }, {}) });
+    const walker = new ArchiveWalker();
+    for (const piece of cut(plain, () => 65536)) walker.write(piece);
+    walker.end();
+    const recorded = [...walker.blockAt]; // as dump.json keeps them
+    const streamed = path.join(dir, 'streamed.dump');
+    fs.writeFileSync(streamed, plain);
+    const head = (await readArchiveHead(streamed))!;
+    expect(head.toc.length).toBeGreaterThan(8);
+    expect(await fillDataOffsets(streamed, { head, blockAt: new Map(recorded) })).toBe(8);
+    const fieldsOf = async (file: string) => {
+      const h = (await readArchiveHead(file))!;
+      const bytes = fs.readFileSync(file);
+      return h.toc.map((e, i) => [e.desc, e.tag, bytes.subarray(h.offsetFields[i], h.offsetFields[i] + 1 + h.offSize).toString('hex')]);
+    };
+    const ours = await fieldsOf(streamed);
+    expect(ours).toEqual(await fieldsOf(own));
+    expect(ours.filter(([desc]) => desc === 'TABLE DATA').every(([, , field]) => String(field).startsWith('02'))).toBe(true);
+    // Not an archive: no head, nothing written.
+    const junk = path.join(dir, 'junk.dump');
+    fs.writeFileSync(junk, 'not an archive at all');
+    expect(await readArchiveHead(junk)).toBeUndefined();
+  });
+
   it('each table\'s block position goes into the TOC (uncompressed and gzip archives alike), once; pg_restore -j 2 then restores every row', async () => {
     const pgRestore = await findPgBinary('pg_restore');
     const env = libpqEnv({ host: cluster.host, port: cluster.port, user: cluster.user }, {});

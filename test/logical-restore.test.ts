@@ -3,6 +3,7 @@
 // count must equal dump.json; an existing target name is refused before anything is created; a
 // corrupt dump is refused and leaves nothing; the swap happens only with the typed confirmation,
 // and then the original name holds the restored data and the old data is kept under a dated name.
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -173,6 +174,54 @@ describe('logical-restore from a backup-logical dump', () => {
     const summary = summaryOf(r.stdout);
     expect(stepStatuses(summary)).toMatchObject({ preflight: 'ok', download: 'failed', restore: 'pending' });
     expect(summary.error).toContain('is corrupt: its SHA-256 is');
+    expect(await databases(PREFIX)).toEqual(before);
+    expect(filesIn(workDir)).toEqual([]);
+  });
+
+  it('dump.json records where each table\'s data starts; a dump made before it did (no positions) restores all the same', async () => {
+    // Four tables with data blocks (the empty one too), inside the archive.
+    const blocks = dump.meta!.dataBlocks as [number, number][];
+    expect(blocks).toHaveLength(4);
+    expect(blocks.every(([, at]) => at > 0 && at < (dump.meta!.archiveSize as number))).toBe(true);
+    const copyDir = tempDir('pgrunbook-lr-noblocks-');
+    fs.cpSync(repoDir, copyDir, { recursive: true });
+    const repo = await openRepository(`file://${copyDir}`);
+    try {
+      await repo.store.delete(`dumps/${db}/${dump.id}/dump.json`);
+      const { dataBlocks: _gone, ...older } = dump.meta!;
+      await repo.commitDump(older);
+    } finally {
+      await repo.close();
+    }
+    const target = `${db}_noblocks`;
+    toDrop.push(target);
+    const r = await runCli(['--procedure', 'logical-restore', ...conn, '--database', db, '--new-database', target, '--jobs', '2', '--repo', `file://${copyDir}`, '--work-dir', workDir, '--json'], stateEnv);
+    const summary = summaryOf(r.stdout);
+    expect(r.exitCode, JSON.stringify(summary)).toBe(0);
+    expect(await countsOf(target, Object.keys(dump.meta!.rowCounts!))).toEqual(dump.meta!.rowCounts);
+    expect(filesIn(workDir)).toEqual([]);
+  });
+
+  it('a damaged zstd frame whose SHA-256 dump.json was made to match is refused while zstd writes the local copy: nothing created, no file left (exit 3)', async () => {
+    const copyDir = tempDir('pgrunbook-lr-badframe-');
+    fs.cpSync(repoDir, copyDir, { recursive: true });
+    const file = path.join(copyDir, 'dumps', db, dump.id, dump.meta!.object!);
+    const bytes = fs.readFileSync(file);
+    bytes.write('XXXXXXXX', Math.floor(bytes.length / 2), 'latin1');
+    fs.writeFileSync(file, bytes);
+    const repo = await openRepository(`file://${copyDir}`);
+    try {
+      await repo.store.delete(`dumps/${db}/${dump.id}/dump.json`);
+      await repo.commitDump({ ...dump.meta!, sha256: createHash('sha256').update(bytes).digest('hex') });
+    } finally {
+      await repo.close();
+    }
+    const before = await databases(PREFIX);
+    const r = await runCli(['--procedure', 'logical-restore', ...conn, '--database', db, '--new-database', `${db}_badframe`, '--repo', `file://${copyDir}`, '--work-dir', workDir, '--json'], stateEnv);
+    const summary = summaryOf(r.stdout);
+    expect(r.exitCode, JSON.stringify(summary)).toBe(3);
+    expect(stepStatuses(summary)).toMatchObject({ preflight: 'ok', download: 'failed', restore: 'pending' });
+    expect(summary.error).toContain('zstd could not decompress it');
     expect(await databases(PREFIX)).toEqual(before);
     expect(filesIn(workDir)).toEqual([]);
   });

@@ -43,18 +43,34 @@ type TableName = { nspname: string; relname: string };
 export async function countTables(
   conn: ConnectionSettings,
   keys: string[],
-  opts: { signal: AbortSignal; onTable: (key: string, rows: number | undefined) => void },
+  opts: { signal: AbortSignal; onTable: (key: string, rows: number | undefined) => void; connections?: number },
 ): Promise<{ extra: string[] }> {
   return withPg(conn, async (c) => {
     const tables = new Map<string, TableName>();
     for (const t of (await c.query<TableName>(USER_TABLES_SQL)).rows) tables.set(`${t.nspname}.${t.relname}`, t);
     const anyTables = new Map<string, TableName>();
     for (const t of (await c.query<TableName>(ANY_TABLES_SQL)).rows) anyTables.set(`${t.nspname}.${t.relname}`, t);
-    for (const key of keys) {
-      opts.signal.throwIfAborted();
-      const t = tables.get(key) ?? anyTables.get(key);
-      opts.onTable(key, t ? Number((await c.query<{ n: string }>(`SELECT count(*) AS n FROM ${ident(t.nspname)}.${ident(t.relname)}`)).rows[0].n) : undefined);
-    }
+    // `connections` at a time (this one and more), each taking the next table; reported in `keys`' order.
+    let next = 0;
+    const counted = new Map<string, number | undefined>();
+    let reported = 0;
+    const report = () => {
+      while (reported < keys.length && counted.has(keys[reported])) {
+        const key = keys[reported++];
+        opts.onTable(key, counted.get(key));
+      }
+    };
+    const work = async (client: pg.Client) => {
+      while (next < keys.length) {
+        opts.signal.throwIfAborted();
+        const key = keys[next++];
+        const t = tables.get(key) ?? anyTables.get(key);
+        counted.set(key, t ? Number((await client.query<{ n: string }>(`SELECT count(*) AS n FROM ${ident(t.nspname)}.${ident(t.relname)}`)).rows[0].n) : undefined);
+        report();
+      }
+    };
+    const more = Math.max(0, Math.min((opts.connections ?? 1) - 1, keys.length - 1));
+    await Promise.all([work(c), ...Array.from({ length: more }, () => withPg(conn, work))]);
     const wanted = new Set(keys);
     return { extra: [...tables.keys()].filter((k) => !wanted.has(k)) };
   });

@@ -104,10 +104,11 @@ export const backupLogicalProcedure = defineProcedure<BackupLogicalParams, Backu
     },
     {
       id: 'verify',
-      title: 'Read every dump back',
+      title: 'Check every dump in the repository',
       kind: 'verify',
-      describe: () => 'Reading each dump back from the repository: its SHA-256 and size must match dump.json, and pg_restore --list must parse it.',
-      plan: (ctx) => [`read each dump back from ${describeRepo(ctx)}: check its SHA-256 and size against dump.json; pg_restore --list it`],
+      describe: () =>
+        'Each dump as the repository holds it: its size must be what was written (its SHA-256 was taken while writing, and every data block read as it streamed), and pg_restore --list must parse its table of contents. A dump committed by an earlier attempt is read back whole against its SHA-256.',
+      plan: (ctx) => [`check each dump in ${describeRepo(ctx)}: its size against what was written (SHA-256 taken while writing); pg_restore --list its table of contents (a dump from an earlier attempt: read back whole against dump.json's SHA-256)`],
       skipIf: (ctx) => (!ctx.dryRun && Object.keys(ctx.state.dumps ?? {}).length === 0 ? 'no dump was made' : undefined),
       async run(ctx) {
         const pre = ctx.state.preflight;
@@ -135,12 +136,18 @@ async function preflight(ctx: Ctx): Promise<void> {
   // No repository is bad usage: say so (openRepository's message names --repo and PGRUNBOOK_REPO)
   // before touching anything else.
   if (!ctx.services.repo) await openRepository(undefined, env);
+  // Where pg_dump and pg_restore are and their versions, looked up (and cached) while the
+  // repository and the server answer: the checks below then take them from the cache.
+  const warm = Promise.all([findPgClientFor('pg_dump', 0), findPgClientFor('pg_restore', 0)]).catch(() => {});
   const problems: string[] = [];
   const fail = (name: string, message: string) => {
     ctx.check(name, false, message);
     problems.push(message);
   };
 
+  // The server is asked while the repository answers; its check is reported after the repository's.
+  const serverRead = readDumpSource(conn);
+  serverRead.catch(() => {});
   let repo: Repository | undefined;
   let identity: RepositoryIdentity | undefined;
   let repoStore: Repository['store'] | undefined;
@@ -164,7 +171,7 @@ async function preflight(ctx: Ctx): Promise<void> {
 
   let server: Awaited<ReturnType<typeof readDumpSource>> | undefined;
   try {
-    server = await readDumpSource(conn);
+    server = await serverRead;
     ctx.check('server reachable', true, `${describeConnection(conn)}, PostgreSQL ${server.version}`);
   } catch (err) {
     fail('server reachable', errorMessage(err));
@@ -182,6 +189,7 @@ async function preflight(ctx: Ctx): Promise<void> {
   if (!server) throw new Error(`cannot start the backup: ${problems.join('; ')}`);
 
   const major = serverMajor(server.versionNum);
+  await warm;
   let pgDump: { path: string; version: string } | undefined;
   try {
     const v = await findPgClientFor('pg_dump', major, server.version);

@@ -163,9 +163,12 @@ async function download(ctx: LogicalRestoreContext): Promise<void> {
   if (p.at) return recoverAndDump(ctx);
   try {
     const wf = await ensureDumpFile(ctx, p.dump, p.workDir, { progress: true });
-    const toc = await readToc(p.pgRestore, wf.file, { env: ctx.services.env, signal: ctx.signal });
+    const [toc, withCreate] = await Promise.all([
+      readToc(p.pgRestore, wf.file, { env: ctx.services.env, signal: ctx.signal }),
+      readToc(p.pgRestore, wf.file, { env: ctx.services.env, signal: ctx.signal, create: true }),
+    ]);
     ctx.state.tocEntries = toc.entries.length;
-    ctx.state.dumpOwner = dumpDatabaseOwner(await readToc(p.pgRestore, wf.file, { env: ctx.services.env, signal: ctx.signal, create: true }), p.dump.database);
+    ctx.state.dumpOwner = dumpDatabaseOwner(withCreate, p.dump.database);
     ctx.log(`the dump's table of contents has ${toc.entries.length} entries${ctx.state.dumpOwner ? `; ${p.dump.database} belonged to "${ctx.state.dumpOwner}" when dumped` : ''}`);
   } catch (err) {
     await dropWorkFile(ctx);
@@ -284,6 +287,8 @@ async function compareCounts(ctx: LogicalRestoreContext): Promise<void> {
   let done = 0;
   const { extra } = await countTables(restored, keys, {
     signal: ctx.signal,
+    // The restore's jobs count tables side by side too (one big table is counted by one of them).
+    connections: p.jobs,
     onTable: (key, rows) => {
       if (rows === undefined) {
         ok = false;

@@ -79,6 +79,13 @@ export interface DumpMeta {
   compression?: Codec;
   /** The archive's size once decompressed (what a restore's local copy takes). */
   archiveSize?: number;
+  /**
+   * [dump id, offset] of every data block in the archive (its block type byte, from the archive's
+   * first byte), found while it streamed: a restore writes them into its local copy's table of
+   * contents (pg_restore --jobs seeks there) without reading the archive for them. Absent in dumps
+   * made before.
+   */
+  dataBlocks?: [number, number][];
   /** Where rowCounts came from: the dump's own COPY data ("archive"), or count(*) in its snapshot. */
   rowCountsFrom?: 'archive' | 'count';
   /** Exact row count per table, "schema.table" -> rows, taken in the dump's own snapshot. */

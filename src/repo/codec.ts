@@ -11,8 +11,9 @@
 // Loaded by wal-push for every segment: node built-ins only, and node:child_process (with net
 // and dgram behind it) only once a zstd process is started: a wal-fetch of a segment the archive
 // does not have, or a gzip push, never loads it.
+import type { ChildProcessByStdio } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { Duplex } from 'node:stream';
+import { Duplex, type Readable, Writable } from 'node:stream';
 import zlib from 'node:zlib';
 
 const require = createRequire(import.meta.url);
@@ -92,6 +93,15 @@ export function decompressStream(codec: Codec): Duplex {
   if (codec === 'gzip') return zlib.createGunzip({ chunkSize: ZLIB_CHUNK });
   if (codec === 'zstd') return new ZstdProcess(['-q', '-d', '-c', '--no-progress'], 'decompress');
   return new PassThroughDuplex();
+}
+
+/**
+ * A stream that decompresses zstd into the open file `fd` (written by `zstd -d` itself: the
+ * decompressed bytes never pass through this process). It finishes only once zstd has exited 0;
+ * a damaged frame fails it with CodecDataError. The file is not fsynced.
+ */
+export function zstdDecompressIntoFile(fd: number): Writable {
+  return new ZstdIntoFile(fd);
 }
 
 /**
@@ -219,6 +229,60 @@ class ZstdProcess extends Duplex {
   override _final(cb: (err?: Error | null) => void): void {
     this.child.stdin.end();
     cb();
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+    cb(err);
+  }
+}
+
+class ZstdIntoFile extends Writable {
+  private readonly child: ChildProcessByStdio<Writable, null, Readable>;
+  private stderr = '';
+  private readonly exited: Promise<void>;
+
+  constructor(fd: number) {
+    super({ highWaterMark: 1024 * 1024 });
+    // No environment of ours: ZSTD_* variables must not change what we asked for.
+    this.child = childProcess().spawn('zstd', ['-q', '-d', '-c', '--no-progress'], { stdio: ['pipe', fd, 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } }) as ChildProcessByStdio<Writable, null, Readable>;
+    const { child } = this;
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      this.stderr = (this.stderr + d).slice(-2000);
+    });
+    // EPIPE once the program stopped reading (it failed): its exit status says why.
+    child.stdin.on('error', () => {});
+    this.exited = new Promise((resolve, reject) => {
+      child.once('error', (err: NodeJS.ErrnoException) => reject(zstdSpawnError(err)));
+      child.once('close', (code, signal) => {
+        if (code === 0) return resolve();
+        const why = this.stderr.trim().split('\n').slice(-3).join(' ') || (signal ? `killed by ${signal}` : `exit code ${code}`);
+        reject(code !== null ? new CodecDataError(`zstd could not decompress it: ${why}`) : new Error(`zstd failed to decompress: ${why}`));
+      });
+    });
+    // A failure before the input ended: fail the stream now (a pipeline then stops its source).
+    this.exited.catch((err: Error) => {
+      if (!this.writableFinished) this.destroy(err);
+    });
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (this.child.stdin.destroyed || this.child.stdin.write(chunk)) {
+      cb();
+      return;
+    }
+    const done = () => {
+      this.child.stdin.off('drain', done);
+      this.child.stdin.off('close', done);
+      cb();
+    };
+    this.child.stdin.on('drain', done);
+    this.child.stdin.on('close', done);
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    this.child.stdin.end();
+    this.exited.then(() => cb(), cb);
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {

@@ -2,7 +2,7 @@
 // private local copy a restore works from: downloaded with its SHA-256 and size checked, in a
 // directory only we can read, removed afterwards.
 import fs from 'node:fs';
-import { ArchiveRowCounter, fillDataOffsets } from '../postgres/formats/custom-archive.js';
+import { ArchiveRowCounter, fillDataOffsets, readArchiveHead, type ArchiveLayout } from '../postgres/formats/custom-archive.js';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Transform } from 'node:stream';
@@ -10,7 +10,7 @@ import { pipeline } from 'node:stream/promises';
 import { formatBytes } from '../engine/format.js';
 import { errorMessage } from '../engine/runner.js';
 import { DUMP_META, DUMP_PREFIX, type DumpMeta } from './catalog.js';
-import { decompressStream, type Codec } from './codec.js';
+import { decompressStream, zstdDecompressIntoFile, type Codec } from './codec.js';
 import { openRepository, safeName, type Repository } from './repository.js';
 import { pgrunbookCommand } from '../engine/command-name.js';
 
@@ -66,6 +66,8 @@ export async function downloadToFile(
     archiveSize?: number;
     parentDir: string;
     fileName: string;
+    /** Where each data block starts (dump.json's dataBlocks): written into the TOC without reading the archive for them. */
+    dataBlocks?: [number, number][];
     signal?: AbortSignal;
     onBytes?: (total: number) => void;
   },
@@ -84,9 +86,27 @@ export async function downloadToFile(
       },
     });
     // The stream fails at its end when the bytes do not hash to `sha256`: the file is then removed.
-    // On the way, where each table's data starts: written into the file's TOC afterwards.
-    const locator = new ArchiveRowCounter(false);
-    await pipeline(body, counter, decompressStream(opts.compression ?? 'none'), locator, fs.createWriteStream(file, { mode: 0o600 }), { signal: opts.signal });
+    let layout: () => ArchiveLayout | Promise<ArchiveLayout | undefined>;
+    if (opts.compression === 'zstd' && opts.dataBlocks?.length) {
+      // The block positions are known: zstd writes the archive into the file itself (the
+      // decompressed bytes never pass through this process), and only the TOC is read back.
+      const fh = await fsp.open(file, 'wx', 0o600);
+      try {
+        await pipeline(body, counter, zstdDecompressIntoFile(fh.fd), { signal: opts.signal });
+      } finally {
+        await fh.close();
+      }
+      const blocks = new Map(opts.dataBlocks);
+      layout = async () => {
+        const head = await readArchiveHead(file);
+        return head && { head, blockAt: blocks };
+      };
+    } else {
+      // On the way, where each table's data starts: written into the file's TOC afterwards.
+      const locator = new ArchiveRowCounter(false);
+      await pipeline(body, counter, decompressStream(opts.compression ?? 'none'), locator, fs.createWriteStream(file, { mode: 0o600 }), { signal: opts.signal });
+      layout = () => locator.layout();
+    }
     if (opts.size !== undefined && bytes !== opts.size) {
       throw new Error(`${key} holds ${bytes} bytes, dump.json says ${opts.size}: the dump is damaged; choose another one with --dump ID`);
     }
@@ -95,7 +115,8 @@ export async function downloadToFile(
       throw new Error(`${key} decompresses to ${written} bytes, dump.json says ${opts.archiveSize}: the dump is damaged; choose another one with --dump ID`);
     }
     try {
-      await fillDataOffsets(file, locator.layout());
+      const found = await layout();
+      if (found) await fillDataOffsets(file, found);
     } catch {
       // Not an archive this reader knows (another format version): pg_restore finds the blocks itself, only slower.
     }
@@ -239,7 +260,10 @@ export async function downloadDump(
   return withRepository(url, env, async (repo) => {
     try {
       opts.onStart?.(`downloading ${chosen.key} (${formatBytes(chosen.size ?? 0)}) into ${workDir}, checking its SHA-256`);
+      // Not journaled with the chosen dump (a list as long as the tables): read from dump.json now.
+      const blocks = chosen.compression === 'zstd' ? (await readDumpMeta(repo, chosen.database, chosen.id)).dataBlocks : undefined;
       return await downloadToFile(repo, chosen.key, {
+        ...(validBlocks(blocks) ? { dataBlocks: blocks } : {}),
         sha256: chosen.sha256,
         size: chosen.size,
         compression: chosen.compression,
@@ -256,6 +280,10 @@ export async function downloadDump(
       throw Object.assign(new Error(`could not download ${chosen.key} from ${repo.describe()}: ${errorMessage(err).replace(/\.+$/, '')}`), corrupt ? { corrupt } : {});
     }
   });
+}
+
+function validBlocks(blocks: unknown): blocks is [number, number][] {
+  return Array.isArray(blocks) && blocks.length > 0 && blocks.every((b) => Array.isArray(b) && b.length === 2 && b.every((n) => Number.isSafeInteger(n) && n >= 0));
 }
 
 /** Where a database's dumps live in the repository, for plans. */

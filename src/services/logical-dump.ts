@@ -1,6 +1,7 @@
 // A logical backup's databases, each dumped into the repository: pg_dump -Fc --compress=0 streamed
-// there (no temporary file) through the repository's codec, with exact per-table row counts read
-// from the dump's own COPY data as it passes (no second scan of the tables), and dump.json (size,
+// there (no temporary file) through the repository's codec (zstd: through a worker thread and
+// named pipes, logical-dump-pass.ts), with exact per-table row counts and each table's data
+// position read from the dump's own archive as it passes (no second scan of the tables), and dump.json (size,
 // SHA-256, counts, versions) written last as the commit marker. A dump that fails
 // or is interrupted never gets its dump.json, so it is never offered for restore.
 import { pipeline } from 'node:stream';
@@ -11,12 +12,13 @@ import { errorMessage } from '../engine/runner.js';
 import { withPg } from '../postgres/client.js';
 import { listDatabases, readServerIdentity, type DatabaseInfo, type ServerIdentity } from '../postgres/cluster.js';
 import { ArchiveFormatError, ArchiveRowCounter } from '../postgres/formats/custom-archive.js';
-import { startPgDump } from '../postgres/programs/pg_dump.js';
+import { startPgDump, type ChildExit } from '../postgres/programs/pg_dump.js';
 import { describeSnapshotDump, ExportedSnapshot } from '../postgres/snapshot.js';
 import { DUMP_META, DUMP_PREFIX, type DumpMeta } from '../repo/catalog.js';
 import { compressStream, defaultCodec, type Codec } from '../repo/codec.js';
 import { ensureRepositoryIdentity } from '../repo/identity.js';
-import { backupId, safeName, uniqueBackupId, type Repository } from '../repo/repository.js';
+import { backupId, safeName, uniqueBackupId, type ObjectRecord, type Repository } from '../repo/repository.js';
+import { startDumpPass } from './logical-dump-pass.js';
 import { anythingUnder, probeRepository, type RunIO } from './run-repository.js';
 
 /** What preflight learned, journaled so a resumed run dumps exactly what was checked. */
@@ -45,6 +47,11 @@ export type DumpRecord = {
   rows: number;
   /** The codec around the archive (absent: pg_dump's own compression, dumps made before). */
   compression?: Codec;
+  /**
+   * Made by this run: hashed as written and every data block of its archive walked as it streamed
+   * (the row counts come from it), so verify does not read it back whole.
+   */
+  walked?: boolean;
 };
 
 export function planPreflight(repo: string, server: string): string[] {
@@ -241,7 +248,7 @@ async function dumpDatabase(io: RunIO, svc: DumpSettings, repo: Repository, pre:
   try {
     const codec = svc.codec ?? defaultCodec(svc.env);
     io.log(`${db}: pg_dump --format=custom --compress=0 --snapshot=${snapshot.name}, ${codec} -> ${key}`);
-    const dump = startPgDump({
+    const dumpOpts = {
       pgDump: pre.pgDump.path,
       connection: conn,
       snapshot: snapshot.name,
@@ -249,29 +256,56 @@ async function dumpDatabase(io: RunIO, svc: DumpSettings, repo: Repository, pre:
       env: svc.env,
       onBytes,
       // Once we stop pg_dump ourselves, what it says about being stopped is noise.
-      onStderrLine: (line) => {
+      onStderrLine: (line: string) => {
         if (!signal.aborted) io.log(`${db}: ${line}`, 'warn');
       },
-    });
-    putStarted = true;
+    };
     const abortOnFailure = <T>(p: Promise<T>): Promise<T> =>
       p.catch((err: unknown) => {
         local.abort(err);
         throw err;
       });
-    // pg_dump's bytes -> the row counter (pass-through) -> the codec -> the repository; a failure
-    // anywhere destroys the whole chain, so the upload fails rather than storing a short dump.
-    const rowCounter = new ArchiveRowCounter();
-    const stored = pipeline(dump.output, rowCounter, compressStream(codec), () => {});
-    const [put, exit] = await Promise.allSettled([abortOnFailure(repo.putObject(key, stored, { signal, sizeHint: pre.databaseSizes[db] || undefined })), dump.exited]);
+    // zstd: pg_dump's archive goes through a thread (row counts) into zstd over named pipes, and
+    // only zstd's output through this thread (logical-dump-pass.ts). Otherwise, or where named pipes
+    // cannot be made: pg_dump's bytes -> the row counter (pass-through) -> the codec -> the
+    // repository. Either way a failure anywhere fails the upload rather than storing a short dump.
+    const pass = codec === 'zstd' ? startDumpPass(dumpOpts) : undefined;
+    putStarted = true;
+    let command: string;
+    let archiveBytes: () => number;
+    let exit: PromiseSettledResult<ChildExit>;
+    let put: PromiseSettledResult<ObjectRecord>;
+    let counted: () => Promise<{ rows: Record<string, number> | ArchiveFormatError; blocks?: [number, number][] }>;
+    if (pass) {
+      command = pass.command;
+      archiveBytes = pass.bytes;
+      [put, exit] = await Promise.allSettled([abortOnFailure(repo.putObject(key, pass.stored, { signal, sizeHint: pre.databaseSizes[db] || undefined })), pass.exited]);
+      counted = () => pass.counted;
+    } else {
+      const dump = startPgDump(dumpOpts);
+      command = dump.command;
+      archiveBytes = dump.bytes;
+      const rowCounter = new ArchiveRowCounter();
+      const stored = pipeline(dump.output, rowCounter, compressStream(codec), () => {});
+      [put, exit] = await Promise.allSettled([abortOnFailure(repo.putObject(key, stored, { signal, sizeHint: pre.databaseSizes[db] || undefined })), dump.exited]);
+      counted = async () => {
+        try {
+          return { rows: rowCounter.result().rows, blocks: [...rowCounter.blockAt] };
+        } catch (err) {
+          if (!(err instanceof ArchiveFormatError)) throw err;
+          return { rows: err };
+        }
+      };
+    }
     const exited = exit.status === 'fulfilled' ? exit.value : undefined;
 
     if (io.signal.aborted) throw io.signal.reason ?? new Error('interrupted');
     // pg_dump failing on its own explains everything else (the upload fails because of it).
-    if (exited && !exited.ok && !exited.canceled) throw new Error(`${exited.failure} (command: ${dump.command})`);
+    if (exited && !exited.ok && !exited.canceled) throw new Error(`${exited.failure} (command: ${command})`);
     if (put.status === 'rejected') throw new Error(`could not write it to the repository: ${errorMessage(put.reason)}`);
-    if (!exited?.ok) throw new Error(`${exited?.failure ?? 'pg_dump failed'} (command: ${dump.command})`);
-    const counts = await countDumpedRows(io, db, rowCounter, snapshot, signal);
+    if (!exited?.ok) throw new Error(`${exited?.failure ?? 'pg_dump failed'} (command: ${command})`);
+    const walked = await counted();
+    const counts = await countDumpedRows(io, db, walked.rows, snapshot, signal);
 
     await snapshot.commit().catch((err: unknown) => io.log(`${db}: ending the snapshot transaction: ${errorMessage(err)} (the counts were already read)`, 'warn'));
 
@@ -283,7 +317,10 @@ async function dumpDatabase(io: RunIO, svc: DumpSettings, repo: Repository, pre:
       object: name,
       format: 'custom',
       compression: codec,
-      archiveSize: dump.bytes(),
+      archiveSize: archiveBytes(),
+      // Where each table's data starts in the archive: a restore writes them into its local copy's
+      // table of contents so pg_restore --jobs can seek (a streamed archive has none).
+      ...(walked.blocks?.length ? { dataBlocks: walked.blocks } : {}),
       rowCountsFrom: counts.from,
       size: put.value.size,
       sha256: put.value.sha256,
@@ -310,7 +347,7 @@ async function dumpDatabase(io: RunIO, svc: DumpSettings, repo: Repository, pre:
     const tables = Object.keys(rowCounts).length;
     const rows = Object.values(rowCounts).reduce((a, b) => a + b, 0);
     io.log(`${db}: ${formatBytes(meta.size!)} in ${formatDuration(meta.durationMs!)}, ${tables} tables, ${rows} rows; committed ${metaKey}`);
-    return { key, metaKey, size: put.value.size, sha256: put.value.sha256, tables, rows, compression: codec };
+    return { key, metaKey, size: put.value.size, sha256: put.value.sha256, tables, rows, compression: codec, ...(counts.from === 'archive' ? { walked: true } : {}) };
   } catch (err) {
     await snapshot.rollback();
     // Without dump.json the data object is never offered for restore; remove it anyway so it does
@@ -324,24 +361,20 @@ async function dumpDatabase(io: RunIO, svc: DumpSettings, repo: Repository, pre:
 }
 
 /**
- * The rows of every user table in the dump: read from its COPY data by `counter`; tables it has
+ * The rows of every user table in the dump: read from its COPY data (`walked`); tables it has
  * no data for, and every table when the archive could not be read (a pg_dump whose archive
  * version this reader does not know), are counted with count(*) in the dump's snapshot.
  */
 async function countDumpedRows(
   io: Pick<RunIO, 'log'>,
   db: string,
-  counter: ArchiveRowCounter,
+  walked: Record<string, number> | ArchiveFormatError,
   snapshot: ExportedSnapshot,
   signal: AbortSignal,
 ): Promise<{ rows: Record<string, number>; from: 'archive' | 'count' }> {
   let known: Record<string, number> | undefined;
-  try {
-    known = counter.result().rows;
-  } catch (err) {
-    if (!(err instanceof ArchiveFormatError)) throw err;
-    io.log(`${db}: counting rows with count(*) in the dump's snapshot instead: ${err.message}`, 'warn');
-  }
+  if (walked instanceof ArchiveFormatError) io.log(`${db}: counting rows with count(*) in the dump's snapshot instead: ${walked.message}`, 'warn');
+  else known = walked;
   try {
     return { rows: await snapshot.countRows(signal, known), from: known ? 'archive' : 'count' };
   } catch (err) {

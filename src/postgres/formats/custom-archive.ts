@@ -73,7 +73,7 @@ class Cursor {
   }
 }
 
-interface Header {
+export interface Header {
   version: string;
   intSize: number;
   offSize: number;
@@ -82,6 +82,8 @@ interface Header {
   /** Where each TOC entry's data state byte is, from the archive's first byte (its offset follows). */
   offsetFields: number[];
 }
+
+export type ArchiveLayout = { head: Header; blockAt: Map<number, number> };
 
 function parseHead(buf: Buffer): { head: Header; end: number } {
   if (buf.length < 11) throw new NeedMore();
@@ -130,11 +132,13 @@ const At = { BlockType: 0, DumpId: 1, ChunkLength: 2, Chunk: 3, BlobOid: 4 } as 
 type At = (typeof At)[keyof typeof At];
 
 /**
- * A pass-through stream that counts each table's rows in an uncompressed custom archive. The
- * bytes pass unchanged; `result()` after the end gives the counts, or throws ArchiveFormatError
- * when the archive is not one it can read (compressed, another version): the bytes still pass.
+ * Counts each table's rows in an uncompressed custom archive fed to it chunk by chunk (`write`),
+ * synchronously: it keeps no reference to a chunk after `write` returns, so a caller may reuse
+ * one buffer for every read (the dump's worker thread, logical-dump-worker.ts). `end()` after the
+ * last chunk; then `result()` gives the counts, or throws ArchiveFormatError when the archive is
+ * not one it can read (compressed, another version).
  */
-export class ArchiveRowCounter extends Transform {
+export class ArchiveWalker {
   /** Where each data block starts (its block type byte), by dump id, from the archive's first byte. */
   readonly blockAt = new Map<number, number>();
   /** Bytes of the archive before the current `pending`. */
@@ -159,37 +163,45 @@ export class ArchiveRowCounter extends Transform {
   private ended = false;
 
   /** countRows false: only find the blocks (any archive, compressed too), for fillDataOffsets. */
-  constructor(private readonly countRows = true) {
-    super();
+  constructor(private readonly countRows = true) {}
+
+  /** Bytes fed so far. */
+  get bytes(): number {
+    return this.fed;
   }
 
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    if (!this.failure) {
-      try {
-        this.consume(chunk);
-      } catch (err) {
-        this.failure = err instanceof ArchiveFormatError ? err : new ArchiveFormatError(`unreadable archive: ${(err as Error).message}`);
-      }
+  write(chunk: Buffer): void {
+    if (this.failure) {
+      this.fed += chunk.length;
+      return;
     }
-    cb(null, chunk);
+    try {
+      this.consume(chunk);
+    } catch (err) {
+      this.failure = err instanceof ArchiveFormatError ? err : new ArchiveFormatError(`unreadable archive: ${(err as Error).message}`);
+    }
   }
 
-  override _flush(cb: TransformCallback): void {
+  end(): void {
     this.ended = true;
     if (!this.failure && (!this.head || this.pending.length > 0 || this.at !== At.BlockType)) {
       this.failure = new ArchiveFormatError('the archive ends inside a block');
     }
-    cb();
   }
 
-  /** The header (TOC included) and where every data block starts; only after the stream ended. */
-  layout(): { head: Header; blockAt: Map<number, number> } {
+  /** Why the archive could not be read, once known (undefined while it reads well). */
+  problem(): ArchiveFormatError | undefined {
+    return this.failure;
+  }
+
+  /** The header (TOC included) and where every data block starts; only after the end. */
+  layout(): ArchiveLayout {
     if (!this.ended) throw new Error('the archive has not ended yet');
     if (this.failure) throw this.failure;
     return { head: this.head!, blockAt: this.blockAt };
   }
 
-  /** The counts by "schema.table"; only after the stream ended. */
+  /** The counts by "schema.table"; only after the end. */
   result(): ArchiveRowCounts {
     if (!this.ended) throw new Error('the archive has not ended yet');
     if (this.failure) throw this.failure;
@@ -197,7 +209,6 @@ export class ArchiveRowCounter extends Transform {
     for (const [id, name] of this.tables) rows[name] = this.counts.get(id) ?? 0;
     return { rows, version: this.head!.version };
   }
-
   private consume(chunk: Buffer): void {
     let start = this.fed - this.pending.length;
     this.fed += chunk.length;
@@ -213,7 +224,7 @@ export class ArchiveRowCounter extends Transform {
         start += end;
       } catch (err) {
         if (!(err instanceof NeedMore)) throw err;
-        this.pending = buf;
+        this.pending = buf === chunk ? Buffer.from(chunk) : buf;
         return;
       }
     }
@@ -295,6 +306,42 @@ export class ArchiveRowCounter extends Transform {
   }
 }
 
+
+/**
+ * The same as a pass-through stream: the bytes pass unchanged; `result()` and `layout()` after
+ * the end (a chunk is not reused once pushed, so the walker may see it as it is).
+ */
+export class ArchiveRowCounter extends Transform {
+  private readonly walker: ArchiveWalker;
+
+  constructor(countRows = true) {
+    super();
+    this.walker = new ArchiveWalker(countRows);
+  }
+
+  get blockAt(): Map<number, number> {
+    return this.walker.blockAt;
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.walker.write(chunk);
+    cb(null, chunk);
+  }
+
+  override _flush(cb: TransformCallback): void {
+    this.walker.end();
+    cb();
+  }
+
+  layout(): ArchiveLayout {
+    return this.walker.layout();
+  }
+
+  result(): ArchiveRowCounts {
+    return this.walker.result();
+  }
+}
+
 function readUnsigned(buf: Buffer, at: number, size: number): number {
   let v = 0;
   for (let i = 0; i < size; i++) v += buf[at + i] * 2 ** (8 * i);
@@ -320,7 +367,7 @@ const K_OFFSET_POS_SET = 2;
  * marked "position not set" are changed; pg_restore checks the block id it finds at a position, so
  * a wrong one would be an error, never a wrong table. Returns how many entries were set.
  */
-export async function fillDataOffsets(file: string, layout: { head: Header; blockAt: Map<number, number> }): Promise<number> {
+export async function fillDataOffsets(file: string, layout: ArchiveLayout): Promise<number> {
   const { head, blockAt } = layout;
   const fh = await open(file, 'r+');
   try {
@@ -340,8 +387,34 @@ export async function fillDataOffsets(file: string, layout: { head: Header; bloc
       await fh.write(field, 0, field.length, head.offsetFields[i]);
       set++;
     }
-    if (set) await fh.sync();
+    // No fsync: the file is a restore's scratch copy, deleted afterwards.
     return set;
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * The header and table of contents at the start of a custom archive file (read until they parse),
+ * or undefined when it is not an archive this reader knows. With `blocks` (where each data block
+ * starts, by dump id, as backup-logical recorded them in dump.json) it is what fillDataOffsets
+ * takes, without reading the rest of the file.
+ */
+export async function readArchiveHead(file: string): Promise<Header | undefined> {
+  const fh = await open(file, 'r');
+  try {
+    const size = (await fh.stat()).size;
+    for (let want = 64 * 1024; ; want *= 4) {
+      const n = Math.min(want, size);
+      const buf = Buffer.alloc(n);
+      const { bytesRead } = await fh.read(buf, 0, n, 0);
+      try {
+        return parseHead(buf.subarray(0, bytesRead)).head;
+      } catch (err) {
+        if (err instanceof ArchiveFormatError) return undefined;
+        if (!(err instanceof NeedMore) || n >= size) return undefined;
+      }
+    }
   } finally {
     await fh.close();
   }

@@ -2,7 +2,7 @@
 // (the repository), never to a temporary file, and a pg_dump that fails makes that stream fail, so
 // a truncated dump can never be stored as if it were whole. The connection travels in libpq's
 // environment variables (no password on a command line).
-import { readdir } from 'node:fs/promises';
+import { readdir, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, type Duplex, type Readable, type Writable } from 'node:stream';
 import { startStreamingProgram } from './spawn.js';
@@ -134,9 +134,11 @@ export function pgDumpArgs(opts: Pick<PgDumpOptions, 'snapshot' | 'extraArgs'>):
   return args;
 }
 
-/** Start pg_dump with its output as a stream (see PgDumpRun.output). */
-export function startPgDump(opts: PgDumpOptions): PgDumpRun {
+/** pg_dump started, with what its exit means. */
+function spawnPgDump(opts: PgDumpOptions, file: string | undefined) {
   const args = pgDumpArgs(opts);
+  // --no-sync: the file is a pipe (fsync fails on one); what is durable is the stored object.
+  if (file !== undefined) args.push(`--file=${file}`, '--no-sync');
   const command = [opts.pgDump, ...args].join(' ') + (opts.connection.database ? ` (PGDATABASE=${opts.connection.database})` : '');
   const stopper = new AbortController();
   const cancelSignal = opts.signal ? AbortSignal.any([opts.signal, stopper.signal]) : stopper.signal;
@@ -145,7 +147,7 @@ export function startPgDump(opts: PgDumpOptions): PgDumpRun {
   const child = startStreamingProgram(opts.pgDump, args, {
     env: libpqEnv(opts.connection, opts.env ?? process.env),
     stdin: 'ignore',
-    stdout: 'pipe',
+    stdout: file === undefined ? 'pipe' : 'ignore',
     signal: cancelSignal,
     forceKillAfterDelay: 5000,
   });
@@ -179,6 +181,22 @@ export function startPgDump(opts: PgDumpOptions): PgDumpRun {
       return { ok: false, canceled: stopper.signal.aborted, stderrTail: tail, failure: `pg_dump failed: ${(err as Error).message}` };
     },
   );
+  return { child, exited, command, stopper };
+}
+
+/**
+ * Start pg_dump writing its archive into `file` (a named pipe whose reader is already waiting:
+ * the dump's worker thread, services/logical-dump-pass.ts). `exited` says whether the archive
+ * is whole; `stop` kills pg_dump.
+ */
+export function startPgDumpToFile(opts: PgDumpOptions & { file: string }): { exited: Promise<ChildExit>; command: string; stop(): void } {
+  const { exited, command, stopper } = spawnPgDump(opts, opts.file);
+  return { exited, command, stop: () => stopper.abort(new Error('stopped')) };
+}
+
+/** Start pg_dump with its output as a stream (see PgDumpRun.output). */
+export function startPgDump(opts: PgDumpOptions): PgDumpRun {
+  const { child, exited, command, stopper } = spawnPgDump(opts, undefined);
 
   let bytes = 0;
   let settled = false;
@@ -244,7 +262,15 @@ export interface RestoreListResult {
  */
 export async function readThroughRestoreList(
   input: Readable,
-  opts: { pgRestore?: string; decode?: Duplex; signal?: AbortSignal; env?: NodeJS.ProcessEnv; onBytes?: (total: number) => void } = {},
+  opts: {
+    pgRestore?: string;
+    decode?: Duplex;
+    signal?: AbortSignal;
+    env?: NodeJS.ProcessEnv;
+    onBytes?: (total: number) => void;
+    /** Stop reading once pg_restore has the table of contents (the input's checksum is then not checked). */
+    untilListed?: boolean;
+  } = {},
 ): Promise<RestoreListResult> {
   let bytes = 0;
   if (!opts.pgRestore) {
@@ -299,6 +325,7 @@ export async function readThroughRestoreList(
   const sink: Writable = decode ?? stdin;
   try {
     for await (const chunk of input) {
+      if (!listing && opts.untilListed) break; // ends and destroys `input`
       bytes += (chunk as Buffer).length;
       opts.onBytes?.(bytes);
       if (listing && !sink.destroyed && !sink.writableEnded && !sink.write(chunk)) await drainedOrClosed(sink);
@@ -355,7 +382,7 @@ export async function findPgClientFor(name: 'pg_dump' | 'pg_restore', serverMajo
     if (!(err instanceof PgBinaryNotFoundError)) throw err;
     throw new PgDumpVersionError(`${err.message} For a PostgreSQL ${serverMajorVersion} server: ${installHint(serverMajorVersion)}.`);
   }
-  if (first.major >= serverMajorVersion) return first;
+  if (first.major >= serverMajorVersion) return unwrapped(name, first);
   for (const dir of await sideBySideBinDirs()) {
     const candidate = path.join(dir, name);
     if (candidate === first.path) continue;
@@ -371,6 +398,22 @@ export async function findPgClientFor(name: 'pg_dump' | 'pg_restore', serverMajo
       `a newer server's data. Install the client tools for PostgreSQL ${serverMajorVersion}: ${installHint(serverMajorVersion)}, ` +
       `or set ${PG_BINDIR_ENV} to a directory holding ${name} ${serverMajorVersion} or newer.`,
   );
+}
+
+/**
+ * Debian's /usr/bin/pg_dump (and pg_restore) is postgresql-common's pg_wrapper, a Perl script that
+ * picks a version and runs it: ~0.1-0.3 s of Perl start for every pg_dump and pg_restore (a restore
+ * runs pg_restore three times). The program it runs, /usr/lib/postgresql/<major>/bin/<name>, when
+ * that reports the very same version; otherwise `found` as it is.
+ */
+async function unwrapped(name: string, found: PgBinaryVersion): Promise<PgBinaryVersion> {
+  try {
+    if (path.basename(await realpath(found.path)) !== 'pg_wrapper') return found;
+    const direct = await pgBinaryVersion(path.join('/usr/lib/postgresql', String(found.major), 'bin', name));
+    return direct.full === found.full ? direct : found;
+  } catch {
+    return found;
+  }
 }
 
 function installHint(major: number): string {

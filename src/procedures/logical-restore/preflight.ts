@@ -5,6 +5,7 @@ import os from 'node:os';
 import { shellQuote } from '../../engine/runner.js';
 import { describeConnection } from '../../config/connection.js';
 import { byHand, serverAndRole } from '../../postgres/databases.js';
+import { findPgClientFor } from '../../postgres/programs/pg_dump.js';
 import { findPgRestore } from '../../postgres/programs/pg_restore.js';
 import { chooseDump, describeDump, withRepository } from '../../repo/dump-files.js';
 import { planLogicalScratch, scratchSourceDump } from './at.js';
@@ -34,6 +35,12 @@ export async function preflight(ctx: LogicalRestoreContext): Promise<void> {
   const { database } = ctx.params;
   const pf = new Preflight(ctx);
 
+  // pg_restore's place and version, looked up (and cached) while the repository and the server answer.
+  const warm = findPgClientFor('pg_restore', 0).catch(() => {});
+  const conn = ctx.services.connection;
+  // The server is asked while the repository answers; its checks are reported after the dump's.
+  const serverRead = serverAndRole(conn);
+  serverRead.catch(() => {});
   const at = ctx.params.at;
   const chosen = at
     ? scratchSourceDump(database, at)
@@ -48,8 +55,7 @@ export async function preflight(ctx: LogicalRestoreContext): Promise<void> {
   const stamp = nameStamp();
   const newDatabase = ctx.params.newDatabase ?? fitName(database, `_restored_${stamp}`);
   const replacedName = fitName(database, `_replaced_${stamp}`);
-  const conn = ctx.services.connection;
-  const server = await pf.attempt('server reachable', () => serverAndRole(conn));
+  const server = await pf.attempt('server reachable', () => serverRead);
   if (server) {
     pf.pass('server reachable', `${describeConnection(conn)}, PostgreSQL ${server.version}`);
     if (server.databases.has(newDatabase)) {
@@ -77,6 +83,7 @@ export async function preflight(ctx: LogicalRestoreContext): Promise<void> {
     }
     if (!originalExists) ctx.log(`database ${database} does not exist on this server any more: the new database gets the server's default encoding and locale`, 'warn');
 
+    await warm;
     const pgRestore = await pf.attempt('pg_restore', () => findPgRestore(server.versionNum, chosen?.pgDumpVersion));
     if (pgRestore) pf.pass('pg_restore', `${pgRestore.path} ${pgRestore.version}${chosen?.pgDumpVersion ? ` (dump made by pg_dump ${chosen.pgDumpVersion})` : ''}`);
 
