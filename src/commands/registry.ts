@@ -147,7 +147,7 @@ function walCommand(name: string, summary: string, usage: string, positionals: {
   return { name, summary, usage: [usage], options: walCommon, positionals: { min: positionals.count, max: positionals.count, names: positionals.names }, notes: WAL_NOTES };
 }
 
-export const WAL_PUSH = walCommand('wal-push', 'archive_command: store one WAL file in the repository', 'pgrunbook wal-push [--env-file FILE] [--repo URL] [--compress gzip|none] [--compress-level 1-9] [--spool DIR] %p', {
+export const WAL_PUSH = walCommand('wal-push', 'archive_command: store one WAL file in the repository', 'pgrunbook wal-push [--env-file FILE] [--repo URL] [--compress zstd|gzip|none] [--compress-level 1-19] [--spool DIR] %p', {
   count: 1,
   names: 'the WAL file path (%p)',
 });
