@@ -33,7 +33,16 @@ describe('the plan for latest', () => {
     const r = await runCli(['--procedure', 'backup-base', ...conn, '--repo', repoUrl, '--checkpoint', 'fast', '--json'], { PGRUNBOOK_STATE_DIR: path.join(tempDir(), 'state') });
     expect(r.exitCode, r.stdout.slice(-3000) + r.stderr).toBe(0);
     store = await openStore(repoUrl, process.env);
+    // backup-base returns before the archiver has the backup's own WAL: one switch, archived,
+    // means everything before it is in the repository, and each switch below adds one segment.
+    await switchAndArchive();
   });
+
+  const switchAndArchive = async () => {
+    await cluster.query('CREATE TABLE IF NOT EXISTS t (x int); INSERT INTO t VALUES (1)');
+    const [{ name }] = await cluster.query<{ name: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS name');
+    await waitFor(`${name} archived`, () => fs.existsSync(path.join(repoDir, walKey(name, 'zstd'))), 60_000);
+  };
 
   afterAll(async () => {
     await store?.close();
@@ -56,9 +65,7 @@ describe('the plan for latest', () => {
         expect(parseLsn(plan.replayEndLsn), `${segments} segments`).toBeGreaterThan(parseLsn(backup.stopLsn));
         seen.push(segments);
       }
-      await cluster.query('CREATE TABLE IF NOT EXISTS t (x int); INSERT INTO t VALUES (1)');
-      const [{ name }] = await cluster.query<{ name: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS name');
-      await waitFor(`${name} archived`, () => fs.existsSync(path.join(repoDir, walKey(name, 'zstd'))), 60_000);
+      await switchAndArchive();
     }
     // The counts that end on a batch were among those planned.
     expect(seen).toEqual([7, 8, 9, 16, 17]);
