@@ -105,7 +105,7 @@ describe('pitr', () => {
     await waitFor('the preflight to unpack into its staging directory', () => out.includes('beside the data directory, checking its checksums') && staging().length > 0, 60_000);
     child.kill('SIGINT');
     const first = await child;
-    expect(first.exitCode).toBe(130);
+    expect(first.exitCode, `${out.slice(-2500)}\n${String(first.stderr).slice(-1500)}`).toBe(130);
     const runId = jsonLines(out)[0].runId as string;
     // Nothing touched: the same postmaster runs on the same data directory; the staging directory is gone.
     const after = await cluster.query<{ t: Date }>('SELECT pg_postmaster_start_time() AS t');

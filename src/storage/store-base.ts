@@ -86,7 +86,14 @@ export abstract class StoreBase {
   /** A get's result: the body checked against opts.expectedSha256 and stopped by opts.signal. */
   protected getResult(chunks: AsyncIterable<Buffer>, info: ObjectInfo, opts: GetOptions): GetResult {
     const body = verifyingStream(chunks, info.key, opts.expectedSha256, this.description);
-    if (opts.signal) addAbortSignal(opts.signal, body);
+    if (opts.signal) {
+      addAbortSignal(opts.signal, body);
+      // An abort can land before the caller has piped the body anywhere (between the get and its
+      // pipeline, across an await): the body then errors with nobody listening, which would crash
+      // the process instead of ending the run as interrupted. Consumers still get every error
+      // through their own listeners (pipeline attaches one).
+      body.on('error', () => undefined);
+    }
     return { body, info };
   }
 
