@@ -40,6 +40,8 @@ export async function unpackTar(body: NodeJS.ReadableStream, opts: { dir: string
   const tar = spawnChild('tar', ['-x', '--ignore-zeros', '-f', '-', '-C', opts.dir], {
     ...(isRoot() ? { uid: opts.owner.uid, gid: opts.owner.gid } : {}),
     stdio: [zstd ? zstd.child.stdout! : 'pipe', 'ignore', 'pipe'],
+    // tar runs as the data directory's owner: none of pgrunbook's environment (credentials) goes with it.
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...(process.env.LANG ? { LANG: process.env.LANG } : {}) },
   });
   // tar holds zstd's output now; this process must neither read it nor keep it open (so that a
   // tar that dies makes zstd fail on a broken pipe instead of blocking).
