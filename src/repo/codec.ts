@@ -109,9 +109,10 @@ export function zstdDecompressIntoFile(fd: number): Writable {
  * for several WAL segments: a spawn and a pipe of 16 MiB per segment cost the pusher a third of
  * its CPU; bench/README.md). One thread: the caller runs several of these at once.
  */
-export function zstdFilesToDir(files: readonly string[], outDir: string, level = 1): Promise<void> {
+export async function zstdFilesToDir(files: readonly string[], outDir: string, level = 1): Promise<void> {
+  const lean = await zstdLeanFlags();
   return new Promise((resolve, reject) => {
-    const child = childProcess().spawn('zstd', ['-q', '-f', `-${level}`, '-T1', '--no-progress', '--output-dir-flat', outDir, '--', ...files], {
+    const child = childProcess().spawn('zstd', ['-q', '-f', `-${level}`, ...lean, '--no-progress', '--output-dir-flat', outDir, '--', ...files], {
       stdio: ['ignore', 'ignore', 'pipe'],
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
     });
@@ -122,6 +123,26 @@ export function zstdFilesToDir(files: readonly string[], outDir: string, level =
     child.once('error', (err: NodeJS.ErrnoException) => reject(zstdSpawnError(err)));
     child.once('close', (code, signal) => (code === 0 ? resolve() : reject(new Error(`zstd failed to compress: ${stderr.trim().split('\n').slice(-3).join(' ') || signal || `exit code ${code}`}`))));
   });
+}
+
+let leanFlags: Promise<string[]> | undefined;
+
+/**
+ * zstd flags that cut its CPU per job, for callers that run many short jobs side by side (the
+ * pusher): `--single-thread` (1.3.8+; -T1 still hands the work to a worker thread with buffers of
+ * its own) and `--no-asyncio` (1.5.3+; an I/O thread). On a 16 MiB WAL segment they took zstd -1
+ * from ~77 to ~44 ms of CPU here, half of it system time: every fresh page a process touches is dear
+ * on these VMs (bench/README.md). Asked of `zstd -V` once per process; none when it cannot be told.
+ */
+export function zstdLeanFlags(): Promise<string[]> {
+  leanFlags ??= new Promise((resolve) => {
+    childProcess().execFile('zstd', ['-V'], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, timeout: 5000 }, (err, stdout) => {
+      const m = /v(\d+)\.(\d+)\.(\d+)/.exec(err ? '' : String(stdout));
+      const v = m ? Number(m[1]) * 10000 + Number(m[2]) * 100 + Number(m[3]) : 0;
+      resolve(v >= 10503 ? ['--single-thread', '--no-asyncio'] : v >= 10308 ? ['--single-thread'] : ['-T1']);
+    });
+  });
+  return leanFlags;
 }
 
 /** Why a `zstd` process did not start: a missing program is bad usage (exit 2) naming the package. */
