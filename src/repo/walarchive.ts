@@ -27,8 +27,9 @@ export interface WalPushOptions {
   /** gzip level 1-9, zstd 1-19; 1 is several times faster than 6 for about 10% more bytes on WAL. */
   level?: number;
   signal?: AbortSignal;
-  /** The file already compressed with `compression` (the pusher compresses several in one zstd). */
-  compressed?: Buffer;
+  /** A file holding the segment already compressed with `compression` (the pusher compresses
+   *  several in one zstd); streamed into the store, never read whole. */
+  compressedFile?: string;
   /** Repository records already read and checked, by system identifier (a long-lived pusher's). */
   identityCache?: Map<string, RepositoryIdentity>;
 }
@@ -70,7 +71,7 @@ export async function pushWal(store: ObjectStore, sourcePath: string, opts: WalP
   }
   // Already compressed (the pusher's batches): the segment is only hashed, through a small
   // buffer, instead of read whole into a 16 MiB one per segment in flight.
-  const raw = opts.compressed ? undefined : await fsp.readFile(sourcePath);
+  const raw = opts.compressedFile ? undefined : await fsp.readFile(sourcePath);
   const digest = raw ? { sha256: sha256Hex(raw), size: raw.length, head: raw.subarray(0, WAL_HEAD_BYTES) } : await digestFile(sourcePath);
   // A segment names its cluster in its first page: the repository must belong to that cluster
   // (adopted by the first writer). History and .backup files carry no identifier.
@@ -96,32 +97,38 @@ export async function pushWal(store: ObjectStore, sourcePath: string, opts: WalP
     throw new WalConflictError(name, existing.key, store.describe());
   }
 
-  const body = opts.compressed
-    ? opts.compressed
-    : opts.compression === 'gzip'
-      ? await gzipParallel(raw!, opts.level ?? 1) : opts.compression === 'zstd' ? await compressBuffer('zstd', raw!, { level: opts.level ?? 1 }) : raw!;
+  const metadata = { rawsha256: rawSha, rawsize: String(digest.size), compression: opts.compression };
+  if (opts.compressedFile) {
+    // Hashed, then streamed through small chunks: a fresh multi-MiB Buffer per segment costs more
+    // in page faults here than the read itself (bench/README.md).
+    const stored = await digestFile(opts.compressedFile);
+    opts.signal?.throwIfAborted();
+    const putOpts = { contentLength: stored.size, signal: opts.signal, metadata: { sha256: stored.sha256, ...metadata } };
+    const put = store.putFile
+      ? await store.putFile(key, opts.compressedFile, putOpts)
+      : await store.put(key, fs.createReadStream(opts.compressedFile, { highWaterMark: 1024 * 1024 }), putOpts);
+    // The file changed between its hash and its copy: what is stored must be what the metadata says.
+    if (put.sha256 !== stored.sha256) throw new Error(`${opts.compressedFile} changed while it was stored as ${key}; pushing it again`);
+    return { name, key, status: 'stored', rawSize: digest.size, storedSize: stored.size, rawSha256: rawSha };
+  }
+  const body =
+    opts.compression === 'gzip' ? await gzipParallel(raw!, opts.level ?? 1) : opts.compression === 'zstd' ? await compressBuffer('zstd', raw!, { level: opts.level ?? 1 }) : raw!;
   opts.signal?.throwIfAborted();
-  await store.put(key, body, {
-    contentLength: body.length,
-    signal: opts.signal,
-    metadata: {
-      sha256: sha256Hex(body),
-      rawsha256: rawSha,
-      rawsize: String(digest.size),
-      compression: opts.compression,
-    },
-  });
+  await store.put(key, body, { contentLength: body.length, signal: opts.signal, metadata: { sha256: sha256Hex(body), ...metadata } });
   return { name, key, status: 'stored', rawSize: digest.size, storedSize: body.length, rawSha256: rawSha };
 }
 
 /** Enough of a segment's first page for its long header (the cluster's identifier). */
 const WAL_HEAD_BYTES = 64;
 
+/** 1 MiB read buffers kept for the next digest: a long-lived pusher hashes every segment. */
+const digestBuffers: Buffer[] = [];
+
 /** SHA-256, size and first bytes of a file, read through one 1 MiB buffer. */
 async function digestFile(file: string): Promise<{ sha256: string; size: number; head: Buffer }> {
   const fh = await fsp.open(file, 'r');
+  const buf = digestBuffers.pop() ?? Buffer.allocUnsafeSlow(1024 * 1024);
   try {
-    const buf = Buffer.allocUnsafeSlow(1024 * 1024);
     const hash = createHash('sha256');
     let size = 0;
     let head: Buffer | undefined;
@@ -134,6 +141,7 @@ async function digestFile(file: string): Promise<{ sha256: string; size: number;
     }
     return { sha256: hash.digest('hex'), size, head: head ?? Buffer.alloc(0) };
   } finally {
+    if (digestBuffers.length < 16) digestBuffers.push(buf);
     await fh.close();
   }
 }

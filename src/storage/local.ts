@@ -15,9 +15,9 @@
 // A key cannot be both an object and a "directory" of other keys here ('a' and 'a/b'); the
 // repository layout never needs that.
 
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { chmod, chown, link, mkdir, open, readdir, readFile, rename, rmdir, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
+import { chmod, chown, copyFile, link, mkdir, open, readdir, readFile, rename, rmdir, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -56,6 +56,29 @@ function errno(err: unknown): string | undefined {
 function isMissing(err: unknown): boolean {
   const c = errno(err);
   return c === 'ENOENT' || c === 'ENOTDIR';
+}
+
+/** 1 MiB read buffers kept for the next hashFile (a fresh one per call costs page faults). */
+const hashBuffers: Buffer[] = [];
+
+/** Size and SHA-256 of a file, read through one reused 1 MiB buffer. */
+async function hashFile(file: string): Promise<{ size: number; sha256: string }> {
+  const fh = await open(file, 'r');
+  const buf = hashBuffers.pop() ?? Buffer.allocUnsafeSlow(1024 * 1024);
+  try {
+    const hash = createHash('sha256');
+    let size = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, size);
+      if (bytesRead === 0) break;
+      hash.update(buf.subarray(0, bytesRead));
+      size += bytesRead;
+    }
+    return { size, sha256: hash.digest('hex') };
+  } finally {
+    if (hashBuffers.length < 8) hashBuffers.push(buf);
+    await fh.close();
+  }
 }
 
 async function fsyncDir(dir: string): Promise<void> {
@@ -255,30 +278,7 @@ export class LocalStore extends StoreBase implements ObjectStore {
         await tmp.fh.close();
       }
 
-      const sidecar = LocalStore.sidecarOf(finalPath);
-      const metadata = opts.metadata ?? {};
-      if (Object.keys(metadata).length > 0) {
-        const metaTmp = join(dir, `${TMP_PREFIX}${randomBytes(8).toString('hex')}`);
-        temps.push(metaTmp);
-        const fh = await open(metaTmp, 'wx', FILE_MODE);
-        try {
-          const owner = await this.repoOwner();
-          await fh.chmod(FILE_MODE);
-          if (owner) await fh.chown(owner.uid, owner.gid);
-          await fh.writeFile(JSON.stringify({ version: 1, metadata }));
-          await fh.sync();
-        } finally {
-          await fh.close();
-        }
-        await rename(metaTmp, sidecar);
-      } else {
-        await unlink(sidecar).catch((err) => {
-          if (!isMissing(err)) throw err;
-        });
-      }
-      await rename(tmp.path, finalPath);
-      temps.length = 0;
-      await fsyncDir(dir);
+      await this.commitTemp(tmp.path, finalPath, opts.metadata ?? {}, temps);
       return { key, size: hasher.byteCount, sha256: hasher.sha256 };
     } catch (err) {
       // Measured before the temp files go: what was free when the write failed.
@@ -291,6 +291,77 @@ export class LocalStore extends StoreBase implements ObjectStore {
       else if (sourceError !== undefined && !isAbortError(sourceError)) failure = sourceError; // the body failed, not the file system
       else if (errno(err) !== undefined || sourceError === undefined) failure = await this.writeError('put', key, err, dir, written, opts.contentLength ?? opts.sizeHint);
       else failure = sourceError;
+      await Promise.all(temps.map(unlinkQuiet));
+      throw failure;
+    }
+  }
+
+  /**
+   * The temp file `tmp` (written and fsynced) becomes `finalPath`: the sidecar first (temp, fsync,
+   * rename), then the object by rename, then the directory fsynced. `temps` is emptied once nothing
+   * is left to remove on failure.
+   */
+  private async commitTemp(tmp: string, finalPath: string, metadata: Record<string, string>, temps: string[]): Promise<void> {
+    const dir = dirname(finalPath);
+    const sidecar = LocalStore.sidecarOf(finalPath);
+    if (Object.keys(metadata).length > 0) {
+      const metaTmp = join(dir, `${TMP_PREFIX}${randomBytes(8).toString('hex')}`);
+      temps.push(metaTmp);
+      const fh = await open(metaTmp, 'wx', FILE_MODE);
+      try {
+        const owner = await this.repoOwner();
+        await fh.chmod(FILE_MODE);
+        if (owner) await fh.chown(owner.uid, owner.gid);
+        await fh.writeFile(JSON.stringify({ version: 1, metadata }));
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(metaTmp, sidecar);
+    } else {
+      await unlink(sidecar).catch((err) => {
+        if (!isMissing(err)) throw err;
+      });
+    }
+    await rename(tmp, finalPath);
+    temps.length = 0;
+    await fsyncDir(dir);
+  }
+
+  /**
+   * put() of a local file, copied by the kernel (copy_file_range) into the temp file instead of
+   * streamed through this process: for the pusher's compressed segments that took the put from
+   * ~25 to ~10 ms of CPU here. The temp file is then read back once, through one reused buffer,
+   * for the size and SHA-256 of exactly what is stored.
+   */
+  async putFile(key: string, file: string, opts: PutOptions = {}): Promise<PutResult> {
+    const finalPath = this.fileOf(this.checkPut(key, opts));
+    const dir = dirname(finalPath);
+    const temps: string[] = [];
+    let size: number | undefined;
+    try {
+      const tmp = await this.openTemp(dir);
+      temps.push(tmp.path);
+      let sha256: string;
+      try {
+        await copyFile(file, tmp.path);
+        // The copy gives the temp file the source's mode; the repository's objects keep theirs.
+        await tmp.fh.chmod(FILE_MODE);
+        opts.signal?.throwIfAborted();
+        ({ size, sha256 } = await hashFile(tmp.path));
+        if (opts.contentLength !== undefined && size !== opts.contentLength) {
+          throw new StorageError(`put '${key}': the file ${file} holds ${size} bytes, contentLength says ${opts.contentLength}`, { code: 'invalid-argument', operation: 'put', key });
+        }
+        await tmp.fh.sync();
+      } finally {
+        await tmp.fh.close();
+      }
+      await this.commitTemp(tmp.path, finalPath, opts.metadata ?? {}, temps);
+      return { key, size, sha256 };
+    } catch (err) {
+      let failure: unknown = err;
+      if (opts.signal?.aborted) failure = opts.signal.reason ?? err;
+      else if (!(err instanceof StorageError) && errno(err) !== undefined) failure = await this.writeError('put', key, err, dir, size, opts.contentLength);
       await Promise.all(temps.map(unlinkQuiet));
       throw failure;
     }

@@ -54,10 +54,15 @@ export abstract class StoreBase {
 
   /** Every driver checks the same things before any I/O: the key, the metadata, an abort. */
   async put(key: string, body: Readable | Buffer, opts: PutOptions = {}): Promise<PutResult> {
+    return this.write(this.checkPut(key, opts), key, body, opts);
+  }
+
+  /** The backend's name for `key` once the put's arguments are checked (and no abort came). */
+  protected checkPut(key: string, opts: PutOptions): string {
     const name = this.keyOf(key);
     validateMetadata(opts.metadata);
     opts.signal?.throwIfAborted();
-    return this.write(name, key, body, opts);
+    return name;
   }
 
   /** The driver's put, under the backend's `name` for `key`, the arguments checked. */

@@ -82,7 +82,7 @@ export async function runPusher(o: PusherOptions): Promise<number> {
   await fsp.mkdir(tmpDir, { recursive: true, mode: 0o700 });
 
   /** zstd-compresses a batch of segments with one process; each push then reads its own .zst. */
-  const compressBatch = async (names: string[]): Promise<Map<string, Promise<Buffer | undefined>>> => {
+  const compressBatch = async (names: string[]): Promise<Map<string, string | undefined>> => {
     const done = zstdFilesToDir(
       names.map((n) => path.join(o.pgWal, n)),
       tmpDir,
@@ -96,19 +96,15 @@ export async function runPusher(o: PusherOptions): Promise<number> {
         return false;
       },
     );
-    return new Map(
-      names.map((n) => {
-        const zst = path.join(tmpDir, `${n}.zst`);
-        return [n, ok ? fsp.readFile(zst).finally(() => fsp.rm(zst, { force: true })) : Promise.resolve(undefined)];
-      }),
-    );
+    return new Map(names.map((n) => [n, ok ? path.join(tmpDir, `${n}.zst`) : undefined]));
   };
 
-  const push = async (name: string, compressed?: Promise<Buffer | undefined>): Promise<void> => {
+  const push = async (name: string, compressed?: Promise<string | undefined>): Promise<void> => {
     const file = path.join(o.pgWal, name);
+    const compressedFile = compressed ? await compressed.catch(() => undefined) : undefined;
     try {
       const t0 = Date.now();
-      const r = await pushWal(o.store, file, { compression: o.compression, level: o.level, compressed: compressed ? await compressed.catch(() => undefined) : undefined, identityCache });
+      const r = await pushWal(o.store, file, { compression: o.compression, level: o.level, compressedFile, identityCache });
       const sha = r.rawSha256;
       o.log(`pushed ${name} (${r.status}, ${(r.storedSize / 1048576).toFixed(1)} MiB stored) in ${Date.now() - t0} ms, ${inFlight.size} in flight`);
       // Only now, durable in the store: the ok file, by rename, holding the checksum the slow path re-checks.
@@ -127,6 +123,8 @@ export async function runPusher(o: PusherOptions): Promise<number> {
       state.lastError = `${name}: ${(err as Error).message}`;
       state.lastErrorAt = new Date().toISOString();
       o.log(`cannot push ${name} (attempt ${n}): ${(err as Error).message}`);
+    } finally {
+      if (compressedFile) await fsp.rm(compressedFile, { force: true });
     }
   };
 

@@ -3,6 +3,9 @@
 // Azure; test/storage-fake-backend.test.ts for an in-memory driver registered by the test).
 
 import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer as readAll } from 'node:stream/consumers';
 import { inspect, promisify } from 'node:util';
@@ -222,6 +225,39 @@ describe(`ObjectStore contract: ${name}`, () => {
     expect(err).toBeInstanceOf(ChecksumMismatchError);
     expect(err).toMatchObject({ code: 'checksum-mismatch', key: 'corrupt/obj', expected: sha });
     expect((err as ChecksumMismatchError).actual).not.toBe(sha);
+  });
+
+  it('stores a local file with putFile where the driver has it: bytes, metadata, checked length', async (ctx) => {
+    if (!store.putFile) return ctx.skip();
+    const dir = await mkdtemp(join(tmpdir(), 'putfile-'));
+    try {
+      const data = await prngBuffer(3 * MiB + 11, 'putfile');
+      const sha = sha256Hex(data);
+      const file = join(dir, 'seg.zst');
+      await writeFile(file, data, { mode: 0o600 });
+      const put = await store.putFile('putfile/obj', file, { contentLength: data.length, metadata: { sha256: sha } });
+      expect(put).toEqual({ key: 'putfile/obj', size: data.length, sha256: sha });
+      const got = await store.get('putfile/obj', { expectedSha256: sha });
+      expect(sha256Hex(await readAll(got.body))).toBe(sha);
+      expect(got.info.metadata).toEqual({ sha256: sha });
+
+      // A length that does not match stores nothing and leaves no temp file behind.
+      await expect(store.putFile('putfile/short', file, { contentLength: data.length + 1 })).rejects.toMatchObject({ code: 'invalid-argument' });
+      expect(await store.head('putfile/short')).toBeUndefined();
+      if (h.rawNames) expect((await h.rawNames('putfile')).sort()).toEqual(['.pgrunbook-meta-obj.json', 'obj']);
+
+      // A missing source file fails the put and stores nothing.
+      await expect(store.putFile('putfile/missing', join(dir, 'nope'))).rejects.toThrow();
+      expect(await store.head('putfile/missing')).toBeUndefined();
+
+      // An aborted put stores nothing.
+      const ac = new AbortController();
+      ac.abort(new Error('stopped by the test'));
+      await expect(store.putFile('putfile/aborted', file, { signal: ac.signal })).rejects.toThrow('stopped by the test');
+      expect(await store.head('putfile/aborted')).toBeUndefined();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('fails a put whose body fails with the body\'s own error, storing nothing', async () => {
