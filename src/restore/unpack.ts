@@ -36,8 +36,10 @@ export async function unpackTar(body: NodeJS.ReadableStream, opts: { dir: string
   // gzip and none are decompressed here, as before.
   const zstd = opts.compression === 'zstd' ? spawnChild('zstd', ['-q', '-d', '-c', '--no-progress'], { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } }) : undefined;
   // --ignore-zeros: read to the end of the stream, past the end-of-archive blocks, so
-  // tar never closes its input early and the whole object's checksum is checked.
-  const tar = spawnChild('tar', ['-x', '--ignore-zeros', '-f', '-', '-C', opts.dir], {
+  // tar never closes its input early and the whole object's checksum is checked. -b 2048: 1 MiB
+  // records instead of 10 KiB, a hundredth of the reads and writes (about 20% less system time
+  // for the unpack here; bench/README.md).
+  const tar = spawnChild('tar', ['-x', '--ignore-zeros', '-b', '2048', '-f', '-', '-C', opts.dir], {
     ...(isRoot() ? { uid: opts.owner.uid, gid: opts.owner.gid } : {}),
     stdio: [zstd ? zstd.child.stdout! : 'pipe', 'ignore', 'pipe'],
     // tar runs as the data directory's owner: none of pgrunbook's environment (credentials) goes with it.
