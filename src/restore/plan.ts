@@ -83,6 +83,10 @@ export interface PlanInput {
   /** Reads and checksums the chosen backup's objects (called once, after the choice, before any WAL past it). */
   readBackup: (c: { meta: BaseBackupMeta }, signal: AbortSignal) => Promise<void>;
   onWalSegment?: (name: string, count: number) => void;
+  /** See WalkerInput.keepSegment; the file is in `workParent` (a rename from there stays on one file system). */
+  keepSegment?: (file: string, name: string) => Promise<boolean>;
+  /** Where the walk's scratch directory goes (default: the system's temp directory). */
+  workParent?: string;
 }
 
 interface Candidate {
@@ -95,7 +99,7 @@ export async function planRecovery(input: PlanInput): Promise<RecoveryPlan> {
   const { store, catalog, target } = input;
   const ss = catalog.segmentSize;
   const index = new SegmentIndex(catalog, ss);
-  const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgrunbook-walscan-'));
+  const work = await fsp.mkdtemp(path.join(input.workParent ?? os.tmpdir(), input.workParent ? '.pgrunbook-walscan-' : 'pgrunbook-walscan-'));
   try {
     const histories = await readHistories(store, catalog, work, input.signal);
     const explicitTimeline = input.timeline;
@@ -132,9 +136,11 @@ export async function planRecovery(input: PlanInput): Promise<RecoveryPlan> {
       const stopBackup = new AbortController();
       const backup = input.readBackup(c, input.signal ? AbortSignal.any([input.signal, stopBackup.signal]) : stopBackup.signal);
       let backupError: unknown;
+      let walkFailed = false;
       const backupDone = backup.then(
         () => undefined,
         (err: unknown) => {
+          if (walkFailed) return; // stopped by us below: the walk's failure is the cause
           backupError = err;
           stopWalk.abort();
         },
@@ -143,10 +149,11 @@ export async function planRecovery(input: PlanInput): Promise<RecoveryPlan> {
       try {
         walked = await walkPath();
       } catch (err) {
+        walkFailed = true;
         stopBackup.abort();
         await backupDone;
         // The backup's own failure (corrupt, another cluster's) stopped the walk: it is the cause.
-        if (backupError !== undefined && stopWalk.signal.aborted) throw backupError;
+        if (backupError !== undefined) throw backupError;
         throw err;
       }
       await backupDone;

@@ -16,9 +16,19 @@ export type WalkerInput = {
   store: ObjectStore;
   signal?: AbortSignal;
   onWalSegment?: (name: string, count: number) => void;
+  /**
+   * Offered each segment of the path the walk has done with, if its uncompressed checksum was
+   * verified: true when it took the file (moved it away), else it is removed. pitr keeps them for
+   * replay so that restore_command finds them checked and local instead of fetching them again.
+   */
+  keepSegment?: (file: string, name: string) => Promise<boolean>;
 };
 
 const BATCH = 8;
+/** Segments fetched ahead of the one the walk is at: each is a get, a hash, a zstd and an fsync. */
+const LOOKAHEAD = 4;
+
+type Fetched = { rawSize?: number; verified: boolean };
 
 /** The timeline history files the repository holds, by timeline (a damaged one is RepositoryCorruptError). */
 export async function readHistories(store: ObjectStore, catalog: Catalog, dir: string, signal?: AbortSignal): Promise<Map<number, TimelineHistoryEntry[]>> {
@@ -72,21 +82,42 @@ export class PathWalker {
     this.ss = index.segmentSize;
   }
 
-  private async fetch(seg: PathSegment): Promise<string> {
+  private readonly verified = new Set<string>();
+
+  /** Fetches a segment into the walk's directory with its checksums checked (nothing counted yet). */
+  private async download(seg: PathSegment, signal?: AbortSignal): Promise<Fetched> {
     const dest = path.join(this.dir, seg.name);
     try {
-      const r = await fetchWal(this.input.store, seg.name, dest, { signal: this.input.signal });
+      const r = await fetchWal(this.input.store, seg.name, dest, { signal });
       if (r.status === 'missing') throw new RepositoryCorruptError(`WAL segment ${seg.name} is listed in the repository but could not be read from ${this.input.store.describe()}`, seg.name);
-      this.bytesRead += r.rawSize ?? this.ss;
+      return { rawSize: r.rawSize, verified: Boolean(r.verified) };
     } catch (e) {
       if (e instanceof WalCorruptError) throw new RepositoryCorruptError(e.message, seg.name);
       throw e;
     }
+  }
+
+  /** A downloaded segment, counted and reported in path order. */
+  private counted(seg: PathSegment, r: Fetched): string {
+    this.bytesRead += r.rawSize ?? this.ss;
+    if (r.verified) this.verified.add(seg.name);
+    else this.verified.delete(seg.name);
     this.segmentsRead++;
     this.lastSegment = seg.name;
     this.lastSegno = seg.segno;
     this.input.onWalSegment?.(seg.name, this.segmentsRead);
-    return dest;
+    return path.join(this.dir, seg.name);
+  }
+
+  private async fetch(seg: PathSegment): Promise<string> {
+    return this.counted(seg, await this.download(seg, this.input.signal));
+  }
+
+  /** A path segment the walk is done with: offered to keepSegment (verified ones only), else removed. */
+  private async release(name: string): Promise<void> {
+    const file = path.join(this.dir, name);
+    if (this.input.keepSegment && this.verified.has(name) && (await this.input.keepSegment(file, name))) return;
+    await fsp.rm(file, { force: true });
   }
 
   /**
@@ -150,35 +181,72 @@ export class PathWalker {
           { signal: this.input.signal },
         );
       }
-      for (const f of files.slice(0, -1)) await fsp.rm(path.join(this.dir, f.name), { force: true });
+      for (const f of files.slice(0, -1)) await this.release(f.name);
       carried = files[files.length - 1];
       batch = [];
     };
 
-    for (;;) {
-      this.input.signal?.throwIfAborted();
-      if (stopped) break;
-      if (opts.untilSegno !== undefined && segno > opts.untilSegno) break;
-      const step = segmentOnPath(this.tlPath, this.index, segno);
-      if (step.kind === 'end') {
-        if (step.reason === 'gap') gap = step.missing;
-        break;
+    // Downloads run up to LOOKAHEAD segments ahead of the walk (the path is known from the index);
+    // each is counted, and its failure reported, only when the walk reaches it, in path order.
+    const ahead = new Map<bigint, Promise<Fetched>>();
+    const stopAhead = new AbortController();
+    const aheadSignal = this.input.signal ? AbortSignal.any([this.input.signal, stopAhead.signal]) : stopAhead.signal;
+    let aheadTo = segno;
+    let aheadEnded = false;
+    const fillAhead = () => {
+      while (!aheadEnded && ahead.size < LOOKAHEAD && (opts.untilSegno === undefined || aheadTo <= opts.untilSegno)) {
+        const step = segmentOnPath(this.tlPath, this.index, aheadTo);
+        if (step.kind === 'end') {
+          aheadEnded = true;
+          break;
+        }
+        const p = this.download(step.segment, aheadSignal);
+        p.catch(() => undefined); // awaited when the walk reaches it
+        ahead.set(aheadTo, p);
+        if (step.segment.validBefore !== undefined) aheadEnded = true;
+        aheadTo++;
       }
-      const seg = step.segment;
-      if (batch.length && batch[batch.length - 1].timeline !== seg.timeline) await flush(false);
-      if (carried && carried.timeline !== seg.timeline) carried = undefined;
-      await this.fetch(seg);
-      batch.push(seg);
-      if (seg.validBefore !== undefined) {
-        clipAt = seg.validBefore;
+    };
+
+    try {
+      for (;;) {
+        this.input.signal?.throwIfAborted();
+        if (stopped) break;
+        if (opts.untilSegno !== undefined && segno > opts.untilSegno) break;
+        const step = segmentOnPath(this.tlPath, this.index, segno);
+        if (step.kind === 'end') {
+          if (step.reason === 'gap') gap = step.missing;
+          break;
+        }
+        const seg = step.segment;
+        if (batch.length && batch[batch.length - 1].timeline !== seg.timeline) await flush(false);
+        if (carried && carried.timeline !== seg.timeline) carried = undefined;
+        fillAhead();
+        const pending = ahead.get(segno) ?? this.download(seg, aheadSignal);
+        ahead.delete(segno);
+        this.counted(seg, await pending);
+        fillAhead();
+        batch.push(seg);
+        if (seg.validBefore !== undefined) {
+          clipAt = seg.validBefore;
+          segno++;
+          break; // the path continues only on the child's copy, which is not archived
+        }
+        if (batch.length >= BATCH) await flush(false);
         segno++;
-        break; // the path continues only on the child's copy, which is not archived
       }
-      if (batch.length >= BATCH) await flush(false);
-      segno++;
+    } finally {
+      // Fetched ahead past where the walk stopped (or failed): not part of this walk.
+      stopAhead.abort();
+      const left = [...ahead.keys()];
+      await Promise.allSettled(ahead.values());
+      for (const s of left) {
+        const step = segmentOnPath(this.tlPath, this.index, s);
+        if (step.kind === 'segment') await fsp.rm(path.join(this.dir, step.segment.name), { force: true });
+      }
     }
     await flush(true);
-    if (carried) await fsp.rm(path.join(this.dir, carried.name), { force: true });
+    if (carried) await this.release(carried.name);
     return { gap, stopped, lastSegment: this.lastSegment, lastRecordStart, lastRecordEnd, clipAt };
   }
 
