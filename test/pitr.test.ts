@@ -161,6 +161,11 @@ describe('pitr', () => {
     // latest follows the newest timeline (the one the promotion above made, with row 100),
     // never the abandoned one where rows 4..6 were.
     expect(await rows()).toEqual([1, 2, 3, 100]);
+    // The segments the preflight read and checked were replayed from the spool, not fetched again,
+    // and nothing of them is left in the data directory.
+    const handed = jsonLines(r.stdout).find((e) => e.type === 'log' && /\d+ WAL segments checked by the preflight are waiting/.test(String(e.message)));
+    expect(handed, r.stdout.slice(-4000)).toBeDefined();
+    expect(fs.existsSync(path.join(cluster.dataDir, '.pgrunbook-wal'))).toBe(false);
 
     // Cut the archive: delete the segment holding row 8's commit, with WAL archived after it.
     await cluster.query('INSERT INTO events (v) VALUES (7)', [], 'app');

@@ -14,7 +14,7 @@ import { archiveCurrentWal, promoteServer, resetRecoveryTargets, resumeReplay } 
 import { serverControlFor, serverStderrFile, startServer, stopServer, type ServerControlSpec } from '../postgres/server-control.js';
 import { openRepository, type Repository } from '../repo/repository.js';
 import { readRepositoryIdentity } from '../repo/identity.js';
-import { asideName, finishRestoreDir, freeSpaceFor, makeRestoreDir, moveAside, newDataDirOwner, type Owner } from '../restore/datadir.js';
+import { asideName, finishRestoreDir, freeSpaceFor, handOverKeptWal, makeRestoreDir, moveAside, newDataDirOwner, type Owner } from '../restore/datadir.js';
 import type { RecoveryPlan } from '../restore/plan.js';
 import { identifyCluster, isCorruption, otherCluster, proveRecoverable, removeStaged } from '../restore/preflight.js';
 import { prepareRecoverySpool, recoverySettings, writeRecoverySettings } from '../restore/recovery-settings.js';
@@ -158,7 +158,7 @@ export const pitrProcedure = defineProcedure<PitrParams, PitrState>({
           // The backup is unpacked here, beside the data directory, as it is checked: its one read.
           const staged = stagedDirName(pgdata, ctx.runId);
           const stageOwner = fs.existsSync(pgdata) ? await ownerOf(pgdata) : await newDataDirOwner(path.dirname(pgdata));
-          const stage = { dir: staged, runId: ctx.runId, owner: stageOwner, pgdata };
+          const stage = { dir: staged, runId: ctx.runId, owner: stageOwner, pgdata, keepWal: true };
           try {
             p = await proveRecoverable({ repo, catalog, target, exclusive: Boolean(ctx.params.exclusive), timeline: ctx.params.timeline, backupId: ctx.params.backup, server, signal: ctx.signal, report: ctx, stage });
             if (fs.existsSync(staged)) ctx.state.staged = staged;
@@ -283,6 +283,9 @@ export const pitrProcedure = defineProcedure<PitrParams, PitrState>({
         // Prefetch: restore_command moves a verified segment from the spool, else fetches it itself.
         const spool = defaultSpoolDir(pgdata, plan(ctx).clusterName);
         await prepareRecoverySpool(spool, owner(ctx));
+        // The segments the preflight checked and kept: restore_command takes them from the spool.
+        const handed = await handOverKeptWal(pgdata, path.join(spool, 'fetch'), isRoot() ? owner(ctx) : undefined);
+        if (handed) ctx.log(`${handed} WAL segments checked by the preflight are waiting in ${path.join(spool, 'fetch')} for replay`);
         const restoreCommand = walCommandLine('wal-fetch', repo, env, { envFile, spool }).command;
         // Standby mode: the run promotes only after comparing what was reached with the plan.
         const lines = await writeRecoverySettings(pgdata, recoverySettings(plan(ctx), restoreCommand), ctx.runId, owner(ctx));

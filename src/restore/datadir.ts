@@ -73,6 +73,35 @@ export async function makeRestoreDir(pgdata: string, runId: string, owner: Owner
   if (isRoot()) await fsp.chown(pgdata, owner.uid, owner.gid);
 }
 
+/**
+ * Inside a staged data directory: WAL segments the preflight read and checked on the recovery's
+ * path, kept for replay. handOverKeptWal moves them out before the server starts.
+ */
+export const KEPT_WAL_DIR = '.pgrunbook-wal';
+
+/**
+ * Moves the segments the preflight kept in `pgdata`/KEPT_WAL_DIR into `fetchDir` (the spool's
+ * fetch directory, where restore_command's shell fast path takes a segment by rename; it was
+ * emptied for this recovery), then removes the directory. Returns how many were handed over.
+ */
+export async function handOverKeptWal(pgdata: string, fetchDir: string, owner: Owner | undefined): Promise<number> {
+  const dir = path.join(pgdata, KEPT_WAL_DIR);
+  const names = await fsp.readdir(dir).catch(() => [] as string[]);
+  if (names.length) {
+    await fsp.mkdir(fetchDir, { recursive: true, mode: 0o700 });
+    if (owner && isRoot()) await fsp.chown(fetchDir, owner.uid, owner.gid);
+  }
+  let moved = 0;
+  for (const n of names) {
+    // Another file system (EXDEV), say: replay fetches the rest from the repository as usual.
+    const ok = await fsp.rename(path.join(dir, n), path.join(fetchDir, n)).then(() => true, () => false);
+    if (!ok) break;
+    moved++;
+  }
+  await fsp.rm(dir, { recursive: true, force: true });
+  return moved;
+}
+
 /** The unpacked backup as a server may start from it: no stale postmaster.pid, no marker, mode 0700. */
 export async function finishRestoreDir(pgdata: string, runId: string): Promise<void> {
   await fsp.rm(path.join(pgdata, 'postmaster.pid'), { force: true });

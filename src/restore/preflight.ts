@@ -14,7 +14,8 @@ import type { Catalog } from '../repo/catalog.js';
 import type { Repository } from '../repo/repository.js';
 import { ChecksumMismatchError } from '../storage/types.js';
 import { isCodecDataError } from '../repo/codec.js';
-import { freeSpaceFor, makeRestoreDir, type Owner } from './datadir.js';
+import { freeSpaceFor, KEPT_WAL_DIR, makeRestoreDir, type Owner } from './datadir.js';
+import { isRoot } from '../postgres/osuser.js';
 import { unpackTar } from './unpack.js';
 import { planRecovery, RepositoryCorruptError, type RecoveryPlan } from './plan.js';
 import type { RecoveryTarget } from './target.js';
@@ -73,9 +74,19 @@ export type ProveOptions = {
   server: ClusterIdentity;
   signal: AbortSignal;
   report: Pick<StepContext, 'log' | 'check' | 'progress'>;
-  /** Unpack the chosen backup into `dir` (made here, marked as run `runId`'s) while checking it. */
-  stage?: { dir: string; runId: string; owner: Owner; pgdata: string };
+  /**
+   * Unpack the chosen backup into `dir` (made here, marked as run `runId`'s) while checking it.
+   * With `keepWal`, the WAL path's segments checked on the way are kept too, in `dir`/KEPT_WAL_DIR
+   * (as many as the free space allows, at most KEEP_WAL_MAX), for replay to use instead of fetching
+   * them again (handOverKeptWal).
+   */
+  stage?: { dir: string; runId: string; owner: Owner; pgdata: string; keepWal?: boolean };
 };
+
+/** At most this many checked segments are kept from the preflight for replay (2 GiB of 16 MiB ones). */
+const KEEP_WAL_MAX = 128;
+/** Free space left untouched beside the data directory when segments are kept, beyond the backup. */
+const KEEP_WAL_SLACK = 2 * 1024 ** 3;
 
 /** Plan the recovery, reading the chosen backup and the WAL path with their checksums; progress in bytes read. */
 export async function proveRecoverable(o: ProveOptions): Promise<RecoveryPlan> {
@@ -86,8 +97,22 @@ export async function proveRecoverable(o: ProveOptions): Promise<RecoveryPlan> {
     doneBytes += n;
     report.progress({ done: doneBytes, total: Math.max(plannedBytes, doneBytes), unit: 'bytes' });
   };
+  // Segments are kept only once the staging directory exists (made by the backup's read, which runs
+  // alongside the walk), in path order, and while the budget the free space allows lasts.
+  const keep = o.stage?.keepWal ? { budget: 0, kept: new Set<string>(), dir: path.join(o.stage.dir, KEPT_WAL_DIR), made: false } : undefined;
+  const keepSegment = keep
+    ? async (file: string, name: string): Promise<boolean> => {
+        if (!keep.made || keep.kept.has(name) || keep.kept.size >= keep.budget) return false;
+        await fs.promises.rename(file, path.join(keep.dir, name));
+        if (isRoot()) await fs.promises.chown(path.join(keep.dir, name), o.stage!.owner.uid, o.stage!.owner.gid);
+        keep.kept.add(name);
+        return true;
+      }
+    : undefined;
   return planRecovery({
     store: repo.store,
+    keepSegment,
+    workParent: keep ? path.dirname(o.stage!.pgdata) : undefined,
     catalog,
     target: o.target,
     exclusive: o.exclusive,
@@ -103,7 +128,7 @@ export async function proveRecoverable(o: ProveOptions): Promise<RecoveryPlan> {
       plannedBytes = objs.reduce((n, o) => n + o.size, 0);
       const data = meta.objects?.data;
       if (o.stage && data) {
-        await stageBackup({ ...o, signal }, meta.id, data, meta.objects?.manifest, Number(meta.uncompressedSize ?? meta.size ?? 0), tick);
+        await stageBackup({ ...o, signal }, meta.id, data, meta.objects?.manifest, Number(meta.uncompressedSize ?? meta.size ?? 0), tick, keep);
         return;
       }
       report.log(`reading base backup ${meta.id} (${formatBytes(plannedBytes)}) to check its checksums before anything is touched`);
@@ -124,11 +149,20 @@ export async function proveRecoverable(o: ProveOptions): Promise<RecoveryPlan> {
 type StoredObject = { key: string; size: number; sha256: string };
 
 /** The one read of the base backup: its manifest object checked, its data unpacked into the staging directory as its checksums are checked. */
-async function stageBackup(o: ProveOptions, id: string, data: StoredObject & { compression: string }, manifest: StoredObject | undefined, unpacked: number, tick: (n: number) => void): Promise<void> {
+async function stageBackup(
+  o: ProveOptions,
+  id: string,
+  data: StoredObject & { compression: string },
+  manifest: StoredObject | undefined,
+  unpacked: number,
+  tick: (n: number) => void,
+  keep?: { budget: number; dir: string; made: boolean },
+): Promise<void> {
   const { repo, report, stage } = o;
   if (!stage) return;
   const space = await freeSpaceFor(stage.pgdata, unpacked);
   if (space) report.check('free space', true, `${formatBytes(space.free)} free beside ${stage.pgdata} for about ${formatBytes(unpacked)}`);
+  if (keep && space) keep.budget = Math.max(0, Math.min(KEEP_WAL_MAX, Math.floor((space.free - unpacked * 1.1 - KEEP_WAL_SLACK) / o.catalog.segmentSize)));
   report.log(`unpacking base backup ${id} (${formatBytes(data.size)}, ${data.compression}) into ${stage.dir}, beside the data directory, checking its checksums as it streams; the server and its data directory are not touched`);
   let made = false;
   try {
@@ -138,6 +172,11 @@ async function stageBackup(o: ProveOptions, id: string, data: StoredObject & { c
     }
     await makeRestoreDir(stage.dir, stage.runId, stage.owner);
     made = true;
+    if (keep && keep.budget > 0) {
+      await fs.promises.mkdir(keep.dir, { mode: 0o700 });
+      if (isRoot()) await fs.promises.chown(keep.dir, stage.owner.uid, stage.owner.gid);
+      keep.made = true;
+    }
     let last = 0;
     const body = await repo.getVerified(data.key, data.sha256, o.signal);
     const { files } = await unpackTar(body, {

@@ -116,12 +116,14 @@ export async function runPrefetcher(o: PrefetcherOptions): Promise<number> {
         state.want = wantName;
         idleSince = Date.now();
       }
-      // Waiting files: drop those PostgreSQL has gone past (or of another timeline).
+      // Waiting files: drop those PostgreSQL has gone past (or of another timeline). Before its first
+      // request nothing is dropped: pitr's preflight may have left the first segments of the path here.
       const present = (await fsp.readdir(dir)).filter((n) => SEGMENT_RE.test(n));
+      const waiting = new Set(present);
       let queued = 0;
       for (const n of present) {
         const p = parseWalFileName(n, segSize);
-        if (!want || !p?.segno || p.timeline !== want.timeline || p.segno <= want.segno) await fsp.rm(path.join(dir, n), { force: true });
+        if (want && (!p?.segno || p.timeline !== want.timeline || p.segno <= want.segno)) await fsp.rm(path.join(dir, n), { force: true });
         else queued++;
       }
       if (want && next !== undefined) {
@@ -130,6 +132,10 @@ export async function runPrefetcher(o: PrefetcherOptions): Promise<number> {
           const name = segmentName(want.timeline, next, segSize);
           if ((retryAt.get(name) ?? 0) > Date.now() || inFlight.has(name)) break;
           if (state.missing && name > state.missing) break;
+          if (waiting.has(name)) {
+            next++; // already here (left by pitr's preflight): counted in queued
+            continue;
+          }
           inFlight.set(
             name,
             fetchOne(name, next).finally(() => inFlight.delete(name)),
