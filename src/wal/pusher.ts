@@ -159,8 +159,13 @@ export async function runPusher(o: PusherOptions): Promise<number> {
       }
       // zstd: the segments of a batch share one zstd process (a batch holding a segment that failed
       // before is compressed segment by segment, so each reports its own error).
-      for (let i = 0; i < launch.length; i += o.compression === 'zstd' ? BATCH : 1) {
-        const batch = launch.slice(i, i + (o.compression === 'zstd' ? BATCH : 1));
+      // With nothing in flight the archiver is waiting for the first of these: it goes alone, so
+      // that its acknowledgement does not wait for three more to be compressed before it.
+      const idle = inFlight.size === 0;
+      for (let i = 0; i < launch.length; ) {
+        const size = o.compression !== 'zstd' || (idle && i === 0) ? 1 : BATCH;
+        const batch = launch.slice(i, i + size);
+        i += size;
         const compressed = o.compression === 'zstd' && batch.every((n) => !failures.has(n)) ? compressBatch(batch) : undefined;
         for (const name of batch) {
           const p = push(name, compressed?.then((m) => m.get(name)!)).finally(() => {
