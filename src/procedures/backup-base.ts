@@ -87,6 +87,11 @@ export const backupBaseProcedure = defineProcedure<BackupBaseParams, BackupBaseS
       plan: (ctx) => planPreflight(repoDescription(ctx), describeConnection(ctx.services.connection)),
       async run(ctx) {
         const conn = ctx.services.connection;
+        // The server's answers and pg_basebackup's version are asked for while the repository is
+        // reached (each a round trip or a process start); they are reported in this order all the same.
+        const readiness = readBaseBackupReadiness(conn);
+        const toolVersion = findPgBinary('pg_basebackup').then(pgBinaryVersion);
+        for (const p of [readiness, toolVersion]) p.catch(() => undefined); // awaited below, or the step failed before
         const repo = await openRunRepository(ctx, ctx.services);
         let identity: RepositoryIdentity | undefined;
         try {
@@ -97,11 +102,11 @@ export const backupBaseProcedure = defineProcedure<BackupBaseParams, BackupBaseS
         ctx.check('repository reachable', true, repo.describe());
 
         // Unreachable server: nothing else can be checked, the step fails (exit 1) with the client's message.
-        const r = await readBaseBackupReadiness(conn);
+        const r = await readiness;
         const major = Math.floor(r.serverVersionNum / 10000);
         ctx.check('server reachable', true, `${describeConnection(conn)}, PostgreSQL ${r.serverVersion}${r.inRecovery ? ', a standby (the backup is taken from it)' : ''}`);
         for (const c of baseBackupChecks(r)) ctx.check(c.name, c.ok, c.detail);
-        const tool = await checkPgBasebackup(ctx, major);
+        const tool = await checkPgBasebackup(ctx, major, toolVersion);
 
         let systemIdentifier = '';
         if (replicationPossible(r)) {
@@ -255,9 +260,9 @@ function metaOf(ctx: Ctx): BaseBackupMeta {
 }
 
 /** pg_basebackup must be at least the server's major version; returns what to record as the tool. */
-async function checkPgBasebackup(ctx: Ctx, major: number): Promise<string> {
+async function checkPgBasebackup(ctx: Ctx, major: number, version: ReturnType<typeof pgBinaryVersion>): Promise<string> {
   try {
-    const v = await pgBinaryVersion(await findPgBinary('pg_basebackup'));
+    const v = await version;
     ctx.check(
       'pg_basebackup version',
       v.major >= major,
