@@ -76,9 +76,10 @@ export interface ObjectStore {
    *  false when the key was taken. Atomic where the backend offers it (local: link(2); S3: If-None-Match);
    *  drivers without it are handled by createIfAbsent in src/repo/lock.ts (head, put, read back). No metadata. */
   putIfAbsent?(key: string, body: Buffer): Promise<boolean>;
-  /** put() of a local file's bytes, where the driver can copy them in the kernel instead of
-   *  streaming them through this process (local: copy_file_range). Same guarantees as put(); the
-   *  file must not change meanwhile. Callers fall back to put() with a read stream without it. */
+  /** put() of a local file's bytes, where the driver can store them without streaming them through
+   *  this process (local: a hard link on the same file system, else copy_file_range). Same
+   *  guarantees as put(); the file must never be written again (the object may be the same inode).
+   *  Callers fall back to put() with a read stream without it. */
   putFile?(key: string, file: string, opts?: PutOptions): Promise<PutResult>;
   /** Releases sockets/agents. The store must not be used afterwards. */
   close(): Promise<void>;

@@ -3,6 +3,7 @@
 // Azure; test/storage-fake-backend.test.ts for an in-memory driver registered by the test).
 
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -240,6 +241,20 @@ describe(`ObjectStore contract: ${name}`, () => {
       const got = await store.get('putfile/obj', { expectedSha256: sha });
       expect(sha256Hex(await readAll(got.body))).toBe(sha);
       expect(got.info.metadata).toEqual({ sha256: sha });
+
+      // From another file system (no hard link there: the kernel's copy), the same bytes.
+      if (existsSync('/dev/shm')) {
+        const shm = await mkdtemp('/dev/shm/putfile-');
+        try {
+          await writeFile(join(shm, 'seg.zst'), data, { mode: 0o600 });
+          expect(await store.putFile('putfile/copied', join(shm, 'seg.zst'), { metadata: { sha256: sha } })).toEqual({ key: 'putfile/copied', size: data.length, sha256: sha });
+          const copied = await store.get('putfile/copied', { expectedSha256: sha });
+          expect(sha256Hex(await readAll(copied.body))).toBe(sha);
+          await store.delete('putfile/copied');
+        } finally {
+          await rm(shm, { recursive: true, force: true });
+        }
+      }
 
       // A length that does not match stores nothing and leaves no temp file behind.
       await expect(store.putFile('putfile/short', file, { contentLength: data.length + 1 })).rejects.toMatchObject({ code: 'invalid-argument' });
