@@ -97,9 +97,21 @@ export function startDumpPass(opts: PgDumpOptions & { level?: number }): DumpPas
   const dump = startPgDumpToFile({ ...opts, onBytes: undefined, file: input });
   let bytes = 0;
   const worker = new Worker(workerUrl(), { workerData: { input, output } satisfies DumpWorkerData });
+  // The holds may go only once the thread has opened both pipes or is gone: released before, its
+  // open of a pipe nobody else holds any more would wait for ever, in a syscall that
+  // worker.terminate() cannot interrupt (a pg_dump that failed at once on a loaded machine did that).
+  let threadOpened = false;
+  let threadGone = false;
+  worker.once('exit', () => {
+    threadGone = true;
+    release();
+  });
   const threadDone = new Promise<DumpPassResult>((resolve, reject) => {
     worker.on('message', (m: DumpWorkerOut) => {
-      if (m.type === 'opened') release();
+      if (m.type === 'opened') {
+        threadOpened = true;
+        release();
+      }
       else if (m.type === 'progress') {
         bytes = m.bytes;
         opts.onBytes?.(bytes);
@@ -119,7 +131,7 @@ export function startDumpPass(opts: PgDumpOptions & { level?: number }): DumpPas
   const stopAll = () => {
     dump.stop();
     if (zstd.exitCode === null && zstd.signalCode === null) zstd.kill('SIGKILL');
-    release();
+    if (threadOpened || threadGone) release();
   };
   void dump.exited.then((e) => {
     if (!e.ok) stopAll();
