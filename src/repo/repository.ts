@@ -2,7 +2,6 @@
 // committed (its metadata file written last, after every data object), and how objects are
 // read back with their checksums checked. Procedures use this, never the drivers directly.
 import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { openRepoStore } from './encryption.js';
 import type { ObjectStore, PutResult } from '../storage/types.js';
@@ -56,19 +55,6 @@ export class Repository {
   /** Stream an object in; its SHA-256 is recorded in the object's metadata and returned for the manifest. */
   async putObject(key: string, body: Readable | Buffer, opts: { signal?: AbortSignal; sizeHint?: number; metadata?: Record<string, string> } = {}): Promise<ObjectRecord> {
     const r: PutResult = await this.store.put(key, body, { signal: opts.signal, sizeHint: opts.sizeHint, metadata: opts.metadata });
-    return { key: r.key, size: r.size, sha256: r.sha256 };
-  }
-
-  /** Whether putObjectFile stores a local file without streaming it (a plain local repository). */
-  get storesFiles(): boolean {
-    return typeof this.store.putFile === 'function';
-  }
-
-  /** putObject of a local file the caller will never write again (storesFiles: linked or copied by the kernel). */
-  async putObjectFile(key: string, file: string, opts: { signal?: AbortSignal; metadata?: Record<string, string> } = {}): Promise<ObjectRecord> {
-    const r: PutResult = this.store.putFile
-      ? await this.store.putFile(key, file, { signal: opts.signal, metadata: opts.metadata })
-      : await this.store.put(key, createReadStream(file, { highWaterMark: 1024 * 1024 }), { signal: opts.signal, metadata: opts.metadata });
     return { key: r.key, size: r.size, sha256: r.sha256 };
   }
 

@@ -36,11 +36,6 @@ export async function followGrowingFile(file: string, exited: () => boolean, out
   // One scratch buffer, and a copy of exactly what was read: a fresh 1 MiB per look at a file that
   // grew by a few KiB kept the garbage collector busy for a fifth of the run.
   const scratch = Buffer.allocUnsafeSlow(FOLLOW_CHUNK);
-  // With one reader (a child's stdin), no copy either: a buffer goes back to the pool once its write
-  // has completed (the bytes are in the pipe). Fresh memory for every copy cost a page fault per
-  // 4 KiB here, ~45% of a base backup's page faults (bench/README.md).
-  const pool: Buffer[] = [];
-  const single = outs.length === 1 ? outs[0] : undefined;
   try {
     for (;;) {
       signal.throwIfAborted();
@@ -61,22 +56,13 @@ export async function followGrowingFile(file: string, exited: () => boolean, out
           continue;
         }
       }
-      const into = single ? (pool.pop() ?? Buffer.allocUnsafeSlow(FOLLOW_CHUNK)) : scratch;
-      const { bytesRead } = await fh.read(into, 0, into.length, pos);
+      const { bytesRead } = await fh.read(scratch, 0, scratch.length, pos);
       if (bytesRead > 0) {
         pos += bytesRead;
-        if (single) {
-          // A failed write (the reader went away) may leave the buffer referenced: never reused then.
-          await writeOrWait(single, into.subarray(0, bytesRead), (err) => {
-            if (!err) pool.push(into);
-          });
-        } else {
-          const chunk = Buffer.from(scratch.subarray(0, bytesRead));
-          await Promise.all(outs.map((o) => writeOrWait(o, chunk)));
-        }
+        const chunk = Buffer.from(scratch.subarray(0, bytesRead));
+        await Promise.all(outs.map((o) => writeOrWait(o, chunk)));
         continue;
       }
-      if (single) pool.push(into);
       if (writerGone) break;
       await pause();
     }
@@ -180,9 +166,8 @@ export function startCheckWorker(dir: string, algorithm: string, walSegmentSize:
   return { input, result, stop };
 }
 
-function writeOrWait(o: Writable, chunk: Buffer, written?: (err?: Error | null) => void): Promise<void> {
-  if (o.destroyed) return Promise.resolve();
-  if (written ? o.write(chunk, written) : o.write(chunk)) return Promise.resolve();
+function writeOrWait(o: Writable, chunk: Buffer): Promise<void> {
+  if (o.destroyed || o.write(chunk)) return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
       o.off('drain', done);

@@ -156,16 +156,12 @@ export async function streamBaseBackup(ctx: RunIO, repo: Repository, id: string,
         manifestWrites.then(() => cb(), (err) => cb(err as Error));
       },
     });
-    let body: Readable | undefined;
+    let body: Readable;
     let checked: Promise<unknown> = Promise.resolve();
     let checkedInWorker: CheckedInWorker | undefined;
-    // A local repository takes pg_basebackup's finished file itself (linked, or copied by the
-    // kernel) once the check has passed: only the check's thread reads the bytes as they come,
-    // which leaves the second core to it while the server compresses (bench/README.md).
-    const storeFile = serverDir && repo.storesFiles ? path.join(serverDir, SERVER_COMPRESSED_TAR) : undefined;
     if (serverDir) {
       // The followed file's bytes go to the repository as they are, and to the check's thread.
-      const stored = storeFile ? undefined : new PassThrough({ highWaterMark: FOLLOW_CHUNK });
+      const stored = new PassThrough({ highWaterMark: FOLLOW_CHUNK });
       let exited = false;
       void bb.done.then(() => {
         exited = true;
@@ -182,18 +178,13 @@ export async function streamBaseBackup(ctx: RunIO, repo: Repository, id: string,
           streamEndedAt = new Date(r.endedAt);
         },
         (err: unknown) => {
-          stored?.destroy(err as Error);
-          if (storeFile) {
-            // Nothing reads from pg_basebackup to stop it: it would finish a backup that cannot be kept.
-            stopping = true;
-            bb.kill();
-          }
+          stored.destroy(err as Error);
           throw err;
         },
       );
       checked.catch(() => {});
-      followGrowingFile(path.join(serverDir, SERVER_COMPRESSED_TAR), () => exited, stored ? [stored, worker.input] : [worker.input], ctx.signal).catch((err: unknown) => {
-        stored?.destroy(err as Error);
+      followGrowingFile(path.join(serverDir, SERVER_COMPRESSED_TAR), () => exited, [stored, worker.input], ctx.signal).catch((err: unknown) => {
+        stored.destroy(err as Error);
         worker?.input.destroy(err as Error);
       });
       body = stored;
@@ -205,16 +196,8 @@ export async function streamBaseBackup(ctx: RunIO, repo: Repository, id: string,
     }
 
     let putError: unknown;
-    const metadata = { compression: codec, format: 'tar' };
-    const storing = storeFile
-      ? (async () => {
-          // Stored only when complete and checked: a failed pg_basebackup or check stores nothing.
-          if (!(await bb.done).ok) return undefined;
-          await checked;
-          return repo.putObjectFile(dataKey, storeFile, { signal: ctx.signal, metadata });
-        })()
-      : repo.putObject(dataKey, body!, { signal: ctx.signal, sizeHint: Math.round(pre.sizeEstimate * 1.1) + 64 * 1024 * 1024, metadata });
-    const put = storing
+    const put = repo
+      .putObject(dataKey, body, { signal: ctx.signal, sizeHint: Math.round(pre.sizeEstimate * 1.1) + 64 * 1024 * 1024, metadata: { compression: codec, format: 'tar' } })
       .catch((err: unknown) => {
         putError = err;
         stopping = true;
