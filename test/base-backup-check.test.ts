@@ -16,4 +16,22 @@ describe('the check thread of a server-compressed base backup', () => {
     check.input.end(await compressBuffer('zstd', Buffer.alloc(8 * 1024 * 1024, 0x41)));
     await expect(check.result).rejects.toBeInstanceOf(TarFormatError);
   }, 20_000);
+
+  it('stopped before its thread has opened the pipe (a run that failed at once), the check still ends: the thread is not left waiting on a pipe nobody holds', async () => {
+    // The window is the thread's start-up: stopped at several moments inside it, every check must end.
+    for (let delayMs = 0; delayMs <= 60; delayMs += 10) {
+      const dir = tempDir('pgrunbook-bbcheck-');
+      const check = startCheckWorker(dir, 'CRC32C', 16 * 1024 * 1024, path.join(dir, 'backup_manifest'), () => {});
+      if (delayMs) await new Promise((resolve) => setTimeout(resolve, delayMs));
+      check.stop();
+      const settled = await Promise.race([
+        check.result.then(
+          () => 'resolved',
+          () => 'rejected',
+        ),
+        new Promise((resolve) => setTimeout(() => resolve('still waiting after 5 s'), 5_000).unref()),
+      ]);
+      expect(`${settled} (stopped ${delayMs} ms after the start)`).toBe(`rejected (stopped ${delayMs} ms after the start)`);
+    }
+  }, 120_000);
 });

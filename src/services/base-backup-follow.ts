@@ -104,8 +104,12 @@ export function startCheckWorker(dir: string, algorithm: string, walSegmentSize:
   }
   // Read-write: opening never waits for the reader, and zstd never gets EPIPE before the thread has
   // opened its end. This thread's copy is closed once the thread has opened the pipe (its open
-  // never waits either); then zstd's exit closes the last writer and the thread's read ends.
+  // never waits either) or is gone; then zstd's exit closes the last writer and the thread's read
+  // ends. Closed earlier, the thread's open could wait for ever for a writer, in a syscall that
+  // worker.terminate() cannot interrupt (backup-logical hung that way, logical-dump-pass.ts).
   let out: number | undefined = openSync(fifo, 'r+');
+  let threadOpened = false;
+  let threadGone = false;
   const closeOut = () => {
     if (out !== undefined) closeSync(out);
     out = undefined;
@@ -137,12 +141,19 @@ export function startCheckWorker(dir: string, algorithm: string, walSegmentSize:
       zstdKilled = true;
       zstd.kill('SIGKILL');
     }
-    closeOut();
+    if (threadOpened || threadGone) closeOut();
     void worker.terminate();
   };
+  worker.once('exit', () => {
+    threadGone = true;
+    closeOut();
+  });
   const checked = new Promise<CheckedInWorker>((resolve, reject) => {
     worker.on('message', (m: CheckWorkerOut) => {
-      if (m.type === 'opened') closeOut();
+      if (m.type === 'opened') {
+        threadOpened = true;
+        closeOut();
+      }
       else if (m.type === 'progress') onProgress(m.rawBytes);
       else if (m.type === 'done') resolve({ rawBytes: m.rawBytes, endedAt: m.endedAt, label: Buffer.from(m.label), controlHead: Buffer.from(m.controlHead), result: m.result });
       else reject(m.kind === 'tar' ? new TarFormatError(m.message) : new Error(m.message));
