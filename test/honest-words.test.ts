@@ -3,6 +3,7 @@
 // origin and age, and `retention --data-dirs` removes old ones after their names are typed; hints
 // print the command that runs this install.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, jsonLines, runCli, serverWritableDir, tempDir } from './helpers/cli.js';
@@ -157,29 +158,40 @@ describe('moved-aside data directories', () => {
     mk(young);
     mk('data.pgrunbook-20250101T000000Z', 'postmaster.pid', `${process.pid}\n${parent}\n`); // a server "runs" in it
     mk('data.other'); // not ours
+    // pitr staging directories (unpack.ts stagedDirName, marker from datadir.ts makeRestoreDir):
+    // one a run abandoned long ago (expires), one whose run is still going (this process: kept).
+    const abandoned = 'pitr-20260101T000000Z-a1b2c3';
+    const going = 'pitr-20250101T000000Z-d4e5f6';
+    mk(`data.pgrunbook-staged-${abandoned}`, `.pgrunbook-restoring-${abandoned}`, `${os.hostname()} 999999999\n`);
+    mk(`data.pgrunbook-staged-${going}`, `.pgrunbook-restoring-${going}`, `${os.hostname()} ${process.pid}\n`);
+    mk('data.pgrunbook-staged-not-a-run-id'); // not ours
     const env = { PGRUNBOOK_STATE_DIR: path.join(parent, 'state') };
     const repo = tempDir('pgrunbook-aside-repo-');
 
     const status = await runCli(['status', '--repo', `file://${repo}`, '--pgdata', pgdata, '--skip', 'server', '--json'], env);
     const moved = (JSON.parse(status.stdout) as { checks: Check[] }).checks.find((c) => c.id === 'moved_aside')!;
-    expect(moved.summary).toMatch(/^3: /);
+    expect(moved.summary).toMatch(/^5: /);
     expect(moved.summary).toContain(`${parent}/data.pgrunbook-20260101T000000Z (from ${pgdata}, moved aside `);
     expect(moved.summary).toMatch(/from .*, moved aside (59|60) min ago/);
     expect(moved.summary).toContain('in use: a server runs in it');
+    expect(moved.summary).toContain(`${parent}/data.pgrunbook-staged-${abandoned} (a backup unpacked for ${pgdata} by run ${abandoned}, kept for --resume ${abandoned}; started `);
+    expect(moved.summary).toContain(`in use: its run ${going} is still going (process ${process.pid})`);
     expect(moved.hint).toContain(`--procedure retention --data-dirs --pgdata ${pgdata}`);
 
     const args = ['--procedure', 'retention', '--data-dirs', '--pgdata', pgdata, '--json'];
     const refused = await runCli(args, env);
     expect(refused.exitCode).toBe(4);
-    expect(refused.stdout).toContain('--confirm data.pgrunbook-20260101T000000Z');
     expect(fs.existsSync(path.join(parent, 'data.pgrunbook-20260101T000000Z'))).toBe(true);
     const wrong = await runCli([...args, '--confirm', 'data'], env);
     expect(wrong.exitCode).toBe(4);
     expect(fs.existsSync(path.join(parent, 'data.pgrunbook-20260101T000000Z'))).toBe(true);
 
-    const done = await runCli([...args, '--confirm', 'data.pgrunbook-20260101T000000Z'], env);
+    expect(refused.stdout).toContain(`--confirm 'data.pgrunbook-20260101T000000Z data.pgrunbook-staged-${abandoned}'`);
+    const done = await runCli([...args, '--confirm', `data.pgrunbook-20260101T000000Z data.pgrunbook-staged-${abandoned}`], env);
     expect(done.exitCode, done.stdout.slice(-2000) + done.stderr).toBe(0);
-    expect(fs.readdirSync(parent).sort()).toEqual(['data', 'data.other', 'data.pgrunbook-20250101T000000Z', young, 'state'].sort());
+    expect(fs.readdirSync(parent).sort()).toEqual(
+      ['data', 'data.other', 'data.pgrunbook-20250101T000000Z', young, 'state', `data.pgrunbook-staged-${going}`, 'data.pgrunbook-staged-not-a-run-id'].sort(),
+    );
     // Nothing old is left that may go: the next run removes nothing and asks nothing.
     const again = await runCli(args, env);
     expect(again.exitCode, again.stdout.slice(-2000)).toBe(0);

@@ -148,11 +148,23 @@ describe('pitr', () => {
     expect(await rows()).toEqual([1, 2, 3, 100]);
   });
 
-  it('without --confirm it stops with exit 4 and changes nothing', async () => {
+  it('without --confirm it stops with exit 4 and changes nothing; the backup it unpacked is offered for --resume and listed by status', async () => {
     const r = await runCli(['--procedure', 'pitr', ...conn, '--pgdata', cluster.dataDir, '--repo', repoUrl, '--target', marks.time, '--json'], env);
     expect(r.exitCode).toBe(4);
-    expect(jsonLines(r.stdout).at(-1)!.summary.hint).toContain('--confirm data');
+    const summary = jsonLines(r.stdout).at(-1)!.summary;
+    expect(summary.hint).toContain('--confirm data');
     expect(await rows()).toEqual([1, 2, 3, 100]);
+    // The staging directory stays for --resume: the advice says so, and how to remove it instead.
+    const staged = `${cluster.dataDir}.pgrunbook-staged-${summary.runId}`;
+    expect(fs.existsSync(path.join(staged, 'PG_VERSION'))).toBe(true);
+    const advice = (summary.advice as { text: string; command?: string }[]).map((a) => `${a.text} ${a.command ?? ''}`).join('\n');
+    expect(advice).toContain(`unpacked and checked in ${staged}`);
+    expect(advice).toContain(`--resume ${summary.runId}`);
+    expect(advice).toContain(`--procedure retention --data-dirs --pgdata ${cluster.dataDir} --keep-data-dir-days 0`);
+    const status = await runCli(['status', '--repo', repoUrl, '--pgdata', cluster.dataDir, '--skip', 'server', '--json'], env);
+    const listed = (JSON.parse(status.stdout) as { checks: { id: string; summary: string }[] }).checks.find((c) => c.id === 'moved_aside')!;
+    expect(listed.summary).toContain(`${staged} (a backup unpacked for ${cluster.dataDir} by run ${summary.runId}, kept for --resume ${summary.runId}`);
+    fs.rmSync(staged, { recursive: true, force: true });
   });
 
   it('latest replays to the end of the archive; a target past a deleted segment is refused', async () => {

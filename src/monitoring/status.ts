@@ -59,7 +59,7 @@ export async function checkStatus(opts: StatusOptions): Promise<StatusReport> {
   return report;
 }
 
-/** The data directories recoveries moved aside next to `pgdata`: listed, never judged (status ok). */
+/** The data directories recoveries moved aside or pitr staged next to `pgdata`: listed, never judged (status ok). */
 async function movedAsideCheck(pgdata: string, now: Date): Promise<StatusCheck> {
   const dirs = await listAsideDirs(pgdata);
   const base = { id: 'moved_aside', kind: 'server' as const, title: 'moved-aside data directories', status: 'ok' as const };

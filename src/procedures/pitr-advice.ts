@@ -8,7 +8,7 @@ import type { RecoveryPlan } from '../restore/plan.js';
 
 /** The parts of pitr's params and state the advice reads (declared here: pitr.ts imports this module). */
 type PitrParams = { target: string; timeline?: number };
-type PitrState = { movedAside?: string; stallPaused?: boolean; reached?: { lsn?: string }; plan?: Pick<RecoveryPlan, 'targetDetail' | 'timeline' | 'timelineSetting'>; serverLog?: string };
+type PitrState = { staged?: string; movedAside?: string; stallPaused?: boolean; reached?: { lsn?: string }; plan?: Pick<RecoveryPlan, 'targetDetail' | 'timeline' | 'timelineSetting'>; serverLog?: string };
 
 /** Errors that mean "this target cannot be reached from what the repository holds". */
 const TARGET_ERRORS = new Set(['TargetOutsideWindowError', 'UnreachableTargetError']);
@@ -51,6 +51,15 @@ export function pitrAdvice(failure: RunFailure, run: { runId: string; params: Pi
   }
   if (!out.some((a) => a.kind === 'resume') && failure.errorName !== undefined && TRANSIENT_ERRORS.has(failure.errorName)) {
     out.push({ kind: 'resume', text: `Fix the cause above (${failure.hint ?? 'the connection or the repository'}), then resume from "${failure.stepTitle}".`, command: `pgrunbook --resume ${runId}` });
+  }
+  if (failure.status === 'refused' && state.staged && !state.movedAside) {
+    // A new run would unpack the backup again beside this copy: two copies where one had to fit.
+    out.push({
+      kind: 'resume',
+      text: `The backup is unpacked and checked in ${state.staged}, kept for this run: resume it to go on from the confirmation without reading the backup again (headless: add the --confirm shown above). If you will not recover now, remove it: it holds a whole data directory.`,
+      command: `pgrunbook --resume ${runId}`,
+    });
+    if (pgdata) out.push({ kind: 'fix', text: 'To remove the unpacked copy instead (it asks for its name):', command: `pgrunbook --procedure retention --data-dirs --pgdata ${shellQuote(pgdata)} --keep-data-dir-days 0` });
   }
   if (state.serverLog && failure.stepId === 'replay') out.push({ kind: 'inspect', text: `The server's log: ${state.serverLog}` });
   return out;

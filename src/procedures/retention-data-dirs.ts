@@ -1,6 +1,7 @@
 // `retention --data-dirs`: the data directories pitr and the drill moved aside next to --pgdata
-// (never deleted by them) are listed with their origin and age, and those older than
-// --keep-data-dir-days are removed after the operator types their names. Never the live data
+// (never deleted by them), and the staging directories of pitr runs that never went on (kept for
+// --resume), are listed with their origin and age, and those older than --keep-data-dir-days are
+// removed after the operator types their names. Never the live data
 // directory, never one a server runs in: checked when planning and again just before removing.
 import type { Step, StepContext } from '../engine/types.js';
 import { formatBytes } from '../engine/format.js';
@@ -40,7 +41,7 @@ export const dataDirSteps: Step<Typed<DataDirParams, DataDirState>>[] = [
     title: 'List the moved-aside data directories',
     kind: 'check',
     skipIf: only,
-    describe: (ctx) => `Looking next to ${ctx.services.pgdata ?? 'the data directory'} for directories recoveries moved aside; those older than ${ctx.params.keepDataDirDays ?? DEFAULT_KEEP_DATA_DIR_DAYS} days expire.`,
+    describe: (ctx) => `Looking next to ${ctx.services.pgdata ?? 'the data directory'} for directories recoveries moved aside or staged; those older than ${ctx.params.keepDataDirDays ?? DEFAULT_KEEP_DATA_DIR_DAYS} days expire.`,
     plan: async (ctx) => (await listAndPlan(ctx)).lines,
     async run(ctx) {
       const { lines, found } = await listAndPlan(ctx);
@@ -54,7 +55,7 @@ export const dataDirSteps: Step<Typed<DataDirParams, DataDirState>>[] = [
     kind: 'action',
     skipIf: (ctx) => only(ctx) ?? (ctx.state.asideDirs && ctx.state.asideDirs.remove.length === 0 ? 'no moved-aside data directory is old enough to remove' : undefined),
     destructive: {
-      what: (ctx) => `remove ${planned(ctx).map((d) => `${d.path} (${formatBytes(d.bytes)})`).join(', ')}: these copies of an earlier data directory are gone for good`,
+      what: (ctx) => `remove ${planned(ctx).map((d) => `${d.path} (${formatBytes(d.bytes)})`).join(', ')}: these copies are gone for good`,
       // Their names, as the operator sees them listed: typing them proves which copies go.
       confirmText: (ctx) => planned(ctx).map((d) => d.name).join(' '),
     },
@@ -88,7 +89,7 @@ async function listAndPlan(ctx: Ctx): Promise<{ lines: string[]; found: number }
     lines.push(`${describeAsideDir(d, now)}, ${formatBytes(bytes)}: ${verdict}`);
     if (old && !d.inUse) remove.push({ path: d.path, name: d.name, movedAt: d.movedAt.toISOString(), bytes });
   }
-  if (!dirs.length) lines.push(`no moved-aside data directories next to ${pgdata}`);
+  if (!dirs.length) lines.push(`no moved-aside or staged data directories next to ${pgdata}`);
   ctx.state.asideDirs = { pgdata, remove };
   return { lines, found: dirs.length };
 }

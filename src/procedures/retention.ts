@@ -101,7 +101,7 @@ export const retentionProcedure = defineProcedure<RetentionParams, RetentionStat
       default: false,
       description: 'instead of the repository: remove data directories that pitr and the drill moved aside next to --pgdata, older than --keep-data-dir-days (confirm by typing their names)',
     },
-    { name: 'keepDataDirDays', type: 'number', default: DEFAULT_KEEP_DATA_DIR_DAYS, description: 'with --data-dirs: keep moved-aside data directories younger than this many days' },
+    { name: 'keepDataDirDays', type: 'number', default: DEFAULT_KEEP_DATA_DIR_DAYS, description: 'with --data-dirs: keep moved-aside data directories (and pitr staging directories) younger than this many days' },
   ],
   validate(params) {
     const errors: string[] = [];

@@ -1,32 +1,50 @@
-// Data directories a recovery moved aside (`<pgdata>.pgrunbook-<UTC time>`, see datadir.ts):
-// found next to the data directory, with their origin and age, for status and for
-// `retention --data-dirs`, which removes old ones. Never the live data directory, never one a
-// server runs in (a live postmaster.pid), never anything whose name is not ours.
+// Data directories a recovery moved aside (`<pgdata>.pgrunbook-<UTC time>`, see datadir.ts), and
+// the staging directories pitr unpacks a backup into before it touches anything
+// (`<pgdata>.pgrunbook-staged-<run id>`, unpack.ts): a run that stopped at its confirmation keeps
+// its staging directory for --resume, a whole data directory and the WAL it checked. Found next to
+// the data directory, with their origin and age, for status and for `retention --data-dirs`, which
+// removes old ones. Never the live data directory, never one a server runs in (a live
+// postmaster.pid), never a staging directory whose run still lives, never anything whose name is
+// not ours.
 import type fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 
 export interface AsideDir {
   path: string;
   /** Its name, which the operator types to confirm removing it. */
   name: string;
-  /** The data directory it was moved away from. */
+  /** The data directory it was moved away from, or is staged for. */
   origin: string;
-  /** When it was moved aside (from its name). */
+  /** When it was moved aside, or its run started (from its name). */
   movedAt: Date;
+  /** A staging directory: the run that made it (for --resume). */
+  stagedBy?: string;
   /** Why it must not be removed, when it must not. */
   inUse?: string;
 }
 
 const SUFFIX = /\.pgrunbook-(\d{8}T\d{6}Z)$/;
+/** `<pgdata>.pgrunbook-staged-<procedure>-<UTC time>-<hex>` (run ids: journal.ts newRunId). */
+const STAGED = /\.pgrunbook-staged-([A-Za-z0-9_-]+-(\d{8}T\d{6}Z)-[0-9a-f]+)$/;
+
+function stampTime(s: string): Date | undefined {
+  const d = new Date(`${s.slice(0, 4)}-${s.slice(4, 6)}-${s.slice(6, 8)}T${s.slice(9, 11)}:${s.slice(11, 13)}:${s.slice(13, 15)}Z`);
+  return Number.isNaN(d.getTime()) ? undefined : d;
+}
 
 /** The time in an aside name ("20261201T031500Z"), or undefined when the name is not one. */
 export function asideTime(name: string): Date | undefined {
   const m = SUFFIX.exec(name);
-  if (!m) return undefined;
-  const s = m[1];
-  const d = new Date(`${s.slice(0, 4)}-${s.slice(4, 6)}-${s.slice(6, 8)}T${s.slice(9, 11)}:${s.slice(11, 13)}:${s.slice(13, 15)}Z`);
-  return Number.isNaN(d.getTime()) ? undefined : d;
+  return m ? stampTime(m[1]) : undefined;
+}
+
+/** The run id and start time in a staging directory's name, or undefined when the name is not one. */
+export function stagedRun(name: string): { runId: string; startedAt: Date } | undefined {
+  const m = STAGED.exec(name);
+  const startedAt = m ? stampTime(m[2]) : undefined;
+  return m && startedAt ? { runId: m[1], startedAt } : undefined;
 }
 
 /** The moved-aside directories of `pgdata`, oldest first. None when its parent cannot be read. */
@@ -43,11 +61,12 @@ export async function listAsideDirs(pgdata: string): Promise<AsideDir[]> {
   const out: AsideDir[] = [];
   for (const name of names) {
     if (!name.startsWith(prefix)) continue;
-    const movedAt = asideTime(name);
+    const staged = stagedRun(name);
+    const movedAt = staged?.startedAt ?? asideTime(name);
     const p = path.join(parent, name);
     if (!movedAt || !(await isRealDirectory(p))) continue;
-    const dir: AsideDir = { path: p, name, origin, movedAt };
-    const inUse = await whyInUse(p, origin);
+    const dir: AsideDir = { path: p, name, origin, movedAt, ...(staged ? { stagedBy: staged.runId } : {}) };
+    const inUse = await whyInUse(p, origin, staged?.runId);
     if (inUse) dir.inUse = inUse;
     out.push(dir);
   }
@@ -62,14 +81,29 @@ async function isRealDirectory(p: string): Promise<boolean> {
   }
 }
 
-/** Why `dir` must not be removed: it is the live data directory, or a server runs in it. */
-export async function whyInUse(dir: string, liveDataDir: string): Promise<string | undefined> {
+/** Why `dir` must not be removed: it is the live data directory, a server runs in it, or the run staging it (`stagedBy`) still lives. */
+export async function whyInUse(dir: string, liveDataDir: string, stagedBy?: string): Promise<string | undefined> {
   const real = await fsp.realpath(dir).catch(() => path.resolve(dir));
   const live = await fsp.realpath(liveDataDir).catch(() => path.resolve(liveDataDir));
   if (real === live) return 'it is the live data directory';
   const pid = await postmasterPid(dir);
   if (pid !== undefined && processAlive(pid)) return `a server runs in it (postmaster.pid: process ${pid})`;
+  if (stagedBy) {
+    const runPid = await stagingRunPid(dir, stagedBy);
+    if (runPid !== undefined && processAlive(runPid)) return `its run ${stagedBy} is still going (process ${runPid})`;
+  }
   return undefined;
+}
+
+/** The process of the run that staged `dir`, from its marker (datadir.ts makeRestoreDir), when it ran on this host. */
+async function stagingRunPid(dir: string, runId: string): Promise<number | undefined> {
+  try {
+    const [host, pidText] = (await fsp.readFile(path.join(dir, `.pgrunbook-restoring-${runId}`), 'utf8')).trim().split(' ');
+    const pid = Number(pidText);
+    return host === os.hostname() && Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 async function postmasterPid(dir: string): Promise<number | undefined> {
@@ -119,11 +153,12 @@ export async function directoryBytes(dir: string): Promise<number> {
 export async function removeAsideDir(dir: string, liveDataDir: string): Promise<void> {
   const origin = path.resolve(liveDataDir);
   const name = path.basename(dir);
-  if (path.dirname(path.resolve(dir)) !== path.dirname(origin) || !name.startsWith(`${path.basename(origin)}.pgrunbook-`) || !asideTime(name)) {
-    throw new Error(`${dir} is not a data directory pgrunbook moved aside from ${origin}; it is left alone`);
+  const staged = stagedRun(name);
+  if (path.dirname(path.resolve(dir)) !== path.dirname(origin) || !name.startsWith(`${path.basename(origin)}.pgrunbook-`) || !(staged || asideTime(name))) {
+    throw new Error(`${dir} is not a data directory pgrunbook moved aside or staged next to ${origin}; it is left alone`);
   }
   if (!(await isRealDirectory(dir))) throw new Error(`${dir} is no longer a directory; it is left alone`);
-  const inUse = await whyInUse(dir, origin);
+  const inUse = await whyInUse(dir, origin, staged?.runId);
   if (inUse) throw new Error(`${dir} is not removed: ${inUse}`);
   await fsp.rm(dir, { recursive: true, force: false });
 }
@@ -139,5 +174,7 @@ export function ageWords(ms: number): string {
 
 /** One line per directory: "/x/data.pgrunbook-20261201T031500Z (from /x/data, moved aside 3 d ago)". */
 export function describeAsideDir(d: AsideDir, now: Date): string {
-  return `${d.path} (from ${d.origin}, moved aside ${ageWords(now.getTime() - d.movedAt.getTime())} ago${d.inUse ? `; in use: ${d.inUse}` : ''})`;
+  const age = ageWords(now.getTime() - d.movedAt.getTime());
+  const what = d.stagedBy ? `a backup unpacked for ${d.origin} by run ${d.stagedBy}, kept for --resume ${d.stagedBy}; started ${age} ago` : `from ${d.origin}, moved aside ${age} ago`;
+  return `${d.path} (${what}${d.inUse ? `; in use: ${d.inUse}` : ''})`;
 }

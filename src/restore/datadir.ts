@@ -2,6 +2,7 @@
 // anew for the base backup (only ever emptied when this run made it), and room for both.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { formatBytes } from '../engine/format.js';
 import { isRoot, lookupUser, ownerOf } from '../postgres/osuser.js';
@@ -69,7 +70,8 @@ export async function makeRestoreDir(pgdata: string, runId: string, owner: Owner
     await fsp.rm(pgdata, { recursive: true, force: true });
   }
   await fsp.mkdir(pgdata, { mode: 0o700 });
-  await fsp.writeFile(marker, '');
+  // Who is writing it: `retention --data-dirs` leaves a staging directory alone while its run lives.
+  await fsp.writeFile(marker, `${os.hostname()} ${process.pid}\n`);
   if (isRoot()) await fsp.chown(pgdata, owner.uid, owner.gid);
 }
 
