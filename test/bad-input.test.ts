@@ -110,6 +110,26 @@ describe('--help on every command', () => {
     expect(r.stdout).toContain('--');
   });
 
+  it('a procedure that needs a repository, run without one: exit 2 (bad usage) naming --repo, before it connects to anything', async () => {
+    const noServer = ['--host', path.join(sandbox, 'no-server'), '--port', '1'];
+    const data = ['--pgdata', path.join(sandbox, 'data')];
+    const runs: string[][] = [
+      ['backup-base'],
+      ['backup-logical'],
+      ['retention'],
+      ['pitr', ...data, '--target', 'latest'],
+      ['logical-restore', '--database', 'app'],
+      ['restore-test'],
+      ['wal-archiving', ...data],
+    ];
+    for (const [procedure, ...args] of runs) {
+      const r = await runCli(['--procedure', procedure, ...noServer, ...args], env);
+      expect(`${procedure}: exit ${r.exitCode}`, r.stdout.slice(-1500) + r.stderr).toBe(`${procedure}: exit 2`);
+      expect(r.stdout, procedure).toMatch(/pass --repo URL/);
+      expect(r.stdout + r.stderr, procedure).not.toMatch(/\n\s+at .*\.js:\d+/);
+    }
+  });
+
   it('--version and --list exit 0', async () => {
     const v = await runCli(['--version'], env);
     expect(v.exitCode).toBe(0);

@@ -153,7 +153,8 @@ export class Repository {
 /** Open the repository named by a URL; the error says how to name one when none is given. */
 export async function openRepository(url: string | undefined, env: NodeJS.ProcessEnv = process.env): Promise<Repository> {
   if (!url) {
-    throw new RepositoryError('no backup repository: pass --repo URL (file:///var/backups/pg, s3://bucket/prefix, azure://container/prefix), set PGRUNBOOK_REPO, or save one in the profile');
+    // Bad usage (exit 2), not a failure of the run: nothing was tried.
+    throw Object.assign(new RepositoryError('no backup repository: pass --repo URL (file:///var/backups/pg, s3://bucket/prefix, azure://container/prefix), set PGRUNBOOK_REPO, or save one in the profile'), { procedureExitCode: 2 });
   }
   return new Repository(await openRepoStore(url, env));
 }

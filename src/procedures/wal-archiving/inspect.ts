@@ -49,8 +49,10 @@ async function readInspection(ctx: WalCtx): Promise<Inspection> {
 export async function inspect(ctx: WalCtx): Promise<Finding[]> {
   const svc = ctx.services;
   if (!svc.repo) {
-    throw new Error(
-      'no backup repository: pass --repo URL (file:///var/backups/pg/main, s3://bucket/prefix, azure://container/prefix), set PGRUNBOOK_REPO, or save one in the profile',
+    // Bad usage (exit 2): nothing was tried.
+    throw Object.assign(
+      new Error('no backup repository: pass --repo URL (file:///var/backups/pg/main, s3://bucket/prefix, azure://container/prefix), set PGRUNBOOK_REPO, or save one in the profile'),
+      { procedureExitCode: 2 },
     );
   }
   registerRepoSecrets(ctx);
