@@ -11,7 +11,7 @@ import { CODECS, compressBuffer, decompressBuffer, decompressStream, isCodecData
 import { pipeline } from 'node:stream/promises';
 import { Transform, type TransformCallback } from 'node:stream';
 import { ObjectNotFoundError, StorageError, type ObjectInfo, type ObjectStore } from '../storage/types.js';
-import { sha256Hex } from '../storage/checksum.js';
+import { hashFile, sha256Hex } from '../storage/checksum.js';
 import { parseWalFileName } from './walnames.js';
 import { parseWalKey, walKey, type WalCompression } from './layout.js';
 import { readObject } from './objects.js';
@@ -72,7 +72,7 @@ export async function pushWal(store: ObjectStore, sourcePath: string, opts: WalP
   // Already compressed (the pusher's batches): the segment is only hashed, through a small
   // buffer, instead of read whole into a 16 MiB one per segment in flight.
   const raw = opts.compressedFile ? undefined : await fsp.readFile(sourcePath);
-  const digest = raw ? { sha256: sha256Hex(raw), size: raw.length, head: raw.subarray(0, WAL_HEAD_BYTES) } : await digestFile(sourcePath);
+  const digest = raw ? { sha256: sha256Hex(raw), size: raw.length, head: raw.subarray(0, WAL_HEAD_BYTES) } : await hashFile(sourcePath, WAL_HEAD_BYTES);
   // A segment names its cluster in its first page: the repository must belong to that cluster
   // (adopted by the first writer). History and .backup files carry no identifier.
   if (parsed.kind === 'segment' || parsed.kind === 'partial') {
@@ -101,7 +101,7 @@ export async function pushWal(store: ObjectStore, sourcePath: string, opts: WalP
   if (opts.compressedFile) {
     // Hashed, then streamed through small chunks: a fresh multi-MiB Buffer per segment costs more
     // in page faults here than the read itself (bench/README.md).
-    const stored = await digestFile(opts.compressedFile);
+    const stored = await hashFile(opts.compressedFile);
     opts.signal?.throwIfAborted();
     const putOpts = { contentLength: stored.size, signal: opts.signal, metadata: { sha256: stored.sha256, ...metadata } };
     const put = store.putFile
@@ -120,31 +120,6 @@ export async function pushWal(store: ObjectStore, sourcePath: string, opts: WalP
 
 /** Enough of a segment's first page for its long header (the cluster's identifier). */
 const WAL_HEAD_BYTES = 64;
-
-/** 1 MiB read buffers kept for the next digest: a long-lived pusher hashes every segment. */
-const digestBuffers: Buffer[] = [];
-
-/** SHA-256, size and first bytes of a file, read through one 1 MiB buffer. */
-async function digestFile(file: string): Promise<{ sha256: string; size: number; head: Buffer }> {
-  const fh = await fsp.open(file, 'r');
-  const buf = digestBuffers.pop() ?? Buffer.allocUnsafeSlow(1024 * 1024);
-  try {
-    const hash = createHash('sha256');
-    let size = 0;
-    let head: Buffer | undefined;
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
-      if (bytesRead === 0) break;
-      if (!head) head = Buffer.from(buf.subarray(0, Math.min(bytesRead, WAL_HEAD_BYTES)));
-      hash.update(buf.subarray(0, bytesRead));
-      size += bytesRead;
-    }
-    return { sha256: hash.digest('hex'), size, head: head ?? Buffer.alloc(0) };
-  } finally {
-    if (digestBuffers.length < 16) digestBuffers.push(buf);
-    await fh.close();
-  }
-}
 
 /**
  * gzip in independent members compressed at the same time on libuv's thread pool: one

@@ -1,11 +1,37 @@
 // SHA-256 while streaming: on the way in (PutResult.sha256) and on the way out (expectedSha256).
 
 import { createHash, type Hash } from 'node:crypto';
+import { open } from 'node:fs/promises';
 import { Readable, Transform, addAbortSignal, type TransformCallback } from 'node:stream';
 import { ChecksumMismatchError, StorageError } from './types.js';
 
 export function sha256Hex(data: Buffer | string): string {
   return createHash('sha256').update(data).digest('hex');
+}
+
+/** 1 MiB read buffers kept for the next hashFile: a fresh one per call costs page faults, and a long-lived pusher hashes every segment. */
+const hashBuffers: Buffer[] = [];
+
+/** Size and SHA-256 of a file, read through one reused 1 MiB buffer; with `headBytes`, a copy of its first bytes too. */
+export async function hashFile(file: string, headBytes = 0): Promise<{ size: number; sha256: string; head: Buffer }> {
+  const fh = await open(file, 'r');
+  const buf = hashBuffers.pop() ?? Buffer.allocUnsafeSlow(1024 * 1024);
+  try {
+    const hash = createHash('sha256');
+    let size = 0;
+    let head: Buffer | undefined;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, size);
+      if (bytesRead === 0) break;
+      if (!head && headBytes > 0) head = Buffer.from(buf.subarray(0, Math.min(bytesRead, headBytes)));
+      hash.update(buf.subarray(0, bytesRead));
+      size += bytesRead;
+    }
+    return { size, sha256: hash.digest('hex'), head: head ?? Buffer.alloc(0) };
+  } finally {
+    if (hashBuffers.length < 16) hashBuffers.push(buf);
+    await fh.close();
+  }
 }
 
 /**

@@ -15,13 +15,13 @@
 // A key cannot be both an object and a "directory" of other keys here ('a' and 'a/b'); the
 // repository layout never needs that.
 
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import { chmod, chown, copyFile, link, mkdir, open, readdir, readFile, rename, rmdir, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { HashingStream } from './checksum.js';
+import { hashFile, HashingStream } from './checksum.js';
 import { fileLocation, type FileLocation } from './local-location.js';
 import { StoreBase } from './store-base.js';
 import {
@@ -56,29 +56,6 @@ function errno(err: unknown): string | undefined {
 function isMissing(err: unknown): boolean {
   const c = errno(err);
   return c === 'ENOENT' || c === 'ENOTDIR';
-}
-
-/** 1 MiB read buffers kept for the next hashFile (a fresh one per call costs page faults). */
-const hashBuffers: Buffer[] = [];
-
-/** Size and SHA-256 of a file, read through one reused 1 MiB buffer. */
-async function hashFile(file: string): Promise<{ size: number; sha256: string }> {
-  const fh = await open(file, 'r');
-  const buf = hashBuffers.pop() ?? Buffer.allocUnsafeSlow(1024 * 1024);
-  try {
-    const hash = createHash('sha256');
-    let size = 0;
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, size);
-      if (bytesRead === 0) break;
-      hash.update(buf.subarray(0, bytesRead));
-      size += bytesRead;
-    }
-    return { size, sha256: hash.digest('hex') };
-  } finally {
-    if (hashBuffers.length < 8) hashBuffers.push(buf);
-    await fh.close();
-  }
 }
 
 async function fsyncDir(dir: string): Promise<void> {
