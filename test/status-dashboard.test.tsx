@@ -181,6 +181,20 @@ describe('status dashboard screen', () => {
     expect(frame).toContain('↑↓ move · r refresh · Esc back');
     cleanup();
 
+    // An OK check with a long summary and a hint (the moved-aside directories): both shown, in 24 rows.
+    const report = sampleReport();
+    report.checks.splice(0, 4); // 12 checks, as a report without dumps has: room for a longer detail
+    const long = `2: ${'/srv/pg/data.pgrunbook-staged-pitr-20261201T000000Z-abcdef (a backup unpacked for /srv/pg/data by run pitr-20261201T000000Z-abcdef, kept for --resume); '.repeat(2)}`;
+    report.checks.push({ id: 'moved_aside', kind: 'server', title: 'moved-aside data directories', status: 'ok', summary: long, hint: 'when no longer needed: pgrunbook --procedure retention --data-dirs --pgdata /srv/pg/data (asks for each directory\'s name)' });
+    const withHint = renderDashboard(feedOf(report));
+    await waitForFrame(withHint.lastFrame, 'pgrunbook status');
+    for (let i = 0; i < report.checks.length - 1; i++) withHint.stdin.write(KEYS.down);
+    const detail = await waitForFrame(withHint.lastFrame, /› ✓ OK\s+moved-aside/);
+    expect(detail.split('\n').length).toBeLessThanOrEqual(24);
+    expect(detail.replace(/\s+/g, ' ')).toContain("→ when no longer needed: pgrunbook --procedure retention --data-dirs --pgdata /srv/pg/data (asks for each directory's name)");
+    expect(detail.replace(/\s+/g, ' ')).toContain('kept for --resume');
+    cleanup();
+
     const loading = renderDashboard(feedOf(undefined, { loading: true }));
     await waitForFrame(loading.lastFrame, 'Checking the repository and the server…');
     cleanup();

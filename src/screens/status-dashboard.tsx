@@ -177,10 +177,16 @@ export function StatusDashboard({ feed, onBack }: StatusDashboardProps) {
   const width = Math.max(40, columns);
   const index = Math.min(state.index, Math.max(0, checks.length - 1));
   const selected = checks[index];
-  // title, repository, server, blank | checks | blank, 3 detail lines, keys
+  // title, repository, server, blank | checks | blank, 3 detail lines (more when the checks leave room), keys
   const room = Math.max(3, rows - 1 - 4 - 5);
   const start = checks.length <= room ? 0 : Math.max(0, Math.min(index - Math.floor(room / 2), checks.length - room));
   const visible = checks.slice(start, start + room);
+  const detailLines = Math.max(3, rows - 1 - 4 - visible.length - 2);
+  // An OK check's hint is shown too when it has one (what to do with moved-aside copies).
+  const hint = selected?.hint && !feed.error ? `→ ${selected.hint}` : undefined;
+  // Word wrap wastes some of each line: clipped to a little less than the lines hold.
+  const lineChars = Math.max(10, width - 8);
+  const hintLines = hint ? Math.min(detailLines - 2, Math.ceil(hint.length / lineChars)) : 0;
   const titleWidth = Math.min(22, Math.max(8, ...checks.map((x) => x.title.length)));
   const age = feed.checkedAt !== undefined ? Math.max(0, (Date.now() - feed.checkedAt) / 1000) : 0;
 
@@ -229,10 +235,14 @@ export function StatusDashboard({ feed, onBack }: StatusDashboardProps) {
       <Text> </Text>
       {selected && !feed.error ? (
         <>
-          <Text wrap="wrap">{clip(`${selected.title}: ${selected.summary}`, width * 2 - 4)}</Text>
-          <Text dimColor wrap="truncate-end">
-            {selected.hint && selected.status !== 'ok' ? clip(`→ ${selected.hint}`, width) : ' '}
-          </Text>
+          <Text wrap="wrap">{clip(`${selected.title}: ${selected.summary}`, lineChars * (detailLines - Math.max(1, hintLines)))}</Text>
+          {hint ? (
+            <Text dimColor wrap="wrap">
+              {clip(hint, lineChars * hintLines)}
+            </Text>
+          ) : (
+            <Text> </Text>
+          )}
         </>
       ) : (
         <Text> </Text>
