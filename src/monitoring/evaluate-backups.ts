@@ -97,7 +97,7 @@ export function judgeSeries<T extends BaseBackupEntry | DumpEntry>(
       hint:
         status === 'ok'
           ? undefined
-          : `the ${kind === 'base_backup' ? 'base backup' : `dump of ${database}`} schedule is behind: check the backup job's log and run it now (${kind === 'base_backup' ? 'pgrunbook --procedure backup-base' : `pgrunbook --procedure backup-logical --databases ${database}`})`,
+          : `the ${kind === 'base_backup' ? 'base backup' : `dump of ${database}`} schedule is behind: check the backup job's log and run it now (${pgrunbookCommand(kind === 'base_backup' ? '--procedure backup-base' : `--procedure backup-logical --databases ${database}`)})`,
       value: ageSeconds,
       unit: 'seconds',
       warningAt: warnAt,

@@ -2,6 +2,7 @@
 // failed, warning when the newest passed one is older than maxRestoreTestAgeDays, critical when
 // there has been none for that long (the repository's oldest base backup is older). A repository
 // younger than that gets a note: it has time for its first test.
+import { pgrunbookCommand } from '../engine/command-name.js';
 import type { Catalog } from '../repo/catalog.js';
 import type { RepositorySnapshot } from './collect.js';
 import { baseBackupTime } from './evaluate-backups.js';
@@ -20,7 +21,7 @@ export function evaluateRestoreTest(repository: RepositorySnapshot, catalog: Cat
     ...(newest?.failure ? { lastFailure: newest.failure } : {}),
     ...(success ? { lastSuccessAt: success.finishedAt, lastSuccessAgeSeconds: ageOf(success.finishedAt) } : {}),
   };
-  const run = 'run pgrunbook --procedure restore-test (schedule it weekly: scripts/disaster-recovery/restore-test-weekly.sh)';
+  const run = `run ${pgrunbookCommand('--procedure restore-test')} (schedule it weekly: scripts/disaster-recovery/restore-test-weekly.sh)`;
   if (newest && !newest.ok) {
     checks.push({
       ...base,
