@@ -236,7 +236,7 @@ describe('backup-logical into a file:// repository', () => {
 
   it('without a repository it stops before anything, naming --repo and PGRUNBOOK_REPO', async () => {
     const r = await runCli(['--procedure', 'backup-logical', ...conn, '--databases', other, '--json'], stateEnv);
-    expect(r.exitCode).toBe(1);
+    expect(r.exitCode).toBe(2); // bad usage: nothing was tried
     const summary = summaryOf(r.stdout);
     expect(stepStatuses(summary)).toEqual({ preflight: 'failed', dump: 'pending', verify: 'pending' });
     expect(summary.error).toContain('--repo');
