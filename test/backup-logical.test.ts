@@ -208,6 +208,23 @@ describe('backup-logical into a file:// repository', () => {
     expect(dumps.find((d) => d.database === other)!.meta!.rowCounts).toEqual({ 'public.t': 42 });
   });
 
+  it('a pg_dump slow to open its output (a loaded machine) is waited for: the dump is whole, not an empty archive and a hung run', async () => {
+    // Before, the relay thread found no writer on its pipe, read an empty archive and closed it,
+    // and pg_dump then waited for ever to open the pipe.
+    const realPgDump = (await findPgClientFor('pg_dump', 0)).path;
+    const binDir = tmp('pgrunbook-bl-slow-');
+    fs.writeFileSync(path.join(binDir, 'pg_dump'), `#!/bin/sh
+if [ "$1" != "--version" ]; then sleep 1; fi
+exec '${realPgDump}' "$@"
+`, { mode: 0o755 });
+    const url = `file://${tmp('pgrunbook-bl-slowrepo-')}`;
+    const r = await runCli(['--procedure', 'backup-logical', ...conn, '--databases', other, '--repo', url, '--json'], { ...stateEnv, PGRUNBOOK_PG_BINDIR: binDir });
+    expect(r.exitCode, r.stdout.slice(-2000)).toBe(0);
+    const dumps = await dumpsIn(url);
+    expect(dumps.map((d) => [d.database, d.complete])).toEqual([[other, true]]);
+    expect(dumps[0].meta!.rowCounts).toEqual({ 'public.t': 42 });
+  }, 60_000);
+
   it('a pg_dump that fails after writing its output leaves no dump.json and no data; the next run succeeds', async () => {
     // A pg_dump that dumps everything and then exits 3: the stored bytes would look whole.
     const realPgDump = (await findPgClientFor('pg_dump', 0)).path;

@@ -64,15 +64,20 @@ export function startDumpPass(opts: PgDumpOptions & { level?: number }): DumpPas
   const pipes = makePipes();
   if (!pipes) return undefined;
   const { dir, input, output } = pipes;
-  // Held read-write until the thread has opened both ends: no open waits for the other side. Then
-  // pg_dump is the only writer of the first pipe (its exit is the thread's end of input) and the
-  // thread the only writer of the second (its close is zstd's).
-  const holds: number[] = [openSync(input, 'r+'), openSync(output, 'r+')];
-  const release = () => {
-    for (const fd of holds.splice(0)) closeSync(fd);
+  // Held read-write so that no open waits for the other side. The output's hold goes once the
+  // thread has opened its end: the thread is then its only writer (its close is zstd's end). The
+  // input's hold goes only once pg_dump has exited too: pg_dump opens the pipe when it gets to it
+  // (a slow start, a loaded machine), and with no writer at all the thread would read an empty
+  // archive and close its end, leaving pg_dump blocked for ever in its open.
+  const holds: { input?: number; output?: number } = { input: openSync(input, 'r+'), output: openSync(output, 'r+') };
+  const closeHold = (which: 'input' | 'output') => {
+    const fd = holds[which];
+    holds[which] = undefined;
+    if (fd !== undefined) closeSync(fd);
   };
   const cleanup = () => {
-    release();
+    closeHold('input');
+    closeHold('output');
     rmSync(dir, { recursive: true, force: true });
   };
 
@@ -97,22 +102,30 @@ export function startDumpPass(opts: PgDumpOptions & { level?: number }): DumpPas
   const dump = startPgDumpToFile({ ...opts, onBytes: undefined, file: input });
   let bytes = 0;
   const worker = new Worker(workerUrl(), { workerData: { input, output } satisfies DumpWorkerData });
-  // The holds may go only once the thread has opened both pipes or is gone: released before, its
-  // open of a pipe nobody else holds any more would wait for ever, in a syscall that
-  // worker.terminate() cannot interrupt (a pg_dump that failed at once on a loaded machine did that).
+  // No hold goes before the thread has opened both pipes or is gone: released before, its open of a
+  // pipe nobody else holds any more would wait for ever, in a syscall that worker.terminate() cannot
+  // interrupt (a pg_dump that failed at once on a loaded machine did that).
   let threadOpened = false;
   let threadGone = false;
+  let dumpExited = false;
+  const releaseHolds = () => {
+    if (threadOpened || threadGone) closeHold('output');
+    if (threadGone || (threadOpened && dumpExited)) closeHold('input');
+  };
   worker.once('exit', () => {
     threadGone = true;
-    release();
+    releaseHolds();
+  });
+  void dump.exited.then(() => {
+    dumpExited = true;
+    releaseHolds();
   });
   const threadDone = new Promise<DumpPassResult>((resolve, reject) => {
     worker.on('message', (m: DumpWorkerOut) => {
       if (m.type === 'opened') {
         threadOpened = true;
-        release();
-      }
-      else if (m.type === 'progress') {
+        releaseHolds();
+      } else if (m.type === 'progress') {
         bytes = m.bytes;
         opts.onBytes?.(bytes);
       } else if (m.type === 'done') {
@@ -126,12 +139,12 @@ export function startDumpPass(opts: PgDumpOptions & { level?: number }): DumpPas
   });
   threadDone.catch(() => {});
 
-  // Anything failing stops the rest: pg_dump killed ends the thread's input, zstd killed fails its
-  // writes, and the holds (when the thread never opened the pipes) no longer keep anyone waiting.
+  // Anything failing stops the rest: pg_dump killed ends the thread's input (its hold goes when it
+  // has exited), zstd killed fails the thread's writes.
   const stopAll = () => {
     dump.stop();
     if (zstd.exitCode === null && zstd.signalCode === null) zstd.kill('SIGKILL');
-    if (threadOpened || threadGone) release();
+    releaseHolds();
   };
   void dump.exited.then((e) => {
     if (!e.ok) stopAll();
