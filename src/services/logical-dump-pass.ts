@@ -116,10 +116,6 @@ export function startDumpPass(opts: PgDumpOptions & { level?: number }): DumpPas
     threadGone = true;
     releaseHolds();
   });
-  void dump.exited.then(() => {
-    dumpExited = true;
-    releaseHolds();
-  });
   const threadDone = new Promise<DumpPassResult>((resolve, reject) => {
     worker.on('message', (m: DumpWorkerOut) => {
       if (m.type === 'opened') {
@@ -147,7 +143,9 @@ export function startDumpPass(opts: PgDumpOptions & { level?: number }): DumpPas
     releaseHolds();
   };
   void dump.exited.then((e) => {
+    dumpExited = true;
     if (!e.ok) stopAll();
+    else releaseHolds();
   });
   zstdDone.catch(stopAll);
   threadDone.catch(stopAll);
