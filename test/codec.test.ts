@@ -7,8 +7,8 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import { tempDir } from './helpers/cli.js';
-import { CodecDataError, CodecUsageError, compressBuffer, decompressBuffer, isCodecDataError } from '../src/repo/codec.js';
-import { fetchWal, pushWal, walKey, WalCorruptError } from '../src/repo/walarchive.js';
+import { CodecDataError, CodecUsageError, compressBuffer, decompressBuffer, isCodecDataError, zstdFilesToDir } from '../src/repo/codec.js';
+import { fetchWal, pushWal, walKey, WalConflictError, WalCorruptError } from '../src/repo/walarchive.js';
 import { openStore } from '../src/storage/url.js';
 import { sha256Hex } from '../src/storage/checksum.js';
 
@@ -88,6 +88,51 @@ describe('codec', () => {
       const out3 = path.join(dir, 'fetched3');
       expect((await fetchWal(store, '00000003.history', out3)).key).toBe(walKey('00000003.history', 'gzip'));
       expect(fs.readFileSync(out3).equals(sample)).toBe(true);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('WAL the pusher compressed (zstd --fast, the segment not read here): no raw SHA-256 recorded, yet fetched verified, damage refused, conflicts found by comparing bytes', async () => {
+    const dir = tempDir('pgrunbook-codec-');
+    dirs.push(dir);
+    const store = await openStore(`file://${path.join(dir, 'repo')}`);
+    try {
+      const src = path.join(dir, '00000004.history');
+      fs.writeFileSync(src, sample);
+      const zdir = path.join(dir, 'z');
+      fs.mkdirSync(zdir);
+      await zstdFilesToDir([src], zdir, -3);
+      const compressedFile = path.join(zdir, '00000004.history.zst');
+      const pushed = await pushWal(store, src, { compression: 'zstd', compressedFile });
+      expect(pushed.status).toBe('stored');
+      expect(pushed.rawSha256).toBeUndefined();
+      const info = await store.head(pushed.key);
+      expect(info?.metadata.rawsha256).toBeUndefined();
+      expect(info?.metadata.sha256).toMatch(/^[0-9a-f]{64}$/);
+      expect(info?.metadata.rawsize).toBe(String(sample.length));
+      const out = path.join(dir, 'fetched');
+      const r = await fetchWal(store, '00000004.history', out);
+      expect(r).toMatchObject({ status: 'fetched', verified: true });
+      expect(fs.readFileSync(out).equals(sample)).toBe(true);
+
+      // The same name again: the same bytes are success, other bytes a conflict (the bytes compared, no raw SHA-256 to compare).
+      expect((await pushWal(store, src, { compression: 'zstd' })).status).toBe('already-archived');
+      const other = path.join(dir, 'other', '00000004.history');
+      fs.mkdirSync(path.dirname(other));
+      fs.writeFileSync(other, Buffer.concat([sample, Buffer.from('x')]));
+      await expect(pushWal(store, other, { compression: 'zstd' })).rejects.toBeInstanceOf(WalConflictError);
+
+      // Damaged with its stored SHA-256 re-signed: zstd's content checksum still refuses it.
+      const got = await store.get(pushed.key);
+      const chunks: Buffer[] = [];
+      for await (const c of got.body) chunks.push(c as Buffer);
+      const bad = Buffer.concat(chunks);
+      bad[Math.floor(bad.length / 2)] ^= 0x01;
+      await store.put(pushed.key, bad, { contentLength: bad.length, metadata: { ...got.info.metadata, sha256: sha256Hex(bad) } });
+      const out2 = path.join(dir, 'fetched2');
+      await expect(fetchWal(store, '00000004.history', out2)).rejects.toBeInstanceOf(WalCorruptError);
+      expect(fs.existsSync(out2)).toBe(false);
     } finally {
       await store.close();
     }

@@ -20,9 +20,9 @@ import { waitFor } from './helpers/wait.js';
 import { createSandboxCluster, type SandboxCluster } from '../src/postgres/sandbox.js';
 import { isRoot, lookupUser } from '../src/postgres/osuser.js';
 import { openStore } from '../src/storage/url.js';
-import { walKey } from '../src/repo/walarchive.js';
+import { fetchWal, walKey } from '../src/repo/walarchive.js';
 import { walCommandLine } from '../src/procedures/pgrunbook-command.js';
-import { lockAlive, readLock, readPusherReport } from '../src/wal/spool.js';
+import { lockAlive, readLock, readPusherReport, segmentFingerprint } from '../src/wal/spool.js';
 import type { ObjectStore } from '../src/storage/types.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -47,6 +47,24 @@ describe('asynchronous archiving (pusher) and prefetching', () => {
 
   async function makeSegments(n: number): Promise<void> {
     await cluster.psql(`DO $$ BEGIN FOR i IN 1..${n} LOOP INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 2000) g; PERFORM pg_switch_wal(); END LOOP; END $$`);
+  }
+
+  /** Stop a spool's pusher (SIGTERM) and wait until it is gone. */
+  async function stopPusher(spoolDir: string): Promise<void> {
+    const lockFile = path.join(spoolDir, 'push', 'pusher.pid');
+    const owner = readLock(lockFile);
+    if (owner && lockAlive(owner)) process.kill(owner.pid, 'SIGTERM');
+    const zombie = (pid: number) => {
+      try {
+        return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').startsWith('Z');
+      } catch {
+        return true;
+      }
+    };
+    await waitFor('the pusher gone', () => {
+      const o = readLock(lockFile);
+      return !o || !lockAlive(o) || zombie(o.pid);
+    }, 15_000);
   }
 
   /** Run a command line the way PostgreSQL does: /bin/sh -c, as the server's OS user, in the data directory. */
@@ -153,20 +171,7 @@ describe('asynchronous archiving (pusher) and prefetching', () => {
     await setArchiveCommand('');
     // A pusher still alive from the tests before would push the new segment ahead and rewrite the
     // forged ok file with the right checksum: stop it first.
-    const lockFile = path.join(spool, 'push', 'pusher.pid');
-    const owner = readLock(lockFile);
-    if (owner && lockAlive(owner)) process.kill(owner.pid, 'SIGTERM');
-    const zombie = (pid: number) => {
-      try {
-        return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').startsWith('Z');
-      } catch {
-        return true;
-      }
-    };
-    await waitFor('the pusher gone', () => {
-      const o = readLock(lockFile);
-      return !o || !lockAlive(o) || zombie(o.pid);
-    }, 15_000);
+    await stopPusher(spool);
     await makeSegments(1);
     const [name] = ready().map((f) => f.slice(0, -6));
     // A forged ok file, newer than the segment, with a wrong checksum: the shell fast path would
@@ -233,5 +238,54 @@ describe('asynchronous archiving (pusher) and prefetching', () => {
     } finally {
       fs.writeFileSync(file, stored);
     }
+  });
+
+  it('a zstd backlog: compressed with --fast while it lasts, no raw SHA-256 recorded yet fetched verified, ok files holding the file identity the slow path checks', async () => {
+    await setArchiveCommand('');
+    await stopPusher(spool);
+    const spool2 = path.join(cluster.baseDir, 'pgrunbook-zstd.spool');
+    const envFile2 = path.join(cluster.baseDir, 'pgrunbook-zstd.env');
+    fs.writeFileSync(envFile2, 'PGRUNBOOK_WAL_IDLE_EXIT_SEC=3\n', { mode: 0o600 });
+    if (pg) fs.chownSync(envFile2, pg.uid, pg.gid);
+    const before = new Set(done());
+    await makeSegments(10);
+    const command = walCommandLine('wal-push', repoUrl, process.env, { envFile: envFile2, spool: spool2 }).command;
+    await setArchiveCommand(command);
+    await waitFor('the backlog archived', () => ready().length === 0 && done().filter((n) => !before.has(n)).length >= 10, 90_000, 50);
+    const log = fs.readFileSync(path.join(spool2, 'push', 'pusher.log'), 'utf8');
+    expect(log).toContain('compressing with zstd --fast=3');
+    const names = done().filter((n) => !before.has(n) && /^[0-9A-F]{24}$/.test(n));
+    expect(names.length).toBeGreaterThanOrEqual(10);
+    const out = path.join(work, 'zstd-fetched');
+    let withoutRawSha = 0;
+    for (const name of names) {
+      const info = await store.head(walKey(name, 'zstd'));
+      expect(info, name).toBeDefined();
+      expect(info!.metadata.sha256, name).toMatch(/^[0-9a-f]{64}$/);
+      // Pushed ahead: zstd alone read the segment, so no raw SHA-256 (a synchronous push records one).
+      if (!info!.metadata.rawsha256) withoutRawSha++;
+      const r = await fetchWal(store, name, out);
+      expect(r.verified, name).toBe(true);
+      expect(sha(fs.readFileSync(out)), name).toBe(sha(fs.readFileSync(path.join(cluster.dataDir, 'pg_wal', name))));
+      fs.rmSync(out);
+    }
+    expect(withoutRawSha).toBeGreaterThanOrEqual(names.length - 1);
+
+    // The slow path: an ok file holding the segment's identity is trusted; one holding another file's is not.
+    await setArchiveCommand('');
+    await stopPusher(spool2);
+    const name = names[names.length - 1];
+    const segment = path.join(cluster.dataDir, 'pg_wal', name);
+    const slow = command.slice(command.lastIndexOf('; exec ') + 7).replace(/; }$/, '').replace(/%p/g, `pg_wal/${name}`);
+    const okPath = path.join(spool2, 'push', 'ok', name);
+    fs.writeFileSync(okPath, `${await segmentFingerprint(segment)}\n`);
+    const trusted = await asServer(slow);
+    expect(trusted.exitCode, trusted.stderr).toBe(0);
+    expect(trusted.stderr).not.toContain('names other contents');
+    fs.writeFileSync(okPath, `${await segmentFingerprint(path.join(cluster.dataDir, 'pg_wal', names[0]))}\n`);
+    const refused = await asServer(slow);
+    expect(refused.exitCode, refused.stderr).toBe(0);
+    expect(refused.stderr).toContain('names other contents');
+    expect(fs.existsSync(okPath)).toBe(false);
   });
 });

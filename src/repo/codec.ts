@@ -84,7 +84,7 @@ export type CompressOptions = {
 /** A stream that compresses with `codec`. */
 export function compressStream(codec: Codec, opts: CompressOptions = {}): Duplex {
   if (codec === 'gzip') return zlib.createGzip({ level: opts.level ?? 1, chunkSize: ZLIB_CHUNK });
-  if (codec === 'zstd') return new ZstdProcess(['-q', '-c', `-${opts.level ?? 1}`, `-T${opts.threads ?? 0}`, '--no-progress'], 'compress');
+  if (codec === 'zstd') return new ZstdProcess(['-q', '-c', zstdLevelArg(opts.level ?? 1), `-T${opts.threads ?? 0}`, '--no-progress'], 'compress');
   return new PassThroughDuplex();
 }
 
@@ -112,7 +112,9 @@ export function zstdDecompressIntoFile(fd: number): Writable {
 export async function zstdFilesToDir(files: readonly string[], outDir: string, level = 1): Promise<void> {
   const lean = await zstdLeanFlags();
   return new Promise((resolve, reject) => {
-    const child = childProcess().spawn('zstd', ['-q', '-f', `-${level}`, ...lean, '--no-progress', '--output-dir-flat', outDir, '--', ...files], {
+    // --check (zstd's default, said aloud): the frames carry the content checksum that fetches rely
+    // on for segments whose raw SHA-256 the pusher does not record (walarchive.ts).
+    const child = childProcess().spawn('zstd', ['-q', '-f', zstdLevelArg(level), '--check', ...lean, '--no-progress', '--output-dir-flat', outDir, '--', ...files], {
       stdio: ['ignore', 'ignore', 'pipe'],
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
     });
@@ -123,6 +125,11 @@ export async function zstdFilesToDir(files: readonly string[], outDir: string, l
     child.once('error', (err: NodeJS.ErrnoException) => reject(zstdSpawnError(err)));
     child.once('close', (code, signal) => (code === 0 ? resolve() : reject(new Error(`zstd failed to compress: ${stderr.trim().split('\n').slice(-3).join(' ') || signal || `exit code ${code}`}`))));
   });
+}
+
+/** zstd's level option: 1..19, or a negative level as `--fast=N` (faster than 1, larger output). */
+export function zstdLevelArg(level: number): string {
+  return level < 0 ? `--fast=${-level}` : `-${level}`;
 }
 
 let leanFlags: Promise<string[]> | undefined;

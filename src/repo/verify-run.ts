@@ -157,17 +157,18 @@ export async function verifyWal(run: VerifyRun, e: ListEntry): Promise<void> {
         return;
       }
     }
+    // Segments the pusher compressed record no raw SHA-256: zstd -d checked its content checksum above.
     if (wantRaw) {
       const rawSha = sha256Hex(raw);
       if (rawSha !== wantRaw) {
         run.addBad({ key, problem: 'checksum-mismatch', detail: `SHA-256 of the uncompressed WAL is ${rawSha}, wal-push recorded ${wantRaw}` });
         return;
       }
-      const rawSize = Number(r.metadata.rawsize);
-      if (r.metadata.rawsize && rawSize !== raw.length) {
-        run.addBad({ key, problem: 'corrupt', detail: `${raw.length} bytes uncompressed, wal-push recorded ${rawSize}` });
-        return;
-      }
+    }
+    const rawSize = Number(r.metadata.rawsize);
+    if (r.metadata.rawsize && rawSize !== raw.length) {
+      run.addBad({ key, problem: 'corrupt', detail: `${raw.length} bytes uncompressed, wal-push recorded ${rawSize}` });
+      return;
     }
     if (!want && !wantRaw) run.unverified(key);
     else run.counts.verified++;

@@ -342,7 +342,7 @@ export class LocalStore extends StoreBase implements ObjectStore {
       } finally {
         await tmp.fh.close();
       }
-      await this.commitTemp(tmp.path, finalPath, opts.metadata ?? {}, temps);
+      await this.commitTemp(tmp.path, finalPath, opts.recordSha256 ? { ...opts.metadata, sha256 } : (opts.metadata ?? {}), temps);
       return { key, size, sha256 };
     } catch (err) {
       let failure: unknown = err;

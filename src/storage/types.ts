@@ -16,6 +16,9 @@ export interface PutOptions {
   contentLength?: number;
   /** Approximate length when the exact one is unknown (e.g. the database size); only sizes parts. */
   sizeHint?: number;
+  /** putFile only: record the SHA-256 the put computes of the stored bytes as metadata `sha256`
+   *  (the caller has not hashed the file; hashing it twice cost the WAL pusher ~6 ms a segment). */
+  recordSha256?: boolean;
 }
 
 export interface PutResult {

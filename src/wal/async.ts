@@ -1,12 +1,12 @@
 // The slow paths of asynchronous archiving, run when restore_command's or archive_command's shell
 // fast path found nothing in the spool. wal-push: an ok file is trusted only when it holds the
-// segment's own SHA-256; with a live pusher, wait for it; with none, start one and let the
+// segment's own SHA-256 or file identity; with a live pusher, wait for it; with none, start one and let the
 // caller push synchronously. wal-fetch: tell the prefetcher where PostgreSQL is, take a verified
 // file it already has (or is fetching), else let the caller fetch synchronously.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { ensureSpool, fetchedFile, lockAlive, okFile, readLock, sha256OfFile, writeAtomic, type PusherState } from './spool.js';
+import { ensureSpool, fetchedFile, lockAlive, okFile, okFileVouchesFor, readLock, writeAtomic, type PusherState } from './spool.js';
 import { startWorker, workerEnv, type WorkerSettings } from './spawn.js';
 
 export interface SpoolContext extends WorkerSettings {
@@ -28,7 +28,6 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export async function acknowledgeFromSpool(source: string, c: SpoolContext): Promise<boolean> {
   const name = path.basename(source);
   const ok = okFile(c.spool, name);
-  let sha: string | undefined;
   const check = async (): Promise<boolean | undefined> => {
     let text: string;
     try {
@@ -36,8 +35,7 @@ export async function acknowledgeFromSpool(source: string, c: SpoolContext): Pro
     } catch {
       return undefined;
     }
-    sha ??= await sha256OfFile(source);
-    if (text.trim() === sha) return true;
+    if (await okFileVouchesFor(text, source)) return true;
     await fsp.rm(ok, { force: true });
     c.say(`the spool's ok file for ${name} names other contents than the segment has; pushing it again`);
     return false;

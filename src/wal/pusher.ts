@@ -13,9 +13,9 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { ObjectStore } from '../storage/types.js';
 import { pushWal, type WalCompression } from '../repo/walarchive.js';
-import { zstdFilesToDir } from '../repo/codec.js';
+import { zstdFilesToDir, zstdLevelArg } from '../repo/codec.js';
 import type { RepositoryIdentity } from '../repo/identity.js';
-import { okDir, okFile, releaseLock, takeLock, writeAtomic, type PusherState } from './spool.js';
+import { okDir, okFile, releaseLock, segmentFingerprint, takeLock, writeAtomic, type PusherState } from './spool.js';
 
 export interface PusherOptions {
   spool: string;
@@ -24,6 +24,8 @@ export interface PusherOptions {
   store: ObjectStore;
   compression: WalCompression;
   level: number;
+  /** The zstd level while more than a batch of segments waits (negative: `--fast=N`). */
+  backlogLevel: number;
   /** Segments pushed at once. */
   parallel: number;
   /** Exit after this long with nothing .ready (the next archive_command starts a new pusher). */
@@ -81,12 +83,17 @@ export async function runPusher(o: PusherOptions): Promise<number> {
   await fsp.rm(tmpDir, { recursive: true, force: true });
   await fsp.mkdir(tmpDir, { recursive: true, mode: 0o700 });
 
-  /** zstd-compresses a batch of segments with one process; each push then reads its own .zst. */
-  const compressBatch = async (names: string[]): Promise<Map<string, string | undefined>> => {
+  /**
+   * zstd-compresses a batch of segments with one process; each push then reads its own .zst. Each
+   * segment's file identity is taken before zstd reads it: its ok file holds it, and a push whose
+   * segment no longer has it is not acknowledged.
+   */
+  const compressBatch = async (names: string[], level: number): Promise<Map<string, { file?: string; fingerprint: string }>> => {
+    const fingerprints = await Promise.all(names.map((n) => segmentFingerprint(path.join(o.pgWal, n))));
     const done = zstdFilesToDir(
       names.map((n) => path.join(o.pgWal, n)),
       tmpDir,
-      o.level,
+      level,
     );
     // A batch that failed (a segment archived meanwhile, a full disk) is pushed one by one: each then reports its own error.
     const ok = await done.then(
@@ -96,19 +103,27 @@ export async function runPusher(o: PusherOptions): Promise<number> {
         return false;
       },
     );
-    return new Map(names.map((n) => [n, ok ? path.join(tmpDir, `${n}.zst`) : undefined]));
+    return new Map(names.map((n, i) => [n, { file: ok ? path.join(tmpDir, `${n}.zst`) : undefined, fingerprint: fingerprints[i] }]));
   };
 
-  const push = async (name: string, compressed?: Promise<string | undefined>): Promise<void> => {
+  const push = async (name: string, compressed?: Promise<{ file?: string; fingerprint: string } | undefined>): Promise<void> => {
     const file = path.join(o.pgWal, name);
-    const compressedFile = compressed ? await compressed.catch(() => undefined) : undefined;
+    const batch = compressed ? await compressed.catch(() => undefined) : undefined;
+    const compressedFile = batch?.file;
     try {
       const t0 = Date.now();
       const r = await pushWal(o.store, file, { compression: o.compression, level: o.level, compressedFile, identityCache });
-      const sha = r.rawSha256;
+      // What the ok file vouches for: the segment's SHA-256 when it was read here, else the file
+      // identity taken before zstd read it, which must still hold (else the file changed meanwhile).
+      let vouch = r.rawSha256;
+      if (!vouch && batch) {
+        if ((await segmentFingerprint(file)) !== batch.fingerprint) throw new Error(`${file} changed while it was compressed; pushing it again`);
+        vouch = batch.fingerprint;
+      }
+      if (!vouch) throw new Error(`no checksum or file identity recorded for ${name}`);
       o.log(`pushed ${name} (${r.status}, ${(r.storedSize / 1048576).toFixed(1)} MiB stored) in ${Date.now() - t0} ms, ${inFlight.size} in flight`);
-      // Only now, durable in the store: the ok file, by rename, holding the checksum the slow path re-checks.
-      await writeAtomic(okFile(o.spool, name), `${sha}\n`);
+      // Only now, durable in the store: the ok file, by rename, holding what the slow path re-checks.
+      await writeAtomic(okFile(o.spool, name), `${vouch}\n`);
       pushedHere.add(name);
       state.pushedTotal++;
       state.lastPushed = name;
@@ -129,6 +144,7 @@ export async function runPusher(o: PusherOptions): Promise<number> {
   };
 
   let idleSince = Date.now();
+  let inBacklog = false;
   try {
     while (!stopping) {
       let entries: string[];
@@ -162,11 +178,20 @@ export async function runPusher(o: PusherOptions): Promise<number> {
       // With nothing in flight the archiver is waiting for the first of these: it goes alone, so
       // that its acknowledgement does not wait for three more to be compressed before it.
       const idle = inFlight.size === 0;
+      // A backlog (more than a batch waits): a faster zstd level until it is drained. Segments
+      // waiting in pg_wal are the risk then (a full disk stops the server), not a few more stored
+      // bytes; --fast=3 still stores less than lz4 (bench/README.md).
+      const backlog = o.compression === 'zstd' && o.backlogLevel !== o.level && ready.length > BATCH;
+      if (launch.length && backlog !== inBacklog) {
+        inBacklog = backlog;
+        o.log(backlog ? `${ready.length} segments wait: compressing with zstd ${zstdLevelArg(o.backlogLevel)} until they are pushed` : `backlog pushed: back to zstd ${zstdLevelArg(o.level)}`);
+      }
+      const level = backlog ? o.backlogLevel : o.level;
       for (let i = 0; i < launch.length; ) {
         const size = o.compression !== 'zstd' || (idle && i === 0) ? 1 : BATCH;
         const batch = launch.slice(i, i + size);
         i += size;
-        const compressed = o.compression === 'zstd' && batch.every((n) => !failures.has(n)) ? compressBatch(batch) : undefined;
+        const compressed = o.compression === 'zstd' && batch.every((n) => !failures.has(n)) ? compressBatch(batch, level) : undefined;
         for (const name of batch) {
           const p = push(name, compressed?.then((m) => m.get(name)!)).finally(() => {
             inFlight.delete(name);

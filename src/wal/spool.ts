@@ -2,9 +2,11 @@
 // (mode 0700), outside the data directory (base backups copy that), shared by wal-push,
 // wal-fetch, their background workers and `status`.
 //
-//   <spool>/push/ok/<name>        the segment is durably in the repository; holds its SHA-256.
-//                                 Created by rename only after the store said durable, so the
-//                                 archive_command's shell fast path (`test -f`) may trust it.
+//   <spool>/push/ok/<name>        the segment is durably in the repository; holds its SHA-256,
+//                                 or for a segment the pusher compressed without reading it, its
+//                                 file's identity (segmentFingerprint). Created by rename only
+//                                 after the store said durable, so the archive_command's shell
+//                                 fast path (`test -f`) may trust it.
 //   <spool>/push/pusher.pid       the pusher's lock: "<pid> <start ticks>" (stale when that
 //                                 process is gone, or the pid was reused by another process)
 //   <spool>/push/state.json       the pusher's queue as of its last pass (for `status`)
@@ -51,6 +53,23 @@ export async function sha256OfFile(file: string): Promise<string> {
   return createHash('sha256')
     .update(await fsp.readFile(file))
     .digest('hex');
+}
+
+/**
+ * A segment file's identity without reading it: device, inode, size, and the modification and
+ * change times in nanoseconds. A segment waiting to be archived is never written again; a file
+ * put in its place (a restored data directory, another server's pg_wal) has another inode or at
+ * least another change time, which no tool can set back.
+ */
+export async function segmentFingerprint(file: string): Promise<string> {
+  const st = await fsp.stat(file, { bigint: true });
+  return `stat:${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+}
+
+/** Whether an ok file's text vouches for `file` as it is now (its SHA-256 or its fingerprint). */
+export async function okFileVouchesFor(text: string, file: string): Promise<boolean> {
+  const want = text.trim();
+  return want === (want.startsWith('stat:') ? await segmentFingerprint(file) : await sha256OfFile(file));
 }
 
 /** Write `text` to `file` by rename: readers see the old file or the whole new one, never a part. */

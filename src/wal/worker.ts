@@ -34,7 +34,11 @@ async function main(argv: string[]): Promise<number> {
     if (side === 'push') {
       const { runPusher } = await import('./pusher.js');
       const parallel = Number(process.env.PGRUNBOOK_WAL_PUSH_PARALLEL) || Math.max(8, Math.min(16, 4 * os.availableParallelism()));
-      return await runPusher({ spool, pgWal: path.resolve(pgWal), store, compression, level, parallel, idleExitMs, log: stamp });
+      // A backlog is compressed with zstd --fast=3 unless PGRUNBOOK_WAL_BACKLOG_LEVEL says otherwise (the same as the level: never faster).
+      const wanted = Number(process.env.PGRUNBOOK_WAL_BACKLOG_LEVEL || -3);
+      const backlogLevel = Number.isInteger(wanted) && wanted !== 0 && wanted >= -100 && wanted <= 19 ? wanted : level;
+      if (backlogLevel !== wanted) stamp(`PGRUNBOOK_WAL_BACKLOG_LEVEL must be -100..-1 (zstd --fast=N) or 1..19; using ${level}`);
+      return await runPusher({ spool, pgWal: path.resolve(pgWal), store, compression, level, backlogLevel, parallel, idleExitMs, log: stamp });
     }
     const { runPrefetcher } = await import('./prefetcher.js');
     const depth = Number(process.env.PGRUNBOOK_WAL_FETCH_QUEUE) || 8;
