@@ -16,7 +16,7 @@ import { ConnectionStringError } from './config/connection.js';
 import { loadProfile, ProfileError } from './config/store.js';
 import type { Profile } from './config/profile.js';
 import { buildServices, profileDefaults, runContextOf, type ProcedureServices } from './procedures/services.js';
-import { loadProcedures } from './procedures/load.js';
+import { loadProcedure, loadProcedures, procedureIds } from './procedures/load.js';
 import { isToolSubcommand, runToolSubcommand } from './commands/subcommands.js';
 import { pgrunbookCommand } from './engine/command-name.js';
 
@@ -46,21 +46,24 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
   // Also routed by cli.ts before this module loads; kept here so main(argv) handles every command.
   if (isToolSubcommand(argv[0])) return runToolSubcommand(argv, io);
 
-  let procedures: Procedure[];
+  // Procedures load one at a time: a headless run loads only its own (start-up, bench/README.md).
+  let ids: string[];
   try {
-    procedures = await loadProcedures(env);
+    ids = await procedureIds(env);
   } catch (err) {
     return fail(EXIT.usage, errorMessage(err), 'fix or unset PGRUNBOOK_PROCEDURES_MODULE');
   }
-  const names = procedures.map((p) => p.id).join(', ');
+  const names = ids.join(', ');
+  const known = (id: string | undefined): id is string => id !== undefined && ids.includes(id);
 
   // The procedure decides which options exist and which are booleans, so find it before parsing
   // (for --resume, from the run's journal).
   const procArg = rawFlagValue(argv, '--procedure', '-P');
-  if (procArg !== undefined && !procArg.startsWith('-') && !procedures.some((p) => p.id === procArg)) {
+  if (procArg !== undefined && !procArg.startsWith('-') && !known(procArg)) {
     return fail(EXIT.usage, `unknown procedure "${procArg}"; valid procedures: ${names}`, `list them with: ${cmd('--list')}`);
   }
-  const preProcedure = procedures.find((p) => p.id === (procArg ?? preResumeProcedure(argv, env)));
+  const preId = procArg ?? preResumeProcedure(argv, env);
+  const preProcedure = known(preId) ? await loadProcedure(preId, env) : undefined;
 
   let flags: RawFlags;
   let positionals: string[];
@@ -81,6 +84,7 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
     return EXIT.ok;
   }
   if (flags.list) {
+    const procedures = await loadProcedures(env);
     if (flags.json) io.stdout.write(`${JSON.stringify(procedures.map((p) => ({ id: p.id, group: p.group, title: p.title, summary: p.summary })))}\n`);
     else for (const p of procedures) io.stdout.write(`${p.id.padEnd(16)} ${p.group.padEnd(8)} ${p.summary}\n`);
     return EXIT.ok;
@@ -97,19 +101,19 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
       return fail(EXIT.usage, errorMessage(err));
     }
     if (resumeFrom.lastStatus === 'ok') return fail(EXIT.usage, `run ${resumeFrom.runId} already finished successfully; nothing to resume`);
-    procedure = procedures.find((p) => p.id === resumeFrom!.procedure);
+    procedure = known(resumeFrom.procedure) ? await loadProcedure(resumeFrom.procedure, env) : undefined;
     if (!procedure) return fail(EXIT.usage, `run ${resumeFrom.runId} was procedure "${resumeFrom.procedure}", which this pgrunbook does not know (procedures: ${names})`);
     if (flags.procedure !== undefined && flags.procedure !== procedure.id) {
       return fail(EXIT.usage, `--procedure ${String(flags.procedure)} does not match run ${resumeFrom.runId}, which is ${procedure.id}; drop --procedure when resuming`);
     }
   } else if (flags.procedure !== undefined) {
     const id = String(flags.procedure);
-    procedure = procedures.find((p) => p.id === id);
+    procedure = known(id) ? await loadProcedure(id, env) : undefined;
     if (!procedure) return fail(EXIT.usage, `unknown procedure "${id}"; valid procedures: ${names}`, `list them with: ${cmd('--list')}`);
   }
 
   if (flags.help) {
-    io.stdout.write(procedure ? procedureHelp(procedure) : generalHelp(procedures));
+    io.stdout.write(procedure ? procedureHelp(procedure) : generalHelp(await loadProcedures(env)));
     return EXIT.ok;
   }
 
@@ -126,7 +130,7 @@ export async function main(argv: string[], io: MainIo = { stdout: process.stdout
     delete process.env.CI;
     delete process.env.CONTINUOUS_INTEGRATION;
     const { runTui } = await import('./app.js');
-    return runTui({ procedures, stateDir, env, profileName: flags.profile ? String(flags.profile) : env.PGRUNBOOK_PROFILE });
+    return runTui({ procedures: await loadProcedures(env), stateDir, env, profileName: flags.profile ? String(flags.profile) : env.PGRUNBOOK_PROFILE });
   }
 
   // Split flags: globals stay here, the rest are the procedure's.

@@ -8,8 +8,10 @@ import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CLI, runCli, tempDir } from './helpers/cli.js';
 import { GLOBAL, SUBCOMMANDS } from '../src/commands/registry.js';
-import { procedures } from '../src/procedures/index.js';
+import { loadBuiltInProcedures } from '../src/procedures/index.js';
 import { parseTimeMicros } from '../src/restore/target.js';
+
+const procedures = await loadBuiltInProcedures();
 
 const sandbox = tempDir('pgrunbook-bad-input-');
 const aFile = path.join(sandbox, 'a-file');

@@ -89,6 +89,19 @@ describe('what the quick commands load', () => {
     expect(missing.modules.filter((m) => /child_process/.test(m))).toEqual([]);
   });
 
+  it('a headless procedure loads its own procedure only, not the others', async () => {
+    const r = await traced(['--procedure', 'backup-base', '--help']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout).toContain('backup-base');
+    const procedures = ours(r.modules).filter((m) => /^procedures\/[^/]+\.js$/.test(m));
+    expect(procedures).toContain('procedures/backup-base.js');
+    expect(procedures.filter((m) => /^procedures\/(pitr|restore-test|table-restore|logical-restore|drill|wal-archiving|retention|verify|promote|backup-logical)\.js$/.test(m))).toEqual([]);
+    expect(r.modules.filter((m) => UI.test(m))).toEqual([]);
+    // --list still knows every procedure.
+    const list = await traced(['--list']);
+    expect(list.stdout.split('\n').filter(Boolean).map((l) => l.split(/\s+/)[0])).toEqual(['verify', 'backup-logical', 'backup-base', 'wal-archiving', 'retention', 'logical-restore', 'table-restore', 'pitr', 'promote', 'drill', 'restore-test']);
+  });
+
   it('status loads neither Ink nor React, nor the procedures, nor an SDK its repository does not use', async () => {
     const repo = tempDir('pgrunbook-startup-status-');
     const r = await traced(['status', '--repo', `file://${repo}`, '--json', '--host', '/nonexistent-socket-dir']);

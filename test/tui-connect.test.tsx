@@ -11,7 +11,7 @@ import { gate, key, poll, stripAnsi, waitForFrame } from './helpers/ink.js';
 import { tempDir } from './helpers/temp.js';
 import { sharedCluster } from './helpers/cluster.js';
 import { App } from '../src/app.js';
-import { procedures as allProcedures } from '../src/procedures/index.js';
+import { loadBuiltInProcedures } from '../src/procedures/index.js';
 import type { Procedure } from '../src/engine/types.js';
 import { readJournal } from '../src/engine/journal.js';
 import { buildServices, type ProcedureServices } from '../src/procedures/services.js';
@@ -20,6 +20,8 @@ import type { Profile } from '../src/config/profile.js';
 import { menuOrder } from '../src/screens/home.js';
 import { formReducer, initFormState } from '../src/screens/params-form.js';
 import { openRepository } from '../src/repo/repository.js';
+
+const allProcedures = await loadBuiltInProcedures();
 
 const KEYS = { enter: '\r', down: '\x1B[B', up: '\x1B[A', left: '\x1B[D', esc: '\x1B', ctrlC: '\x03', ctrlU: '\x15', ctrlT: '\x14', ctrlS: '\x13' };
 
