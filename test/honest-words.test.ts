@@ -12,6 +12,7 @@ import { withPg } from '../src/postgres/client.js';
 import { createSandboxCluster, findFreePort, type SandboxCluster } from '../src/postgres/sandbox.js';
 import { isRoot, lookupUser, runCommand } from '../src/postgres/osuser.js';
 import { pgCtlStart, pgCtlStop } from '../src/postgres/pgctl.js';
+import { claimRestoreDir } from '../src/restore/datadir.js';
 import { scanServerLog, serverLogVerdict } from '../src/postgres/server-log-scan.js';
 import { dataLostSeconds } from '../src/procedures/drill.js';
 
@@ -165,17 +166,22 @@ describe('moved-aside data directories', () => {
     mk(`data.pgrunbook-staged-${abandoned}`, `.pgrunbook-restoring-${abandoned}`, `${os.hostname()} 999999999\n`);
     mk(`data.pgrunbook-staged-${going}`, `.pgrunbook-restoring-${going}`, `${os.hostname()} ${process.pid}\n`);
     mk('data.pgrunbook-staged-not-a-run-id'); // not ours
+    // One whose run was resumed by another process (this one): the resumed run claims it.
+    const resumed = 'pitr-20250101T000000Z-a7b8c9';
+    mk(`data.pgrunbook-staged-${resumed}`, `.pgrunbook-restoring-${resumed}`, `${os.hostname()} 999999998\n`);
+    await claimRestoreDir(path.join(parent, `data.pgrunbook-staged-${resumed}`), resumed);
     const env = { PGRUNBOOK_STATE_DIR: path.join(parent, 'state') };
     const repo = tempDir('pgrunbook-aside-repo-');
 
     const status = await runCli(['status', '--repo', `file://${repo}`, '--pgdata', pgdata, '--skip', 'server', '--json'], env);
     const moved = (JSON.parse(status.stdout) as { checks: Check[] }).checks.find((c) => c.id === 'moved_aside')!;
-    expect(moved.summary).toMatch(/^5: /);
+    expect(moved.summary).toMatch(/^6: /);
     expect(moved.summary).toContain(`${parent}/data.pgrunbook-20260101T000000Z (from ${pgdata}, moved aside `);
     expect(moved.summary).toMatch(/from .*, moved aside (59|60) min ago/);
     expect(moved.summary).toContain('in use: a server runs in it');
     expect(moved.summary).toContain(`${parent}/data.pgrunbook-staged-${abandoned} (a backup unpacked for ${pgdata} by run ${abandoned}, kept for --resume ${abandoned}; started `);
     expect(moved.summary).toContain(`in use: its run ${going} is still going (process ${process.pid})`);
+    expect(moved.summary).toContain(`in use: its run ${resumed} is still going (process ${process.pid})`);
     expect(moved.hint).toContain(`--procedure retention --data-dirs --pgdata ${pgdata}`);
 
     const args = ['--procedure', 'retention', '--data-dirs', '--pgdata', pgdata, '--json'];
@@ -190,7 +196,7 @@ describe('moved-aside data directories', () => {
     const done = await runCli([...args, '--confirm', `data.pgrunbook-20260101T000000Z data.pgrunbook-staged-${abandoned}`], env);
     expect(done.exitCode, done.stdout.slice(-2000) + done.stderr).toBe(0);
     expect(fs.readdirSync(parent).sort()).toEqual(
-      ['data', 'data.other', 'data.pgrunbook-20250101T000000Z', young, 'state', `data.pgrunbook-staged-${going}`, 'data.pgrunbook-staged-not-a-run-id'].sort(),
+      ['data', 'data.other', 'data.pgrunbook-20250101T000000Z', young, 'state', `data.pgrunbook-staged-${going}`, `data.pgrunbook-staged-${resumed}`, 'data.pgrunbook-staged-not-a-run-id'].sort(),
     );
     // Nothing old is left that may go: the next run removes nothing and asks nothing.
     const again = await runCli(args, env);

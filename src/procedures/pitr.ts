@@ -14,7 +14,7 @@ import { archiveCurrentWal, promoteServer, resetRecoveryTargets, resumeReplay } 
 import { serverControlFor, serverStderrFile, startServer, stopServer, type ServerControlSpec } from '../postgres/server-control.js';
 import { openRepository, type Repository } from '../repo/repository.js';
 import { readRepositoryIdentity } from '../repo/identity.js';
-import { asideName, finishRestoreDir, freeSpaceFor, handOverKeptWal, makeRestoreDir, moveAside, newDataDirOwner, type Owner } from '../restore/datadir.js';
+import { asideName, claimRestoreDir, finishRestoreDir, freeSpaceFor, handOverKeptWal, makeRestoreDir, moveAside, newDataDirOwner, type Owner } from '../restore/datadir.js';
 import type { RecoveryPlan } from '../restore/plan.js';
 import { identifyCluster, isCorruption, otherCluster, proveRecoverable, removeStaged } from '../restore/preflight.js';
 import { prepareRecoverySpool, recoverySettings, writeRecoverySettings } from '../restore/recovery-settings.js';
@@ -199,6 +199,9 @@ export const pitrProcedure = defineProcedure<PitrParams, PitrState>({
       plan: (ctx) => [`stop the server (${controlSpec(ctx).method})`, `rename ${pgdataOf(ctx)} to ${pgdataOf(ctx)}.pgrunbook-<time>`],
       async run(ctx) {
         const pgdata = pgdataOf(ctx);
+        // A resumed run (its preflight done by an earlier process) takes over the staged backup
+        // before the server stops, so that retention never takes it from under this run.
+        if (ctx.state.staged && fs.existsSync(ctx.state.staged)) await claimRestoreDir(ctx.state.staged, ctx.runId);
         ctx.state.stoppedAt ??= new Date().toISOString();
         const status = await pgCtlStatus(pgdata).catch(() => ({ running: false }));
         if (status.running || controlSpec(ctx).method !== 'pg_ctl') {

@@ -56,6 +56,15 @@ function markerOf(pgdata: string, runId: string): string {
 }
 
 /**
+ * A resumed run taking over the directory an earlier attempt of it made: its marker now names this
+ * process, so `retention --data-dirs` leaves it alone while this run lives. Nothing without the marker.
+ */
+export async function claimRestoreDir(pgdata: string, runId: string): Promise<void> {
+  const marker = markerOf(pgdata, runId);
+  if (fs.existsSync(marker)) await fsp.writeFile(marker, `${os.hostname()} ${process.pid}\n`);
+}
+
+/**
  * An empty `pgdata` (mode 0700, owned by `owner`) marked as this run's. After an interrupted
  * unpack it starts over from empty, but only a directory this run made (it carries the marker)
  * or an empty one: never anything else found at that path.
