@@ -11,11 +11,29 @@ import { CodecDataError, CodecUsageError, compressBuffer, decompressBuffer, isCo
 import { fetchWal, pushWal, walKey, WalConflictError, WalCorruptError } from '../src/repo/walarchive.js';
 import { openStore } from '../src/storage/url.js';
 import { sha256Hex } from '../src/storage/checksum.js';
+import type { ObjectStore } from '../src/storage/types.js';
 
 const dirs: string[] = [];
 afterAll(() => {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
+
+/** A file:// repository in a temp directory removed after the tests. */
+async function fileRepo(): Promise<{ dir: string; store: ObjectStore }> {
+  const dir = tempDir('pgrunbook-codec-');
+  dirs.push(dir);
+  return { dir, store: await openStore(`file://${path.join(dir, 'repo')}`) };
+}
+
+/** Flips a byte in the middle of a stored object and re-signs its stored SHA-256: only a check of the uncompressed bytes can tell. */
+async function damageKeepingStoredSha(store: ObjectStore, key: string, mask: number): Promise<void> {
+  const got = await store.get(key);
+  const chunks: Buffer[] = [];
+  for await (const c of got.body) chunks.push(c as Buffer);
+  const bad = Buffer.concat(chunks);
+  bad[Math.floor(bad.length / 2)] ^= mask;
+  await store.put(key, bad, { contentLength: bad.length, metadata: { ...got.info.metadata, sha256: sha256Hex(bad) } });
+}
 
 // Compressible but not trivial: text with a counter, like table pages.
 const sample = Buffer.from(Array.from({ length: 40000 }, (_, i) => `row ${i} ${(i * 7919) % 10007}\n`).join(''));
@@ -56,9 +74,7 @@ describe('codec', () => {
   });
 
   it('WAL: pushed as .zst and fetched back; a damaged .zst is refused and nothing is written; a .gz of earlier versions is fetched', async () => {
-    const dir = tempDir('pgrunbook-codec-');
-    dirs.push(dir);
-    const store = await openStore(`file://${path.join(dir, 'repo')}`);
+    const { dir, store } = await fileRepo();
     try {
       // A history file carries no system identifier: no format record needed.
       const src = path.join(dir, '00000002.history');
@@ -71,12 +87,7 @@ describe('codec', () => {
       expect(fs.readFileSync(out).equals(sample)).toBe(true);
 
       // Damage the stored object but keep its stored SHA-256 right: only zstd's content checksum (or the raw SHA-256) can tell.
-      const got = await store.get(pushed.key);
-      const chunks: Buffer[] = [];
-      for await (const c of got.body) chunks.push(c as Buffer);
-      const bad = Buffer.concat(chunks);
-      bad[Math.floor(bad.length / 2)] ^= 0xff;
-      await store.put(pushed.key, bad, { contentLength: bad.length, metadata: { ...got.info.metadata, sha256: sha256Hex(bad) } });
+      await damageKeepingStoredSha(store, pushed.key, 0xff);
       const out2 = path.join(dir, 'fetched2');
       const e = await fetchWal(store, '00000002.history', out2).catch((err: unknown) => err);
       expect(e).toBeInstanceOf(WalCorruptError);
@@ -94,9 +105,7 @@ describe('codec', () => {
   });
 
   it('WAL the pusher compressed (zstd --fast, the segment not read here): no raw SHA-256 recorded, yet fetched verified, damage refused, conflicts found by comparing bytes', async () => {
-    const dir = tempDir('pgrunbook-codec-');
-    dirs.push(dir);
-    const store = await openStore(`file://${path.join(dir, 'repo')}`);
+    const { dir, store } = await fileRepo();
     try {
       const src = path.join(dir, '00000004.history');
       fs.writeFileSync(src, sample);
@@ -124,12 +133,7 @@ describe('codec', () => {
       await expect(pushWal(store, other, { compression: 'zstd' })).rejects.toBeInstanceOf(WalConflictError);
 
       // Damaged with its stored SHA-256 re-signed: zstd's content checksum still refuses it.
-      const got = await store.get(pushed.key);
-      const chunks: Buffer[] = [];
-      for await (const c of got.body) chunks.push(c as Buffer);
-      const bad = Buffer.concat(chunks);
-      bad[Math.floor(bad.length / 2)] ^= 0x01;
-      await store.put(pushed.key, bad, { contentLength: bad.length, metadata: { ...got.info.metadata, sha256: sha256Hex(bad) } });
+      await damageKeepingStoredSha(store, pushed.key, 0x01);
       const out2 = path.join(dir, 'fetched2');
       await expect(fetchWal(store, '00000004.history', out2)).rejects.toBeInstanceOf(WalCorruptError);
       expect(fs.existsSync(out2)).toBe(false);
