@@ -10,6 +10,7 @@ import { tempDir } from './helpers/cli.js';
 import { CodecDataError, CodecUsageError, compressBuffer, decompressBuffer, isCodecDataError, zstdFilesToDir } from '../src/repo/codec.js';
 import { fetchWal, pushWal, walKey, WalConflictError, WalCorruptError } from '../src/repo/walarchive.js';
 import { openStore } from '../src/storage/url.js';
+import { verifyRepository } from '../src/repo/verify.js';
 import { sha256Hex } from '../src/storage/checksum.js';
 import type { ObjectStore } from '../src/storage/types.js';
 
@@ -99,6 +100,31 @@ describe('codec', () => {
       const out3 = path.join(dir, 'fetched3');
       expect((await fetchWal(store, '00000003.history', out3)).key).toBe(walKey('00000003.history', 'gzip'));
       expect(fs.readFileSync(out3).equals(sample)).toBe(true);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('WAL: fetch and verify agree on what is verified (a raw SHA-256, or a stored one with a codec that checks its content; not gzip on its stored SHA-256 alone)', async () => {
+    const { dir, store } = await fileRepo();
+    try {
+      const zst = await compressBuffer('zstd', sample);
+      const gz = zlib.gzipSync(sample);
+      const cases = [
+        { name: '00000004.history', codec: 'zstd' as const, bytes: zst, metadata: { sha256: sha256Hex(zst), compression: 'zstd' }, proven: true },
+        { name: '00000005.history', codec: 'none' as const, bytes: sample, metadata: { sha256: sha256Hex(sample), compression: 'none' }, proven: true },
+        { name: '00000006.history', codec: 'gzip' as const, bytes: gz, metadata: { sha256: sha256Hex(gz), rawsha256: sha256Hex(sample), compression: 'gzip' }, proven: true },
+        { name: '00000007.history', codec: 'gzip' as const, bytes: gz, metadata: { sha256: sha256Hex(gz), compression: 'gzip' }, proven: false },
+        { name: '00000008.history', codec: 'zstd' as const, bytes: zst, metadata: { compression: 'zstd' }, proven: false },
+      ];
+      for (const c of cases) await store.put(walKey(c.name, c.codec), c.bytes, { contentLength: c.bytes.length, metadata: c.metadata });
+      for (const c of cases) {
+        const fetched = await fetchWal(store, c.name, path.join(dir, `f-${c.name}`));
+        expect({ name: c.name, verified: fetched.verified }).toEqual({ name: c.name, verified: c.proven });
+      }
+      const v = await verifyRepository(store);
+      expect(v.counts.verified).toBe(cases.filter((c) => c.proven).length);
+      expect([...v.unverifiedKeys].sort()).toEqual(cases.filter((c) => !c.proven).map((c) => walKey(c.name, c.codec)).sort());
     } finally {
       await store.close();
     }

@@ -7,6 +7,7 @@ import { sha256Hex } from '../storage/checksum.js';
 import type { DumpMeta } from './catalog.js';
 import { DUMP_PREFIX, IDENTITY_KEY, LOCK_PREFIX, parseWalKey } from './layout.js';
 import { decompressBuffer } from './codec.js';
+import { walContentProven } from './walarchive.js';
 import type { VerifyCounts, VerifyOptions, VerifyProblem, VerifyProgress } from './verify-types.js';
 
 
@@ -170,8 +171,8 @@ export async function verifyWal(run: VerifyRun, e: ListEntry): Promise<void> {
       run.addBad({ key, problem: 'corrupt', detail: `${raw.length} bytes uncompressed, wal-push recorded ${rawSize}` });
       return;
     }
-    if (!want && !wantRaw) run.unverified(key);
-    else run.counts.verified++;
+    if (walContentProven(r.metadata, codec)) run.counts.verified++;
+    else run.unverified(key);
   });
 }
 

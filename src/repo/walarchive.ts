@@ -252,12 +252,21 @@ export async function fetchWal(store: ObjectStore, name: string, destPath: strin
       }
       throw err;
     }
-    // Verified: the uncompressed bytes match the SHA-256 recorded at push, or (the pusher records
-    // none) the stored bytes matched theirs and zstd -d checked its frame's content checksum.
-    const meta = got.info.metadata;
-    return { status: 'fetched', key, rawSize: rawHash.bytes, verified: Boolean(meta.rawsha256) || (Boolean(meta.sha256) && compression !== 'gzip') };
+    return { status: 'fetched', key, rawSize: rawHash.bytes, verified: walContentProven(got.info.metadata, compression) };
   }
   return { status: 'missing' };
+}
+
+/**
+ * Whether reading a WAL object (fetch, prefetch, pitr's walk, `verify`) proved its content, once
+ * every checksum it records matched: the uncompressed bytes' SHA-256 recorded at push, or (the
+ * pusher records none for segments zstd read itself) the stored bytes' SHA-256 with a codec that
+ * checks a content checksum of its own while decompressing (zstd's XXH64; an uncompressed object
+ * is its stored bytes). Not gzip's CRC-32 alone: gzip objects have always recorded the raw SHA-256.
+ * One rule, so that fetch and verify never disagree on what "verified" means.
+ */
+export function walContentProven(metadata: Record<string, string>, codec: WalCompression): boolean {
+  return Boolean(metadata.rawsha256) || (Boolean(metadata.sha256) && codec !== 'gzip');
 }
 
 class HashTap extends Transform {
