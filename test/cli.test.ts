@@ -113,6 +113,22 @@ describe('headless CLI', () => {
     expect(verify.stdout).toContain('VERIFICATION FAILED');
   });
 
+  it('a step failing on bad usage exits 2 and says to resume with the corrected option, which the resume takes', async () => {
+    const t = setup();
+    const failed = await runCli(['--procedure', 'demo', '--dir', t.work, '--fail', 'usage', '--confirm', 'sandbox-1'], t.env);
+    expect(failed.exitCode).toBe(2);
+    expect(failed.stdout).toContain('bad usage on purpose');
+    const runId = /pgrunbook --resume (demo-\S+)/.exec(failed.stdout)?.[1];
+    expect(failed.stdout).toMatch(/next: give what the error asks for, then continue with: pgrunbook --resume demo-\S+ <the missing or corrected options>/);
+    expect(runId).toBeTruthy();
+    expect(t.marker('prepared')).toBe(false);
+
+    const again = await runCli(['--resume', runId!, '--fail', 'none', '--confirm', 'sandbox-1'], t.env);
+    expect(again.exitCode).toBe(0);
+    expect(t.marker('prepared')).toBe(true);
+    expect(t.marker('verified')).toBe(true);
+  });
+
   it('usage errors exit 2 naming the valid choices', async () => {
     const t = setup();
     const unknown = await runCli(['--procedure', 'nope'], t.env);
@@ -121,7 +137,7 @@ describe('headless CLI', () => {
 
     const badParam = await runCli(['--procedure', 'demo', '--dir', t.work, '--fail', 'sometimes'], t.env);
     expect(badParam.exitCode).toBe(2);
-    expect(badParam.stderr).toContain('--fail: "sometimes" is not one of: none, prepare, verify');
+    expect(badParam.stderr).toContain('--fail: "sometimes" is not one of: none, prepare, usage, verify');
     // Parsing is strict: an unknown option is refused before the parameters are read.
     const badOption = await runCli(['--procedure', 'demo', '--dir', t.work, '--fail', 'sometimes', '--colour', 'x'], t.env);
     expect(badOption.exitCode).toBe(2);

@@ -314,7 +314,7 @@ export async function runProcedure(opts: RunOptions): Promise<RunSummary> {
   function finish(status: RunStatus, error: string | undefined, hint: string | undefined): RunSummary {
     if (ended) return ended;
     if (status === 'interrupted') error ??= 'interrupted';
-    hint ??= closingHint(status, runId, journal !== undefined, fault !== undefined);
+    hint ??= closingHint(status, runId, journal !== undefined, fault !== undefined, runExitCode);
     const summary: RunSummary = {
       runId,
       procedure: procedure.id,

@@ -20,11 +20,15 @@ export function exitCodeFor(status: RunStatus): number {
   }
 }
 
-/** What to do next when a run did not finish cleanly; `journaled` runs can be resumed. */
-export function closingHint(status: RunStatus, runId: string, journaled: boolean, faulted: boolean): string | undefined {
+/**
+ * What to do next when a run did not finish cleanly; `journaled` runs can be resumed. `exitCode` is
+ * the failed step's own: bad usage (2) is fixed by giving the right option, which a resume takes.
+ */
+export function closingHint(status: RunStatus, runId: string, journaled: boolean, faulted: boolean, exitCode?: number): string | undefined {
   if (!journaled) return undefined;
   if (status === 'interrupted') return `continue with: ${pgrunbookCommand(`--resume ${runId}`)}`;
   if (faulted) return `this is a bug in pgrunbook or in the procedure, not a verdict on your data; read the journal, then continue with: ${pgrunbookCommand(`--resume ${runId}`)}`;
+  if (status === 'failed' && exitCode === EXIT.usage) return `give what the error asks for, then continue with: ${pgrunbookCommand(`--resume ${runId} <the missing or corrected options>`)} (options given with --resume take precedence over the run's own)`;
   if (status === 'failed' || status === 'refused') return `fix the cause, then continue with: ${pgrunbookCommand(`--resume ${runId}`)}`;
   return undefined;
 }
