@@ -110,12 +110,12 @@ describe('codec', () => {
     try {
       const zst = await compressBuffer('zstd', sample);
       const gz = zlib.gzipSync(sample);
-      const cases = [
-        { name: '00000004.history', codec: 'zstd' as const, bytes: zst, metadata: { sha256: sha256Hex(zst), compression: 'zstd' }, proven: true },
-        { name: '00000005.history', codec: 'none' as const, bytes: sample, metadata: { sha256: sha256Hex(sample), compression: 'none' }, proven: true },
-        { name: '00000006.history', codec: 'gzip' as const, bytes: gz, metadata: { sha256: sha256Hex(gz), rawsha256: sha256Hex(sample), compression: 'gzip' }, proven: true },
-        { name: '00000007.history', codec: 'gzip' as const, bytes: gz, metadata: { sha256: sha256Hex(gz), compression: 'gzip' }, proven: false },
-        { name: '00000008.history', codec: 'zstd' as const, bytes: zst, metadata: { compression: 'zstd' }, proven: false },
+      const cases: { name: string; codec: 'zstd' | 'none' | 'gzip'; bytes: Buffer; metadata: Record<string, string>; proven: boolean }[] = [
+        { name: '00000004.history', codec: 'zstd', bytes: zst, metadata: { sha256: sha256Hex(zst), compression: 'zstd' }, proven: true },
+        { name: '00000005.history', codec: 'none', bytes: sample, metadata: { sha256: sha256Hex(sample), compression: 'none' }, proven: true },
+        { name: '00000006.history', codec: 'gzip', bytes: gz, metadata: { sha256: sha256Hex(gz), rawsha256: sha256Hex(sample), compression: 'gzip' }, proven: true },
+        { name: '00000007.history', codec: 'gzip', bytes: gz, metadata: { sha256: sha256Hex(gz), compression: 'gzip' }, proven: false },
+        { name: '00000008.history', codec: 'zstd', bytes: zst, metadata: { compression: 'zstd' }, proven: false },
       ];
       for (const c of cases) await store.put(walKey(c.name, c.codec), c.bytes, { contentLength: c.bytes.length, metadata: c.metadata });
       for (const c of cases) {
