@@ -288,4 +288,47 @@ describe('asynchronous archiving (pusher) and prefetching', () => {
     expect(refused.stderr).toContain('names other contents');
     expect(fs.existsSync(okPath)).toBe(false);
   });
+
+  it('after an outage of the store, the segments waiting out their backoff are pushed at once when archive_command gets one through', async () => {
+    await setArchiveCommand('');
+    await stopPusher(spool);
+    const spool3 = path.join(cluster.baseDir, 'pgrunbook-outage.spool');
+    const walDir = path.join(repoUrl.slice('file://'.length), 'wal');
+    const logFile = path.join(spool3, 'push', 'pusher.log');
+    const log = () => (fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8') : '');
+    if (!fs.existsSync(walDir)) {
+      fs.mkdirSync(walDir, { mode: 0o750 });
+      if (pg) fs.chownSync(walDir, pg.uid, pg.gid);
+    }
+    const mode = fs.statSync(walDir).mode & 0o777;
+    let waiting: string[] = [];
+    // The outage: the server's OS user can no longer write into the repository.
+    fs.chmodSync(walDir, 0o500);
+    try {
+      await makeSegments(3);
+      waiting = ready().map((f) => f.slice(0, -'.ready'.length)).filter((n) => /^[0-9A-F]{24}$/.test(n));
+      expect(waiting.length).toBeGreaterThanOrEqual(3);
+      await setArchiveCommand(walCommandLine('wal-push', repoUrl, process.env, { envFile, spool: spool3 }).command);
+      // Five failed attempts each (1, 2, 4 and 8 s apart): the pusher's next is 16 s away.
+      await waitFor('five failed pushes of every waiting segment', () => waiting.every((n) => log().includes(`cannot push ${n} (attempt 5)`)), 60_000, 100);
+    } finally {
+      fs.chmodSync(walDir, mode);
+    }
+    // New WAL wakes the archiver; its archive_command pushes the oldest itself (no ok file), and the
+    // pusher, seeing it archived, pushes the rest now rather than in 16 s.
+    const restored = Date.now();
+    await makeSegments(1);
+    await waitFor('the backlog archived', () => waiting.every((n) => done().includes(n)), 60_000, 50);
+    const elapsed = Date.now() - restored;
+    const after = log();
+    expect(after).toMatch(/the store takes writes again; pushing the \d+ segments? that waited for it now/);
+    for (const n of waiting.slice(1)) expect(after, `${n} pushed by the pusher after the outage`).toContain(`pushed ${n} (`);
+    expect(elapsed).toBeLessThan(15_000);
+    for (const name of waiting) {
+      const info = await store.head(walKey(name, 'none'));
+      expect(info?.metadata.rawsha256, name).toBe(sha(fs.readFileSync(path.join(cluster.dataDir, 'pg_wal', name))));
+    }
+    await setArchiveCommand('');
+    await stopPusher(spool3);
+  });
 });

@@ -11,7 +11,7 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import type { ObjectStore } from '../storage/types.js';
+import { StorageError, type ObjectStore } from '../storage/types.js';
 import { pushWal, type WalCompression } from '../repo/walarchive.js';
 import { zstdFilesToDir, zstdLevelArg } from '../repo/codec.js';
 import type { RepositoryIdentity } from '../repo/identity.js';
@@ -59,6 +59,19 @@ export async function runPusher(o: PusherOptions): Promise<number> {
   const retryAt = new Map<string, number>();
   const identityCache = new Map<string, RepositoryIdentity>();
   const failures = new Map<string, number>();
+  // Segments whose last push failed in the store itself (unreachable, refused, full), not in their
+  // contents: they wait out a backoff that grows to 30 s. Once the store takes a write again (a push
+  // here, or archive_command's own push of one of them) they all go at once, instead of each after
+  // its own backoff while the archiver pushed the backlog one node start at a time.
+  const waitingForStore = new Set<string>();
+  const storeIsBack = (why: string) => {
+    if (!waitingForStore.size) return;
+    let released = 0;
+    for (const n of waitingForStore) if (retryAt.delete(n)) released++;
+    waitingForStore.clear();
+    if (released) o.log(`${why}: the store takes writes again; pushing the ${released} segment${released === 1 ? '' : 's'} that waited for it now`);
+    wake();
+  };
   const state: PusherState = { pid: process.pid, startedAt: new Date().toISOString(), updatedAt: '', ready: 0, inFlight: 0, pushedAhead: 0, pushedTotal: 0 };
   let stopping = false;
   let wake: () => void = () => undefined;
@@ -129,12 +142,16 @@ export async function runPusher(o: PusherOptions): Promise<number> {
       state.lastPushed = name;
       failures.delete(name);
       retryAt.delete(name);
+      waitingForStore.delete(name);
+      storeIsBack(`pushed ${name}`);
       if (r.status === 'already-archived') o.log(`${name} was already archived with the same contents`);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !fs.existsSync(path.join(status, `${name}.ready`))) return; // archived meanwhile
       const n = (failures.get(name) ?? 0) + 1;
       failures.set(name, n);
       retryAt.set(name, Date.now() + Math.min(30_000, 500 * 2 ** Math.min(n, 6)));
+      if (err instanceof StorageError) waitingForStore.add(name);
+      else waitingForStore.delete(name);
       state.lastError = `${name}: ${(err as Error).message}`;
       state.lastErrorAt = new Date().toISOString();
       o.log(`cannot push ${name} (attempt ${n}): ${(err as Error).message}`);
@@ -166,6 +183,16 @@ export async function runPusher(o: PusherOptions): Promise<number> {
       }
       const okSet = new Set(oks);
       for (const n of pushedHere) if (!readySet.has(n)) pushedHere.delete(n);
+      // One that failed here and is .ready no more was archived by archive_command's own push.
+      for (const n of waitingForStore) {
+        if (!readySet.has(n) && !inFlight.has(n)) {
+          waitingForStore.delete(n);
+          failures.delete(n);
+          retryAt.delete(n);
+          storeIsBack(`${n} was archived by archive_command`);
+          break;
+        }
+      }
       const now = Date.now();
       const launch: string[] = [];
       for (const name of ready) {
