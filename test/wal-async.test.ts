@@ -314,8 +314,9 @@ describe('asynchronous archiving (pusher) and prefetching', () => {
     } finally {
       fs.chmodSync(walDir, mode);
     }
-    // New WAL wakes the archiver; its archive_command pushes the oldest itself (no ok file), and the
-    // pusher, seeing it archived, pushes the rest now rather than in 16 s.
+    // New WAL: the pusher pushes it at once (it never failed), and that success sends the segments
+    // waiting out their backoff now rather than in 16 s (the archiver's own archive_command for the
+    // oldest waits up to 30 s for a live pusher).
     const restored = Date.now();
     await makeSegments(1);
     await waitFor('the backlog archived', () => waiting.every((n) => done().includes(n)), 60_000, 50);
