@@ -187,10 +187,15 @@ export async function runPusher(o: PusherOptions): Promise<number> {
       for (const n of waitingForStore) {
         if (!readySet.has(n) && !inFlight.has(n)) {
           waitingForStore.delete(n);
-          failures.delete(n);
-          retryAt.delete(n);
           storeIsBack(`${n} was archived by archive_command`);
           break;
+        }
+      }
+      // Forget the failures of segments archived meanwhile (a pusher can run for days).
+      for (const n of failures.keys()) {
+        if (!readySet.has(n) && !inFlight.has(n)) {
+          failures.delete(n);
+          retryAt.delete(n);
         }
       }
       const now = Date.now();
