@@ -183,21 +183,16 @@ export async function runPusher(o: PusherOptions): Promise<number> {
       }
       const okSet = new Set(oks);
       for (const n of pushedHere) if (!readySet.has(n)) pushedHere.delete(n);
-      // One that failed here and is .ready no more was archived by archive_command's own push.
-      for (const n of waitingForStore) {
-        if (!readySet.has(n) && !inFlight.has(n)) {
-          waitingForStore.delete(n);
-          storeIsBack(`${n} was archived by archive_command`);
-          break;
-        }
-      }
-      // Forget the failures of segments archived meanwhile (a pusher can run for days).
+      // Forget the failures of segments archived meanwhile (a pusher can run for days). One that
+      // waited for the store was archived by archive_command's own push: the store is back.
+      let archivedMeanwhile: string | undefined;
       for (const n of failures.keys()) {
-        if (!readySet.has(n) && !inFlight.has(n)) {
-          failures.delete(n);
-          retryAt.delete(n);
-        }
+        if (readySet.has(n) || inFlight.has(n)) continue;
+        failures.delete(n);
+        retryAt.delete(n);
+        if (waitingForStore.delete(n)) archivedMeanwhile = n;
       }
+      if (archivedMeanwhile) storeIsBack(`${archivedMeanwhile} was archived by archive_command`);
       const now = Date.now();
       const launch: string[] = [];
       for (const name of ready) {
