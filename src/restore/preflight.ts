@@ -97,21 +97,10 @@ export async function proveRecoverable(o: ProveOptions): Promise<RecoveryPlan> {
     doneBytes += n;
     report.progress({ done: doneBytes, total: Math.max(plannedBytes, doneBytes), unit: 'bytes' });
   };
-  // Segments are kept only once the staging directory exists (made by the backup's read, which runs
-  // alongside the walk), in path order, and while the budget the free space allows lasts.
-  const keep = o.stage?.keepWal ? { budget: 0, kept: new Set<string>(), dir: path.join(o.stage.dir, KEPT_WAL_DIR), made: false } : undefined;
-  const keepSegment = keep
-    ? async (file: string, name: string): Promise<boolean> => {
-        if (!keep.made || keep.kept.has(name) || keep.kept.size >= keep.budget) return false;
-        await fs.promises.rename(file, path.join(keep.dir, name));
-        if (isRoot()) await fs.promises.chown(path.join(keep.dir, name), o.stage!.owner.uid, o.stage!.owner.gid);
-        keep.kept.add(name);
-        return true;
-      }
-    : undefined;
+  const keep = o.stage?.keepWal ? new KeptWal(path.join(o.stage.dir, KEPT_WAL_DIR), o.stage.owner) : undefined;
   return planRecovery({
     store: repo.store,
-    keepSegment,
+    keepSegment: keep ? (file, name) => keep.take(file, name) : undefined,
     workParent: keep ? path.dirname(o.stage!.pgdata) : undefined,
     catalog,
     target: o.target,
@@ -156,13 +145,13 @@ async function stageBackup(
   manifest: StoredObject | undefined,
   unpacked: number,
   tick: (n: number) => void,
-  keep?: { budget: number; dir: string; made: boolean },
+  keep?: KeptWal,
 ): Promise<void> {
   const { repo, report, stage } = o;
   if (!stage) return;
   const space = await freeSpaceFor(stage.pgdata, unpacked);
   if (space) report.check('free space', true, `${formatBytes(space.free)} free beside ${stage.pgdata} for about ${formatBytes(unpacked)}`);
-  if (keep && space) keep.budget = Math.max(0, Math.min(KEEP_WAL_MAX, Math.floor((space.free - unpacked * 1.1 - KEEP_WAL_SLACK) / o.catalog.segmentSize)));
+  const keepBudget = space ? Math.max(0, Math.min(KEEP_WAL_MAX, Math.floor((space.free - unpacked * 1.1 - KEEP_WAL_SLACK) / o.catalog.segmentSize))) : 0;
   report.log(`unpacking base backup ${id} (${formatBytes(data.size)}, ${data.compression}) into ${stage.dir}, beside the data directory, checking its checksums as it streams; the server and its data directory are not touched`);
   let made = false;
   try {
@@ -172,11 +161,7 @@ async function stageBackup(
     }
     await makeRestoreDir(stage.dir, stage.runId, stage.owner);
     made = true;
-    if (keep && keep.budget > 0) {
-      await fs.promises.mkdir(keep.dir, { mode: 0o700 });
-      if (isRoot()) await fs.promises.chown(keep.dir, stage.owner.uid, stage.owner.gid);
-      keep.made = true;
-    }
+    if (keep && keepBudget > 0) await keep.open(keepBudget);
     let last = 0;
     const body = await repo.getVerified(data.key, data.sha256, o.signal);
     const { files } = await unpackTar(body, {
@@ -191,8 +176,69 @@ async function stageBackup(
     });
     report.check('base backup checksums', true, `${id}: SHA-256 of ${[data.key, manifest?.key].filter(Boolean).join(', ')}${data.compression === 'zstd' ? ' and zstd\'s content checksum' : ''}; unpacked into ${stage.dir} (${files} files, fsynced)`);
   } catch (err) {
+    await keep?.close();
     if (made) await removeStaged(stage.dir);
     throw err;
+  }
+}
+
+/**
+ * The checked WAL segments pitr keeps in its staging directory for replay, in path order, from
+ * when the directory exists (the backup's read, which runs alongside the walk, makes it) while the
+ * budget the free space allows lasts. Keeping saves a fetch; it is never a condition of the plan:
+ * a segment that cannot be moved in is left to the walk, which removes it, and replay fetches it
+ * from the repository as usual. A failed keep must not fail the walk: when the backup's read fails
+ * it removes the staging directory, and a walk failing on that (ENOENT) a moment before the
+ * backup's error arrives was reported as the cause in place of the corrupt backup.
+ */
+export class KeptWal {
+  private budget = 0;
+  private accepting = false;
+  /** The move under way, if any (the walk releases one segment at a time). */  readonly kept = new Set<string>();
+
+  constructor(
+    readonly dir: string,
+    private readonly owner: Owner,
+  ) {}
+
+  async open(budget: number): Promise<void> {
+    await fs.promises.mkdir(this.dir, { mode: 0o700 });
+    if (isRoot()) await fs.promises.chown(this.dir, this.owner.uid, this.owner.gid);
+    this.budget = budget;
+    this.accepting = true;
+  }
+
+  /** No more segments: the staging directory is about to be removed (after a move under way has ended). */
+  async close(): Promise<void> {
+    this.accepting = false;
+    await this.moving;
+  }
+
+  private moving: Promise<unknown> = Promise.resolve();
+
+  /** Moves `file` in as segment `name`: true when kept, false when the walk should remove it. */
+  take(file: string, name: string): Promise<boolean> {
+    if (!this.accepting || this.kept.has(name) || this.kept.size >= this.budget) return Promise.resolve(false);
+    const move = this.move(file, name);
+    this.moving = move;
+    return move;
+  }
+
+  private async move(file: string, name: string): Promise<boolean> {
+    const dest = path.join(this.dir, name);
+    try {
+      await fs.promises.rename(file, dest);
+    } catch {
+      return false;
+    }
+    try {
+      if (isRoot()) await fs.promises.chown(dest, this.owner.uid, this.owner.gid);
+    } catch {
+      await fs.promises.rm(dest, { force: true }).catch(() => {});
+      return false;
+    }
+    this.kept.add(name);
+    return true;
   }
 }
 
