@@ -194,7 +194,9 @@ async function stageBackup(
 export class KeptWal {
   private budget = 0;
   private accepting = false;
-  /** The move under way, if any (the walk releases one segment at a time). */  readonly kept = new Set<string>();
+  /** The move under way, if any (the walk releases one segment at a time). */
+  private moving: Promise<unknown> = Promise.resolve();
+  readonly kept = new Set<string>();
 
   constructor(
     readonly dir: string,
@@ -213,8 +215,6 @@ export class KeptWal {
     this.accepting = false;
     await this.moving;
   }
-
-  private moving: Promise<unknown> = Promise.resolve();
 
   /** Moves `file` in as segment `name`: true when kept, false when the walk should remove it. */
   take(file: string, name: string): Promise<boolean> {
