@@ -15,6 +15,15 @@ const segment = (dir: string, name: string) => {
   fs.writeFileSync(file, Buffer.alloc(1024, 7));
   return file;
 };
+/** A keeper in a staging directory under a fresh temporary root, open with room for 8 segments. */
+const openKeeper = async () => {
+  const root = tempDir();
+  const staged = path.join(root, 'staged');
+  fs.mkdirSync(staged);
+  const keep = new KeptWal(path.join(staged, '.pgrunbook-wal'), owner());
+  await keep.open(8);
+  return { root, staged, keep };
+};
 
 describe('KeptWal', () => {
   it('keeps segments into its directory up to its budget, then leaves them to the walk', async () => {
@@ -33,11 +42,7 @@ describe('KeptWal', () => {
   });
 
   it('a keep after its directory was removed (the backup failed meanwhile) returns false instead of failing', async () => {
-    const root = tempDir();
-    const staged = path.join(root, 'staged');
-    fs.mkdirSync(staged);
-    const keep = new KeptWal(path.join(staged, '.pgrunbook-wal'), owner());
-    await keep.open(8);
+    const { root, staged, keep } = await openKeeper();
     // The backup's read removed the staging directory without closing the keeper first.
     fs.rmSync(staged, { recursive: true });
     const file = segment(root, '000000010000000000000003');
@@ -46,11 +51,7 @@ describe('KeptWal', () => {
   });
 
   it('closed, it takes nothing more, and close waits for a move under way', async () => {
-    const root = tempDir();
-    const staged = path.join(root, 'staged');
-    fs.mkdirSync(staged);
-    const keep = new KeptWal(path.join(staged, '.pgrunbook-wal'), owner());
-    await keep.open(8);
+    const { root, keep } = await openKeeper();
     const moving = keep.take(segment(root, '000000010000000000000004'), '000000010000000000000004');
     await keep.close();
     // The move had ended when close returned: removing the directory now removes it all.
